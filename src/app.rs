@@ -1,0 +1,165 @@
+//! Wiring: starts one cutover instance (proxy listener, admin listener,
+//! mirror and comparison workers) from a validated config, and stops it in
+//! order: stop accepting, finish in-flight requests, drain the mirror queue
+//! (all within `[listen] shutdown_grace`), then stop the admin listener.
+//!
+//! Must never: hold request logic; that lives in proxy and mirror.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsError};
+use crate::mirror::{Mirror, MirrorError};
+use crate::proxy::{self, ProxyState};
+use crate::upstream::{Upstream, UpstreamError};
+use crate::{admin, server};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key} = \"{addr}\": cannot listen: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+}
+
+/// What a shutdown left undone (all zero on a clean stop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether client connections were still open when the grace period ended.
+    pub connections_cut: bool,
+    /// Mirrored exchanges not yet recorded when the grace period ended.
+    pub exchanges_unrecorded: usize,
+}
+
+/// A running instance.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    stopped: JoinHandle<ShutdownReport>,
+}
+
+impl Running {
+    /// Stops the instance gracefully and reports what was left undone.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let _ = self.shutdown.send(true);
+        self.stopped.await.unwrap_or(ShutdownReport {
+            connections_cut: true,
+            exchanges_unrecorded: 0,
+        })
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// Starts an instance: both listeners are bound when this returns.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let metrics = Metrics::new()?;
+    let primary = Upstream::new(&config.primary)?;
+    let shadow = Upstream::new(&config.shadow)?;
+    let (mirror, workers) = Mirror::start(
+        config.mirror.clone(),
+        shadow,
+        config.primary.name.clone(),
+        config.shadow.rate_limit,
+        metrics.clone(),
+    )?;
+    let proxy_listener = bind("listen.proxy", config.listen.proxy).await?;
+    let admin_listener = bind("listen.admin", config.listen.admin).await?;
+    let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind {
+        key: "listen.proxy",
+        addr: config.listen.proxy,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
+        key: "listen.admin",
+        addr: config.listen.admin,
+        source,
+    })?;
+
+    let state = Arc::new(ProxyState {
+        routes: config.routes.clone(),
+        primary,
+        mirror: Arc::clone(&mirror),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let grace = config.listen.shutdown_grace;
+    let header_timeout = config.listen.header_read_timeout;
+
+    let proxy_task = tokio::spawn(server::serve(
+        proxy_listener,
+        move |peer, request| proxy::handle(Arc::clone(&state), peer, request),
+        shutdown_rx,
+        header_timeout,
+        grace,
+    ));
+    let admin_metrics = metrics.clone();
+    let admin_task = tokio::spawn(server::serve(
+        admin_listener,
+        move |_peer, request| {
+            let response = admin::handle(&admin_metrics, &request);
+            async move { response }
+        },
+        admin_stop_rx,
+        header_timeout,
+        grace,
+    ));
+
+    let stopped = tokio::spawn(async move {
+        let began = Instant::now();
+        let finished = proxy_task.await.unwrap_or(false);
+        let left = grace.saturating_sub(began.elapsed());
+        let exchanges_unrecorded = mirror.drain(left).await;
+        mirror.stop();
+        drop(mirror);
+        if tokio::task::spawn_blocking(move || workers.join()).await.is_err() {
+            warn!("comparison workers did not stop cleanly");
+        }
+        let _ = admin_stop_tx.send(true);
+        let _ = admin_task.await;
+        let report = ShutdownReport {
+            connections_cut: !finished,
+            exchanges_unrecorded,
+        };
+        if report.connections_cut || report.exchanges_unrecorded > 0 {
+            warn!(
+                connections_cut = report.connections_cut,
+                exchanges_unrecorded = report.exchanges_unrecorded,
+                "shutdown grace period ended with work left"
+            );
+        } else {
+            info!("stopped cleanly");
+        }
+        report
+    });
+
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        metrics,
+        shutdown: shutdown_tx,
+        stopped,
+    })
+}

@@ -1,0 +1,583 @@
+//! Configuration: TOML → raw serde structs (unknown keys rejected) → a
+//! validated, typed [`Config`].
+//!
+//! Every error names the file, the key and what was expected, e.g.
+//! `config/tomos.toml: route "update-task": match: unknown method "PATHC"`.
+//! Secrets never live in the file: an upstream URL with credentials in it is
+//! rejected, and `CUTOVER_PRIMARY_URL` / `CUTOVER_SHADOW_URL` override the
+//! URLs from the environment.
+//!
+//! Must never: be read anywhere but at startup (or an explicit reload), or
+//! let a value through that the rest of the program would have to re-check.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::Deserialize;
+
+use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
+
+/// Environment variables that override an upstream's `url` (for URLs that
+/// carry credentials, which the file must not).
+pub const PRIMARY_URL_ENV: &str = "CUTOVER_PRIMARY_URL";
+pub const SHADOW_URL_ENV: &str = "CUTOVER_SHADOW_URL";
+
+/// A configuration error, pointing at the file and key that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {key}: {message}")]
+    Invalid { file: String, key: String, message: String },
+}
+
+/// The validated configuration of one cutover instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (a path, or a name for inline text).
+    pub source: String,
+    pub listen: ListenConfig,
+    pub primary: UpstreamConfig,
+    pub shadow: UpstreamConfig,
+    pub mirror: MirrorConfig,
+    pub routes: RouteTable,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    /// How long shutdown waits for in-flight requests and queued comparisons.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Scheme, authority and optional base-path prefix; no query, no credentials.
+    pub url: reqwest::Url,
+    /// Time allowed until the response headers arrive (and between body reads).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// The Host header to send; `None` sends the URL's own authority.
+    pub host: Option<http::HeaderValue>,
+    /// Shadow only: at most this many mirrored requests per second.
+    pub rate_limit: Option<RateLimit>,
+    /// Extra PEM CA certificates to trust (on top of the system roots).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A rate in requests per second, written `"50/s"`, `"300/m"` or `"1000/h"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+}
+
+/// What happens to requests that no `[[route]]` matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Safe methods are mirrored and compared; writes go to the primary only.
+    Reads,
+    /// Nothing is mirrored.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// How many exchanges may be in flight between the proxy and the recorder.
+    pub queue: usize,
+    /// Largest request or response body captured for comparison.
+    pub max_body: usize,
+    /// Total bytes all captured bodies together may hold.
+    pub max_buffered: usize,
+    pub unmatched: Unmatched,
+    /// Threads running comparisons (CPU work, kept off the proxy's runtime).
+    pub workers: usize,
+}
+
+// ---------------------------------------------------------------- raw layer
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    primary: RawUpstream,
+    shadow: RawUpstream,
+    #[serde(default)]
+    mirror: RawMirror,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    #[serde(default = "default_proxy_addr")]
+    proxy: String,
+    #[serde(default = "default_admin_addr")]
+    admin: String,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace: String,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout: String,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            proxy: default_proxy_addr(),
+            admin: default_admin_addr(),
+            shutdown_grace: default_shutdown_grace(),
+            header_read_timeout: default_header_read_timeout(),
+        }
+    }
+}
+
+fn default_proxy_addr() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_admin_addr() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_shutdown_grace() -> String {
+    "10s".into()
+}
+fn default_header_read_timeout() -> String {
+    "10s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    url: String,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+    host: Option<String>,
+    rate_limit: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    #[serde(default = "default_queue")]
+    queue: usize,
+    #[serde(default = "default_max_body")]
+    max_body: String,
+    #[serde(default = "default_max_buffered")]
+    max_buffered: String,
+    #[serde(default = "default_unmatched")]
+    unmatched: String,
+    #[serde(default = "default_workers")]
+    workers: usize,
+}
+
+impl Default for RawMirror {
+    fn default() -> Self {
+        RawMirror {
+            queue: default_queue(),
+            max_body: default_max_body(),
+            max_buffered: default_max_buffered(),
+            unmatched: default_unmatched(),
+            workers: default_workers(),
+        }
+    }
+}
+
+fn default_queue() -> usize {
+    10_000
+}
+fn default_max_body() -> String {
+    "1MiB".into()
+}
+fn default_max_buffered() -> String {
+    "256MiB".into()
+}
+fn default_unmatched() -> String {
+    "reads".into()
+}
+fn default_workers() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(rename = "match")]
+    match_: String,
+    #[serde(default = "default_route_mirror")]
+    mirror: String,
+    #[serde(default = "default_sample")]
+    sample: f64,
+    sample_key: Option<String>,
+}
+
+fn default_route_mirror() -> String {
+    "compare".into()
+}
+fn default_sample() -> f64 {
+    1.0
+}
+
+// ------------------------------------------------------------ entry points
+
+impl Config {
+    /// Reads and validates a config file, applying environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&text, &file, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates config text. `source` names it in errors; `env` looks up
+    /// environment overrides (injected so tests need not touch the process env).
+    pub fn parse(text: &str, source: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text, source)?;
+        let ctx = Ctx { file: source };
+        let listen = ListenConfig {
+            proxy: ctx.socket_addr("listen.proxy", &raw.listen.proxy)?,
+            admin: ctx.socket_addr("listen.admin", &raw.listen.admin)?,
+            shutdown_grace: ctx.duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
+            header_read_timeout: ctx.duration("listen.header_read_timeout", &raw.listen.header_read_timeout)?,
+        };
+        if listen.proxy == listen.admin && listen.proxy.port() != 0 {
+            return Err(ctx.invalid(
+                "listen.admin",
+                format!(
+                    "must differ from listen.proxy ({}): the admin API is never served on the proxy port",
+                    listen.proxy
+                ),
+            ));
+        }
+        let primary = ctx.upstream("primary", raw.primary, env(PRIMARY_URL_ENV), "30s")?;
+        let shadow = ctx.upstream("shadow", raw.shadow, env(SHADOW_URL_ENV), "10s")?;
+        if primary.rate_limit.is_some() {
+            return Err(ctx.invalid(
+                "primary.rate_limit",
+                "the primary is never rate-limited by cutover; set rate_limit on [shadow]",
+            ));
+        }
+        if primary.name == shadow.name {
+            return Err(ctx.invalid(
+                "shadow.name",
+                format!("must differ from primary.name (both are \"{}\")", shadow.name),
+            ));
+        }
+        let mirror = ctx.mirror(raw.mirror)?;
+        let routes = ctx.routes(raw.routes)?;
+        Ok(Config {
+            source: source.to_string(),
+            listen,
+            primary,
+            shadow,
+            mirror,
+            routes,
+        })
+    }
+}
+
+fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|err| toml_error(file, text, "", &err))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        toml_error(file, text, &path, err.inner())
+    })
+}
+
+fn toml_error(file: &str, text: &str, path: &str, err: &toml::de::Error) -> ConfigError {
+    let mut message = err.message().trim().to_string();
+    if let Some(span) = err.span() {
+        let (line, column) = line_column(text, span.start);
+        message.push_str(&format!(" (line {line}, column {column})"));
+    }
+    let key = if path.is_empty() || path == "." {
+        "(document)".to_string()
+    } else {
+        path.to_string()
+    };
+    ConfigError::Invalid {
+        file: file.to_string(),
+        key,
+        message,
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    (line, column)
+}
+
+/// Validation context: knows the file name so every error can point at it.
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn socket_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            self.invalid(
+                key,
+                format!("expected an IP address and port like \"127.0.0.1:8080\", got \"{value}\""),
+            )
+        })
+    }
+
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
+        parse_duration(value).map_err(|message| self.invalid(key, message))
+    }
+
+    fn size(&self, key: &str, value: &str) -> Result<usize, ConfigError> {
+        parse_size(value).map_err(|message| self.invalid(key, message))
+    }
+
+    fn upstream(
+        &self,
+        section: &str,
+        raw: RawUpstream,
+        url_override: Option<String>,
+        default_timeout: &str,
+    ) -> Result<UpstreamConfig, ConfigError> {
+        let key = |field: &str| format!("{section}.{field}");
+        if raw.name.trim().is_empty() || !raw.name.chars().all(is_label_char) {
+            return Err(self.invalid(
+                key("name"),
+                format!(
+                    "expected a short name of letters, digits, '-', '_' or '.', got \"{}\"",
+                    raw.name
+                ),
+            ));
+        }
+        let from_env = url_override.is_some();
+        let url_text = url_override.unwrap_or(raw.url);
+        let url_key = if from_env {
+            let var = if section == "primary" {
+                PRIMARY_URL_ENV
+            } else {
+                SHADOW_URL_ENV
+            };
+            format!("{} (from ${var})", key("url"))
+        } else {
+            key("url")
+        };
+        let url = reqwest::Url::parse(&url_text).map_err(|err| self.invalid(&url_key, format!("not a URL: {err}")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(self.invalid(
+                &url_key,
+                format!("expected an http:// or https:// URL, got scheme \"{}\"", url.scheme()),
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(self.invalid(&url_key, "the URL has no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.invalid(&url_key, "the URL must not have a query or fragment"));
+        }
+        if !from_env && (!url.username().is_empty() || url.password().is_some()) {
+            let var = if section == "primary" {
+                PRIMARY_URL_ENV
+            } else {
+                SHADOW_URL_ENV
+            };
+            return Err(self.invalid(
+                &url_key,
+                format!("contains credentials; secrets never go in the file: set ${var} instead"),
+            ));
+        }
+        let timeout = self.duration(&key("timeout"), raw.timeout.as_deref().unwrap_or(default_timeout))?;
+        let connect_timeout = self.duration(&key("connect_timeout"), raw.connect_timeout.as_deref().unwrap_or("5s"))?;
+        let host = match raw.host {
+            None => None,
+            Some(host) => Some(
+                http::HeaderValue::from_str(&host)
+                    .map_err(|_| self.invalid(key("host"), format!("not a valid Host header value: \"{host}\"")))?,
+            ),
+        };
+        let rate_limit = match raw.rate_limit {
+            None => None,
+            Some(text) => Some(parse_rate(&text).map_err(|message| self.invalid(key("rate_limit"), message))?),
+        };
+        if let Some(ca) = &raw.ca_file {
+            if !ca.is_file() {
+                return Err(self.invalid(key("ca_file"), format!("no such file: {}", ca.display())));
+            }
+        }
+        Ok(UpstreamConfig {
+            name: raw.name,
+            url,
+            timeout,
+            connect_timeout,
+            host,
+            rate_limit,
+            ca_file: raw.ca_file,
+        })
+    }
+
+    fn mirror(&self, raw: RawMirror) -> Result<MirrorConfig, ConfigError> {
+        if raw.queue == 0 {
+            return Err(self.invalid("mirror.queue", "must be at least 1"));
+        }
+        if raw.workers == 0 || raw.workers > 64 {
+            return Err(self.invalid("mirror.workers", "expected 1 to 64 comparison threads"));
+        }
+        let max_body = self.size("mirror.max_body", &raw.max_body)?;
+        let max_buffered = self.size("mirror.max_buffered", &raw.max_buffered)?;
+        if max_buffered < max_body {
+            return Err(self.invalid(
+                "mirror.max_buffered",
+                format!(
+                    "must be at least mirror.max_body ({}), or no body could ever be compared",
+                    raw.max_body
+                ),
+            ));
+        }
+        let unmatched = match raw.unmatched.as_str() {
+            "reads" => Unmatched::Reads,
+            "off" => Unmatched::Off,
+            other => {
+                return Err(self.invalid(
+                    "mirror.unmatched",
+                    format!("expected \"reads\" or \"off\", got \"{other}\""),
+                ))
+            }
+        };
+        Ok(MirrorConfig {
+            queue: raw.queue,
+            max_body,
+            max_buffered,
+            unmatched,
+            workers: raw.workers,
+        })
+    }
+
+    fn routes(&self, raws: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut routes = Vec::with_capacity(raws.len());
+        for (index, raw) in raws.into_iter().enumerate() {
+            if raw.name.is_empty() || !raw.name.chars().all(is_label_char) {
+                return Err(self.invalid(
+                    format!("route[{index}].name"),
+                    format!(
+                        "expected a name of letters, digits, '-', '_' or '.', got \"{}\"",
+                        raw.name
+                    ),
+                ));
+            }
+            let key = |field: &str| format!("route \"{}\": {field}", raw.name);
+            if raw.name == crate::route::UNMATCHED_ROUTE {
+                return Err(self.invalid(key("name"), "\"unmatched\" is reserved for requests no route matches"));
+            }
+            if !seen.insert(raw.name.clone()) {
+                return Err(self.invalid(key("name"), "another route has the same name"));
+            }
+            let mirror = match raw.mirror.as_str() {
+                "compare" => MirrorPolicy::Compare,
+                "dual-write" => MirrorPolicy::DualWrite,
+                "off" => MirrorPolicy::Off,
+                other => {
+                    return Err(self.invalid(
+                        key("mirror"),
+                        format!("expected \"compare\", \"dual-write\" or \"off\", got \"{other}\""),
+                    ))
+                }
+            };
+            if !(0.0..=1.0).contains(&raw.sample) || raw.sample.is_nan() {
+                return Err(self.invalid(
+                    key("sample"),
+                    format!("expected a fraction from 0.0 to 1.0, got {}", raw.sample),
+                ));
+            }
+            let sample_key = match raw.sample_key.as_deref() {
+                None => None,
+                Some("client-ip") => Some(SampleKey::ClientIp),
+                Some(text) => match text.strip_prefix("header:") {
+                    Some(name) => Some(SampleKey::Header(HeaderName::from_bytes(name.as_bytes()).map_err(
+                        |_| self.invalid(key("sample_key"), format!("not a valid header name: \"{name}\"")),
+                    )?)),
+                    None => {
+                        return Err(self.invalid(
+                            key("sample_key"),
+                            format!("expected \"client-ip\" or \"header:NAME\", got \"{text}\""),
+                        ))
+                    }
+                },
+            };
+            let route = Route::new(&raw.name, &raw.match_, mirror, raw.sample, sample_key)
+                .map_err(|err: RouteError| self.invalid(key("match"), err.to_string()))?;
+            routes.push(route);
+        }
+        Ok(RouteTable::new(routes))
+    }
+}
+
+fn is_label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// Parses a human duration such as `"30s"`, `"250ms"`, `"24h"` or `"14d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| format!("expected a duration like \"30s\", \"250ms\" or \"24h\", got \"{text}\""))
+}
+
+/// Parses a human size such as `"1MiB"`, `"512KiB"` or `"65536"` (bytes).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size like \"1MiB\" or \"64KiB\", got \"{text}\""))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("size \"{text}\" is too large for this machine"))
+}
+
+/// Parses a rate such as `"50/s"`, `"300/m"` or `"1000/h"`.
+pub fn parse_rate(text: &str) -> Result<RateLimit, String> {
+    let expected = || format!("expected a rate like \"50/s\", \"300/m\" or \"1000/h\", got \"{text}\"");
+    let (count, unit) = text.trim().split_once('/').ok_or_else(expected)?;
+    let count: f64 = count.trim().parse().map_err(|_| expected())?;
+    let seconds = match unit.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(expected()),
+    };
+    if !count.is_finite() || count <= 0.0 {
+        return Err(format!("a rate must be above zero, got \"{text}\""));
+    }
+    Ok(RateLimit {
+        per_second: count / seconds,
+    })
+}
+
+impl fmt::Display for Unmatched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unmatched::Reads => "reads",
+            Unmatched::Off => "off",
+        })
+    }
+}

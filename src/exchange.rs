@@ -1,0 +1,238 @@
+//! One observed request: what was captured of it and of both answers, and
+//! the outcome vocabulary shared by metrics, store and report.
+//!
+//! Must never: hold more than `[mirror] max_body` of any one body, or grow
+//! a new outcome or reason without its label being added here (labels are a
+//! public interface: dashboards and reports read them).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::mirror::Reservation;
+
+/// Why an exchange was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// A request or response body exceeded `[mirror] max_body`.
+    BodyTooLarge,
+    /// Per-route sampling left this request out.
+    SampledOut,
+    /// The mirror queue (count or byte budget) was full.
+    QueueFull,
+    /// The shadow's `rate_limit` had no token for this read.
+    RateLimited,
+    /// The route's policy does not mirror this request.
+    MirrorOff,
+    /// The client went away before the primary's answer was complete.
+    ClientDisconnected,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::BodyTooLarge,
+        SkipReason::SampledOut,
+        SkipReason::QueueFull,
+        SkipReason::RateLimited,
+        SkipReason::MirrorOff,
+        SkipReason::ClientDisconnected,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::BodyTooLarge => "body_too_large",
+            SkipReason::SampledOut => "sampled_out",
+            SkipReason::QueueFull => "queue_full",
+            SkipReason::RateLimited => "rate_limited",
+            SkipReason::MirrorOff => "mirror_off",
+            SkipReason::ClientDisconnected => "client_disconnected",
+        }
+    }
+}
+
+/// The outcome of one request: every request gets exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Match,
+    Diverged,
+    ShadowError,
+    PrimaryError,
+    BothError,
+    Skipped(SkipReason),
+}
+
+impl Outcome {
+    /// The `outcome` label: skipped outcomes share one label, their reason
+    /// is counted separately (`cutover_mirror_dropped_total{reason}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Match => "match",
+            Outcome::Diverged => "diverged",
+            Outcome::ShadowError => "shadow_error",
+            Outcome::PrimaryError => "primary_error",
+            Outcome::BothError => "both_error",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Skipped(reason) => write!(f, "skipped ({})", reason.label()),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// A bounded method label: the standard methods by name, anything else `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// The client's request as sent to both sides.
+#[derive(Debug)]
+pub struct CapturedRequest {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One side's complete answer.
+#[derive(Debug)]
+pub struct CapturedResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// From sending the request to the last byte of the body.
+    pub elapsed: Duration,
+}
+
+/// Why an upstream gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    Connect,
+    Timeout,
+    /// The upstream broke the protocol or the connection mid-answer.
+    Protocol,
+    /// The body broke off or could not be read.
+    Body,
+}
+
+impl FailureKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Body => "body",
+        }
+    }
+}
+
+/// What one side produced for an exchange.
+#[derive(Debug)]
+pub enum SideResult {
+    Complete(CapturedResponse),
+    /// The answer came but its body was not captured: too large, no room
+    /// in the queue's byte budget, or the request was not mirrored at all.
+    Uncaptured {
+        status: StatusCode,
+        elapsed: Duration,
+        reason: SkipReason,
+    },
+    Failed {
+        kind: FailureKind,
+        message: String,
+        elapsed: Duration,
+    },
+    /// The client left before this side's answer was complete.
+    Abandoned,
+}
+
+impl SideResult {
+    /// Whether the side failed: no answer at all, or a 5xx.
+    pub fn is_error(&self) -> bool {
+        match self {
+            SideResult::Complete(resp) => resp.status.is_server_error(),
+            SideResult::Uncaptured { status, .. } => status.is_server_error(),
+            SideResult::Failed { .. } => true,
+            SideResult::Abandoned => false,
+        }
+    }
+
+    pub fn elapsed(&self) -> Option<Duration> {
+        match self {
+            SideResult::Complete(resp) => Some(resp.elapsed),
+            SideResult::Uncaptured { elapsed, .. } | SideResult::Failed { elapsed, .. } => Some(*elapsed),
+            SideResult::Abandoned => None,
+        }
+    }
+}
+
+/// A mirrored request with both sides' answers, ready to compare and record.
+#[derive(Debug)]
+pub struct Exchange {
+    pub request_id: String,
+    pub route: String,
+    pub started_at: SystemTime,
+    pub request: CapturedRequest,
+    pub primary: SideResult,
+    pub shadow: SideResult,
+    /// The bytes of the captured bodies, held against `[mirror] max_buffered`
+    /// until the exchange is recorded and dropped.
+    pub reservation: Reservation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_the_public_vocabulary() {
+        let labels: Vec<_> = SkipReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "body_too_large",
+                "sampled_out",
+                "queue_full",
+                "rate_limited",
+                "mirror_off",
+                "client_disconnected"
+            ]
+        );
+        assert_eq!(Outcome::Skipped(SkipReason::QueueFull).label(), "skipped");
+        assert_eq!(Outcome::BothError.to_string(), "both_error");
+        assert_eq!(method_label(&Method::from_bytes(b"PROPFIND").unwrap()), "OTHER");
+    }
+
+    #[test]
+    fn a_5xx_answer_is_an_error_and_a_4xx_is_not() {
+        let answer = |status: u16| {
+            SideResult::Complete(CapturedResponse {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+                elapsed: Duration::ZERO,
+            })
+        };
+        assert!(answer(503).is_error());
+        assert!(!answer(404).is_error());
+        assert!(!SideResult::Abandoned.is_error());
+    }
+}

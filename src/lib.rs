@@ -1,0 +1,32 @@
+//! cutover: a reverse proxy that turns a backend migration's parallel test
+//! into evidence. It serves every request from the primary, mirrors it to
+//! the shadow, compares the two answers and counts the outcome.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key.
+//! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy.
+//! - [`proxy`]: the hot path: forward to the primary, stream its answer back, capture.
+//! - [`upstream`]: one pooled HTTP(S) client per backend.
+//! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, comparison workers.
+//! - [`exchange`]: one observed request and the outcome vocabulary.
+//! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
+//! - [`metrics`]: the Prometheus registry and metric names.
+//! - [`admin`]: the admin listener (`/healthz`, `/metrics`).
+//! - [`server`]: HTTP/1.1 + h2c listener plumbing with graceful shutdown.
+//! - [`app`]: starts and stops one instance.
+//! - [`cli`]: the `cutover` command line.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod compare;
+pub mod config;
+pub mod exchange;
+pub mod metrics;
+pub mod mirror;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,178 @@
+//! Prometheus metrics: one owned [`Registry`] per running instance, metric
+//! names as constants (dashboards and tests read the same constants).
+//!
+//! Labels are bounded: route names, backend names, outcomes, reasons and
+//! failure kinds, never paths, IDs or raw status codes.
+//!
+//! Must never: register into the global default registry, or take a label
+//! value that comes straight from a request.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::exchange::{FailureKind, Outcome, SkipReason};
+
+pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
+pub const UPSTREAM_DURATION_SECONDS: &str = "cutover_upstream_duration_seconds";
+pub const MIRROR_QUEUE_DEPTH: &str = "cutover_mirror_queue_depth";
+pub const MIRROR_DROPPED_TOTAL: &str = "cutover_mirror_dropped_total";
+pub const SHADOW_ERRORS_TOTAL: &str = "cutover_shadow_errors_total";
+pub const BUILD_INFO: &str = "cutover_build_info";
+
+/// Every metric this build exports (a dashboard may name only these).
+pub const ALL: [&str; 6] = [
+    REQUESTS_TOTAL,
+    UPSTREAM_DURATION_SECONDS,
+    MIRROR_QUEUE_DEPTH,
+    MIRROR_DROPPED_TOTAL,
+    SHADOW_ERRORS_TOTAL,
+    BUILD_INFO,
+];
+
+/// Latency buckets from 1 ms to 30 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// The metrics of one cutover instance.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests_total: IntCounterVec,
+    upstream_duration: HistogramVec,
+    mirror_queue_depth: IntGauge,
+    mirror_dropped_total: IntCounterVec,
+    shadow_errors_total: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new(REQUESTS_TOTAL, "Requests served, by route, method and outcome."),
+            &["route", "method", "outcome"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                UPSTREAM_DURATION_SECONDS,
+                "Time from sending a request upstream to the last byte of its answer.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["backend", "route"],
+        )?;
+        let mirror_queue_depth = IntGauge::new(
+            MIRROR_QUEUE_DEPTH,
+            "Mirrored exchanges in flight (shadow request, waiting for comparison, or comparing).",
+        )?;
+        let mirror_dropped_total = IntCounterVec::new(
+            Opts::new(MIRROR_DROPPED_TOTAL, "Requests not compared, by reason."),
+            &["reason"],
+        )?;
+        let shadow_errors_total = IntCounterVec::new(
+            Opts::new(SHADOW_ERRORS_TOTAL, "Shadow failures, by route and kind."),
+            &["route", "kind"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Always 1; the version label names the running build."),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(mirror_queue_depth.clone()))?;
+        registry.register(Box::new(mirror_dropped_total.clone()))?;
+        registry.register(Box::new(shadow_errors_total.clone()))?;
+        registry.register(Box::new(build_info))?;
+        for reason in SkipReason::ALL {
+            mirror_dropped_total.with_label_values(&[reason.label()]);
+        }
+        Ok(Metrics {
+            registry,
+            requests_total,
+            upstream_duration,
+            mirror_queue_depth,
+            mirror_dropped_total,
+            shadow_errors_total,
+        })
+    }
+
+    /// Counts one request's outcome (and, when skipped, its reason).
+    pub fn record_outcome(&self, route: &str, method: &str, outcome: Outcome) {
+        self.requests_total
+            .with_label_values(&[route, method, outcome.label()])
+            .inc();
+        if let Outcome::Skipped(reason) = outcome {
+            self.mirror_dropped_total.with_label_values(&[reason.label()]).inc();
+        }
+    }
+
+    pub fn observe_upstream(&self, backend: &str, route: &str, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[backend, route])
+            .observe(seconds);
+    }
+
+    pub fn record_shadow_error(&self, route: &str, kind: &str) {
+        self.shadow_errors_total.with_label_values(&[route, kind]).inc();
+    }
+
+    pub fn queue_depth(&self) -> &IntGauge {
+        &self.mirror_queue_depth
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format's own metrics.
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The failure kinds the shadow-error metric may carry: upstream failures
+/// plus `status_5xx` for answers that came back as server errors.
+pub fn shadow_error_kind(kind: Option<FailureKind>) -> &'static str {
+    kind.map_or("status_5xx", FailureKind::label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_instance_owns_its_registry() {
+        let a = Metrics::new().unwrap();
+        let b = Metrics::new().unwrap();
+        a.record_outcome("r", "GET", Outcome::Match);
+        assert!(a
+            .encode()
+            .contains("cutover_requests_total{method=\"GET\",outcome=\"match\",route=\"r\"} 1"));
+        assert!(!b.encode().contains("outcome=\"match\""));
+    }
+
+    #[test]
+    fn every_exported_name_is_listed() {
+        let metrics = Metrics::new().unwrap();
+        metrics.record_outcome("r", "GET", Outcome::Skipped(SkipReason::QueueFull));
+        metrics.observe_upstream("p", "r", 0.01);
+        metrics.record_shadow_error("r", "timeout");
+        let text = metrics.encode();
+        for name in ALL {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
+        }
+        assert!(text.contains("cutover_mirror_dropped_total{reason=\"queue_full\"} 1"));
+    }
+}

@@ -1,0 +1,686 @@
+//! Mirroring: decides which requests go to the shadow, sends them, joins
+//! both answers into an [`Exchange`] and hands it to comparison workers.
+//!
+//! The "queue" is the set of mirrored exchanges in flight, from the moment a
+//! request is chosen for mirroring until its comparison is recorded. It is
+//! bounded twice: by count (`[mirror] queue`) and by captured bytes
+//! (`[mirror] max_buffered`). When either is full the newest request is not
+//! mirrored and is counted as skipped with reason `queue_full`; the client is
+//! served as always. Comparison runs on its own threads so CPU-heavy diffs
+//! never sit on the runtime that serves clients.
+//!
+//! Must never: block or delay the proxy (everything here is `try_`, spawned,
+//! or runs after the client's answer), or let memory grow with load.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::compare;
+use crate::config::{MirrorConfig, RateLimit, Unmatched};
+use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
+use crate::metrics::{shadow_error_kind, Metrics};
+use crate::route::{is_safe, MirrorPolicy, Route, SampleKey};
+use crate::upstream::Upstream;
+
+/// A shared byte budget for captured bodies.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes held against a [`MemoryBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    pub fn empty(budget: &Arc<MemoryBudget>) -> Reservation {
+        Reservation {
+            budget: Arc::clone(budget),
+            bytes: 0,
+        }
+    }
+
+    /// Takes over another reservation's bytes.
+    pub fn absorb(&mut self, mut other: Reservation) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A body being captured, bounded by `max_body` and by the shared budget.
+#[derive(Debug)]
+pub struct CaptureBuf {
+    buf: BytesMut,
+    limit: usize,
+    reservation: Reservation,
+    overflow: Option<SkipReason>,
+}
+
+impl CaptureBuf {
+    pub fn new(limit: usize, budget: &Arc<MemoryBudget>) -> CaptureBuf {
+        CaptureBuf {
+            buf: BytesMut::new(),
+            limit,
+            reservation: Reservation::empty(budget),
+            overflow: None,
+        }
+    }
+
+    /// Appends a chunk; returns false once the capture has been given up.
+    pub fn push(&mut self, chunk: &[u8]) -> bool {
+        if self.overflow.is_some() {
+            return false;
+        }
+        if self.buf.len() + chunk.len() > self.limit {
+            return self.give_up(SkipReason::BodyTooLarge);
+        }
+        if !self.reservation.budget.try_take(chunk.len()) {
+            return self.give_up(SkipReason::QueueFull);
+        }
+        self.reservation.bytes += chunk.len();
+        self.buf.extend_from_slice(chunk);
+        true
+    }
+
+    fn give_up(&mut self, reason: SkipReason) -> bool {
+        self.overflow = Some(reason);
+        self.buf = BytesMut::new();
+        let budget = Arc::clone(&self.reservation.budget);
+        self.reservation = Reservation::empty(&budget);
+        false
+    }
+
+    /// Why the capture was given up, if it was.
+    pub fn overflow(&self) -> Option<SkipReason> {
+        self.overflow
+    }
+
+    /// The captured bytes and what they hold of the budget, or the reason the capture was given up.
+    pub fn finish(self) -> Result<(Bytes, Reservation), SkipReason> {
+        match self.overflow {
+            Some(reason) => Err(reason),
+            None => Ok((self.buf.freeze(), self.reservation)),
+        }
+    }
+}
+
+/// A token bucket: `per_second` tokens a second, bursts up to one second's worth.
+#[derive(Debug)]
+struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn new(limit: RateLimit) -> RateLimiter {
+        let burst = limit.per_second.max(1.0);
+        RateLimiter {
+            per_second: limit.per_second,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
+        if refilled >= 1.0 {
+            *state = (refilled - 1.0, now);
+            true
+        } else {
+            *state = (refilled, now);
+            false
+        }
+    }
+}
+
+/// Whether a request falls inside a route's sample. With a sample key the
+/// choice is sticky: the same key is always in or always out.
+fn sampled_in(route: &Route, headers: &HeaderMap, client_ip: IpAddr) -> bool {
+    if route.sample >= 1.0 {
+        return true;
+    }
+    if route.sample <= 0.0 {
+        return false;
+    }
+    let key_hash = match &route.sample_key {
+        Some(SampleKey::ClientIp) => Some(hash_of(&(route.name.as_str(), client_ip))),
+        Some(SampleKey::Header(name)) => headers
+            .get(name)
+            .map(|value| hash_of(&(route.name.as_str(), value.as_bytes()))),
+        None => None,
+    };
+    let point = match key_hash {
+        // The top 53 bits as a fraction in [0, 1).
+        Some(hash) => (hash >> 11) as f64 / (1u64 << 53) as f64,
+        // No key (or the key header is absent): an independent draw.
+        None => rand::random::<f64>(),
+    };
+    point < route.sample
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    // DefaultHasher::new() uses fixed keys, so the same key hashes the same
+    // way for the life of the process (and across replicas of one build).
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A place in the mirror queue; the exchange holding it is in flight.
+#[derive(Debug)]
+pub struct Ticket {
+    _permit: OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.metrics.queue_depth().dec();
+    }
+}
+
+/// What to do with a request, decided before anything is sent.
+#[derive(Debug)]
+pub enum Plan {
+    Mirror(Ticket),
+    Skip(SkipReason),
+}
+
+/// Receives the primary's result for one request and makes sure it is
+/// recorded exactly once: dropped unfinished, it records `Abandoned`.
+#[derive(Debug)]
+pub struct PrimaryObserver {
+    target: Option<ObserverTarget>,
+}
+
+#[derive(Debug)]
+enum ObserverTarget {
+    /// A mirrored request: the primary's result joins the shadow's.
+    Mirrored(oneshot::Sender<(SideResult, Option<Reservation>)>),
+    /// Not mirrored: the outcome is recorded as soon as the primary is done.
+    Direct {
+        metrics: Metrics,
+        backend: String,
+        route: String,
+        method: &'static str,
+        reason: SkipReason,
+    },
+}
+
+impl PrimaryObserver {
+    /// Reports the primary's result, with the budget its captured body holds.
+    pub fn finish(mut self, result: SideResult, held: Option<Reservation>) {
+        self.deliver(result, held);
+    }
+
+    fn deliver(&mut self, result: SideResult, held: Option<Reservation>) {
+        match self.target.take() {
+            Some(ObserverTarget::Mirrored(tx)) => {
+                // The receiving task only goes away at shutdown past the grace period.
+                let _ = tx.send((result, held));
+            }
+            Some(ObserverTarget::Direct {
+                metrics,
+                backend,
+                route,
+                method,
+                reason,
+            }) => {
+                if let Some(elapsed) = result.elapsed() {
+                    metrics.observe_upstream(&backend, &route, elapsed.as_secs_f64());
+                }
+                let outcome = if result.is_error() {
+                    Outcome::PrimaryError
+                } else {
+                    Outcome::Skipped(reason)
+                };
+                metrics.record_outcome(&route, method, outcome);
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for PrimaryObserver {
+    fn drop(&mut self) {
+        self.deliver(SideResult::Abandoned, None);
+    }
+}
+
+/// The mirror: shared by every request of one running instance.
+pub struct Mirror {
+    shadow: Upstream,
+    primary_name: String,
+    config: MirrorConfig,
+    slots: Arc<Semaphore>,
+    budget: Arc<MemoryBudget>,
+    rate_limit: Option<RateLimiter>,
+    metrics: Metrics,
+    to_workers: SyncSender<(Exchange, Ticket)>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// The comparison threads; joined at shutdown.
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Waits for the workers to finish what they hold. Call after every
+    /// [`Mirror`] handle is dropped, or this waits forever.
+    pub fn join(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                warn!("a comparison worker panicked");
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start comparison worker thread: {0}")]
+pub struct MirrorError(#[from] std::io::Error);
+
+impl Mirror {
+    pub fn start(
+        config: MirrorConfig,
+        shadow: Upstream,
+        primary_name: String,
+        rate_limit: Option<RateLimit>,
+        metrics: Metrics,
+    ) -> Result<(Arc<Mirror>, Workers), MirrorError> {
+        let (to_workers, from_proxy) = std::sync::mpsc::sync_channel(config.queue);
+        let from_proxy = Arc::new(Mutex::new(from_proxy));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            let from_proxy = Arc::clone(&from_proxy);
+            let metrics = metrics.clone();
+            let shadow_name = shadow.name().to_string();
+            let primary_name = primary_name.clone();
+            let stopping = Arc::clone(&stopping);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("cutover-compare-{index}"))
+                    .spawn(move || compare_loop(&from_proxy, &stopping, &metrics, &primary_name, &shadow_name))?,
+            );
+        }
+        let mirror = Mirror {
+            shadow,
+            primary_name,
+            slots: Arc::new(Semaphore::new(config.queue)),
+            budget: MemoryBudget::new(config.max_buffered),
+            rate_limit: rate_limit.map(RateLimiter::new),
+            config,
+            metrics,
+            to_workers,
+            stopping,
+        };
+        Ok((Arc::new(mirror), Workers { threads }))
+    }
+
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    pub fn max_body(&self) -> usize {
+        self.config.max_body
+    }
+
+    /// Decides whether a request is mirrored; takes its place in the queue if so.
+    pub fn plan(&self, route: Option<&Route>, method: &Method, headers: &HeaderMap, client_ip: IpAddr) -> Plan {
+        let policy_mirrors = match route {
+            None => self.config.unmatched == Unmatched::Reads && is_safe(method),
+            // Until dual-write lands, writes on every route go to the primary only.
+            Some(route) => route.mirror != MirrorPolicy::Off && is_safe(method),
+        };
+        if !policy_mirrors {
+            return Plan::Skip(SkipReason::MirrorOff);
+        }
+        if let Some(route) = route {
+            if !sampled_in(route, headers, client_ip) {
+                return Plan::Skip(SkipReason::SampledOut);
+            }
+        }
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return Plan::Skip(SkipReason::QueueFull);
+        };
+        if let Some(limiter) = &self.rate_limit {
+            if !limiter.try_take() {
+                return Plan::Skip(SkipReason::RateLimited);
+            }
+        }
+        self.metrics.queue_depth().inc();
+        Plan::Mirror(Ticket {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// An observer for a request that is not mirrored.
+    pub fn direct_observer(&self, route: &str, method: &Method, reason: SkipReason) -> PrimaryObserver {
+        PrimaryObserver {
+            target: Some(ObserverTarget::Direct {
+                metrics: self.metrics.clone(),
+                backend: self.primary_name.clone(),
+                route: route.to_string(),
+                method: method_label(method),
+                reason,
+            }),
+        }
+    }
+
+    /// Sends a mirrored request to the shadow now (safe methods run on both
+    /// sides at once) and returns the observer the proxy reports the
+    /// primary's result to. The exchange is compared once both are in.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        request_id: String,
+        route: String,
+        request: CapturedRequest,
+        shadow_headers: HeaderMap,
+        reservation: Reservation,
+    ) -> PrimaryObserver {
+        let (tx, primary_rx) = oneshot::channel();
+        let mirror = Arc::clone(self);
+        let started_at = SystemTime::now();
+        tokio::spawn(async move {
+            let mut reservation = reservation;
+            let (shadow, shadow_reservation) = mirror.call_shadow(&request, shadow_headers).await;
+            reservation.absorb(shadow_reservation);
+            let (primary, held) = primary_rx.await.unwrap_or((SideResult::Abandoned, None));
+            if let Some(held) = held {
+                reservation.absorb(held);
+            }
+            let exchange = Exchange {
+                request_id,
+                route,
+                started_at,
+                request,
+                primary,
+                shadow,
+                reservation,
+            };
+            mirror.hand_to_workers(exchange, ticket);
+        });
+        PrimaryObserver {
+            target: Some(ObserverTarget::Mirrored(tx)),
+        }
+    }
+
+    fn hand_to_workers(&self, exchange: Exchange, ticket: Ticket) {
+        // The ticket travels with the exchange and is dropped only after the
+        // workers have recorded it, so the channel never holds more than `queue`.
+        match self.to_workers.try_send((exchange, ticket)) {
+            Ok(()) => {}
+            Err(TrySendError::Full((exchange, _)) | TrySendError::Disconnected((exchange, _))) => {
+                warn!(request_id = %exchange.request_id, "comparison workers unavailable; exchange not compared");
+                self.metrics.record_outcome(
+                    &exchange.route,
+                    method_label(&exchange.request.method),
+                    Outcome::Skipped(SkipReason::QueueFull),
+                );
+            }
+        }
+    }
+
+    /// Calls the shadow with the captured request; the whole exchange with
+    /// it (headers and body) must finish within the shadow's timeout.
+    async fn call_shadow(&self, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, Reservation) {
+        let started = Instant::now();
+        let mut capture = CaptureBuf::new(self.config.max_body, &self.budget);
+        let deadline = self.shadow.timeout();
+        let attempt = async {
+            let mut response = self
+                .shadow
+                .send(
+                    request.method.clone(),
+                    &request.path_and_query,
+                    headers,
+                    reqwest::Body::from(request.body.clone()),
+                )
+                .await
+                .map_err(|failure| (failure.kind, failure.message))?;
+            let status = response.status();
+            let headers = std::mem::take(response.headers_mut());
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if !capture.push(&chunk) {
+                            return Ok(Err(status));
+                        }
+                    }
+                    Ok(None) => return Ok(Ok((status, headers))),
+                    Err(err) => {
+                        let failure = crate::upstream::classify(&err);
+                        return Err((failure.kind, failure.message));
+                    }
+                }
+            }
+        };
+        let result = tokio::time::timeout(deadline, attempt).await;
+        let elapsed = started.elapsed();
+        match result {
+            Err(_) => (
+                SideResult::Failed {
+                    kind: crate::exchange::FailureKind::Timeout,
+                    message: format!("no complete answer within {}", humantime::format_duration(deadline)),
+                    elapsed,
+                },
+                Reservation::empty(&self.budget),
+            ),
+            Ok(Err((kind, message))) => (
+                SideResult::Failed { kind, message, elapsed },
+                Reservation::empty(&self.budget),
+            ),
+            Ok(Ok(Err(status))) => (
+                SideResult::Uncaptured {
+                    status,
+                    elapsed,
+                    reason: capture.overflow().unwrap_or(SkipReason::BodyTooLarge),
+                },
+                Reservation::empty(&self.budget),
+            ),
+            Ok(Ok(Ok((status, headers)))) => match capture.finish() {
+                Ok((body, reservation)) => (
+                    SideResult::Complete(CapturedResponse {
+                        status,
+                        headers,
+                        body,
+                        elapsed,
+                    }),
+                    reservation,
+                ),
+                Err(reason) => (
+                    SideResult::Uncaptured {
+                        status,
+                        elapsed,
+                        reason,
+                    },
+                    Reservation::empty(&self.budget),
+                ),
+            },
+        }
+    }
+
+    /// Tells the comparison workers to stop once the queue is empty.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Waits until every mirrored exchange in flight has been recorded, at
+    /// most `grace`. Returns how many were still in flight when it gave up.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let all = u32::try_from(self.config.queue).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.slots.acquire_many(all)).await {
+            Ok(Ok(_all_slots)) => 0,
+            _ => self.config.queue - self.slots.available_permits(),
+        }
+    }
+}
+
+fn compare_loop(
+    from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>,
+    stopping: &AtomicBool,
+    metrics: &Metrics,
+    primary_name: &str,
+    shadow_name: &str,
+) {
+    loop {
+        let next = {
+            let receiver = from_proxy.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            receiver.recv_timeout(Duration::from_millis(100))
+        };
+        match next {
+            Ok((exchange, ticket)) => {
+                record(&exchange, metrics, primary_name, shadow_name);
+                drop((exchange, ticket));
+            }
+            Err(RecvTimeoutError::Timeout) if stopping.load(Ordering::Acquire) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Judges an exchange and counts it.
+fn record(exchange: &Exchange, metrics: &Metrics, primary_name: &str, shadow_name: &str) {
+    let verdict = compare::judge(exchange);
+    let method = method_label(&exchange.request.method);
+    metrics.record_outcome(&exchange.route, method, verdict.outcome);
+    if let Some(elapsed) = exchange.primary.elapsed() {
+        metrics.observe_upstream(primary_name, &exchange.route, elapsed.as_secs_f64());
+    }
+    if let Some(elapsed) = exchange.shadow.elapsed() {
+        metrics.observe_upstream(shadow_name, &exchange.route, elapsed.as_secs_f64());
+    }
+    if exchange.shadow.is_error() {
+        let kind = match &exchange.shadow {
+            SideResult::Failed { kind, .. } => Some(*kind),
+            _ => None,
+        };
+        metrics.record_shadow_error(&exchange.route, shadow_error_kind(kind));
+    }
+    match verdict.outcome {
+        Outcome::Diverged => info!(
+            request_id = %exchange.request_id,
+            route = %exchange.route,
+            detail = verdict.detail.as_deref().unwrap_or(""),
+            "diverged"
+        ),
+        outcome => debug!(request_id = %exchange.request_id, route = %exchange.route, %outcome, "compared"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_stops_at_max_body_and_gives_its_bytes_back() {
+        let budget = MemoryBudget::new(1000);
+        let mut capture = CaptureBuf::new(10, &budget);
+        assert!(capture.push(b"12345"));
+        assert_eq!(budget.used(), 5);
+        assert!(!capture.push(b"678901"));
+        assert_eq!(budget.used(), 0, "a given-up capture holds nothing");
+        assert!(!capture.push(b"1"));
+        assert_eq!(capture.finish().unwrap_err(), SkipReason::BodyTooLarge);
+    }
+
+    #[test]
+    fn the_shared_budget_bounds_all_captures_together() {
+        let budget = MemoryBudget::new(8);
+        let mut first = CaptureBuf::new(100, &budget);
+        let mut second = CaptureBuf::new(100, &budget);
+        assert!(first.push(b"123456"));
+        assert!(!second.push(b"123"), "only 2 bytes are left in the budget");
+        assert_eq!(second.finish().unwrap_err(), SkipReason::QueueFull);
+        let (bytes, reservation) = first.finish().unwrap();
+        assert_eq!(bytes, "123456");
+        assert_eq!(budget.used(), 6);
+        let mut held = Reservation::empty(&budget);
+        held.absorb(reservation);
+        assert_eq!(budget.used(), 6, "absorbing moves bytes, it does not count them twice");
+        drop(held);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_rate_limiter_allows_a_burst_of_one_second_then_refuses() {
+        let limiter = RateLimiter::new(RateLimit { per_second: 5.0 });
+        let allowed = (0..20).filter(|_| limiter.try_take()).count();
+        assert_eq!(allowed, 5);
+        let slow = RateLimiter::new(RateLimit { per_second: 0.1 });
+        assert!(slow.try_take(), "a rate below 1/s still allows one request");
+        assert!(!slow.try_take());
+    }
+
+    #[test]
+    fn sampling_by_key_is_deterministic_and_close_to_the_fraction() {
+        let route = Route::new(
+            "r",
+            "GET /x",
+            MirrorPolicy::Compare,
+            0.25,
+            Some(SampleKey::Header(http::HeaderName::from_static("x-user"))),
+        )
+        .unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut sampled = 0;
+        for user in 0..4000 {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-user", user.to_string().parse().unwrap());
+            let first = sampled_in(&route, &headers, ip);
+            assert_eq!(first, sampled_in(&route, &headers, ip), "user {user}");
+            sampled += usize::from(first);
+        }
+        assert!((800..1200).contains(&sampled), "{sampled} of 4000 at 0.25");
+    }
+}

@@ -1,0 +1,508 @@
+//! The hot path: forwards every client request to the primary and streams
+//! the primary's answer back, capturing what the comparison needs on the way
+//! and handing mirrored requests to the mirror.
+//!
+//! The client's response is the primary's: status, headers and body byte for
+//! byte, minus hop-by-hop fields (RFC 9110 §7.6.1). Both upstream requests
+//! carry `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and an
+//! `x-request-id` (the client's own when it sent one).
+//!
+//! Must never: await the shadow, the store or a diff; change what the
+//! primary answered; or send a request anywhere but the configured upstreams
+//! (the request's own authority is ignored).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tracing::{info_span, warn, Instrument};
+
+use crate::exchange::{CapturedRequest, CapturedResponse, FailureKind, SideResult, SkipReason};
+use crate::mirror::{CaptureBuf, Mirror, Plan, PrimaryObserver};
+use crate::route::{RouteTable, UNMATCHED_ROUTE};
+use crate::server::{BoxError, ResponseBody};
+use crate::upstream::{Failure, Upstream};
+
+/// The header every shadow request carries so the backend can suppress side effects.
+pub const SHADOW_MARKER: &str = "x-cutover-shadow";
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
+/// and `keep-alive`); fields named in `Connection` are removed too.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Everything the proxy needs per request, shared by all connections.
+pub struct ProxyState {
+    pub routes: RouteTable,
+    pub primary: Upstream,
+    pub mirror: Arc<Mirror>,
+}
+
+/// Serves one client request.
+pub async fn handle(state: Arc<ProxyState>, client: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
+    let request_id = request_id_of(request.headers());
+    let route_name = state
+        .routes
+        .find(request.method(), request.uri().path())
+        .map_or(UNMATCHED_ROUTE, |route| route.name.as_str())
+        .to_string();
+    let span = info_span!("request", request_id = %request_id, route = %route_name, method = %request.method());
+    forward(state, client, request, request_id, route_name)
+        .instrument(span)
+        .await
+}
+
+async fn forward(
+    state: Arc<ProxyState>,
+    client: SocketAddr,
+    request: Request<Incoming>,
+    request_id: String,
+    route_name: String,
+) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let Some(path_and_query) = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .filter(|pq| pq.starts_with('/'))
+    else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "request target must be an absolute path",
+            None,
+            &request_id,
+        );
+    };
+    let route = state.routes.find(&parts.method, parts.uri.path());
+    let headers = forwarded_headers(
+        &parts.headers,
+        parts.uri.authority().map(|a| a.as_str()),
+        client,
+        &request_id,
+    );
+
+    let plan = state.mirror.plan(route, &parts.method, &parts.headers, client.ip());
+    let (primary_body, observer, capture) = match plan {
+        Plan::Skip(reason) => (
+            reqwest::Body::wrap(body),
+            state.mirror.direct_observer(&route_name, &parts.method, reason),
+            None,
+        ),
+        Plan::Mirror(ticket) => {
+            let mut request_capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
+            let read = read_bounded(body, &mut request_capture).await;
+            match (read, request_capture.finish()) {
+                (Err(err), _) => {
+                    warn!(error = %err, "could not read the request body");
+                    drop(ticket);
+                    // Dropped unfinished, the observer records the request as abandoned.
+                    drop(
+                        state
+                            .mirror
+                            .direct_observer(&route_name, &parts.method, SkipReason::ClientDisconnected),
+                    );
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("could not read the request body: {err}"),
+                        None,
+                        &request_id,
+                    );
+                }
+                (Ok(rest), Err(reason)) => {
+                    drop(ticket);
+                    (
+                        reqwest::Body::wrap(rest),
+                        state.mirror.direct_observer(&route_name, &parts.method, reason),
+                        None,
+                    )
+                }
+                (Ok(rest), Ok((bytes, reservation))) => {
+                    let mut shadow_headers = headers.clone();
+                    shadow_headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
+                    let captured = CapturedRequest {
+                        method: parts.method.clone(),
+                        path_and_query: path_and_query.clone(),
+                        headers: headers.clone(),
+                        body: bytes,
+                    };
+                    let observer = state.mirror.dispatch(
+                        ticket,
+                        request_id.clone(),
+                        route_name.clone(),
+                        captured,
+                        shadow_headers,
+                        reservation,
+                    );
+                    let capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
+                    (reqwest::Body::wrap(rest), observer, Some(capture))
+                }
+            }
+        }
+    };
+
+    let started = Instant::now();
+    match state
+        .primary
+        .send(parts.method.clone(), &path_and_query, headers, primary_body)
+        .await
+    {
+        Err(failure) => {
+            warn!(upstream = state.primary.name(), kind = failure.kind.label(), error = %failure.message, "primary failed");
+            observer.finish(
+                SideResult::Failed {
+                    kind: failure.kind,
+                    message: failure.message.clone(),
+                    elapsed: started.elapsed(),
+                },
+                None,
+            );
+            upstream_error(state.primary.name(), &failure, &request_id)
+        }
+        Ok(response) => {
+            let response: http::Response<reqwest::Body> = response.into();
+            let (mut head, body) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            // hyper speaks the client's protocol; the upstream's version is not ours to copy.
+            head.version = Version::HTTP_11;
+            let captured_headers = if capture.is_some() {
+                head.headers.clone()
+            } else {
+                HeaderMap::new()
+            };
+            let observed = ObservedBody {
+                inner: body,
+                capture,
+                pending: Some(Pending {
+                    observer,
+                    status: head.status,
+                    headers: captured_headers,
+                    started,
+                }),
+            };
+            Response::from_parts(head, observed.boxed_unsync())
+        }
+    }
+}
+
+/// Reads a request body into `capture` until it ends or the capture gives
+/// up; returns what remains to be sent (the captured prefix plus the rest).
+async fn read_bounded(mut body: Incoming, capture: &mut CaptureBuf) -> Result<PrefixedBody, hyper::Error> {
+    let mut prefix: Vec<Bytes> = Vec::new();
+    while capture.overflow().is_none() {
+        match body.frame().await {
+            None => break,
+            Some(frame) => {
+                if let Ok(data) = frame?.into_data() {
+                    capture.push(&data);
+                    prefix.push(data);
+                }
+            }
+        }
+    }
+    Ok(PrefixedBody { prefix, rest: body })
+}
+
+/// A request body whose first chunks were already read.
+struct PrefixedBody {
+    prefix: Vec<Bytes>,
+    rest: Incoming,
+}
+
+impl Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if !self.prefix.is_empty() {
+            let chunk = self.prefix.remove(0);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.prefix.iter().map(|chunk| chunk.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + buffered);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + buffered);
+        }
+        hint
+    }
+}
+
+/// The primary's answer on its way to the client, observed as it passes.
+struct ObservedBody {
+    inner: reqwest::Body,
+    capture: Option<CaptureBuf>,
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    observer: PrimaryObserver,
+    status: StatusCode,
+    headers: HeaderMap,
+    started: Instant,
+}
+
+impl ObservedBody {
+    fn complete(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let elapsed = pending.started.elapsed();
+        match self.capture.take().map(CaptureBuf::finish) {
+            // Not mirrored: the direct observer needs only the status and time.
+            None => pending.observer.finish(
+                SideResult::Uncaptured {
+                    status: pending.status,
+                    elapsed,
+                    reason: SkipReason::MirrorOff,
+                },
+                None,
+            ),
+            Some(Err(reason)) => pending.observer.finish(
+                SideResult::Uncaptured {
+                    status: pending.status,
+                    elapsed,
+                    reason,
+                },
+                None,
+            ),
+            Some(Ok((body, reservation))) => pending.observer.finish(
+                SideResult::Complete(CapturedResponse {
+                    status: pending.status,
+                    headers: pending.headers,
+                    body,
+                    elapsed,
+                }),
+                Some(reservation),
+            ),
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        if let Some(pending) = self.pending.take() {
+            pending.observer.finish(
+                SideResult::Failed {
+                    kind: FailureKind::Body,
+                    message,
+                    elapsed: pending.started.elapsed(),
+                },
+                None,
+            );
+        }
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let (Some(capture), Some(data)) = (this.capture.as_mut(), frame.data_ref()) {
+                    capture.push(data);
+                }
+                if this.inner.is_end_stream() {
+                    this.complete();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                let failure = crate::upstream::classify(&err);
+                this.fail(failure.message);
+                Poll::Ready(Some(Err(Box::new(err))))
+            }
+            None => {
+                this.complete();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, empty) may be dropped unpolled:
+        // that is a complete answer. Anything else means the client left
+        // early, and the observer records the request as abandoned.
+        if self.inner.is_end_stream() {
+            self.complete();
+        }
+    }
+}
+
+/// The request id: the client's own when it is a sane header value, else a new UUID.
+fn request_id_of(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= 200)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// Removes hop-by-hop fields, including every field `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The headers sent upstream: the client's, minus hop-by-hop fields and
+/// Host, plus the forwarding fields and the request id.
+fn forwarded_headers(incoming: &HeaderMap, authority: Option<&str>, client: SocketAddr, request_id: &str) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    let host = headers
+        .remove(HOST)
+        .and_then(|value| value.to_str().ok().map(str::to_string))
+        .or_else(|| authority.map(str::to_string));
+    let client_ip = client.ip().to_string();
+    let chain: Vec<&str> = incoming
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let forwarded_for = if chain.is_empty() {
+        client_ip
+    } else {
+        format!("{}, {client_ip}", chain.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-forwarded-host") {
+        if let Some(value) = host.and_then(|host| HeaderValue::from_str(&host).ok()) {
+            headers.insert("x-forwarded-host", value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    headers
+}
+
+/// 502 when the primary could not be reached or broke off, 504 when it timed out.
+fn upstream_error(upstream: &str, failure: &Failure, request_id: &str) -> Response<ResponseBody> {
+    let (status, prefix) = match failure.kind {
+        FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+        FailureKind::Connect => (StatusCode::BAD_GATEWAY, "upstream unreachable"),
+        FailureKind::Protocol | FailureKind::Body => (StatusCode::BAD_GATEWAY, "upstream failed"),
+    };
+    json_error(
+        status,
+        &format!("{prefix}: {}", failure.message),
+        Some(upstream),
+        request_id,
+    )
+}
+
+/// A small JSON error answer: `{"error": ..., "upstream": ..., "request_id": ...}`.
+pub fn json_error(
+    status: StatusCode,
+    message: &str,
+    upstream: Option<&str>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let mut body = serde_json::json!({ "error": message, "request_id": request_id });
+    if let Some(upstream) = upstream {
+        body["upstream"] = serde_json::Value::from(upstream);
+    }
+    let mut response = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn forwarding_fields_extend_the_chain_and_keep_the_client_request_id() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(HOST, HeaderValue::from_static("api.example.com"));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        incoming.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let id = request_id_of(&incoming);
+        let out = forwarded_headers(&incoming, None, client, &id);
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-host"], "api.example.com");
+        assert_eq!(out[REQUEST_ID], "abc-123");
+        assert!(out.get(HOST).is_none());
+    }
+
+    #[test]
+    fn a_missing_request_id_is_generated() {
+        let id = request_id_of(&HeaderMap::new());
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    }
+}

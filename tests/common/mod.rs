@@ -1,0 +1,263 @@
+//! Test harness: real HTTP backends and a real proxy on port 0, talking over sockets.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cutover::app::Running;
+use cutover::config::Config;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A request as a test backend saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A test backend: a real HTTP server on a loopback port.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Backend {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Starts a backend answering every request with `handler`.
+pub async fn backend<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(Seen) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let handler = handler.clone();
+                    let log = Arc::clone(&log);
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let seen = Seen {
+                            method: parts.method,
+                            path_and_query: parts.uri.path_and_query().map(|pq| pq.to_string()).unwrap_or_default(),
+                            headers: parts.headers,
+                            body,
+                        };
+                        log.lock().unwrap().push(seen.clone());
+                        Ok::<_, Infallible>(handler(seen).await)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend { addr, seen }
+}
+
+/// A backend that always gives the same answer.
+pub async fn fixed(status: u16, headers: &[(&str, &str)], body: &'static [u8]) -> Backend {
+    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    backend(move |_| {
+        let headers = headers.clone();
+        async move { respond(status, &headers, Bytes::from_static(body)) }
+    })
+    .await
+}
+
+pub fn respond(status: u16, headers: &[(String, String)], body: Bytes) -> Response<TestBody> {
+    let mut response = Response::new(Full::new(body).boxed_unsync());
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (name, value) in headers {
+        response.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    response
+}
+
+/// A server that answers anything with bytes that are not HTTP.
+pub async fn garbage_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"\x00\x13garbage, not HTTP at all\r\n\r\n\xff\xfe")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The config a test proxy starts from; tests adjust fields, then `start`.
+pub struct ProxySetup {
+    pub primary: String,
+    pub shadow: String,
+    pub primary_timeout: &'static str,
+    pub shadow_timeout: &'static str,
+    pub shadow_extra: &'static str,
+    pub mirror: &'static str,
+    pub routes: &'static str,
+    pub grace: &'static str,
+}
+
+impl ProxySetup {
+    pub fn new(primary: String, shadow: String) -> ProxySetup {
+        ProxySetup {
+            primary,
+            shadow,
+            primary_timeout: "5s",
+            shadow_timeout: "5s",
+            shadow_extra: "",
+            mirror: "",
+            routes: "",
+            grace: "5s",
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        format!(
+            r#"
+[listen]
+proxy = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+shutdown_grace = "{grace}"
+
+[primary]
+name = "legacy"
+url = "{primary}"
+timeout = "{primary_timeout}"
+
+[shadow]
+name = "candidate"
+url = "{shadow}"
+timeout = "{shadow_timeout}"
+{shadow_extra}
+
+[mirror]
+{mirror}
+
+{routes}
+"#,
+            grace = self.grace,
+            primary = self.primary,
+            primary_timeout = self.primary_timeout,
+            shadow = self.shadow,
+            shadow_timeout = self.shadow_timeout,
+            shadow_extra = self.shadow_extra,
+            mirror = self.mirror,
+            routes = self.routes,
+        )
+    }
+
+    pub async fn start(&self) -> Running {
+        let config = Config::parse(&self.toml(), "test.toml", &|_| None).expect("test config is valid");
+        cutover::app::start(config).await.expect("proxy starts")
+    }
+}
+
+/// A client that talks to exactly the address it is given, and never
+/// decompresses or follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The sum of a metric's samples whose labels include all of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls `/metrics` until the metric reaches `expected` (outcomes are
+/// recorded after the client's answer), and returns the last value seen.
+pub async fn wait_for_metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)], expected: f64) -> f64 {
+    let mut value = 0.0;
+    for _ in 0..250 {
+        value = metric(&metrics_text(admin).await, name, labels);
+        if value >= expected {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    value
+}

@@ -1,0 +1,263 @@
+//! Configuration: every broken config gets one exact, actionable message,
+//! and the shipped configs pass `cutover check-config`.
+
+use std::process::Command;
+
+use cutover::config::Config;
+
+const BASE: &str = r#"
+[listen]
+proxy = "127.0.0.1:8080"
+admin = "127.0.0.1:9901"
+
+[primary]
+name = "notion"
+url = "https://legacy.example.com"
+
+[shadow]
+name = "postgres"
+url = "https://candidate.example.com/v2"
+
+[[route]]
+name = "update-task"
+match = "PATCH /api/task/{id:tasks}"
+mirror = "dual-write"
+"#;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, "config/tomos.toml", &|_| None).map_err(|err| err.to_string())
+}
+
+#[test]
+fn the_base_config_is_valid_and_defaults_apply() {
+    let config = parse(BASE).unwrap();
+    assert_eq!(config.primary.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(config.shadow.timeout, std::time::Duration::from_secs(10));
+    assert_eq!(config.mirror.queue, 10_000);
+    assert_eq!(config.mirror.max_body, 1 << 20);
+    assert_eq!(config.mirror.unmatched, cutover::config::Unmatched::Reads);
+    assert_eq!(config.shadow.url.path(), "/v2");
+    assert_eq!(config.routes.len(), 1);
+}
+
+#[test]
+fn broken_configs_point_at_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "match = \"PATCH /api/task/{id:tasks}\"",
+            "match = \"PATHC /api/task/{id:tasks}\"",
+            "config/tomos.toml: route \"update-task\": match: unknown method \"PATHC\"",
+        ),
+        (
+            "match = \"PATCH /api/task/{id:tasks}\"",
+            "match = \"PATCH api/task\"",
+            "config/tomos.toml: route \"update-task\": match: path must start with '/', got \"api/task\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dualwrite\"",
+            "config/tomos.toml: route \"update-task\": mirror: expected \"compare\", \"dual-write\" or \"off\", got \"dualwrite\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\nsample = 1.5",
+            "config/tomos.toml: route \"update-task\": sample: expected a fraction from 0.0 to 1.0, got 1.5",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\nsample_key = \"cookie\"",
+            "config/tomos.toml: route \"update-task\": sample_key: expected \"client-ip\" or \"header:NAME\", got \"cookie\"",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\ntimeout = \"thirty seconds\"",
+            "config/tomos.toml: primary.timeout: expected a duration like \"30s\", \"250ms\" or \"24h\", got \"thirty seconds\"",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"ftp://legacy.example.com\"",
+            "config/tomos.toml: primary.url: expected an http:// or https:// URL, got scheme \"ftp\"",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://user:hunter2@legacy.example.com\"",
+            "config/tomos.toml: primary.url: contains credentials; secrets never go in the file: set $CUTOVER_PRIMARY_URL instead",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\nrate_limit = \"5/s\"",
+            "config/tomos.toml: primary.rate_limit: the primary is never rate-limited by cutover; set rate_limit on [shadow]",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nrate_limit = \"fast\"",
+            "config/tomos.toml: shadow.rate_limit: expected a rate like \"50/s\", \"300/m\" or \"1000/h\", got \"fast\"",
+        ),
+        (
+            "name = \"postgres\"",
+            "name = \"notion\"",
+            "config/tomos.toml: shadow.name: must differ from primary.name (both are \"notion\")",
+        ),
+        (
+            "admin = \"127.0.0.1:9901\"",
+            "admin = \"127.0.0.1:8080\"",
+            "config/tomos.toml: listen.admin: must differ from listen.proxy (127.0.0.1:8080): the admin API is never served on the proxy port",
+        ),
+        (
+            "admin = \"127.0.0.1:9901\"",
+            "admin = \"localhost\"",
+            "config/tomos.toml: listen.admin: expected an IP address and port like \"127.0.0.1:8080\", got \"localhost\"",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nmax_body = \"huge\"\n\n[[route]]",
+            "config/tomos.toml: mirror.max_body: expected a size like \"1MiB\" or \"64KiB\", got \"huge\"",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nunmatched = \"all\"\n\n[[route]]",
+            "config/tomos.toml: mirror.unmatched: expected \"reads\" or \"off\", got \"all\"",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nqueue = 0\n\n[[route]]",
+            "config/tomos.toml: mirror.queue: must be at least 1",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nmax_body = \"2MiB\"\nmax_buffered = \"1MiB\"\n\n[[route]]",
+            "config/tomos.toml: mirror.max_buffered: must be at least mirror.max_body (2MiB), or no body could ever be compared",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nquue = 5\n\n[[route]]",
+            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `unmatched`, `workers` (line 15, column 1)",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nqueue = \"many\"\n\n[[route]]",
+            "config/tomos.toml: mirror.queue: invalid type: string \"many\", expected usize (line 15, column 9)",
+        ),
+        (
+            "name = \"update-task\"",
+            "name = \"update task\"",
+            "config/tomos.toml: route[0].name: expected a name of letters, digits, '-', '_' or '.', got \"update task\"",
+        ),
+        (
+            "name = \"update-task\"",
+            "name = \"unmatched\"",
+            "config/tomos.toml: route \"unmatched\": name: \"unmatched\" is reserved for requests no route matches",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n\n[[route]]\nname = \"update-task\"\nmatch = \"GET /x\"\n",
+            "config/tomos.toml: route \"update-task\": name: another route has the same name",
+        ),
+        (
+            "[shadow]",
+            "[shadoww]",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `route` (line 10, column 2)",
+        ),
+        (
+            "match = \"PATCH /api/task/{id:tasks}\"",
+            "matches = \"PATCH /api/task/{id:tasks}\"",
+            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key` (line 16, column 1)",
+        ),
+        (
+            "name = \"notion\"",
+            "name = \"notion\"\ncolor = \"blue\"",
+            "config/tomos.toml: primary.color: unknown field `color`, expected one of `name`, `url`, `timeout`, `connect_timeout`, `host`, `rate_limit`, `ca_file` (line 8, column 1)",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\nca_file = \"/nonexistent/ca.pem\"",
+            "config/tomos.toml: primary.ca_file: no such file: /nonexistent/ca.pem",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(
+            BASE.contains(from),
+            "the case's anchor {from:?} is not in the base config"
+        );
+        let text = BASE.replacen(from, to, 1);
+        match parse(&text) {
+            Ok(_) => panic!("accepted a broken config; expected: {expected}"),
+            Err(message) => assert_eq!(&message, expected),
+        }
+    }
+}
+
+#[test]
+fn a_url_with_credentials_may_come_from_the_environment() {
+    let env = |name: &str| (name == "CUTOVER_SHADOW_URL").then(|| "https://svc:s3cret@candidate.internal".to_string());
+    let config = Config::parse(BASE, "config/tomos.toml", &env).unwrap();
+    assert_eq!(config.shadow.url.password(), Some("s3cret"));
+    let env = |name: &str| (name == "CUTOVER_SHADOW_URL").then(|| "not a url".to_string());
+    let err = Config::parse(BASE, "config/tomos.toml", &env).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "config/tomos.toml: shadow.url (from $CUTOVER_SHADOW_URL): not a URL: relative URL without a base"
+    );
+}
+
+#[test]
+fn the_shipped_configs_pass_check_config() {
+    for file in ["config/example.toml", "config/tomos.toml"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["check-config", file])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.starts_with(&format!("{file}: ok")), "{stdout}");
+    }
+}
+
+#[test]
+fn check_config_fails_with_the_message_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, BASE.replace("PATCH /api", "PATHC /api")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(": route \"update-task\": match: unknown method \"PATHC\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_tomos_config_never_mirrors_side_effect_routes() {
+    let config = Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tomos.toml")).unwrap();
+    let policy = |method: &str, path: &str| {
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+        config.routes.find(&method, path).map(|route| route.mirror.to_string())
+    };
+    for (method, path) in [
+        ("GET", "/api/notifications/morning-overview"),
+        ("GET", "/api/notifications/eod-summary"),
+        ("POST", "/api/register-device"),
+        ("POST", "/api/send-push"),
+        ("POST", "/api/task/breakdown"),
+        ("POST", "/api/m365-calendar"),
+        ("GET", "/api/task/smart-surface"),
+    ] {
+        assert_eq!(policy(method, path).as_deref(), Some("off"), "{method} {path}");
+    }
+    assert_eq!(policy("GET", "/api/all-tasks").as_deref(), Some("compare"));
+    assert_eq!(policy("POST", "/api/task").as_deref(), Some("dual-write"));
+    assert_eq!(policy("POST", "/api/task/batch").as_deref(), Some("dual-write"));
+    assert_eq!(
+        policy("PATCH", "/api/task/0f8fad5b-d9cb-469f-a165-70867728950e/complete").as_deref(),
+        Some("dual-write")
+    );
+}
