@@ -80,6 +80,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shadow = Upstream::new(&config.shadow)?;
     let (mirror, workers) = Mirror::start(
         config.mirror.clone(),
+        config.noise.clone(),
         shadow,
         config.primary.name.clone(),
         config.shadow.rate_limit,

@@ -10,15 +10,19 @@
 //! Must never: be read anywhere but at startup (or an explicit reload), or
 //! let a value through that the rest of the program would have to re-check.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 use serde::Deserialize;
 
+use crate::compare::noise::NoiseConfig;
+use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
+use crate::compare::Severity;
 use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
 
 /// Environment variables that override an upstream's `url` (for URLs that
@@ -48,6 +52,7 @@ pub struct Config {
     pub primary: UpstreamConfig,
     pub shadow: UpstreamConfig,
     pub mirror: MirrorConfig,
+    pub noise: NoiseConfig,
     pub routes: RouteTable,
 }
 
@@ -100,6 +105,8 @@ pub struct MirrorConfig {
     pub max_body: usize,
     /// Total bytes all captured bodies together may hold.
     pub max_buffered: usize,
+    /// Largest body after content decoding (a guard against decompression bombs).
+    pub max_decoded: usize,
     pub unmatched: Unmatched,
     /// Threads running comparisons (CPU work, kept off the proxy's runtime).
     pub workers: usize,
@@ -116,6 +123,8 @@ struct RawConfig {
     shadow: RawUpstream,
     #[serde(default)]
     mirror: RawMirror,
+    #[serde(default)]
+    noise: RawNoise,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -178,6 +187,8 @@ struct RawMirror {
     max_body: String,
     #[serde(default = "default_max_buffered")]
     max_buffered: String,
+    #[serde(default = "default_max_decoded")]
+    max_decoded: String,
     #[serde(default = "default_unmatched")]
     unmatched: String,
     #[serde(default = "default_workers")]
@@ -190,6 +201,7 @@ impl Default for RawMirror {
             queue: default_queue(),
             max_body: default_max_body(),
             max_buffered: default_max_buffered(),
+            max_decoded: default_max_decoded(),
             unmatched: default_unmatched(),
             workers: default_workers(),
         }
@@ -204,6 +216,9 @@ fn default_max_body() -> String {
 }
 fn default_max_buffered() -> String {
     "256MiB".into()
+}
+fn default_max_decoded() -> String {
+    "16MiB".into()
 }
 fn default_unmatched() -> String {
     "reads".into()
@@ -223,7 +238,113 @@ struct RawRoute {
     #[serde(default = "default_sample")]
     sample: f64,
     sample_key: Option<String>,
+    #[serde(default)]
+    compare: RawCompare,
 }
+
+/// `[route.compare]`: how a route's answers are compared.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompare {
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    unordered: BTreeMap<String, String>,
+    #[serde(default)]
+    time_tolerance: BTreeMap<String, String>,
+    #[serde(default)]
+    dates_as_midnight_utc: bool,
+    #[serde(default)]
+    number_tolerance: BTreeMap<String, String>,
+    null_equals_missing: Option<NullEqualsMissing>,
+    #[serde(default)]
+    ids: BTreeMap<String, String>,
+    #[serde(default)]
+    trim: Vec<String>,
+    #[serde(default)]
+    case_insensitive: Vec<String>,
+    headers: Option<Vec<String>>,
+    #[serde(default)]
+    allow_extra_fields: bool,
+    #[serde(default)]
+    severity: BTreeMap<String, String>,
+    #[serde(default)]
+    not_noise: Vec<String>,
+    #[serde(default = "default_true")]
+    learn_noise: bool,
+    recheck: Option<String>,
+}
+
+/// `null_equals_missing = true` (everywhere) or a list of paths.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NullEqualsMissing {
+    Everywhere(bool),
+    Paths(Vec<String>),
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[noise]`: learning which fields are volatile by nature.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNoise {
+    #[serde(default = "default_noise_window")]
+    window: String,
+    #[serde(default = "default_min_observations")]
+    min_observations: u32,
+    #[serde(default = "default_noise_memory")]
+    memory: String,
+    #[serde(default)]
+    active: bool,
+    #[serde(default = "default_active_sample")]
+    active_sample: f64,
+}
+
+impl Default for RawNoise {
+    fn default() -> Self {
+        RawNoise {
+            window: default_noise_window(),
+            min_observations: default_min_observations(),
+            memory: default_noise_memory(),
+            active: false,
+            active_sample: default_active_sample(),
+        }
+    }
+}
+
+fn default_noise_window() -> String {
+    "10m".into()
+}
+fn default_min_observations() -> u32 {
+    3
+}
+fn default_noise_memory() -> String {
+    "32MiB".into()
+}
+fn default_active_sample() -> f64 {
+    0.05
+}
+
+/// Response headers that never matter for comparison: hop-by-hop, or different by nature.
+const NEVER_COMPARED_HEADERS: [&str; 14] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "date",
+    "server",
+    "age",
+    "via",
+    "x-request-id",
+    "x-vercel-id",
+    "x-vercel-cache",
+];
 
 fn default_route_mirror() -> String {
     "compare".into()
@@ -280,6 +401,7 @@ impl Config {
             ));
         }
         let mirror = ctx.mirror(raw.mirror)?;
+        let noise = ctx.noise(raw.noise)?;
         let routes = ctx.routes(raw.routes)?;
         Ok(Config {
             source: source.to_string(),
@@ -287,6 +409,7 @@ impl Config {
             primary,
             shadow,
             mirror,
+            noise,
             routes,
         })
     }
@@ -447,6 +570,16 @@ impl Ctx<'_> {
         }
         let max_body = self.size("mirror.max_body", &raw.max_body)?;
         let max_buffered = self.size("mirror.max_buffered", &raw.max_buffered)?;
+        let max_decoded = self.size("mirror.max_decoded", &raw.max_decoded)?;
+        if max_decoded < max_body {
+            return Err(self.invalid(
+                "mirror.max_decoded",
+                format!("must be at least mirror.max_body ({})", raw.max_body),
+            ));
+        }
+        if raw.queue > 1_000_000 {
+            return Err(self.invalid("mirror.queue", "must be at most 1000000"));
+        }
         if max_buffered < max_body {
             return Err(self.invalid(
                 "mirror.max_buffered",
@@ -470,9 +603,158 @@ impl Ctx<'_> {
             queue: raw.queue,
             max_body,
             max_buffered,
+            max_decoded,
             unmatched,
             workers: raw.workers,
         })
+    }
+
+    fn noise(&self, raw: RawNoise) -> Result<NoiseConfig, ConfigError> {
+        if raw.min_observations == 0 {
+            return Err(self.invalid("noise.min_observations", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&raw.active_sample) || raw.active_sample.is_nan() {
+            return Err(self.invalid(
+                "noise.active_sample",
+                format!("expected a fraction from 0.0 to 1.0, got {}", raw.active_sample),
+            ));
+        }
+        Ok(NoiseConfig {
+            window: self.duration("noise.window", &raw.window)?,
+            min_observations: raw.min_observations,
+            memory: self.size("noise.memory", &raw.memory)?,
+            active: raw.active,
+            active_sample: raw.active_sample,
+        })
+    }
+
+    /// Builds a route's compare rules; errors name `route "NAME": compare.KEY`.
+    fn compare(&self, route: &str, raw: RawCompare) -> Result<CompareRules, ConfigError> {
+        let rule_error = |err: RuleError| self.invalid(format!("route \"{route}\": {}", err.key), err.message);
+        let invalid = |key: String, message: String| self.invalid(format!("route \"{route}\": {key}"), message);
+        let mut rules = CompareRules::new();
+        for (index, path) in raw.ignore.iter().enumerate() {
+            rules
+                .add(&format!("compare.ignore[{index}]"), path, Rule::Ignore)
+                .map_err(rule_error)?;
+        }
+        for (path, key) in &raw.unordered {
+            let item_key = match key.as_str() {
+                "" | "." => ItemKey::Whole,
+                pointer if pointer.starts_with('/') => {
+                    let segments = crate::compare::pointer::Pattern::parse(pointer)
+                        .map_err(|err| invalid(format!("compare.unordered.\"{path}\""), err.to_string()))?
+                        .segments()
+                        .iter()
+                        .map(|segment| match segment {
+                            crate::compare::pointer::PatternSegment::Key(key) => Ok(key.clone()),
+                            _ => Err(invalid(
+                                format!("compare.unordered.\"{path}\""),
+                                "an item key cannot contain '*' or '**'".to_string(),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    ItemKey::Field(segments)
+                }
+                field => ItemKey::Field(vec![field.to_string()]),
+            };
+            rules
+                .add(
+                    &format!("compare.unordered.\"{path}\""),
+                    path,
+                    Rule::Unordered(item_key),
+                )
+                .map_err(rule_error)?;
+        }
+        for (path, text) in &raw.time_tolerance {
+            let key = format!("compare.time_tolerance.\"{path}\"");
+            let duration = parse_duration(text).map_err(|message| invalid(key.clone(), message))?;
+            rules
+                .add(&key, path, Rule::TimeTolerance(duration))
+                .map_err(rule_error)?;
+        }
+        rules.dates_as_midnight_utc = raw.dates_as_midnight_utc;
+        for (path, text) in &raw.number_tolerance {
+            let key = format!("compare.number_tolerance.\"{path}\"");
+            let tolerance = Tolerance::parse(text).map_err(|message| invalid(key.clone(), message))?;
+            rules
+                .add(&key, path, Rule::NumberTolerance(tolerance))
+                .map_err(rule_error)?;
+        }
+        match raw.null_equals_missing {
+            None | Some(NullEqualsMissing::Everywhere(false)) => {}
+            Some(NullEqualsMissing::Everywhere(true)) => rules.null_equals_missing_everywhere = true,
+            Some(NullEqualsMissing::Paths(paths)) => {
+                for (index, path) in paths.iter().enumerate() {
+                    rules
+                        .add(
+                            &format!("compare.null_equals_missing[{index}]"),
+                            path,
+                            Rule::NullEqualsMissing,
+                        )
+                        .map_err(rule_error)?;
+                }
+            }
+        }
+        for (path, kind) in &raw.ids {
+            let key = format!("compare.ids.\"{path}\"");
+            if kind.is_empty() || !kind.chars().all(is_label_char) {
+                return Err(invalid(
+                    key,
+                    format!("expected an ID kind like \"tasks\", got \"{kind}\""),
+                ));
+            }
+            rules.add(&key, path, Rule::Id(kind.clone())).map_err(rule_error)?;
+        }
+        for (index, path) in raw.trim.iter().enumerate() {
+            rules
+                .add(&format!("compare.trim[{index}]"), path, Rule::Trim)
+                .map_err(rule_error)?;
+        }
+        for (index, path) in raw.case_insensitive.iter().enumerate() {
+            rules
+                .add(&format!("compare.case_insensitive[{index}]"), path, Rule::CaseFold)
+                .map_err(rule_error)?;
+        }
+        if let Some(headers) = raw.headers {
+            let mut names = Vec::with_capacity(headers.len());
+            for (index, header) in headers.iter().enumerate() {
+                let key = format!("compare.headers[{index}]");
+                let lower = header.to_ascii_lowercase();
+                if NEVER_COMPARED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-vercel-") {
+                    return Err(invalid(
+                        key,
+                        format!("\"{header}\" never matters for comparison (hop-by-hop, or different by nature)"),
+                    ));
+                }
+                names.push(
+                    HeaderName::from_bytes(lower.as_bytes())
+                        .map_err(|_| invalid(key, format!("not a valid header name: \"{header}\"")))?,
+                );
+            }
+            rules.headers = names;
+        }
+        rules.allow_extra_fields = raw.allow_extra_fields;
+        for (path, text) in &raw.severity {
+            let key = format!("compare.severity.\"{path}\"");
+            let severity = Severity::parse(text).ok_or_else(|| {
+                invalid(
+                    key.clone(),
+                    format!("expected \"low\", \"medium\" or \"high\", got \"{text}\""),
+                )
+            })?;
+            rules.add(&key, path, Rule::Severity(severity)).map_err(rule_error)?;
+        }
+        for (index, path) in raw.not_noise.iter().enumerate() {
+            rules
+                .add_not_noise(&format!("compare.not_noise[{index}]"), path)
+                .map_err(rule_error)?;
+        }
+        rules.learn_noise = raw.learn_noise;
+        if let Some(text) = raw.recheck {
+            rules.recheck = Some(parse_duration(&text).map_err(|message| invalid("compare.recheck".into(), message))?);
+        }
+        Ok(rules)
     }
 
     fn routes(&self, raws: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
@@ -527,8 +809,9 @@ impl Ctx<'_> {
                     }
                 },
             };
-            let route = Route::new(&raw.name, &raw.match_, mirror, raw.sample, sample_key)
+            let mut route = Route::new(&raw.name, &raw.match_, mirror, raw.sample, sample_key)
                 .map_err(|err: RouteError| self.invalid(key("match"), err.to_string()))?;
+            route.compare = Arc::new(self.compare(&raw.name, raw.compare)?);
             routes.push(route);
         }
         Ok(RouteTable::new(routes))

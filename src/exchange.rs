@@ -11,6 +11,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+use std::sync::Arc;
+
+use crate::compare::rules::CompareRules;
 use crate::mirror::Reservation;
 
 /// Why an exchange was not compared.
@@ -28,16 +31,22 @@ pub enum SkipReason {
     MirrorOff,
     /// The client went away before the primary's answer was complete.
     ClientDisconnected,
+    /// A body could not be decoded (corrupt or unsupported encoding, bad charset, too large decoded).
+    Incomparable,
+    /// The primary used an ID the ID map does not know, and nothing else differed.
+    UnmappedId,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 8] = [
         SkipReason::BodyTooLarge,
         SkipReason::SampledOut,
         SkipReason::QueueFull,
         SkipReason::RateLimited,
         SkipReason::MirrorOff,
         SkipReason::ClientDisconnected,
+        SkipReason::Incomparable,
+        SkipReason::UnmappedId,
     ];
 
     pub fn label(self) -> &'static str {
@@ -48,6 +57,8 @@ impl SkipReason {
             SkipReason::RateLimited => "rate_limited",
             SkipReason::MirrorOff => "mirror_off",
             SkipReason::ClientDisconnected => "client_disconnected",
+            SkipReason::Incomparable => "incomparable",
+            SkipReason::UnmappedId => "unmapped_id",
         }
     }
 }
@@ -193,6 +204,12 @@ pub struct Exchange {
     pub request: CapturedRequest,
     pub primary: SideResult,
     pub shadow: SideResult,
+    /// A second shadow answer to the same request (active noise learning).
+    pub shadow_repeat: Option<SideResult>,
+    /// The route's compare rules.
+    pub rules: Arc<CompareRules>,
+    /// How many writes the proxy had seen when this request arrived.
+    pub write_epoch: u64,
     /// The bytes of the captured bodies, held against `[mirror] max_buffered`
     /// until the exchange is recorded and dropped.
     pub reservation: Reservation,
@@ -213,7 +230,9 @@ mod tests {
                 "queue_full",
                 "rate_limited",
                 "mirror_off",
-                "client_disconnected"
+                "client_disconnected",
+                "incomparable",
+                "unmapped_id"
             ]
         );
         assert_eq!(Outcome::Skipped(SkipReason::QueueFull).label(), "skipped");

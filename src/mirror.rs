@@ -14,7 +14,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,7 +24,9 @@ use http::{HeaderMap, Method};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::compare;
+use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
+use crate::compare::rules::CompareRules;
+use crate::compare::{self, Context, NoIds};
 use crate::config::{MirrorConfig, RateLimit, Unmatched};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
 use crate::metrics::{shadow_error_kind, Metrics};
@@ -303,6 +305,20 @@ pub struct Mirror {
     metrics: Metrics,
     to_workers: SyncSender<(Exchange, Ticket)>,
     stopping: Arc<AtomicBool>,
+    /// Rules for requests no route matches.
+    default_rules: Arc<CompareRules>,
+    /// Writes seen by the proxy: answers on either side of one are never compared for noise.
+    writes: AtomicU64,
+    noise: Arc<NoiseLearner>,
+}
+
+/// What a comparison thread needs to judge and count an exchange.
+struct Recorder {
+    metrics: Metrics,
+    primary_name: String,
+    shadow_name: String,
+    noise: Arc<NoiseLearner>,
+    decode_limit: usize,
 }
 
 /// The comparison threads; joined at shutdown.
@@ -329,6 +345,7 @@ pub struct MirrorError(#[from] std::io::Error);
 impl Mirror {
     pub fn start(
         config: MirrorConfig,
+        noise: NoiseConfig,
         shadow: Upstream,
         primary_name: String,
         rate_limit: Option<RateLimit>,
@@ -337,17 +354,23 @@ impl Mirror {
         let (to_workers, from_proxy) = std::sync::mpsc::sync_channel(config.queue);
         let from_proxy = Arc::new(Mutex::new(from_proxy));
         let stopping = Arc::new(AtomicBool::new(false));
+        let noise = Arc::new(NoiseLearner::new(noise));
+        let recorder = Arc::new(Recorder {
+            metrics: metrics.clone(),
+            primary_name: primary_name.clone(),
+            shadow_name: shadow.name().to_string(),
+            noise: Arc::clone(&noise),
+            decode_limit: config.max_decoded,
+        });
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
             let from_proxy = Arc::clone(&from_proxy);
-            let metrics = metrics.clone();
-            let shadow_name = shadow.name().to_string();
-            let primary_name = primary_name.clone();
+            let recorder = Arc::clone(&recorder);
             let stopping = Arc::clone(&stopping);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("cutover-compare-{index}"))
-                    .spawn(move || compare_loop(&from_proxy, &stopping, &metrics, &primary_name, &shadow_name))?,
+                    .spawn(move || compare_loop(&from_proxy, &stopping, &recorder))?,
             );
         }
         let mirror = Mirror {
@@ -360,6 +383,9 @@ impl Mirror {
             metrics,
             to_workers,
             stopping,
+            default_rules: Arc::new(CompareRules::new()),
+            writes: AtomicU64::new(0),
+            noise,
         };
         Ok((Arc::new(mirror), Workers { threads }))
     }
@@ -372,8 +398,16 @@ impl Mirror {
         self.config.max_body
     }
 
+    /// The noise learned so far, for review.
+    pub fn noise(&self) -> &NoiseLearner {
+        &self.noise
+    }
+
     /// Decides whether a request is mirrored; takes its place in the queue if so.
     pub fn plan(&self, route: Option<&Route>, method: &Method, headers: &HeaderMap, client_ip: IpAddr) -> Plan {
+        if !is_safe(method) {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+        }
         let policy_mirrors = match route {
             None => self.config.unmatched == Unmatched::Reads && is_safe(method),
             // Until dual-write lands, writes on every route go to the primary only.
@@ -418,11 +452,13 @@ impl Mirror {
     /// Sends a mirrored request to the shadow now (safe methods run on both
     /// sides at once) and returns the observer the proxy reports the
     /// primary's result to. The exchange is compared once both are in.
+    #[allow(clippy::too_many_arguments)]
     pub fn dispatch(
         self: &Arc<Self>,
         ticket: Ticket,
         request_id: String,
         route: String,
+        rules: Option<Arc<CompareRules>>,
         request: CapturedRequest,
         shadow_headers: HeaderMap,
         reservation: Reservation,
@@ -430,10 +466,23 @@ impl Mirror {
         let (tx, primary_rx) = oneshot::channel();
         let mirror = Arc::clone(self);
         let started_at = SystemTime::now();
+        let rules = rules.unwrap_or_else(|| Arc::clone(&self.default_rules));
+        let write_epoch = self.writes.load(Ordering::Acquire);
+        let ask_twice = self.noise.config().active
+            && rules.learn_noise
+            && is_safe(&request.method)
+            && rand::random::<f64>() < self.noise.config().active_sample;
         tokio::spawn(async move {
             let mut reservation = reservation;
-            let (shadow, shadow_reservation) = mirror.call_shadow(&request, shadow_headers).await;
+            let (shadow, shadow_reservation) = mirror.call_shadow(&request, shadow_headers.clone()).await;
             reservation.absorb(shadow_reservation);
+            let shadow_repeat = if ask_twice && matches!(shadow, SideResult::Complete(_)) {
+                let (repeat, repeat_reservation) = mirror.call_shadow(&request, shadow_headers).await;
+                reservation.absorb(repeat_reservation);
+                Some(repeat)
+            } else {
+                None
+            };
             let (primary, held) = primary_rx.await.unwrap_or((SideResult::Abandoned, None));
             if let Some(held) = held {
                 reservation.absorb(held);
@@ -445,6 +494,9 @@ impl Mirror {
                 request,
                 primary,
                 shadow,
+                shadow_repeat,
+                rules,
+                write_epoch,
                 reservation,
             };
             mirror.hand_to_workers(exchange, ticket);
@@ -565,13 +617,7 @@ impl Mirror {
     }
 }
 
-fn compare_loop(
-    from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>,
-    stopping: &AtomicBool,
-    metrics: &Metrics,
-    primary_name: &str,
-    shadow_name: &str,
-) {
+fn compare_loop(from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>, stopping: &AtomicBool, recorder: &Recorder) {
     loop {
         let next = {
             let receiver = from_proxy.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -579,7 +625,7 @@ fn compare_loop(
         };
         match next {
             Ok((exchange, ticket)) => {
-                record(&exchange, metrics, primary_name, shadow_name);
+                recorder.record(&exchange);
                 drop((exchange, ticket));
             }
             Err(RecvTimeoutError::Timeout) if stopping.load(Ordering::Acquire) => return,
@@ -589,32 +635,72 @@ fn compare_loop(
     }
 }
 
-/// Judges an exchange and counts it.
-fn record(exchange: &Exchange, metrics: &Metrics, primary_name: &str, shadow_name: &str) {
-    let verdict = compare::judge(exchange);
-    let method = method_label(&exchange.request.method);
-    metrics.record_outcome(&exchange.route, method, verdict.outcome);
-    if let Some(elapsed) = exchange.primary.elapsed() {
-        metrics.observe_upstream(primary_name, &exchange.route, elapsed.as_secs_f64());
-    }
-    if let Some(elapsed) = exchange.shadow.elapsed() {
-        metrics.observe_upstream(shadow_name, &exchange.route, elapsed.as_secs_f64());
-    }
-    if exchange.shadow.is_error() {
-        let kind = match &exchange.shadow {
-            SideResult::Failed { kind, .. } => Some(*kind),
-            _ => None,
+impl Recorder {
+    /// Judges an exchange, counts it, and lets the noise learner see it.
+    fn record(&self, exchange: &Exchange) {
+        let ctx = Context {
+            route: &exchange.route,
+            method: &exchange.request.method,
+            rules: &exchange.rules,
+            ids: &NoIds,
+            decode_limit: self.decode_limit,
         };
-        metrics.record_shadow_error(&exchange.route, shadow_error_kind(kind));
+        let judgement = compare::judge(exchange, &ctx, self.noise.as_ref());
+        let metrics = &self.metrics;
+        let method = method_label(&exchange.request.method);
+        metrics.record_outcome(&exchange.route, method, judgement.outcome);
+        if let Some(elapsed) = exchange.primary.elapsed() {
+            metrics.observe_upstream(&self.primary_name, &exchange.route, elapsed.as_secs_f64());
+        }
+        if let Some(elapsed) = exchange.shadow.elapsed() {
+            metrics.observe_upstream(&self.shadow_name, &exchange.route, elapsed.as_secs_f64());
+        }
+        if exchange.shadow.is_error() {
+            let kind = match &exchange.shadow {
+                SideResult::Failed { kind, .. } => Some(*kind),
+                _ => None,
+            };
+            metrics.record_shadow_error(&exchange.route, shadow_error_kind(kind));
+        }
+        match judgement.outcome {
+            Outcome::Diverged => info!(
+                request_id = %exchange.request_id,
+                route = %exchange.route,
+                summary = judgement.summary().as_deref().unwrap_or(""),
+                "diverged"
+            ),
+            outcome => debug!(request_id = %exchange.request_id, route = %exchange.route, %outcome, "compared"),
+        }
+        if exchange.rules.learn_noise && is_safe(&exchange.request.method) {
+            self.learn(exchange, judgement.comparison.and_then(|c| c.primary_document));
+        }
     }
-    match verdict.outcome {
-        Outcome::Diverged => info!(
-            request_id = %exchange.request_id,
-            route = %exchange.route,
-            detail = verdict.detail.as_deref().unwrap_or(""),
-            "diverged"
-        ),
-        outcome => debug!(request_id = %exchange.request_id, route = %exchange.route, %outcome, "compared"),
+
+    fn learn(&self, exchange: &Exchange, primary_document: Option<serde_json::Value>) {
+        if let (Some(document), SideResult::Complete(primary)) = (primary_document, &exchange.primary) {
+            let request = fingerprint(
+                exchange.request.method.as_str(),
+                &exchange.request.path_and_query,
+                &exchange.request.body,
+            );
+            let bytes = primary.body.len();
+            self.noise.observe_primary(
+                &exchange.route,
+                &exchange.rules,
+                request,
+                exchange.write_epoch,
+                document,
+                bytes,
+            );
+        }
+        if let (SideResult::Complete(first), Some(SideResult::Complete(second))) =
+            (&exchange.shadow, &exchange.shadow_repeat)
+        {
+            let normalize = |r| compare::normalized_json(r, &exchange.rules, self.decode_limit);
+            if let (Some(a), Some(b)) = (normalize(first), normalize(second)) {
+                self.noise.observe_shadow_pair(&exchange.route, &exchange.rules, &a, &b);
+            }
+        }
     }
 }
 

@@ -146,6 +146,7 @@ async fn forward(
                         ticket,
                         request_id.clone(),
                         route_name.clone(),
+                        route.map(|route| Arc::clone(&route.compare)),
                         captured,
                         shadow_headers,
                         reservation,

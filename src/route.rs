@@ -8,8 +8,11 @@
 //! per request beyond what matching needs.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::{HeaderName, Method};
+
+use crate::compare::rules::CompareRules;
 
 /// The route label of requests that no `[[route]]` matches.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -188,6 +191,8 @@ pub struct Route {
     /// Fraction of this route's requests that are mirrored (0.0 to 1.0).
     pub sample: f64,
     pub sample_key: Option<SampleKey>,
+    /// How this route's answers are compared (`[route.compare]`).
+    pub compare: Arc<CompareRules>,
 }
 
 impl Route {
@@ -211,6 +216,7 @@ impl Route {
             mirror,
             sample,
             sample_key,
+            compare: Arc::new(CompareRules::new()),
         })
     }
 

@@ -131,7 +131,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[[route]]",
             "[mirror]\nquue = 5\n\n[[route]]",
-            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `unmatched`, `workers` (line 15, column 1)",
+            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers` (line 15, column 1)",
         ),
         (
             "[[route]]",
@@ -156,12 +156,12 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
             "matches = \"PATCH /api/task/{id:tasks}\"",
-            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key` (line 16, column 1)",
+            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare` (line 16, column 1)",
         ),
         (
             "name = \"notion\"",
@@ -172,6 +172,46 @@ fn broken_configs_point_at_the_key() {
             "url = \"https://legacy.example.com\"",
             "url = \"https://legacy.example.com\"\nca_file = \"/nonexistent/ca.pem\"",
             "config/tomos.toml: primary.ca_file: no such file: /nonexistent/ca.pem",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\nignore = [\"/ok\", \"source\"]\n",
+            "config/tomos.toml: route \"update-task\": compare.ignore[1]: \"source\" is not a JSON Pointer: it must be empty or start with '/'",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\ntime_tolerance = { \"/due\" = \"a second\" }\n",
+            "config/tomos.toml: route \"update-task\": compare.time_tolerance.\"/due\": expected a duration like \"30s\", \"250ms\" or \"24h\", got \"a second\"",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\nnumber_tolerance = { \"/price\" = \"about\" }\n",
+            "config/tomos.toml: route \"update-task\": compare.number_tolerance.\"/price\": expected an absolute tolerance like \"0.01\" or a relative one like \"0.5%\", got \"about\"",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\nseverity = { \"/priority\" = \"urgent\" }\n",
+            "config/tomos.toml: route \"update-task\": compare.severity.\"/priority\": expected \"low\", \"medium\" or \"high\", got \"urgent\"",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\nheaders = [\"content-type\", \"Date\"]\n",
+            "config/tomos.toml: route \"update-task\": compare.headers[1]: \"Date\" never matters for comparison (hop-by-hop, or different by nature)",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\nunordered = { \"/tasks\" = \"/meta/*\" }\n",
+            "config/tomos.toml: route \"update-task\": compare.unordered.\"/tasks\": an item key cannot contain '*' or '**'",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\nignore_paths = [\"/x\"]\n",
+            "config/tomos.toml: route[0].compare.ignore_paths: unknown field `ignore_paths`, expected one of `ignore`, `unordered`, `time_tolerance`, `dates_as_midnight_utc`, `number_tolerance`, `null_equals_missing`, `ids`, `trim`, `case_insensitive`, `headers`, `allow_extra_fields`, `severity`, `not_noise`, `learn_noise`, `recheck` (line 19, column 1)",
+        ),
+        (
+            "[[route]]",
+            "[noise]\nmin_observations = 0\n\n[[route]]",
+            "config/tomos.toml: noise.min_observations: must be at least 1",
         ),
     ];
     for (from, to, expected) in cases {

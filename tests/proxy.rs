@@ -545,7 +545,7 @@ sample_key = "header:x-user-id"
 #[tokio::test]
 async fn http2_with_prior_knowledge_is_served() {
     let primary = fixed(200, &[("content-type", "text/plain")], b"over h2").await;
-    let shadow = fixed(200, &[], b"over h2").await;
+    let shadow = fixed(200, &[("content-type", "text/plain")], b"over h2").await;
     let proxy = ProxySetup::new(primary.url(), shadow.url()).start().await;
     let h2 = reqwest::Client::builder()
         .no_proxy()

@@ -1,0 +1,506 @@
+//! Comparison: judges one exchange into an outcome and, when the answers
+//! differ, says exactly how: each difference has a place (status, a header,
+//! or a JSON Pointer into the body), a kind, both values, a severity and a
+//! group key. Groups are what people triage: the same bug on 500 records is
+//! one group; two bugs in one response are two.
+//!
+//! Errors are classified first (no answer or a 5xx on either side), then
+//! bodies that could not be captured, then the answers: status, the
+//! allowlisted headers, and the decoded bodies (JSON structurally, text by
+//! lines, binary by length and SHA-256).
+//!
+//! Must never: do I/O, await anything, or panic on any input; normalize
+//! anything a rule did not ask for.
+
+pub mod decode;
+pub mod json;
+pub mod noise;
+pub mod pointer;
+pub mod rules;
+
+use std::fmt;
+
+use http::{HeaderMap, Method};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::exchange::{CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
+use decode::{decode, media_type, Body};
+use json::{Differ, UnmappedId};
+use noise::NoiseFilter;
+use rules::CompareRules;
+
+/// Looks up the shadow's ID for a primary ID of a kind (the ID map).
+pub trait IdLookup {
+    fn shadow_id(&self, kind: &str, primary_id: &str) -> Option<String>;
+}
+
+/// No ID map: every ID the primary uses is unmapped unless both sides share it.
+pub struct NoIds;
+
+impl IdLookup for NoIds {
+    fn shadow_id(&self, _kind: &str, _primary_id: &str) -> Option<String> {
+        None
+    }
+}
+
+/// What kind of difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A value differs (same JSON type).
+    ValueChanged,
+    /// The JSON type differs (e.g. a number became a string).
+    TypeChanged,
+    /// The same number, written differently (`1` and `1.0`).
+    NumberFormat,
+    MissingInShadow,
+    ExtraInShadow,
+    /// Array lengths differ (arrays too long to align item by item).
+    ArrayLength,
+    /// Same items, different order (unordered arrays only).
+    OrderOnly,
+    StatusChanged,
+    HeaderChanged,
+    TextChanged,
+    BinaryChanged,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::ValueChanged => "value_changed",
+            Kind::TypeChanged => "type_changed",
+            Kind::NumberFormat => "number_format",
+            Kind::MissingInShadow => "missing_in_shadow",
+            Kind::ExtraInShadow => "extra_in_shadow",
+            Kind::ArrayLength => "array_length",
+            Kind::OrderOnly => "order_only",
+            Kind::StatusChanged => "status_changed",
+            Kind::HeaderChanged => "header_changed",
+            Kind::TextChanged => "text_changed",
+            Kind::BinaryChanged => "binary_changed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Severity> {
+        match text {
+            "low" => Some(Severity::Low),
+            "medium" => Some(Severity::Medium),
+            "high" => Some(Severity::High),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Where in the answer a difference is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Location {
+    Status,
+    Header,
+    Body,
+}
+
+impl Location {
+    fn label(&self) -> &'static str {
+        match self {
+            Location::Status => "status",
+            Location::Header => "header",
+            Location::Body => "body",
+        }
+    }
+}
+
+/// One difference between the primary's answer and the shadow's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub location: Location,
+    /// For the body: a JSON Pointer into the primary's document ("" = the
+    /// whole body). For a header: its name. For the status: "".
+    pub path: String,
+    /// The path with array positions as `*` (what the group key uses).
+    pub pattern: String,
+    pub kind: Kind,
+    pub primary: Option<String>,
+    pub shadow: Option<String>,
+    /// For an item of an unordered array: its key, e.g. `id=a1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    pub severity: Severity,
+    pub group_key: String,
+}
+
+/// A stable group key: the first 16 hex digits of SHA-256 over the route,
+/// method, place and kind. Stable across builds and replicas.
+pub fn group_key(route: &str, method: &str, location: &Location, pattern: &str, kind: Kind) -> String {
+    let mut hasher = Sha256::new();
+    for part in [route, method, location.label(), pattern, kind.label()] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The full comparison of two answers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Comparison {
+    pub differences: Vec<Difference>,
+    /// Differences found but not kept (past the per-exchange limit).
+    pub truncated: usize,
+    /// IDs the primary used that the ID map does not know (never divergences).
+    pub unmapped: Vec<UnmappedId>,
+    /// RFC 6902 operations that turn the shadow's normalized JSON into the
+    /// primary's (JSON bodies only; differences within a tolerance and
+    /// tolerated extra fields are not in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Vec<Value>>,
+    /// A unified line diff, for text bodies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_diff: Option<String>,
+    /// Why the bodies could not be compared, if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomparable: Option<String>,
+    /// The primary's normalized JSON document (for noise learning; not shown).
+    #[serde(skip)]
+    pub primary_document: Option<Value>,
+}
+
+impl Comparison {
+    pub fn is_match(&self) -> bool {
+        self.differences.is_empty() && self.truncated == 0 && self.incomparable.is_none()
+    }
+}
+
+/// What to compare: one route's context.
+pub struct Context<'a> {
+    pub route: &'a str,
+    pub method: &'a Method,
+    pub rules: &'a CompareRules,
+    pub ids: &'a dyn IdLookup,
+    /// Largest decoded body (a guard against decompression bombs).
+    pub decode_limit: usize,
+}
+
+/// Compares two complete answers under a route's rules.
+pub fn compare_responses(ctx: &Context<'_>, primary: &CapturedResponse, shadow: &CapturedResponse) -> Comparison {
+    let mut out = Comparison::default();
+    let method = crate::exchange::method_label(ctx.method);
+    let mut push = |location: Location,
+                    path: String,
+                    pattern: String,
+                    kind: Kind,
+                    p: Option<String>,
+                    s: Option<String>,
+                    item: Option<String>,
+                    severity: Severity| {
+        let group_key = group_key(ctx.route, method, &location, &pattern, kind);
+        out.differences.push(Difference {
+            location,
+            path,
+            pattern,
+            kind,
+            primary: p,
+            shadow: s,
+            item,
+            severity,
+            group_key,
+        });
+    };
+    if primary.status != shadow.status {
+        let class_changed = primary.status.as_u16() / 100 != shadow.status.as_u16() / 100;
+        push(
+            Location::Status,
+            String::new(),
+            String::new(),
+            Kind::StatusChanged,
+            Some(primary.status.as_u16().to_string()),
+            Some(shadow.status.as_u16().to_string()),
+            None,
+            if class_changed {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+        );
+        // The status is the finding: bodies of different statuses differ by nature.
+        return out;
+    }
+    for name in &ctx.rules.headers {
+        let p = header_text(&primary.headers, name);
+        let s = header_text(&shadow.headers, name);
+        let (equal, severity) = if name == http::header::CONTENT_TYPE {
+            let essence = |v: &Option<String>| v.as_deref().map(|v| media_type(v).0);
+            (essence(&p) == essence(&s), Severity::High)
+        } else {
+            (p == s, Severity::Medium)
+        };
+        if !equal {
+            push(
+                Location::Header,
+                name.to_string(),
+                name.to_string(),
+                Kind::HeaderChanged,
+                p,
+                s,
+                None,
+                severity,
+            );
+        }
+    }
+    let decoded = (
+        decode(&primary.headers, &primary.body, ctx.decode_limit),
+        decode(&shadow.headers, &shadow.body, ctx.decode_limit),
+    );
+    let (p_body, s_body) = match decoded {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(err), _) => {
+            out.incomparable = Some(format!("primary body: {err}"));
+            return out;
+        }
+        (_, Err(err)) => {
+            out.incomparable = Some(format!("shadow body: {err}"));
+            return out;
+        }
+    };
+    match (p_body, s_body) {
+        (Body::Json(mut p), Body::Json(mut s)) => {
+            json::normalize(&mut p, ctx.rules);
+            json::normalize(&mut s, ctx.rules);
+            let mut differ = Differ::new(ctx.rules, ctx.ids);
+            differ.run(&p, &s);
+            for raw in differ.differences {
+                let pattern = json::pattern(&raw.path);
+                let severity = ctx
+                    .rules
+                    .severity_at(&json::segments_text(&raw.path))
+                    .unwrap_or_else(|| default_severity(raw.kind));
+                push(
+                    Location::Body,
+                    json::pointer(&raw.path),
+                    pattern,
+                    raw.kind,
+                    raw.primary,
+                    raw.shadow,
+                    raw.item,
+                    severity,
+                );
+            }
+            out.truncated = differ.truncated;
+            out.unmapped = differ.unmapped;
+            out.patch = Some(differ.patch);
+            out.primary_document = Some(p);
+        }
+        (Body::Text(p), Body::Text(s)) => {
+            if p != s {
+                let diff = similar::TextDiff::configure()
+                    .timeout(std::time::Duration::from_millis(250))
+                    .diff_lines(&p, &s);
+                let first = diff
+                    .ops()
+                    .iter()
+                    .find(|op| op.tag() != similar::DiffTag::Equal)
+                    .map(|op| {
+                        let old = op.old_range();
+                        let new = op.new_range();
+                        let line = |text: &str, index: usize| text.lines().nth(index).map(str::to_string);
+                        (line(&p, old.start), line(&s, new.start))
+                    })
+                    .unwrap_or((None, None));
+                out.text_diff = Some(
+                    diff.unified_diff()
+                        .context_radius(3)
+                        .header("primary", "shadow")
+                        .to_string(),
+                );
+                push(
+                    Location::Body,
+                    String::new(),
+                    String::new(),
+                    Kind::TextChanged,
+                    first.0,
+                    first.1,
+                    None,
+                    Severity::Medium,
+                );
+            }
+        }
+        (Body::Binary(p), Body::Binary(s)) => {
+            if p != s {
+                push(
+                    Location::Body,
+                    String::new(),
+                    String::new(),
+                    Kind::BinaryChanged,
+                    Some(binary_summary(&p)),
+                    Some(binary_summary(&s)),
+                    None,
+                    Severity::Medium,
+                );
+            }
+        }
+        (Body::Empty, Body::Empty) => {}
+        (p, s) => {
+            push(
+                Location::Body,
+                String::new(),
+                String::new(),
+                Kind::TypeChanged,
+                Some(p.kind_name().to_string()),
+                Some(s.kind_name().to_string()),
+                None,
+                Severity::High,
+            );
+        }
+    }
+    out
+}
+
+fn default_severity(kind: Kind) -> Severity {
+    match kind {
+        Kind::TypeChanged | Kind::MissingInShadow | Kind::ArrayLength => Severity::High,
+        Kind::ValueChanged | Kind::ExtraInShadow | Kind::HeaderChanged | Kind::TextChanged | Kind::BinaryChanged => {
+            Severity::Medium
+        }
+        Kind::StatusChanged => Severity::High,
+        Kind::NumberFormat | Kind::OrderOnly => Severity::Low,
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &http::HeaderName) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn binary_summary(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{} bytes, sha256 {hex}…", bytes.len())
+}
+
+/// A complete answer's body as normalized JSON, if it is JSON.
+pub fn normalized_json(response: &CapturedResponse, rules: &CompareRules, decode_limit: usize) -> Option<Value> {
+    match decode(&response.headers, &response.body, decode_limit) {
+        Ok(Body::Json(mut value)) => {
+            json::normalize(&mut value, rules);
+            Some(value)
+        }
+        _ => None,
+    }
+}
+
+/// The judgement of one exchange.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub outcome: Outcome,
+    /// Present when both answers were complete and compared.
+    pub comparison: Option<Comparison>,
+    /// Differences set aside as learned noise (not counted; listed for review).
+    pub noise: Vec<Difference>,
+}
+
+impl Judgement {
+    fn of(outcome: Outcome) -> Judgement {
+        Judgement {
+            outcome,
+            comparison: None,
+            noise: Vec::new(),
+        }
+    }
+
+    /// One line saying what differs (no body content beyond truncated values).
+    pub fn summary(&self) -> Option<String> {
+        let comparison = self.comparison.as_ref()?;
+        if let Some(reason) = &comparison.incomparable {
+            return Some(reason.clone());
+        }
+        let first = comparison.differences.first()?;
+        let more = comparison.differences.len() + comparison.truncated - 1;
+        let place = match first.location {
+            Location::Status => "status".to_string(),
+            Location::Header => format!("header {}", first.path),
+            Location::Body if first.path.is_empty() => "body".to_string(),
+            Location::Body => first.path.clone(),
+        };
+        let tail = if more > 0 {
+            format!(" (+{more} more)")
+        } else {
+            String::new()
+        };
+        Some(format!("{} {place}{tail}", first.kind.label()))
+    }
+}
+
+/// Judges an exchange: errors first, then what could not be captured, then
+/// the two answers under the route's rules. Learned noise is set aside.
+pub fn judge(exchange: &Exchange, ctx: &Context<'_>, noise: &dyn NoiseFilter) -> Judgement {
+    let (primary, shadow) = (&exchange.primary, &exchange.shadow);
+    if matches!(primary, SideResult::Abandoned) {
+        return Judgement::of(Outcome::Skipped(SkipReason::ClientDisconnected));
+    }
+    match (primary.is_error(), shadow.is_error()) {
+        (true, true) => return Judgement::of(Outcome::BothError),
+        (true, false) => return Judgement::of(Outcome::PrimaryError),
+        (false, true) => return Judgement::of(Outcome::ShadowError),
+        (false, false) => {}
+    }
+    let (primary, shadow) = match (primary, shadow) {
+        (SideResult::Complete(p), SideResult::Complete(s)) => (p, s),
+        (SideResult::Uncaptured { reason, .. }, _) | (_, SideResult::Uncaptured { reason, .. }) => {
+            return Judgement::of(Outcome::Skipped(*reason))
+        }
+        // Failed sides are errors and an abandoned primary is handled above;
+        // an abandoned shadow only happens when its task was cut off.
+        _ => return Judgement::of(Outcome::Skipped(SkipReason::ClientDisconnected)),
+    };
+    let mut comparison = compare_responses(ctx, primary, shadow);
+    let (noise_found, kept): (Vec<Difference>, Vec<Difference>) = comparison
+        .differences
+        .drain(..)
+        .partition(|difference| noise.is_noise(ctx.route, difference));
+    comparison.differences = kept;
+    let outcome = if comparison.incomparable.is_some() {
+        Outcome::Skipped(SkipReason::Incomparable)
+    } else if !comparison.differences.is_empty() || comparison.truncated > 0 {
+        Outcome::Diverged
+    } else if !comparison.unmapped.is_empty() {
+        Outcome::Skipped(SkipReason::UnmappedId)
+    } else {
+        Outcome::Match
+    };
+    Judgement {
+        outcome,
+        comparison: Some(comparison),
+        noise: noise_found,
+    }
+}

@@ -1,0 +1,353 @@
+//! Noise learning that adds no load to the primary.
+//!
+//! - Passive: when the same request (method, path, query, body) is seen
+//!   again within the window, and no write went through the proxy in
+//!   between, the fields that changed between the primary's two answers are
+//!   volatile on the primary.
+//! - Active (off by default, shadow only): a sampled safe request is sent to
+//!   the shadow twice; fields that differ are volatile on the shadow.
+//!
+//! A path counts as noise only after it was seen volatile
+//! `min_observations` times. Noise only ever sets aside `value_changed`
+//! differences in the body: a missing key, a type change or a status change
+//! is always reported. Learned noise is listed for a person to confirm, and
+//! a route's `not_noise` paths are never learned.
+//!
+//! Must never: learn from two answers a write may have changed, or hold
+//! more than its memory budget of remembered answers.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::json::{self, Differ};
+use super::rules::CompareRules;
+use super::{Difference, Kind, Location, NoIds};
+
+/// Decides whether a difference is learned noise.
+pub trait NoiseFilter {
+    fn is_noise(&self, route: &str, difference: &Difference) -> bool;
+}
+
+/// Nothing is noise (offline diffs, tests).
+pub struct NoNoise;
+
+impl NoiseFilter for NoNoise {
+    fn is_noise(&self, _route: &str, _difference: &Difference) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NoiseConfig {
+    /// How far apart two observations of the same request may be.
+    pub window: Duration,
+    /// Observations of a volatile path before it counts as noise.
+    pub min_observations: u32,
+    /// Bytes of remembered primary answers (oldest forgotten first).
+    pub memory: usize,
+    /// Send a sample of safe requests to the shadow twice.
+    pub active: bool,
+    /// The fraction of safe requests sent twice when `active`.
+    pub active_sample: f64,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        NoiseConfig {
+            window: Duration::from_secs(600),
+            min_observations: 3,
+            memory: 32 << 20,
+            active: false,
+            active_sample: 0.05,
+        }
+    }
+}
+
+/// Which side a path was seen volatile on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Primary,
+    Shadow,
+}
+
+/// A path learned (or being learned) as noise, for review.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LearnedNoise {
+    pub route: String,
+    pub pattern: String,
+    pub side: Side,
+    pub observations: u32,
+    /// Whether it has reached `min_observations` and is being set aside.
+    pub active: bool,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+}
+
+struct Remembered {
+    at: Instant,
+    write_epoch: u64,
+    doc: Value,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct State {
+    recent: HashMap<u64, Remembered>,
+    order: VecDeque<u64>,
+    bytes: usize,
+    volatile: HashMap<(String, String, Side), (u32, SystemTime, SystemTime)>,
+}
+
+/// The noise learner of one running instance.
+pub struct NoiseLearner {
+    config: NoiseConfig,
+    state: Mutex<State>,
+}
+
+/// A request's identity for passive learning: method, path and query, body.
+pub fn fingerprint(method: &str, path_and_query: &str, body: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (method, path_and_query, body).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl NoiseLearner {
+    pub fn new(config: NoiseConfig) -> NoiseLearner {
+        NoiseLearner {
+            config,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn config(&self) -> &NoiseConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes the primary's normalized answer to a request. `write_epoch`
+    /// counts the writes the proxy has seen: answers on either side of a
+    /// write are never compared for noise.
+    pub fn observe_primary(
+        &self,
+        route: &str,
+        rules: &CompareRules,
+        request: u64,
+        write_epoch: u64,
+        doc: Value,
+        bytes: usize,
+    ) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if let Some(previous) = state.recent.get(&request) {
+            if now.duration_since(previous.at) <= self.config.window && previous.write_epoch == write_epoch {
+                let patterns = volatile_patterns(rules, &previous.doc, &doc);
+                Self::count(&mut state, route, patterns, Side::Primary);
+            }
+        }
+        if bytes > self.config.memory {
+            return;
+        }
+        if let Some(old) = state.recent.remove(&request) {
+            state.bytes -= old.bytes;
+            state.order.retain(|key| *key != request);
+        }
+        while state.bytes + bytes > self.config.memory {
+            let Some(oldest) = state.order.pop_front() else { break };
+            if let Some(old) = state.recent.remove(&oldest) {
+                state.bytes -= old.bytes;
+            }
+        }
+        state.bytes += bytes;
+        state.order.push_back(request);
+        state.recent.insert(
+            request,
+            Remembered {
+                at: now,
+                write_epoch,
+                doc,
+                bytes,
+            },
+        );
+    }
+
+    /// Notes two shadow answers to the same request (active learning).
+    pub fn observe_shadow_pair(&self, route: &str, rules: &CompareRules, first: &Value, second: &Value) {
+        let patterns = volatile_patterns(rules, first, second);
+        let mut state = self.lock();
+        Self::count(&mut state, route, patterns, Side::Shadow);
+    }
+
+    fn count(state: &mut State, route: &str, patterns: Vec<String>, side: Side) {
+        let now = SystemTime::now();
+        for pattern in patterns {
+            let entry = state
+                .volatile
+                .entry((route.to_string(), pattern, side))
+                .or_insert((0, now, now));
+            entry.0 += 1;
+            entry.2 = now;
+        }
+    }
+
+    /// Every volatile path seen so far, most observed first.
+    pub fn learned(&self) -> Vec<LearnedNoise> {
+        let state = self.lock();
+        let mut out: Vec<LearnedNoise> = state
+            .volatile
+            .iter()
+            .map(|((route, pattern, side), (count, first, last))| LearnedNoise {
+                route: route.clone(),
+                pattern: pattern.clone(),
+                side: *side,
+                observations: *count,
+                active: *count >= self.config.min_observations,
+                first_seen: *first,
+                last_seen: *last,
+            })
+            .collect();
+        out.sort_by(|a, b| b.observations.cmp(&a.observations).then(a.pattern.cmp(&b.pattern)));
+        out
+    }
+}
+
+impl NoiseFilter for NoiseLearner {
+    fn is_noise(&self, route: &str, difference: &Difference) -> bool {
+        if difference.kind != Kind::ValueChanged || difference.location != Location::Body {
+            return false;
+        }
+        let state = self.lock();
+        [Side::Primary, Side::Shadow].into_iter().any(|side| {
+            state
+                .volatile
+                .get(&(route.to_string(), difference.pattern.clone(), side))
+                .is_some_and(|(count, _, _)| *count >= self.config.min_observations)
+        })
+    }
+}
+
+/// The patterns of values that changed between two answers (value changes
+/// only; structure changes are never noise), minus the route's `not_noise`.
+fn volatile_patterns(rules: &CompareRules, a: &Value, b: &Value) -> Vec<String> {
+    let mut differ = Differ::new(rules, &NoIds);
+    differ.run(a, b);
+    let mut patterns: Vec<String> = differ
+        .differences
+        .iter()
+        .filter(|d| d.kind == Kind::ValueChanged)
+        .filter(|d| rules.not_noise.lookup(&json::segments_text(&d.path)).is_none())
+        .map(|d| json::pattern(&d.path))
+        .collect();
+    patterns.sort();
+    patterns.dedup();
+    patterns
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn difference(pattern: &str, kind: Kind) -> Difference {
+        Difference {
+            location: Location::Body,
+            path: pattern.replace('*', "0"),
+            pattern: pattern.to_string(),
+            kind,
+            primary: None,
+            shadow: None,
+            item: None,
+            severity: super::super::Severity::Medium,
+            group_key: String::new(),
+        }
+    }
+
+    fn learner() -> NoiseLearner {
+        NoiseLearner::new(NoiseConfig {
+            min_observations: 2,
+            ..NoiseConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_field_that_changes_between_identical_requests_becomes_noise_after_enough_observations() {
+        let noise = learner();
+        let rules = CompareRules::new();
+        let request = fingerprint("GET", "/tasks", b"");
+        let doc = |n: u32| json!({"tasks": [{"id": "a", "generatedAt": n, "title": "t"}]});
+        noise.observe_primary("r", &rules, request, 0, doc(1), 10);
+        noise.observe_primary("r", &rules, request, 0, doc(2), 10);
+        assert!(!noise.is_noise("r", &difference("/tasks/*/generatedAt", Kind::ValueChanged)));
+        noise.observe_primary("r", &rules, request, 0, doc(3), 10);
+        assert!(noise.is_noise("r", &difference("/tasks/*/generatedAt", Kind::ValueChanged)));
+        assert!(!noise.is_noise("r", &difference("/tasks/*/title", Kind::ValueChanged)));
+        assert!(!noise.is_noise("other-route", &difference("/tasks/*/generatedAt", Kind::ValueChanged)));
+        assert!(
+            !noise.is_noise("r", &difference("/tasks/*/generatedAt", Kind::MissingInShadow)),
+            "a missing key is never noise"
+        );
+        let learned = noise.learned();
+        assert_eq!(learned.len(), 1);
+        assert_eq!(learned[0].pattern, "/tasks/*/generatedAt");
+        assert!(learned[0].active);
+    }
+
+    #[test]
+    fn answers_on_either_side_of_a_write_teach_nothing() {
+        let noise = learner();
+        let rules = CompareRules::new();
+        let request = fingerprint("GET", "/tasks", b"");
+        for epoch in 0..5 {
+            noise.observe_primary("r", &rules, request, epoch, json!({"title": format!("v{epoch}")}), 10);
+        }
+        assert!(noise.learned().is_empty());
+    }
+
+    #[test]
+    fn not_noise_paths_are_never_learned() {
+        let noise = learner();
+        let mut rules = CompareRules::new();
+        rules.add_not_noise("not_noise[0]", "/price").unwrap();
+        let request = fingerprint("GET", "/p", b"");
+        for n in 0..4 {
+            noise.observe_primary("r", &rules, request, 0, json!({"price": n, "at": n}), 10);
+        }
+        let patterns: Vec<_> = noise.learned().into_iter().map(|l| l.pattern).collect();
+        assert_eq!(patterns, ["/at"]);
+    }
+
+    #[test]
+    fn remembered_answers_stay_within_the_memory_budget() {
+        let noise = NoiseLearner::new(NoiseConfig {
+            memory: 25,
+            ..NoiseConfig::default()
+        });
+        let rules = CompareRules::new();
+        for n in 0..10u64 {
+            noise.observe_primary("r", &rules, n, 0, json!({"n": n}), 10);
+        }
+        let state = noise.lock();
+        assert_eq!(state.recent.len(), 2);
+        assert!(state.bytes <= 25);
+    }
+
+    #[test]
+    fn shadow_pairs_teach_shadow_side_noise() {
+        let noise = learner();
+        let rules = CompareRules::new();
+        for n in 0..2 {
+            noise.observe_shadow_pair("r", &rules, &json!({"nonce": n}), &json!({"nonce": n + 100}));
+        }
+        assert!(noise.is_noise("r", &difference("/nonce", Kind::ValueChanged)));
+        assert_eq!(noise.learned()[0].side, Side::Shadow);
+    }
+}
