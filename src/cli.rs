@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+use std::sync::Arc;
+
+use crate::compare::rules::CompareRules;
+use crate::compare::{compare_responses, Context as CompareContext, NoIds};
 use crate::config::Config;
+use crate::exchange::CapturedResponse;
 use crate::route::{MirrorPolicy, Segment};
 
 #[derive(Debug, Parser)]
@@ -47,6 +52,32 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Compare two saved responses (raw HTTP or a bare body) with the same
+    /// engine and rules as the proxy. Exit 0 when they match, 1 when they
+    /// diverge, 2 on error.
+    Diff {
+        /// The primary's answer (what B should look like).
+        a: PathBuf,
+        /// The shadow's answer.
+        b: PathBuf,
+        /// A config file whose route's compare rules apply.
+        #[arg(short, long, value_name = "FILE", requires = "route")]
+        config: Option<PathBuf>,
+        /// The route whose rules apply (with --config).
+        #[arg(long, requires = "config")]
+        route: Option<String>,
+        /// `text` for people, `json` for the differences, `patch` for the
+        /// RFC 6902 JSON Patch that turns B into A.
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DiffFormat {
+    Text,
+    Json,
+    Patch,
 }
 
 /// Runs the command line; the exit code is 0 on success, 1 on failure.
@@ -56,6 +87,22 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Diff {
+            a,
+            b,
+            config,
+            route,
+            format,
+        } => {
+            return match diff(&a, &b, config.as_deref(), route.as_deref(), format) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +144,64 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
         result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
         _ = terminate.recv() => Ok(()),
     }
+}
+
+/// Compares two saved responses; `Ok(true)` when they match.
+fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    config: Option<&std::path::Path>,
+    route: Option<&str>,
+    format: DiffFormat,
+) -> anyhow::Result<bool> {
+    let read = |path: &std::path::Path| -> anyhow::Result<CapturedResponse> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        CapturedResponse::from_saved(&bytes).with_context(|| format!("{}", path.display()))
+    };
+    let (primary, shadow) = (read(a)?, read(b)?);
+    let (rules, route_name, decode_limit) = match (config, route) {
+        (Some(config), Some(name)) => {
+            let config = Config::load(config)?;
+            let found = config.routes.iter().find(|r| r.name == name).ok_or_else(|| {
+                let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "{}: no route named \"{name}\" (routes: {})",
+                    config.source,
+                    names.join(", ")
+                )
+            })?;
+            (Arc::clone(&found.compare), name.to_string(), config.mirror.max_decoded)
+        }
+        _ => (Arc::new(CompareRules::new()), "diff".to_string(), 64 << 20),
+    };
+    // A bare body has no headers: comparing them would only report their absence.
+    let rules = if primary.headers.is_empty() || shadow.headers.is_empty() {
+        let mut without_headers = (*rules).clone();
+        without_headers.headers.clear();
+        Arc::new(without_headers)
+    } else {
+        rules
+    };
+    let ctx = CompareContext {
+        route: &route_name,
+        method: &http::Method::GET,
+        rules: &rules,
+        ids: &NoIds,
+        decode_limit,
+    };
+    let comparison = compare_responses(&ctx, &primary, &shadow);
+    match format {
+        DiffFormat::Text => print!("{}", comparison.to_text()),
+        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&comparison)?),
+        DiffFormat::Patch => println!(
+            "{}",
+            serde_json::to_string_pretty(&comparison.patch.clone().unwrap_or_default())?
+        ),
+    }
+    if let Some(reason) = comparison.incomparable {
+        anyhow::bail!("the bodies cannot be compared: {reason}");
+    }
+    Ok(comparison.is_match())
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {

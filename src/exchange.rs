@@ -133,6 +133,58 @@ pub struct CapturedResponse {
     pub elapsed: Duration,
 }
 
+/// Why a saved response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SavedResponseError {
+    #[error("the HTTP head is malformed: {0}")]
+    Malformed(String),
+    #[error("the HTTP head is incomplete (no blank line after the headers)")]
+    Incomplete,
+    #[error("status {0} is not a valid HTTP status")]
+    Status(u16),
+    #[error("header {0:?} is not valid")]
+    Header(String),
+}
+
+impl CapturedResponse {
+    /// Reads a saved answer: a raw HTTP/1.x response (status line, headers,
+    /// blank line, body) or, when the bytes do not start with `HTTP/`, a
+    /// bare body with status 200 and no headers (its kind is sniffed).
+    pub fn from_saved(bytes: &[u8]) -> Result<CapturedResponse, SavedResponseError> {
+        if !bytes.starts_with(b"HTTP/") {
+            return Ok(CapturedResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: Bytes::copy_from_slice(bytes),
+                elapsed: Duration::ZERO,
+            });
+        }
+        let mut slots = [httparse::EMPTY_HEADER; 128];
+        let mut head = httparse::Response::new(&mut slots);
+        let body_start = match head.parse(bytes) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Err(SavedResponseError::Incomplete),
+            Err(err) => return Err(SavedResponseError::Malformed(err.to_string())),
+        };
+        let code = head.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| SavedResponseError::Status(code))?;
+        let mut headers = HeaderMap::new();
+        for header in head.headers.iter() {
+            let name = http::HeaderName::from_bytes(header.name.as_bytes())
+                .map_err(|_| SavedResponseError::Header(header.name.to_string()))?;
+            let value = http::HeaderValue::from_bytes(header.value)
+                .map_err(|_| SavedResponseError::Header(header.name.to_string()))?;
+            headers.append(name, value);
+        }
+        Ok(CapturedResponse {
+            status,
+            headers,
+            body: Bytes::copy_from_slice(&bytes[body_start..]),
+            elapsed: Duration::ZERO,
+        })
+    }
+}
+
 /// Why an upstream gave no usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
@@ -238,6 +290,31 @@ mod tests {
         assert_eq!(Outcome::Skipped(SkipReason::QueueFull).label(), "skipped");
         assert_eq!(Outcome::BothError.to_string(), "both_error");
         assert_eq!(method_label(&Method::from_bytes(b"PROPFIND").unwrap()), "OTHER");
+    }
+
+    #[test]
+    fn saved_responses_are_raw_http_or_bare_bodies() {
+        let raw = CapturedResponse::from_saved(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-A: 1\r\n\r\n{\"e\":1}",
+        )
+        .unwrap();
+        assert_eq!(raw.status, StatusCode::NOT_FOUND);
+        assert_eq!(raw.headers["content-type"], "application/json");
+        assert_eq!(raw.body, "{\"e\":1}");
+        let bare = CapturedResponse::from_saved(b"{\"a\":1}").unwrap();
+        assert_eq!((bare.status, bare.headers.len()), (StatusCode::OK, 0));
+        assert_eq!(
+            CapturedResponse::from_saved(b"HTTP/1.1 200 OK\r\nX: 1\r\n").unwrap_err(),
+            SavedResponseError::Incomplete
+        );
+        assert!(matches!(
+            CapturedResponse::from_saved(b"HTTP/1.1 abc\r\n\r\n"),
+            Err(SavedResponseError::Malformed(_))
+        ));
+        assert_eq!(
+            CapturedResponse::from_saved(b"HTTP/1.1 099 Odd\r\n\r\n").unwrap_err(),
+            SavedResponseError::Status(99)
+        );
     }
 
     #[test]

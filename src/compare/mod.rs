@@ -196,6 +196,61 @@ impl Comparison {
     pub fn is_match(&self) -> bool {
         self.differences.is_empty() && self.truncated == 0 && self.incomparable.is_none()
     }
+
+    /// The human view: one line per difference, most severe first, then the
+    /// text diff if there is one.
+    pub fn to_text(&self) -> String {
+        if let Some(reason) = &self.incomparable {
+            return format!("incomparable: {reason}\n");
+        }
+        let mut out = String::new();
+        if self.is_match() {
+            out.push_str("match\n");
+        } else {
+            let groups: std::collections::HashSet<&str> =
+                self.differences.iter().map(|d| d.group_key.as_str()).collect();
+            out.push_str(&format!(
+                "diverged: {} difference{} in {} group{}\n",
+                self.differences.len() + self.truncated,
+                if self.differences.len() + self.truncated == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                groups.len(),
+                if groups.len() == 1 { "" } else { "s" },
+            ));
+        }
+        let mut sorted: Vec<&Difference> = self.differences.iter().collect();
+        sorted.sort_by_key(|d| std::cmp::Reverse(d.severity));
+        for d in sorted {
+            let place = match d.location {
+                Location::Status => "(status)".to_string(),
+                Location::Header => format!("(header {})", d.path),
+                Location::Body if d.path.is_empty() => "(body)".to_string(),
+                Location::Body => d.path.clone(),
+            };
+            let item = d.item.as_deref().map(|item| format!(" [{item}]")).unwrap_or_default();
+            let value = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".to_string());
+            out.push_str(&format!(
+                "  {:<6} {:<17} {place}{item}: {} -> {}\n",
+                d.severity.label(),
+                d.kind.label(),
+                value(&d.primary),
+                value(&d.shadow),
+            ));
+        }
+        if self.truncated > 0 {
+            out.push_str(&format!("  ... and {} more\n", self.truncated));
+        }
+        for unmapped in &self.unmapped {
+            out.push_str(&format!("  unmapped {} id {}\n", unmapped.kind, unmapped.primary_id));
+        }
+        if let Some(text) = &self.text_diff {
+            out.push_str(text);
+        }
+        out
+    }
 }
 
 /// What to compare: one route's context.

@@ -1,0 +1,126 @@
+//! `cutover diff A B`: the offline view of the same engine, with diff(1)'s exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cutover(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    std::fs::write(dir.join(name), content).unwrap();
+}
+
+#[test]
+fn diff_exits_like_diff1_and_prints_each_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "a.http",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1,\"b\":[1,2]}",
+    );
+    write(
+        d,
+        "b.http",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{\"a\":2,\"b\":[1,2],\"c\":true}",
+    );
+
+    let same = cutover(&["diff", "a.http", "a.http"], d);
+    assert_eq!(same.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&same.stdout), "match\n");
+
+    let text = cutover(&["diff", "a.http", "b.http"], d);
+    assert_eq!(text.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.starts_with("diverged: 2 differences in 2 groups\n"), "{stdout}");
+    assert!(stdout.contains("medium value_changed     /a: 1 -> 2\n"), "{stdout}");
+
+    let json = cutover(&["diff", "a.http", "b.http", "--format", "json"], d);
+    assert_eq!(json.status.code(), Some(1));
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let kinds: Vec<&str> = parsed["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["value_changed", "extra_in_shadow"]);
+    assert_eq!(parsed["differences"][0]["group_key"].as_str().unwrap().len(), 16);
+
+    let patch = cutover(&["diff", "a.http", "b.http", "--format", "patch"], d);
+    let ops: serde_json::Value = serde_json::from_slice(&patch.stdout).unwrap();
+    assert_eq!(
+        ops,
+        serde_json::json!([{"op": "replace", "path": "/a", "value": 1}, {"op": "remove", "path": "/c"}])
+    );
+}
+
+#[test]
+fn diff_applies_a_routes_rules_from_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "notion.json",
+        r#"{"success":true,"count":2,"source":"notion","tasks":[{"id":"t1","title":"Buy milk","dueDate":"2026-01-20T09:00:00.000+11:00"},{"id":"t2","title":"Call"}]}"#,
+    );
+    write(
+        d,
+        "postgres.json",
+        r#"{"success":true,"count":2,"source":"postgres","tasks":[{"id":"t2","title":"Call"},{"id":"t1","title":"Buy milk","dueDate":"2026-01-19T22:00:00Z"}]}"#,
+    );
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tomos.toml");
+    let config = config.to_str().unwrap();
+    let without_rules = cutover(&["diff", "notion.json", "postgres.json"], d);
+    assert_eq!(without_rules.status.code(), Some(1));
+    let with_rules = cutover(
+        &[
+            "diff",
+            "notion.json",
+            "postgres.json",
+            "-c",
+            config,
+            "--route",
+            "all-tasks",
+        ],
+        d,
+    );
+    let stdout = String::from_utf8_lossy(&with_rules.stdout);
+    assert_eq!(
+        stdout,
+        "diverged: 1 difference in 1 group\n  low    order_only        /tasks: \"t1, t2\" -> \"t2, t1\"\n"
+    );
+    assert_eq!(
+        with_rules.status.code(),
+        Some(1),
+        "an order change is still reported, at low severity"
+    );
+
+    let unknown = cutover(
+        &["diff", "notion.json", "postgres.json", "-c", config, "--route", "nope"],
+        d,
+    );
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no route named \"nope\" (routes: all-tasks, smart-surface,")
+    );
+}
+
+#[test]
+fn diff_errors_exit_2_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "broken.http", "HTTP/1.1 200 OK\r\nX: 1\r\n");
+    write(d, "ok.json", "{}");
+    let missing = cutover(&["diff", "ok.json", "missing.json"], d);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read missing.json"));
+    let broken = cutover(&["diff", "broken.http", "ok.json"], d);
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("broken.http: the HTTP head is incomplete"));
+}
