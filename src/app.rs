@@ -81,8 +81,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (mirror, workers) = Mirror::start(
         config.mirror.clone(),
         config.noise.clone(),
+        primary.clone(),
         shadow,
-        config.primary.name.clone(),
         config.shadow.rate_limit,
         metrics.clone(),
     )?;

@@ -71,6 +71,8 @@ pub enum Outcome {
     ShadowError,
     PrimaryError,
     BothError,
+    /// Diverged, then agreed when both sides were asked again (`recheck`).
+    Transient,
     Skipped(SkipReason),
 }
 
@@ -84,6 +86,7 @@ impl Outcome {
             Outcome::ShadowError => "shadow_error",
             Outcome::PrimaryError => "primary_error",
             Outcome::BothError => "both_error",
+            Outcome::Transient => "transient",
             Outcome::Skipped(_) => "skipped",
         }
     }

@@ -11,19 +11,22 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::compare::Severity;
 use crate::exchange::{FailureKind, Outcome, SkipReason};
 
 pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "cutover_upstream_duration_seconds";
+pub const DIVERGENCES_TOTAL: &str = "cutover_divergences_total";
 pub const MIRROR_QUEUE_DEPTH: &str = "cutover_mirror_queue_depth";
 pub const MIRROR_DROPPED_TOTAL: &str = "cutover_mirror_dropped_total";
 pub const SHADOW_ERRORS_TOTAL: &str = "cutover_shadow_errors_total";
 pub const BUILD_INFO: &str = "cutover_build_info";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     REQUESTS_TOTAL,
     UPSTREAM_DURATION_SECONDS,
+    DIVERGENCES_TOTAL,
     MIRROR_QUEUE_DEPTH,
     MIRROR_DROPPED_TOTAL,
     SHADOW_ERRORS_TOTAL,
@@ -45,6 +48,7 @@ pub struct Metrics {
     registry: Registry,
     requests_total: IntCounterVec,
     upstream_duration: HistogramVec,
+    divergences_total: IntCounterVec,
     mirror_queue_depth: IntGauge,
     mirror_dropped_total: IntCounterVec,
     shadow_errors_total: IntCounterVec,
@@ -65,6 +69,13 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["backend", "route"],
         )?;
+        let divergences_total = IntCounterVec::new(
+            Opts::new(
+                DIVERGENCES_TOTAL,
+                "Diverged exchanges, by route and the severity of their most severe difference.",
+            ),
+            &["route", "severity"],
+        )?;
         let mirror_queue_depth = IntGauge::new(
             MIRROR_QUEUE_DEPTH,
             "Mirrored exchanges in flight (shadow request, waiting for comparison, or comparing).",
@@ -84,6 +95,7 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(divergences_total.clone()))?;
         registry.register(Box::new(mirror_queue_depth.clone()))?;
         registry.register(Box::new(mirror_dropped_total.clone()))?;
         registry.register(Box::new(shadow_errors_total.clone()))?;
@@ -95,6 +107,7 @@ impl Metrics {
             registry,
             requests_total,
             upstream_duration,
+            divergences_total,
             mirror_queue_depth,
             mirror_dropped_total,
             shadow_errors_total,
@@ -115,6 +128,12 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[backend, route])
             .observe(seconds);
+    }
+
+    pub fn record_divergence(&self, route: &str, severity: Severity) {
+        self.divergences_total
+            .with_label_values(&[route, severity.label()])
+            .inc();
     }
 
     pub fn record_shadow_error(&self, route: &str, kind: &str) {
@@ -169,6 +188,7 @@ mod tests {
         metrics.record_outcome("r", "GET", Outcome::Skipped(SkipReason::QueueFull));
         metrics.observe_upstream("p", "r", 0.01);
         metrics.record_shadow_error("r", "timeout");
+        metrics.record_divergence("r", Severity::High);
         let text = metrics.encode();
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");

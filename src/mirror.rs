@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
@@ -296,6 +296,8 @@ impl Drop for PrimaryObserver {
 
 /// The mirror: shared by every request of one running instance.
 pub struct Mirror {
+    /// The primary, for rechecks only (the proxy sends client requests itself).
+    primary: Upstream,
     shadow: Upstream,
     primary_name: String,
     config: MirrorConfig,
@@ -319,6 +321,16 @@ struct Recorder {
     shadow_name: String,
     noise: Arc<NoiseLearner>,
     decode_limit: usize,
+    /// Divergences to ask both sides about again (routes with `recheck`).
+    rechecks: mpsc::UnboundedSender<Recheck>,
+}
+
+/// A divergence waiting to be asked again; it keeps its place in the queue.
+struct Recheck {
+    exchange: Exchange,
+    judgement: compare::Judgement,
+    ticket: Ticket,
+    delay: Duration,
 }
 
 /// The comparison threads; joined at shutdown.
@@ -343,14 +355,17 @@ impl Workers {
 pub struct MirrorError(#[from] std::io::Error);
 
 impl Mirror {
+    /// Starts the comparison threads and the recheck task; call inside the runtime.
     pub fn start(
         config: MirrorConfig,
         noise: NoiseConfig,
+        primary: Upstream,
         shadow: Upstream,
-        primary_name: String,
         rate_limit: Option<RateLimit>,
         metrics: Metrics,
     ) -> Result<(Arc<Mirror>, Workers), MirrorError> {
+        let primary_name = primary.name().to_string();
+        let (recheck_tx, recheck_rx) = mpsc::unbounded_channel();
         let (to_workers, from_proxy) = std::sync::mpsc::sync_channel(config.queue);
         let from_proxy = Arc::new(Mutex::new(from_proxy));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -361,6 +376,7 @@ impl Mirror {
             shadow_name: shadow.name().to_string(),
             noise: Arc::clone(&noise),
             decode_limit: config.max_decoded,
+            rechecks: recheck_tx,
         });
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -374,6 +390,7 @@ impl Mirror {
             );
         }
         let mirror = Mirror {
+            primary,
             shadow,
             primary_name,
             slots: Arc::new(Semaphore::new(config.queue)),
@@ -387,7 +404,9 @@ impl Mirror {
             writes: AtomicU64::new(0),
             noise,
         };
-        Ok((Arc::new(mirror), Workers { threads }))
+        let mirror = Arc::new(mirror);
+        tokio::spawn(recheck_loop(Arc::downgrade(&mirror), recorder, recheck_rx));
+        Ok((mirror, Workers { threads }))
     }
 
     pub fn budget(&self) -> &Arc<MemoryBudget> {
@@ -474,10 +493,10 @@ impl Mirror {
             && rand::random::<f64>() < self.noise.config().active_sample;
         tokio::spawn(async move {
             let mut reservation = reservation;
-            let (shadow, shadow_reservation) = mirror.call_shadow(&request, shadow_headers.clone()).await;
+            let (shadow, shadow_reservation) = mirror.call(&mirror.shadow, &request, shadow_headers.clone()).await;
             reservation.absorb(shadow_reservation);
             let shadow_repeat = if ask_twice && matches!(shadow, SideResult::Complete(_)) {
-                let (repeat, repeat_reservation) = mirror.call_shadow(&request, shadow_headers).await;
+                let (repeat, repeat_reservation) = mirror.call(&mirror.shadow, &request, shadow_headers).await;
                 reservation.absorb(repeat_reservation);
                 Some(repeat)
             } else {
@@ -522,15 +541,19 @@ impl Mirror {
         }
     }
 
-    /// Calls the shadow with the captured request; the whole exchange with
-    /// it (headers and body) must finish within the shadow's timeout.
-    async fn call_shadow(&self, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, Reservation) {
+    /// Sends the captured request to an upstream; the whole exchange
+    /// (headers and body) must finish within that upstream's timeout.
+    async fn call(
+        &self,
+        upstream: &Upstream,
+        request: &CapturedRequest,
+        headers: HeaderMap,
+    ) -> (SideResult, Reservation) {
         let started = Instant::now();
         let mut capture = CaptureBuf::new(self.config.max_body, &self.budget);
-        let deadline = self.shadow.timeout();
+        let deadline = upstream.timeout();
         let attempt = async {
-            let mut response = self
-                .shadow
+            let mut response = upstream
                 .send(
                     request.method.clone(),
                     &request.path_and_query,
@@ -617,6 +640,60 @@ impl Mirror {
     }
 }
 
+/// Asks both sides again about divergences on routes with `recheck`: if
+/// they now agree, the exchange is `transient`, else it stays `diverged`.
+async fn recheck_loop(
+    mirror: std::sync::Weak<Mirror>,
+    recorder: Arc<Recorder>,
+    mut rechecks: mpsc::UnboundedReceiver<Recheck>,
+) {
+    while let Some(Recheck {
+        exchange,
+        mut judgement,
+        ticket,
+        delay,
+    }) = rechecks.recv().await
+    {
+        let Some(mirror) = mirror.upgrade() else { return };
+        let recorder = Arc::clone(&recorder);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let request = &exchange.request;
+            let mut shadow_headers = request.headers.clone();
+            shadow_headers.insert(crate::proxy::SHADOW_MARKER, http::HeaderValue::from_static("1"));
+            let ((primary, held_p), (shadow, held_s)) = tokio::join!(
+                mirror.call(&mirror.primary, request, request.headers.clone()),
+                mirror.call(&mirror.shadow, request, shadow_headers),
+            );
+            let mut reservation = Reservation::empty(&mirror.budget);
+            reservation.absorb(held_p);
+            reservation.absorb(held_s);
+            let again = Exchange {
+                request_id: exchange.request_id.clone(),
+                route: exchange.route.clone(),
+                started_at: SystemTime::now(),
+                request: CapturedRequest {
+                    method: request.method.clone(),
+                    path_and_query: request.path_and_query.clone(),
+                    headers: request.headers.clone(),
+                    body: request.body.clone(),
+                },
+                primary,
+                shadow,
+                shadow_repeat: None,
+                rules: Arc::clone(&exchange.rules),
+                write_epoch: exchange.write_epoch,
+                reservation,
+            };
+            if recorder.judge_once(&again).outcome == Outcome::Match {
+                judgement.outcome = Outcome::Transient;
+            }
+            recorder.record(&exchange, judgement);
+            drop(ticket);
+        });
+    }
+}
+
 fn compare_loop(from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>, stopping: &AtomicBool, recorder: &Recorder) {
     loop {
         let next = {
@@ -624,10 +701,7 @@ fn compare_loop(from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>, stopping: &Ato
             receiver.recv_timeout(Duration::from_millis(100))
         };
         match next {
-            Ok((exchange, ticket)) => {
-                recorder.record(&exchange);
-                drop((exchange, ticket));
-            }
+            Ok((exchange, ticket)) => recorder.judge(exchange, ticket),
             Err(RecvTimeoutError::Timeout) if stopping.load(Ordering::Acquire) => return,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -636,8 +710,7 @@ fn compare_loop(from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>, stopping: &Ato
 }
 
 impl Recorder {
-    /// Judges an exchange, counts it, and lets the noise learner see it.
-    fn record(&self, exchange: &Exchange) {
+    fn judge_once(&self, exchange: &Exchange) -> compare::Judgement {
         let ctx = Context {
             route: &exchange.route,
             method: &exchange.request.method,
@@ -645,7 +718,35 @@ impl Recorder {
             ids: &NoIds,
             decode_limit: self.decode_limit,
         };
-        let judgement = compare::judge(exchange, &ctx, self.noise.as_ref());
+        compare::judge(exchange, &ctx, self.noise.as_ref())
+    }
+
+    /// Judges an exchange; a divergence on a route with `recheck` is asked
+    /// again before it counts, anything else is counted now. The ticket is
+    /// released only once the exchange is counted.
+    fn judge(&self, exchange: Exchange, ticket: Ticket) {
+        let judgement = self.judge_once(&exchange);
+        if let (Outcome::Diverged, Some(delay)) = (judgement.outcome, exchange.rules.recheck) {
+            if is_safe(&exchange.request.method) {
+                let recheck = Recheck {
+                    exchange,
+                    judgement,
+                    ticket,
+                    delay,
+                };
+                if let Err(mpsc::error::SendError(recheck)) = self.rechecks.send(recheck) {
+                    // The recheck task is gone (shutting down): count what we know.
+                    self.record(&recheck.exchange, recheck.judgement);
+                }
+                return;
+            }
+        }
+        self.record(&exchange, judgement);
+        drop(ticket);
+    }
+
+    /// Counts an exchange's outcome and lets the noise learner see it.
+    fn record(&self, exchange: &Exchange, judgement: compare::Judgement) {
         let metrics = &self.metrics;
         let method = method_label(&exchange.request.method);
         metrics.record_outcome(&exchange.route, method, judgement.outcome);
@@ -661,6 +762,14 @@ impl Recorder {
                 _ => None,
             };
             metrics.record_shadow_error(&exchange.route, shadow_error_kind(kind));
+        }
+        if judgement.outcome == Outcome::Diverged {
+            let worst = judgement
+                .comparison
+                .as_ref()
+                .and_then(|c| c.differences.iter().map(|d| d.severity).max())
+                .unwrap_or(compare::Severity::High);
+            metrics.record_divergence(&exchange.route, worst);
         }
         match judgement.outcome {
             Outcome::Diverged => info!(

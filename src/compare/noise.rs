@@ -150,7 +150,7 @@ impl NoiseLearner {
         if let Some(previous) = state.recent.get(&request) {
             if now.duration_since(previous.at) <= self.config.window && previous.write_epoch == write_epoch {
                 let patterns = volatile_patterns(rules, &previous.doc, &doc);
-                Self::count(&mut state, route, patterns, Side::Primary);
+                self.count(&mut state, route, patterns, Side::Primary);
             }
         }
         if bytes > self.config.memory {
@@ -183,18 +183,27 @@ impl NoiseLearner {
     pub fn observe_shadow_pair(&self, route: &str, rules: &CompareRules, first: &Value, second: &Value) {
         let patterns = volatile_patterns(rules, first, second);
         let mut state = self.lock();
-        Self::count(&mut state, route, patterns, Side::Shadow);
+        self.count(&mut state, route, patterns, Side::Shadow);
     }
 
-    fn count(state: &mut State, route: &str, patterns: Vec<String>, side: Side) {
+    fn count(&self, state: &mut State, route: &str, patterns: Vec<String>, side: Side) {
         let now = SystemTime::now();
         for pattern in patterns {
             let entry = state
                 .volatile
-                .entry((route.to_string(), pattern, side))
+                .entry((route.to_string(), pattern.clone(), side))
                 .or_insert((0, now, now));
             entry.0 += 1;
             entry.2 = now;
+            if entry.0 == self.config.min_observations {
+                tracing::info!(
+                    route,
+                    pattern = %pattern,
+                    side = ?side,
+                    observations = entry.0,
+                    "learned as noise: value changes here are set aside (list them to confirm, or add the path to not_noise)"
+                );
+            }
         }
     }
 
