@@ -188,6 +188,7 @@ fn diff(
         rules: &rules,
         ids: &NoIds,
         decode_limit,
+        want_patch: !matches!(format, DiffFormat::Text),
     };
     let comparison = compare_responses(&ctx, &primary, &shadow);
     match format {

@@ -717,6 +717,7 @@ impl Recorder {
             rules: &exchange.rules,
             ids: &NoIds,
             decode_limit: self.decode_limit,
+            want_patch: false,
         };
         compare::judge(exchange, &ctx, self.noise.as_ref())
     }

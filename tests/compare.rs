@@ -40,6 +40,7 @@ fn compare_with(
         rules,
         ids,
         decode_limit: 1 << 20,
+        want_patch: true,
     };
     compare_responses(&ctx, primary, shadow)
 }

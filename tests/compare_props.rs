@@ -29,6 +29,7 @@ fn compare(rules: &CompareRules, primary: &Value, shadow: &Value) -> Comparison 
         rules,
         ids: &NoIds,
         decode_limit: 1 << 22,
+        want_patch: true,
     };
     compare_responses(&ctx, &respond(primary), &respond(shadow))
 }

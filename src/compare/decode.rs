@@ -99,6 +99,12 @@ fn is_text(essence: &str) -> bool {
 /// A declared JSON body that does not parse is compared as text (or binary),
 /// so two sides sending the same broken JSON still match.
 fn parse_json_or_text(bytes: Bytes, charset: Option<&str>) -> Result<Body, DecodeError> {
+    if charset.is_none_or(|c| c == "utf-8" || c == "utf8") {
+        // JSON is UTF-8 (RFC 8259): parse the bytes as they are, no copy.
+        if let Ok(value) = serde_json::from_slice(&bytes) {
+            return Ok(Body::Json(value));
+        }
+    }
     let text = to_text(&bytes, charset)?;
     match serde_json::from_str(&text) {
         Ok(value) => Ok(Body::Json(value)),

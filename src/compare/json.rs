@@ -10,6 +10,7 @@
 //! Must never: treat a difference as equal unless a rule says so; panic on
 //! any document; grow its output past [`MAX_DIFFERENCES`].
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
@@ -27,17 +28,27 @@ const ALIGN_LIMIT: usize = 20_000;
 /// Longest value shown in a difference.
 const DISPLAY_LIMIT: usize = 160;
 
-/// One segment of a concrete path.
+/// One segment of a concrete path. During the walk keys borrow from the
+/// documents; a recorded difference owns its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
-    Key(String),
+pub enum Segment<'a> {
+    Key(Cow<'a, str>),
     Index(usize),
+}
+
+impl Segment<'_> {
+    fn to_owned_segment(&self) -> Segment<'static> {
+        match self {
+            Segment::Key(key) => Segment::Key(Cow::Owned(key.to_string())),
+            Segment::Index(index) => Segment::Index(*index),
+        }
+    }
 }
 
 /// A difference as the walk finds it; `super` adds severity and grouping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawDifference {
-    pub path: Vec<Segment>,
+    pub path: Vec<Segment<'static>>,
     pub kind: Kind,
     pub primary: Option<String>,
     pub shadow: Option<String>,
@@ -103,6 +114,8 @@ pub struct Differ<'a> {
     pub unmapped: Vec<UnmappedId>,
     /// The key of the unordered item being walked, for the differences inside it.
     item: Option<String>,
+    /// Whether to build the patch (it copies values; the proxy does not need it).
+    want_patch: bool,
 }
 
 impl<'a> Differ<'a> {
@@ -115,7 +128,14 @@ impl<'a> Differ<'a> {
             patch: Vec::new(),
             unmapped: Vec::new(),
             item: None,
+            want_patch: false,
         }
+    }
+
+    /// Also builds the RFC 6902 patch.
+    pub fn with_patch(mut self) -> Differ<'a> {
+        self.want_patch = true;
+        self
     }
 
     /// Compares two normalized documents from their roots.
@@ -128,13 +148,13 @@ impl<'a> Differ<'a> {
         self.differences.len() + self.truncated
     }
 
-    fn record(&mut self, path: &[Segment], kind: Kind, primary: Option<&Value>, shadow: Option<&Value>) {
+    fn record(&mut self, path: &[Segment<'_>], kind: Kind, primary: Option<&Value>, shadow: Option<&Value>) {
         if self.differences.len() >= MAX_DIFFERENCES {
             self.truncated += 1;
             return;
         }
         self.differences.push(RawDifference {
-            path: path.to_vec(),
+            path: path.iter().map(Segment::to_owned_segment).collect(),
             kind,
             primary: primary.map(display),
             shadow: shadow.map(display),
@@ -142,7 +162,10 @@ impl<'a> Differ<'a> {
         });
     }
 
-    fn patch_op(&mut self, op: &str, path: &[Segment], value: Option<&Value>) {
+    fn patch_op(&mut self, op: &str, path: &[Segment<'_>], value: Option<&Value>) {
+        if !self.want_patch {
+            return;
+        }
         let mut entry = Map::new();
         entry.insert("op".into(), Value::from(op));
         entry.insert("path".into(), Value::from(pointer(path)));
@@ -152,7 +175,7 @@ impl<'a> Differ<'a> {
         self.patch.push(Value::Object(entry));
     }
 
-    fn diff(&mut self, primary: &Value, shadow: &Value, cursor: &Cursor, path: &mut Vec<Segment>) {
+    fn diff<'v>(&mut self, primary: &'v Value, shadow: &'v Value, cursor: &Cursor, path: &mut Vec<Segment<'v>>) {
         if primary == shadow {
             return;
         }
@@ -186,12 +209,12 @@ impl<'a> Differ<'a> {
         }
     }
 
-    fn changed(&mut self, kind: Kind, primary: &Value, shadow: &Value, path: &[Segment]) {
+    fn changed(&mut self, kind: Kind, primary: &Value, shadow: &Value, path: &[Segment<'_>]) {
         self.record(path, kind, Some(primary), Some(shadow));
         self.patch_op("replace", path, Some(primary));
     }
 
-    fn diff_id(&mut self, kind: &str, p: &str, s: &str, primary: &Value, shadow: &Value, path: &[Segment]) {
+    fn diff_id(&mut self, kind: &str, p: &str, s: &str, primary: &Value, shadow: &Value, path: &[Segment<'_>]) {
         match self.ids.shadow_id(kind, p) {
             Some(mapped) if mapped == s => {}
             Some(_) => self.changed(Kind::ValueChanged, primary, shadow, path),
@@ -213,16 +236,16 @@ impl<'a> Differ<'a> {
         self.rules.null_equals_missing_everywhere || self.rules.has(cursor, |r| matches!(r, Rule::NullEqualsMissing))
     }
 
-    fn diff_objects(
+    fn diff_objects<'v>(
         &mut self,
-        p: &Map<String, Value>,
-        s: &Map<String, Value>,
+        p: &'v Map<String, Value>,
+        s: &'v Map<String, Value>,
         cursor: &Cursor,
-        path: &mut Vec<Segment>,
+        path: &mut Vec<Segment<'v>>,
     ) {
         for (key, p_value) in p {
             let child = self.rules.step(cursor, key);
-            path.push(Segment::Key(key.clone()));
+            path.push(Segment::Key(Cow::Borrowed(key)));
             match s.get(key) {
                 Some(s_value) => self.diff(p_value, s_value, &child, path),
                 None if p_value.is_null() && self.null_may_be_missing(&child) => {}
@@ -237,7 +260,7 @@ impl<'a> Differ<'a> {
             if p.contains_key(key) {
                 continue;
             }
-            path.push(Segment::Key(key.clone()));
+            path.push(Segment::Key(Cow::Borrowed(key)));
             let child = self.rules.step(cursor, key);
             let tolerated = self.rules.allow_extra_fields || (s_value.is_null() && self.null_may_be_missing(&child));
             if !tolerated {
@@ -248,7 +271,7 @@ impl<'a> Differ<'a> {
         }
     }
 
-    fn diff_ordered(&mut self, p: &[Value], s: &[Value], cursor: &Cursor, path: &mut Vec<Segment>) {
+    fn diff_ordered<'v>(&mut self, p: &'v [Value], s: &'v [Value], cursor: &Cursor, path: &mut Vec<Segment<'v>>) {
         let patch_mark = self.patch.len();
         if p.len().max(s.len()) > ALIGN_LIMIT {
             // Too long to align: compare by index and summarize the length.
@@ -264,8 +287,7 @@ impl<'a> Differ<'a> {
                     Some(&Value::from(format!("{} items", p.len()))),
                     Some(&Value::from(format!("{} items", s.len()))),
                 );
-                self.patch.truncate(patch_mark);
-                self.patch_op("replace", path, Some(&Value::Array(p.to_vec())));
+                self.replace_array(patch_mark, path, p);
             }
             return;
         }
@@ -312,14 +334,28 @@ impl<'a> Differ<'a> {
         }
         if !in_place {
             // Items moved: element-wise patch paths would point at the wrong items.
-            self.patch.truncate(patch_mark);
-            self.patch_op("replace", path, Some(&Value::Array(p.to_vec())));
+            self.replace_array(patch_mark, path, p);
+        }
+    }
+
+    /// Replaces the patch operations inside an array (from `mark` on) with
+    /// one `replace` of the whole array.
+    fn replace_array(&mut self, mark: usize, path: &[Segment<'_>], primary: &[Value]) {
+        if self.want_patch {
+            self.patch.truncate(mark);
+            self.patch_op("replace", path, Some(&Value::Array(primary.to_vec())));
         }
     }
 
     /// Records items only one side has: `MissingInShadow` items come from
     /// the primary's array, `ExtraInShadow` items from the shadow's.
-    fn unmatched_items(&mut self, items: &[Value], range: std::ops::Range<usize>, kind: Kind, path: &mut Vec<Segment>) {
+    fn unmatched_items<'v>(
+        &mut self,
+        items: &'v [Value],
+        range: std::ops::Range<usize>,
+        kind: Kind,
+        path: &mut Vec<Segment<'v>>,
+    ) {
         for (index, item) in items.iter().enumerate().skip(range.start).take(range.len()) {
             path.push(Segment::Index(index));
             match kind {
@@ -330,13 +366,28 @@ impl<'a> Differ<'a> {
         }
     }
 
-    fn diff_item(&mut self, p: &[Value], s: &[Value], pi: usize, si: usize, cursor: &Cursor, path: &mut Vec<Segment>) {
+    fn diff_item<'v>(
+        &mut self,
+        p: &'v [Value],
+        s: &'v [Value],
+        pi: usize,
+        si: usize,
+        cursor: &Cursor,
+        path: &mut Vec<Segment<'v>>,
+    ) {
         path.push(Segment::Index(pi));
         self.diff(&p[pi], &s[si], &self.rules.step(cursor, &pi.to_string()), path);
         path.pop();
     }
 
-    fn diff_unordered(&mut self, p: &[Value], s: &[Value], key: &ItemKey, cursor: &Cursor, path: &mut Vec<Segment>) {
+    fn diff_unordered<'v>(
+        &mut self,
+        p: &'v [Value],
+        s: &'v [Value],
+        key: &ItemKey,
+        cursor: &Cursor,
+        path: &mut Vec<Segment<'v>>,
+    ) {
         let patch_mark = self.patch.len();
         let found_before = self.found();
         let p_keys: Vec<Option<String>> = p
@@ -406,9 +457,10 @@ impl<'a> Differ<'a> {
                 Some(&shadow_keys_in_shadow_order),
             );
         }
-        self.patch.truncate(patch_mark);
         if self.found() != found_before {
-            self.patch_op("replace", path, Some(&Value::Array(p.to_vec())));
+            self.replace_array(patch_mark, path, p);
+        } else {
+            self.patch.truncate(patch_mark);
         }
     }
 
@@ -448,7 +500,7 @@ impl<'a> Differ<'a> {
         primary: &Value,
         shadow: &Value,
         cursor: &Cursor,
-        path: &[Segment],
+        path: &[Segment<'_>],
     ) {
         let tolerance = self.rules.at(cursor).find_map(|rule| match rule {
             Rule::NumberTolerance(tolerance) => Some(*tolerance),
@@ -519,7 +571,7 @@ fn truncate(text: &str) -> String {
 }
 
 /// The JSON Pointer of a concrete path.
-pub fn pointer(path: &[Segment]) -> String {
+pub fn pointer(path: &[Segment<'_>]) -> String {
     let mut out = String::new();
     for segment in path {
         out.push('/');
@@ -533,7 +585,7 @@ pub fn pointer(path: &[Segment]) -> String {
 
 /// The path with array positions replaced by `*`: the same field of any
 /// item is the same place, for grouping.
-pub fn pattern(path: &[Segment]) -> String {
+pub fn pattern(path: &[Segment<'_>]) -> String {
     let mut out = String::new();
     for segment in path {
         out.push('/');
@@ -546,10 +598,10 @@ pub fn pattern(path: &[Segment]) -> String {
 }
 
 /// The unescaped segments of a path, for rule lookups.
-pub fn segments_text(path: &[Segment]) -> Vec<String> {
+pub fn segments_text(path: &[Segment<'_>]) -> Vec<String> {
     path.iter()
         .map(|segment| match segment {
-            Segment::Key(key) => key.clone(),
+            Segment::Key(key) => key.to_string(),
             Segment::Index(index) => index.to_string(),
         })
         .collect()

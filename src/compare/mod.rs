@@ -261,6 +261,8 @@ pub struct Context<'a> {
     pub ids: &'a dyn IdLookup,
     /// Largest decoded body (a guard against decompression bombs).
     pub decode_limit: usize,
+    /// Build the RFC 6902 patch (it copies values; the proxy's hot comparisons skip it).
+    pub want_patch: bool,
 }
 
 /// Compares two complete answers under a route's rules.
@@ -349,6 +351,9 @@ pub fn compare_responses(ctx: &Context<'_>, primary: &CapturedResponse, shadow: 
             json::normalize(&mut p, ctx.rules);
             json::normalize(&mut s, ctx.rules);
             let mut differ = Differ::new(ctx.rules, ctx.ids);
+            if ctx.want_patch {
+                differ = differ.with_patch();
+            }
             differ.run(&p, &s);
             for raw in differ.differences {
                 let pattern = json::pattern(&raw.path);
@@ -369,7 +374,7 @@ pub fn compare_responses(ctx: &Context<'_>, primary: &CapturedResponse, shadow: 
             }
             out.truncated = differ.truncated;
             out.unmapped = differ.unmapped;
-            out.patch = Some(differ.patch);
+            out.patch = ctx.want_patch.then_some(differ.patch);
             out.primary_document = Some(p);
         }
         (Body::Text(p), Body::Text(s)) => {
