@@ -621,3 +621,20 @@ async fn shutdown_finishes_in_flight_requests_then_stops() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_base_path_prefixes_every_request() {
+    let primary = fixed(200, &[], b"x").await;
+    let shadow = fixed(200, &[], b"x").await;
+    let proxy = ProxySetup::new(format!("{}/legacy/", primary.url()), format!("{}/v2", shadow.url()))
+        .start()
+        .await;
+    client()
+        .get(format!("http://{}/api/x?q=1", proxy.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "match")], 1.0).await;
+    assert_eq!(primary.requests()[0].path_and_query, "/legacy/api/x?q=1");
+    assert_eq!(shadow.requests()[0].path_and_query, "/v2/api/x?q=1");
+}

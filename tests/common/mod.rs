@@ -209,6 +209,8 @@ timeout = "{shadow_timeout}"
 /// A client that talks to exactly the address it is given, and never
 /// decompresses or follows redirects.
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a bundled crypto provider (see cutover::upstream).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
