@@ -110,6 +110,18 @@ pub struct MirrorConfig {
     pub unmatched: Unmatched,
     /// Threads running comparisons (CPU work, kept off the proxy's runtime).
     pub workers: usize,
+    /// Whether comparison threads run only on CPU nobody else wants.
+    pub compare_priority: ComparePriority,
+}
+
+/// The scheduling class of comparison threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComparePriority {
+    /// Only spare CPU (Linux `SCHED_IDLE`): comparisons never slow the proxy;
+    /// when there is no spare CPU they queue, and past the queue they are shed.
+    Idle,
+    /// The same priority as the proxy.
+    Normal,
 }
 
 // ---------------------------------------------------------------- raw layer
@@ -193,6 +205,8 @@ struct RawMirror {
     unmatched: String,
     #[serde(default = "default_workers")]
     workers: usize,
+    #[serde(default = "default_compare_priority")]
+    compare_priority: String,
 }
 
 impl Default for RawMirror {
@@ -204,6 +218,7 @@ impl Default for RawMirror {
             max_decoded: default_max_decoded(),
             unmatched: default_unmatched(),
             workers: default_workers(),
+            compare_priority: default_compare_priority(),
         }
     }
 }
@@ -225,6 +240,9 @@ fn default_unmatched() -> String {
 }
 fn default_workers() -> usize {
     1
+}
+fn default_compare_priority() -> String {
+    "idle".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -599,7 +617,18 @@ impl Ctx<'_> {
                 ))
             }
         };
+        let compare_priority = match raw.compare_priority.as_str() {
+            "idle" => ComparePriority::Idle,
+            "normal" => ComparePriority::Normal,
+            other => {
+                return Err(self.invalid(
+                    "mirror.compare_priority",
+                    format!("expected \"idle\" or \"normal\", got \"{other}\""),
+                ))
+            }
+        };
         Ok(MirrorConfig {
+            compare_priority,
             queue: raw.queue,
             max_body,
             max_buffered,

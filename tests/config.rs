@@ -131,7 +131,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[[route]]",
             "[mirror]\nquue = 5\n\n[[route]]",
-            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers` (line 15, column 1)",
+            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers`, `compare_priority` (line 15, column 1)",
         ),
         (
             "[[route]]",
