@@ -579,7 +579,7 @@ impl Mirror {
                     }
                     Ok(None) => return Ok(Ok((status, headers))),
                     Err(err) => {
-                        let failure = crate::upstream::classify(&err);
+                        let failure = crate::upstream::classify(err);
                         return Err((failure.kind, failure.message));
                     }
                 }

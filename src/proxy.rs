@@ -335,9 +335,11 @@ impl Body for ObservedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(err)) => {
-                let failure = crate::upstream::classify(&err);
-                this.fail(failure.message);
-                Poll::Ready(Some(Err(Box::new(err))))
+                // The client's connection is aborted with the classified
+                // message (which leaves out the URL and its query).
+                let failure = crate::upstream::classify(err);
+                this.fail(failure.message.clone());
+                Poll::Ready(Some(Err(failure.message.into())))
             }
             None => {
                 this.complete();

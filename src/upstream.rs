@@ -136,14 +136,17 @@ impl Upstream {
             Err(_) => Err(no_answer()),
             // reqwest's read timeout (the same duration) may fire first.
             Ok(Err(err)) if err.is_timeout() => Err(no_answer()),
-            Ok(Err(err)) => Err(classify(&err)),
+            Ok(Err(err)) => Err(classify(err)),
             Ok(Ok(response)) => Ok(response),
         }
     }
 }
 
 /// Maps a reqwest error to a failure kind and a message naming its causes.
-pub fn classify(err: &reqwest::Error) -> Failure {
+/// The request URL is left out: its query may carry secrets, and the
+/// message reaches logs and the client's 502 body.
+pub fn classify(err: reqwest::Error) -> Failure {
+    let err = err.without_url();
     let kind = if err.is_timeout() {
         FailureKind::Timeout
     } else if err.is_connect() {

@@ -277,7 +277,7 @@ async fn an_unreachable_primary_is_a_502_and_a_slow_one_a_504() {
         .start()
         .await;
     let response = client()
-        .get(format!("http://{}/a", proxy.proxy_addr))
+        .get(format!("http://{}/a?token=hunter2", proxy.proxy_addr))
         .header("x-request-id", "rid-502")
         .send()
         .await
@@ -290,6 +290,10 @@ async fn an_unreachable_primary_is_a_502_and_a_slow_one_a_504() {
     assert!(
         body["error"].as_str().unwrap().starts_with("upstream unreachable"),
         "{body}"
+    );
+    assert!(
+        !body.to_string().contains("hunter2"),
+        "the query (and its secrets) stays out of errors: {body}"
     );
     let counted = wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "primary_error")], 1.0).await;
     assert_eq!(counted, 1.0);

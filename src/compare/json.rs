@@ -572,26 +572,22 @@ fn truncate(text: &str) -> String {
 
 /// The JSON Pointer of a concrete path.
 pub fn pointer(path: &[Segment<'_>]) -> String {
-    let mut out = String::new();
-    for segment in path {
-        out.push('/');
-        match segment {
-            Segment::Key(key) => out.push_str(&escape(key)),
-            Segment::Index(index) => out.push_str(&index.to_string()),
-        }
-    }
-    out
+    render(path, |index, out| out.push_str(&index.to_string()))
 }
 
 /// The path with array positions replaced by `*`: the same field of any
 /// item is the same place, for grouping.
 pub fn pattern(path: &[Segment<'_>]) -> String {
+    render(path, |_, out| out.push('*'))
+}
+
+fn render(path: &[Segment<'_>], index: impl Fn(usize, &mut String)) -> String {
     let mut out = String::new();
     for segment in path {
         out.push('/');
         match segment {
             Segment::Key(key) => out.push_str(&escape(key)),
-            Segment::Index(_) => out.push('*'),
+            Segment::Index(position) => index(*position, &mut out),
         }
     }
     out
