@@ -230,3 +230,45 @@ async fn compressed_and_plain_answers_with_the_same_content_match() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn active_learning_asks_the_shadow_twice_and_learns_its_volatile_fields() {
+    let primary = fixed(
+        200,
+        &[("content-type", "application/json")],
+        br#"{"etag":"p","title":"a"}"#,
+    )
+    .await;
+    let counter = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&counter);
+    let shadow = backend(move |_| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            respond(
+                200,
+                &json_headers(),
+                Bytes::from(format!(r#"{{"etag":"s{n}","title":"a"}}"#)),
+            )
+        }
+    })
+    .await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = "[noise]\nactive = true\nactive_sample = 1.0\nmin_observations = 2\n";
+    let proxy = setup.start().await;
+    let client = client();
+    for round in 1..=3 {
+        client
+            .get(format!("http://{}/item", proxy.proxy_addr))
+            .send()
+            .await
+            .unwrap();
+        wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[], f64::from(round)).await;
+    }
+    // Every mirrored read went to the shadow twice; the primary saw each once.
+    assert_eq!(shadow.requests().len(), 6);
+    assert_eq!(primary.requests().len(), 3);
+    let text = metrics_text(proxy.admin_addr).await;
+    // Rounds 1 and 2 diverge on /etag while it is learned; round 3 matches.
+    assert_eq!(metric(&text, REQUESTS_TOTAL, &[("outcome", "diverged")]), 2.0);
+    assert_eq!(metric(&text, REQUESTS_TOTAL, &[("outcome", "match")]), 1.0);
+}

@@ -185,6 +185,9 @@ timeout = "{shadow_timeout}"
 {shadow_extra}
 
 [mirror]
+# Tests share the CPU with each other: comparison threads at idle priority
+# could starve for seconds while other tests run.
+compare_priority = "normal"
 {mirror}
 
 {routes}
@@ -254,7 +257,7 @@ pub async fn metrics_text(admin: SocketAddr) -> String {
 /// recorded after the client's answer), and returns the last value seen.
 pub async fn wait_for_metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)], expected: f64) -> f64 {
     let mut value = 0.0;
-    for _ in 0..250 {
+    for _ in 0..500 {
         value = metric(&metrics_text(admin).await, name, labels);
         if value >= expected {
             return value;
