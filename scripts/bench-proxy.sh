@@ -4,7 +4,9 @@
 # (b), measured in one run, interleaved, for a 1 KB and a 64 KB JSON body.
 #
 #   throughput: wrk at saturation (closed loop), requests/s
-#   latency:    oha at a fixed rate with latency correction, p50 and p99
+#   latency:    oha at a fixed rate with latency correction, p50 and p99,
+#               in steady state (mirror queue drained after the saturation
+#               run, then 2 s of unmeasured warm-up at the same rate)
 #
 # Prints b/a ratios, how many connections cutover held open to the shadow
 # during the load (pooling: a handful, never one per request), and
@@ -70,6 +72,18 @@ percentiles() { # URL -> "p50_ms p99_ms" at the fixed rate, latency-corrected
     oha -z "${SECONDS_PER_RUN}s" -q "$RATE" -c "$CONNECTIONS" --latency-correction --no-tui --output-format json "$1" \
         | python3 -c 'import json,sys; d=json.load(sys.stdin)["latencyPercentiles"]; print(d["p50"]*1000, d["p99"]*1000)'
 }
+drained() { # waits (at most 60 s) until cutover has no mirrored exchange in flight
+    for _ in $(seq 600); do
+        depth=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^cutover_mirror_queue_depth / {print $2}')
+        [ "${depth:-0}" = "0" ] && return
+        sleep 0.1
+    done
+}
+steady_percentiles() { # latency at the fixed rate in steady state: queue drained, then a short unmeasured warm-up
+    drained
+    oha -z 2s -q "$RATE" -c "$CONNECTIONS" --no-tui "$1" >/dev/null
+    percentiles "$1"
+}
 mean() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print(sum(v)/len(v))' "$@"; }
 
 printf '%-6s %12s %12s %7s | %9s %9s %9s %9s | %8s\n' body direct_rps proxy_rps ratio d_p50ms p_p50ms d_p99ms p_p99ms p99_add
@@ -81,8 +95,9 @@ for size in 1k 64k; do
     for _ in $(seq "$ROUNDS"); do
         d_rps+=("$(rps "$direct")")
         p_rps+=("$(rps "$proxied")")
+        oha -z 2s -q "$RATE" -c "$CONNECTIONS" --no-tui "$direct" >/dev/null
         read -r a b <<<"$(percentiles "$direct")"; d50+=("$a"); d99+=("$b")
-        read -r a b <<<"$(percentiles "$proxied")"; p50+=("$a"); p99+=("$b")
+        read -r a b <<<"$(steady_percentiles "$proxied")"; p50+=("$a"); p99+=("$b")
     done
     dr=$(mean "${d_rps[@]}"); pr=$(mean "${p_rps[@]}")
     dp50=$(mean "${d50[@]}"); pp50=$(mean "${p50[@]}"); dp99=$(mean "${d99[@]}"); pp99=$(mean "${p99[@]}")
