@@ -52,6 +52,12 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Create the divergence store if needed and bring its schema up to date.
+    Migrate {
+        /// sqlite://PATH (created if missing) or postgres://…
+        #[arg(long, env = "CUTOVER_STORE_URL", default_value = crate::store::DEFAULT_URL)]
+        store: String,
+    },
     /// Compare two saved responses (raw HTTP or a bare body) with the same
     /// engine and rules as the proxy. Exit 0 when they match, 1 when they
     /// diverge, 2 on error.
@@ -87,6 +93,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Migrate { store } => migrate(&store),
         Command::Diff {
             a,
             b,
@@ -144,6 +151,16 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
         result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
         _ = terminate.recv() => Ok(()),
     }
+}
+
+fn migrate(url: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = crate::store::Store::open(url, &crate::store::StoreOptions::default()).await?;
+        store.close().await;
+        println!("{}: schema up to date", crate::store::redact_url(url));
+        Ok(())
+    })
 }
 
 /// Compares two saved responses; `Ok(true)` when they match.

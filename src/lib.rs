@@ -12,6 +12,7 @@
 //! - [`exchange`]: one observed request and the outcome vocabulary.
 //! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
 //! - [`metrics`]: the Prometheus registry and metric names.
+//! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations.
 //! - [`admin`]: the admin listener (`/healthz`, `/metrics`).
 //! - [`server`]: HTTP/1.1 + h2c listener plumbing with graceful shutdown.
 //! - [`app`]: starts and stops one instance.
@@ -29,4 +30,5 @@ pub mod mirror;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod store;
 pub mod upstream;

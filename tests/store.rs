@@ -1,0 +1,217 @@
+//! The store against real databases: a SQLite file always, and PostgreSQL
+//! when CUTOVER_TEST_POSTGRES_URL is set (CI sets it; a test fails if it
+//! cannot connect). Each Postgres test gets a database of its own.
+
+use std::io::Write;
+
+use cutover::store::{Backend, ExchangeRecord, GroupRef, Store, StoreOptions};
+use sqlx::any::AnyPoolOptions;
+use sqlx::Executor;
+
+const POSTGRES_ENV: &str = "CUTOVER_TEST_POSTGRES_URL";
+
+/// A fresh SQLite store in a temporary directory (kept alive by the guard).
+async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    (Store::open(&url, &StoreOptions::default()).await.unwrap(), dir)
+}
+
+/// A PostgreSQL database of one test's own; dropped when the test ends.
+struct TestDatabase {
+    server_url: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        // Drop runs outside the test's runtime: use a small one of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&server_url)
+                    .await
+                    .ok()?;
+                let drop = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )));
+                admin.execute(drop).await.ok()?;
+                admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A fresh PostgreSQL database for one test, or None (with a note) when
+/// no server is configured.
+async fn postgres_database() -> Option<TestDatabase> {
+    let Ok(base) = std::env::var(POSTGRES_ENV) else {
+        // Written to stderr directly: the test harness would swallow eprintln! output.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: {POSTGRES_ENV} is not set; skipping the PostgreSQL store test"
+        );
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let admin = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&base)
+        .await
+        .unwrap_or_else(|err| panic!("{POSTGRES_ENV}={base}: cannot connect: {err}"));
+    let name = format!("cutover_test_{}", uuid::Uuid::new_v4().simple());
+    // The name is generated here (a UUID), never taken from input.
+    let create = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")));
+    admin.execute(create).await.unwrap();
+    admin.close().await;
+    let (without_query, query) = match base.split_once('?') {
+        Some((url, query)) => (url, format!("?{query}")),
+        None => (base.as_str(), String::new()),
+    };
+    let server = without_query
+        .rsplit_once('/')
+        .map_or(without_query, |(server, _)| server);
+    Some(TestDatabase {
+        url: format!("{server}/{name}{query}"),
+        server_url: base.clone(),
+        name,
+    })
+}
+
+fn group(key: &str, pattern: &str, kind: &str, severity: &str) -> GroupRef {
+    GroupRef {
+        key: key.into(),
+        route: "all-tasks".into(),
+        method: "GET".into(),
+        location: "body".into(),
+        pattern: pattern.into(),
+        kind: kind.into(),
+        severity: severity.into(),
+        summary: format!("{kind} {pattern}"),
+    }
+}
+
+fn exchange(request_id: &str, at_ms: i64, outcome: &str, groups: Vec<GroupRef>) -> ExchangeRecord {
+    ExchangeRecord {
+        at_ms,
+        request_id: request_id.into(),
+        route: "all-tasks".into(),
+        method: "GET".into(),
+        path: "/api/all-tasks".into(),
+        source: "traffic".into(),
+        primary_status: Some(200),
+        shadow_status: Some(200),
+        primary_ms: Some(1200.5),
+        shadow_ms: Some(80.25),
+        outcome: outcome.into(),
+        reason: None,
+        groups,
+    }
+}
+
+/// The suite every backend must pass.
+async fn records_exchanges_and_counts_groups(store: &Store) {
+    // Migrating an up-to-date schema changes nothing.
+    store.migrate().await.unwrap();
+    let title = group("aaaa000000000001", "/tasks/*/title", "value_changed", "medium");
+    let due = group("aaaa000000000002", "/tasks/*/dueDate", "missing_in_shadow", "high");
+    store
+        .record(&[
+            exchange("r1", 1_000, "diverged", vec![title.clone(), due.clone()]),
+            exchange("r2", 2_000, "match", vec![]),
+        ])
+        .await
+        .unwrap();
+    store
+        .record(&[exchange("r3", 3_000, "diverged", vec![title.clone()])])
+        .await
+        .unwrap();
+    assert_eq!(store.exchange_count().await.unwrap(), 3);
+    let groups = store.groups().await.unwrap();
+    let summary: Vec<(&str, i64, i64, i64, &str)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g.pattern.as_str(),
+                g.count,
+                g.first_seen_ms,
+                g.last_seen_ms,
+                g.status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("/tasks/*/title", 2, 1_000, 3_000, "open"),
+            ("/tasks/*/dueDate", 1, 1_000, 1_000, "open")
+        ]
+    );
+    assert_eq!(
+        store.groups_of("r1").await.unwrap(),
+        vec![title.key.clone(), due.key.clone()]
+    );
+    assert!(store.groups_of("r2").await.unwrap().is_empty());
+    assert_eq!(store.groups_of("r3").await.unwrap(), vec![title.key]);
+}
+
+#[tokio::test]
+async fn sqlite_records_exchanges_and_counts_groups() {
+    let (store, dir) = sqlite_store().await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    records_exchanges_and_counts_groups(&store).await;
+    store.close().await;
+    // The file persists: reopening sees the same rows.
+    let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let reopened = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(reopened.exchange_count().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn postgres_records_exchanges_and_counts_groups() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    records_exchanges_and_counts_groups(&store).await;
+    store.close().await;
+}
+
+#[test]
+fn cutover_migrate_creates_and_updates_a_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("new.db").display());
+    for _ in 0..2 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["migrate", "--store", &url])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("{url}: schema up to date\n")
+        );
+    }
+    assert!(dir.path().join("new.db").is_file());
+}
+
+#[tokio::test]
+async fn a_bad_store_url_names_what_is_expected() {
+    let err = Store::open("mysql://localhost/db", &StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "store URL \"mysql://localhost/db\": expected sqlite://PATH or postgres://…"
+    );
+}
