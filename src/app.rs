@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::mirror::{Mirror, MirrorError};
 use crate::proxy::{self, ProxyState};
+use crate::store::Writer;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{admin, server};
 
@@ -45,6 +46,8 @@ pub struct ShutdownReport {
     pub connections_cut: bool,
     /// Mirrored exchanges not yet recorded when the grace period ended.
     pub exchanges_unrecorded: usize,
+    /// Records not written to the store when the grace period ended.
+    pub records_unwritten: i64,
 }
 
 /// A running instance.
@@ -63,6 +66,7 @@ impl Running {
         self.stopped.await.unwrap_or(ShutdownReport {
             connections_cut: true,
             exchanges_unrecorded: 0,
+            records_unwritten: 0,
         })
     }
 }
@@ -78,6 +82,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
     let primary = Upstream::new(&config.primary)?;
     let shadow = Upstream::new(&config.shadow)?;
+    let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
     let (mirror, workers) = Mirror::start(
         config.mirror.clone(),
         config.noise.clone(),
@@ -85,6 +90,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shadow,
         config.shadow.rate_limit,
         metrics.clone(),
+        Arc::clone(&writer),
+        config.redact.clone(),
     )?;
     let proxy_listener = bind("listen.proxy", config.listen.proxy).await?;
     let admin_listener = bind("listen.admin", config.listen.admin).await?;
@@ -128,6 +135,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         grace,
     ));
 
+    let writer_metrics = metrics.clone();
     let stopped = tokio::spawn(async move {
         let began = Instant::now();
         let finished = proxy_task.await.unwrap_or(false);
@@ -138,16 +146,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         if tokio::task::spawn_blocking(move || workers.join()).await.is_err() {
             warn!("comparison workers did not stop cleanly");
         }
+        // Everything recorded is queued for the store: write it, within what is left of the grace period.
+        writer.stop();
+        let store_grace = grace
+            .saturating_sub(began.elapsed())
+            .max(std::time::Duration::from_secs(1));
+        let mut writer_task = writer_task;
+        if tokio::time::timeout(store_grace, &mut writer_task).await.is_err() {
+            writer_task.abort();
+        }
+        let records_unwritten = writer_metrics.store_pending().get();
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
         let report = ShutdownReport {
             connections_cut: !finished,
             exchanges_unrecorded,
+            records_unwritten,
         };
-        if report.connections_cut || report.exchanges_unrecorded > 0 {
+        if report.connections_cut || report.exchanges_unrecorded > 0 || report.records_unwritten > 0 {
             warn!(
                 connections_cut = report.connections_cut,
                 exchanges_unrecorded = report.exchanges_unrecorded,
+                records_unwritten = report.records_unwritten,
                 "shutdown grace period ended with work left"
             );
         } else {

@@ -234,6 +234,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
             humantime::format_duration(upstream.timeout)
         );
     }
+    println!("  store: {}", crate::store::redact_url(&config.store.url));
     println!(
         "  mirror: queue {}, max_body {} bytes, unmatched requests: {}",
         config.mirror.queue, config.mirror.max_body, config.mirror.unmatched

@@ -23,12 +23,16 @@ use serde::Deserialize;
 use crate::compare::noise::NoiseConfig;
 use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
 use crate::compare::Severity;
+use crate::redact::Redactor;
 use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
+use crate::store::{StoreOptions, WriterConfig};
 
 /// Environment variables that override an upstream's `url` (for URLs that
 /// carry credentials, which the file must not).
 pub const PRIMARY_URL_ENV: &str = "CUTOVER_PRIMARY_URL";
 pub const SHADOW_URL_ENV: &str = "CUTOVER_SHADOW_URL";
+/// Overrides `[store] url` (a database URL may carry a password).
+pub const STORE_URL_ENV: &str = "CUTOVER_STORE_URL";
 
 /// A configuration error, pointing at the file and key that caused it.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub struct Config {
     pub shadow: UpstreamConfig,
     pub mirror: MirrorConfig,
     pub noise: NoiseConfig,
+    pub store: WriterConfig,
+    pub redact: Redactor,
     pub routes: RouteTable,
 }
 
@@ -137,6 +143,10 @@ struct RawConfig {
     mirror: RawMirror,
     #[serde(default)]
     noise: RawNoise,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    redact: RawRedact,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -346,6 +356,62 @@ fn default_active_sample() -> f64 {
     0.05
 }
 
+/// `[store]`: where evidence is kept and how it is written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_store_url")]
+    url: String,
+    #[serde(default = "default_store_batch")]
+    batch: usize,
+    #[serde(default = "default_store_flush")]
+    flush: String,
+    #[serde(default = "default_store_buffer")]
+    buffer: usize,
+    #[serde(default = "default_store_connections")]
+    max_connections: u32,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            url: default_store_url(),
+            batch: default_store_batch(),
+            flush: default_store_flush(),
+            buffer: default_store_buffer(),
+            max_connections: default_store_connections(),
+        }
+    }
+}
+
+fn default_store_url() -> String {
+    crate::store::DEFAULT_URL.into()
+}
+fn default_store_batch() -> usize {
+    200
+}
+fn default_store_flush() -> String {
+    "1s".into()
+}
+fn default_store_buffer() -> usize {
+    50_000
+}
+fn default_store_connections() -> u32 {
+    5
+}
+
+/// `[redact]`: what is replaced before anything is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedact {
+    #[serde(default)]
+    headers: Vec<String>,
+    #[serde(default)]
+    query: Vec<String>,
+    #[serde(default)]
+    json: Vec<String>,
+}
+
 /// Response headers that never matter for comparison: hop-by-hop, or different by nature.
 const NEVER_COMPARED_HEADERS: [&str; 14] = [
     "connection",
@@ -420,6 +486,8 @@ impl Config {
         }
         let mirror = ctx.mirror(raw.mirror)?;
         let noise = ctx.noise(raw.noise)?;
+        let store = ctx.store(raw.store, env(STORE_URL_ENV))?;
+        let redact = ctx.redact(raw.redact)?;
         let routes = ctx.routes(raw.routes)?;
         Ok(Config {
             source: source.to_string(),
@@ -428,6 +496,8 @@ impl Config {
             shadow,
             mirror,
             noise,
+            store,
+            redact,
             routes,
         })
     }
@@ -636,6 +706,63 @@ impl Ctx<'_> {
             unmatched,
             workers: raw.workers,
         })
+    }
+
+    fn store(&self, raw: RawStore, url_override: Option<String>) -> Result<WriterConfig, ConfigError> {
+        let from_env = url_override.is_some();
+        let url = url_override.unwrap_or(raw.url);
+        let key = if from_env {
+            format!("store.url (from ${STORE_URL_ENV})")
+        } else {
+            "store.url".to_string()
+        };
+        if crate::store::Backend::of(&url).is_none() {
+            return Err(self.invalid(key, format!("expected sqlite://PATH or postgres://…, got \"{url}\"")));
+        }
+        if !from_env && reqwest::Url::parse(&url).is_ok_and(|parsed| parsed.password().is_some()) {
+            return Err(self.invalid(
+                key,
+                format!("contains a password; secrets never go in the file: set ${STORE_URL_ENV} instead"),
+            ));
+        }
+        if raw.batch == 0 || raw.buffer == 0 || raw.max_connections == 0 {
+            return Err(self.invalid("store", "batch, buffer and max_connections must be at least 1"));
+        }
+        Ok(WriterConfig {
+            url,
+            options: StoreOptions {
+                max_connections: raw.max_connections,
+                ..StoreOptions::default()
+            },
+            batch: raw.batch,
+            flush: self.duration("store.flush", &raw.flush)?,
+            buffer: raw.buffer,
+        })
+    }
+
+    fn redact(&self, raw: RawRedact) -> Result<Redactor, ConfigError> {
+        let mut patterns = Vec::with_capacity(raw.json.len());
+        for (index, path) in raw.json.iter().enumerate() {
+            // DESIGN writes these as "**/password": a leading '/' is implied.
+            let pointer = if path.starts_with('/') {
+                path.clone()
+            } else {
+                format!("/{path}")
+            };
+            patterns.push(
+                crate::compare::pointer::Pattern::parse(&pointer)
+                    .map_err(|err| self.invalid(format!("redact.json[{index}]"), err.to_string()))?,
+            );
+        }
+        for (index, name) in raw.headers.iter().enumerate() {
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                self.invalid(
+                    format!("redact.headers[{index}]"),
+                    format!("not a valid header name: \"{name}\""),
+                )
+            })?;
+        }
+        Ok(Redactor::new(&raw.headers, &raw.query, patterns))
     }
 
     fn noise(&self, raw: RawNoise) -> Result<NoiseConfig, ConfigError> {

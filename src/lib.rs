@@ -11,6 +11,7 @@
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, comparison workers.
 //! - [`exchange`]: one observed request and the outcome vocabulary.
 //! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
+//! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
 //! - [`metrics`]: the Prometheus registry and metric names.
 //! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations.
 //! - [`admin`]: the admin listener (`/healthz`, `/metrics`).
@@ -28,6 +29,7 @@ pub mod exchange;
 pub mod metrics;
 pub mod mirror;
 pub mod proxy;
+pub mod redact;
 pub mod route;
 pub mod server;
 pub mod store;

@@ -21,9 +21,15 @@ pub const MIRROR_QUEUE_DEPTH: &str = "cutover_mirror_queue_depth";
 pub const MIRROR_DROPPED_TOTAL: &str = "cutover_mirror_dropped_total";
 pub const SHADOW_ERRORS_TOTAL: &str = "cutover_shadow_errors_total";
 pub const BUILD_INFO: &str = "cutover_build_info";
+pub const STORE_PENDING: &str = "cutover_store_pending";
+pub const STORE_WRITE_FAILURES_TOTAL: &str = "cutover_store_write_failures_total";
+pub const STORE_RECORDS_LOST_TOTAL: &str = "cutover_store_records_lost_total";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 10] = [
+    STORE_PENDING,
+    STORE_WRITE_FAILURES_TOTAL,
+    STORE_RECORDS_LOST_TOTAL,
     REQUESTS_TOTAL,
     UPSTREAM_DURATION_SECONDS,
     DIVERGENCES_TOTAL,
@@ -52,6 +58,9 @@ pub struct Metrics {
     mirror_queue_depth: IntGauge,
     mirror_dropped_total: IntCounterVec,
     shadow_errors_total: IntCounterVec,
+    store_pending: IntGauge,
+    store_write_failures: prometheus::IntCounter,
+    store_records_lost: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -93,6 +102,18 @@ impl Metrics {
             &["version"],
         )?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let store_pending = IntGauge::new(STORE_PENDING, "Records waiting to be written to the store.")?;
+        let store_write_failures = prometheus::IntCounter::new(
+            STORE_WRITE_FAILURES_TOTAL,
+            "Failed attempts to write a batch to the store.",
+        )?;
+        let store_records_lost = prometheus::IntCounter::new(
+            STORE_RECORDS_LOST_TOTAL,
+            "Records dropped because the store's buffer was full.",
+        )?;
+        registry.register(Box::new(store_pending.clone()))?;
+        registry.register(Box::new(store_write_failures.clone()))?;
+        registry.register(Box::new(store_records_lost.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(divergences_total.clone()))?;
@@ -111,6 +132,9 @@ impl Metrics {
             mirror_queue_depth,
             mirror_dropped_total,
             shadow_errors_total,
+            store_pending,
+            store_write_failures,
+            store_records_lost,
         })
     }
 
@@ -142,6 +166,18 @@ impl Metrics {
 
     pub fn queue_depth(&self) -> &IntGauge {
         &self.mirror_queue_depth
+    }
+
+    pub fn store_pending(&self) -> &IntGauge {
+        &self.store_pending
+    }
+
+    pub fn store_write_failures(&self) -> &prometheus::IntCounter {
+        &self.store_write_failures
+    }
+
+    pub fn store_records_lost(&self) -> &prometheus::IntCounter {
+        &self.store_records_lost
     }
 
     /// The Prometheus text exposition of every metric.

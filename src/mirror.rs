@@ -30,7 +30,9 @@ use crate::compare::{self, Context, NoIds};
 use crate::config::{ComparePriority, MirrorConfig, RateLimit, Unmatched};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
 use crate::metrics::{shadow_error_kind, Metrics};
+use crate::redact::Redactor;
 use crate::route::{is_safe, MirrorPolicy, Route, SampleKey};
+use crate::store::{ExchangeRecord, GroupRef, Writer};
 use crate::upstream::Upstream;
 
 /// A shared byte budget for captured bodies.
@@ -246,10 +248,8 @@ enum ObserverTarget {
     Mirrored(oneshot::Sender<(SideResult, Option<Reservation>)>),
     /// Not mirrored: the outcome is recorded as soon as the primary is done.
     Direct {
-        metrics: Metrics,
-        backend: String,
-        route: String,
-        method: &'static str,
+        recorder: Arc<Recorder>,
+        request: DirectRequest,
         reason: SkipReason,
     },
 }
@@ -267,22 +267,10 @@ impl PrimaryObserver {
                 let _ = tx.send((result, held));
             }
             Some(ObserverTarget::Direct {
-                metrics,
-                backend,
-                route,
-                method,
+                recorder,
+                request,
                 reason,
-            }) => {
-                if let Some(elapsed) = result.elapsed() {
-                    metrics.observe_upstream(&backend, &route, elapsed.as_secs_f64());
-                }
-                let outcome = if result.is_error() {
-                    Outcome::PrimaryError
-                } else {
-                    Outcome::Skipped(reason)
-                };
-                metrics.record_outcome(&route, method, outcome);
-            }
+            }) => recorder.record_direct(&request, &result, reason),
             None => {}
         }
     }
@@ -299,7 +287,6 @@ pub struct Mirror {
     /// The primary, for rechecks only (the proxy sends client requests itself).
     primary: Upstream,
     shadow: Upstream,
-    primary_name: String,
     config: MirrorConfig,
     slots: Arc<Semaphore>,
     budget: Arc<MemoryBudget>,
@@ -309,12 +296,13 @@ pub struct Mirror {
     stopping: Arc<AtomicBool>,
     /// Rules for requests no route matches.
     default_rules: Arc<CompareRules>,
+    recorder: Arc<Recorder>,
     /// Writes seen by the proxy: answers on either side of one are never compared for noise.
     writes: AtomicU64,
     noise: Arc<NoiseLearner>,
 }
 
-/// What a comparison thread needs to judge and count an exchange.
+/// What a comparison thread needs to judge, count and keep an exchange.
 struct Recorder {
     metrics: Metrics,
     primary_name: String,
@@ -323,6 +311,24 @@ struct Recorder {
     decode_limit: usize,
     /// Divergences to ask both sides about again (routes with `recheck`).
     rechecks: mpsc::UnboundedSender<Recheck>,
+    writer: Arc<Writer>,
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+/// What is known of a request that is not mirrored.
+#[derive(Debug)]
+pub struct DirectRequest {
+    pub request_id: String,
+    pub route: String,
+    pub method: &'static str,
+    pub path_and_query: String,
+    pub started_at: SystemTime,
 }
 
 /// A divergence waiting to be asked again; it keeps its place in the queue.
@@ -356,6 +362,7 @@ pub struct MirrorError(#[from] std::io::Error);
 
 impl Mirror {
     /// Starts the comparison threads and the recheck task; call inside the runtime.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: MirrorConfig,
         noise: NoiseConfig,
@@ -363,6 +370,8 @@ impl Mirror {
         shadow: Upstream,
         rate_limit: Option<RateLimit>,
         metrics: Metrics,
+        writer: Arc<Writer>,
+        redactor: Redactor,
     ) -> Result<(Arc<Mirror>, Workers), MirrorError> {
         let primary_name = primary.name().to_string();
         let (recheck_tx, recheck_rx) = mpsc::unbounded_channel();
@@ -372,11 +381,13 @@ impl Mirror {
         let noise = Arc::new(NoiseLearner::new(noise));
         let recorder = Arc::new(Recorder {
             metrics: metrics.clone(),
-            primary_name: primary_name.clone(),
+            primary_name,
             shadow_name: shadow.name().to_string(),
             noise: Arc::clone(&noise),
             decode_limit: config.max_decoded,
             rechecks: recheck_tx,
+            writer,
+            redactor,
         });
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -398,7 +409,6 @@ impl Mirror {
         let mirror = Mirror {
             primary,
             shadow,
-            primary_name,
             slots: Arc::new(Semaphore::new(config.queue)),
             budget: MemoryBudget::new(config.max_buffered),
             rate_limit: rate_limit.map(RateLimiter::new),
@@ -407,6 +417,7 @@ impl Mirror {
             to_workers,
             stopping,
             default_rules: Arc::new(CompareRules::new()),
+            recorder: Arc::clone(&recorder),
             writes: AtomicU64::new(0),
             noise,
         };
@@ -462,13 +473,11 @@ impl Mirror {
     }
 
     /// An observer for a request that is not mirrored.
-    pub fn direct_observer(&self, route: &str, method: &Method, reason: SkipReason) -> PrimaryObserver {
+    pub fn direct_observer(&self, request: DirectRequest, reason: SkipReason) -> PrimaryObserver {
         PrimaryObserver {
             target: Some(ObserverTarget::Direct {
-                metrics: self.metrics.clone(),
-                backend: self.primary_name.clone(),
-                route: route.to_string(),
-                method: method_label(method),
+                recorder: Arc::clone(&self.recorder),
+                request,
                 reason,
             }),
         }
@@ -700,6 +709,30 @@ async fn recheck_loop(
     }
 }
 
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn status_of(side: &SideResult) -> Option<i64> {
+    match side {
+        SideResult::Complete(response) => Some(i64::from(response.status.as_u16())),
+        SideResult::Uncaptured { status, .. } => Some(i64::from(status.as_u16())),
+        SideResult::Failed { .. } | SideResult::Abandoned => None,
+    }
+}
+
+fn millis_of(side: &SideResult) -> Option<f64> {
+    side.elapsed().map(|elapsed| elapsed.as_secs_f64() * 1000.0)
+}
+
+fn skip_reason(outcome: Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Skipped(reason) => Some(reason.label().to_string()),
+        _ => None,
+    }
+}
+
 /// How long an idle comparison thread sleeps between looks at the queue.
 const POLL_MIN: Duration = Duration::from_micros(500);
 const POLL_MAX: Duration = Duration::from_millis(20);
@@ -786,8 +819,79 @@ impl Recorder {
         drop(ticket);
     }
 
-    /// Counts an exchange's outcome and lets the noise learner see it.
+    /// Counts and keeps the outcome of a request that was not mirrored.
+    fn record_direct(&self, request: &DirectRequest, result: &SideResult, reason: SkipReason) {
+        if let Some(elapsed) = result.elapsed() {
+            self.metrics
+                .observe_upstream(&self.primary_name, &request.route, elapsed.as_secs_f64());
+        }
+        let outcome = if result.is_error() {
+            Outcome::PrimaryError
+        } else {
+            Outcome::Skipped(reason)
+        };
+        self.metrics.record_outcome(&request.route, request.method, outcome);
+        self.writer.submit(ExchangeRecord {
+            at_ms: unix_ms(request.started_at),
+            request_id: request.request_id.clone(),
+            route: request.route.clone(),
+            method: request.method.to_string(),
+            path: self.redactor.path(&request.path_and_query),
+            source: "traffic".into(),
+            primary_status: status_of(result),
+            shadow_status: None,
+            primary_ms: millis_of(result),
+            shadow_ms: None,
+            outcome: outcome.label().into(),
+            reason: skip_reason(outcome),
+            groups: Vec::new(),
+        });
+    }
+
+    /// Keeps an exchange: its row, and the groups its differences counted in.
+    fn keep(&self, exchange: &Exchange, judgement: &compare::Judgement) {
+        let method = method_label(&exchange.request.method);
+        let mut groups: Vec<GroupRef> = Vec::new();
+        for difference in judgement.comparison.iter().flat_map(|c| c.differences.iter()) {
+            if groups.iter().any(|g| g.key == difference.group_key) {
+                continue;
+            }
+            let place = if difference.pattern.is_empty() {
+                difference.location.label().to_string()
+            } else {
+                difference.pattern.clone()
+            };
+            groups.push(GroupRef {
+                key: difference.group_key.clone(),
+                route: exchange.route.clone(),
+                method: method.to_string(),
+                location: difference.location.label().to_string(),
+                pattern: difference.pattern.clone(),
+                kind: difference.kind.label().to_string(),
+                severity: difference.severity.label().to_string(),
+                summary: format!("{} at {place}", difference.kind.label()),
+            });
+        }
+        self.writer.submit(ExchangeRecord {
+            at_ms: unix_ms(exchange.started_at),
+            request_id: exchange.request_id.clone(),
+            route: exchange.route.clone(),
+            method: method.to_string(),
+            path: self.redactor.path(&exchange.request.path_and_query),
+            source: "traffic".into(),
+            primary_status: status_of(&exchange.primary),
+            shadow_status: status_of(&exchange.shadow),
+            primary_ms: millis_of(&exchange.primary),
+            shadow_ms: millis_of(&exchange.shadow),
+            outcome: judgement.outcome.label().into(),
+            reason: skip_reason(judgement.outcome),
+            groups,
+        });
+    }
+
+    /// Counts an exchange's outcome, keeps it, and lets the noise learner see it.
     fn record(&self, exchange: &Exchange, judgement: compare::Judgement) {
+        self.keep(exchange, &judgement);
         let metrics = &self.metrics;
         let method = method_label(&exchange.request.method);
         metrics.record_outcome(&exchange.route, method, judgement.outcome);

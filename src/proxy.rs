@@ -25,8 +25,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tracing::{info_span, warn, Instrument};
 
+use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, CapturedResponse, FailureKind, SideResult, SkipReason};
-use crate::mirror::{CaptureBuf, Mirror, Plan, PrimaryObserver};
+use crate::mirror::{CaptureBuf, DirectRequest, Mirror, Plan, PrimaryObserver};
 use crate::route::{RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, Upstream};
@@ -98,11 +99,19 @@ async fn forward(
         &request_id,
     );
 
+    let started_at = std::time::SystemTime::now();
+    let direct = || DirectRequest {
+        request_id: request_id.clone(),
+        route: route_name.clone(),
+        method: method_label(&parts.method),
+        path_and_query: path_and_query.clone(),
+        started_at,
+    };
     let plan = state.mirror.plan(route, &parts.method, &parts.headers, client.ip());
     let (primary_body, observer, capture) = match plan {
         Plan::Skip(reason) => (
             reqwest::Body::wrap(body),
-            state.mirror.direct_observer(&route_name, &parts.method, reason),
+            state.mirror.direct_observer(direct(), reason),
             None,
         ),
         Plan::Mirror(ticket) => {
@@ -113,11 +122,7 @@ async fn forward(
                     warn!(error = %err, "could not read the request body");
                     drop(ticket);
                     // Dropped unfinished, the observer records the request as abandoned.
-                    drop(
-                        state
-                            .mirror
-                            .direct_observer(&route_name, &parts.method, SkipReason::ClientDisconnected),
-                    );
+                    drop(state.mirror.direct_observer(direct(), SkipReason::ClientDisconnected));
                     return json_error(
                         StatusCode::BAD_REQUEST,
                         &format!("could not read the request body: {err}"),
@@ -129,7 +134,7 @@ async fn forward(
                     drop(ticket);
                     (
                         reqwest::Body::wrap(rest),
-                        state.mirror.direct_observer(&route_name, &parts.method, reason),
+                        state.mirror.direct_observer(direct(), reason),
                         None,
                     )
                 }

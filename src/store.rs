@@ -122,15 +122,18 @@ impl Store {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let backend = Backend::of(url).ok_or_else(|| StoreError::Scheme(url.to_string()))?;
         sqlx::any::install_default_drivers();
+        let in_memory = url.contains(":memory:");
         let url_to_open = match backend {
-            Backend::Sqlite if !url.contains("mode=") => {
+            Backend::Sqlite if !url.contains("mode=") && !in_memory => {
                 let separator = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{separator}mode=rwc")
             }
             _ => url.to_string(),
         };
+        // Every connection to an in-memory SQLite database has its own database.
+        let max_connections = if in_memory { 1 } else { options.max_connections };
         let mut pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
+            .max_connections(max_connections)
             .acquire_timeout(options.acquire_timeout);
         if backend == Backend::Sqlite {
             pool = pool.after_connect(|connection, _| {
@@ -309,3 +312,150 @@ mod tests {
         );
     }
 }
+
+/// How the writer batches and where it writes.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub url: String,
+    pub options: StoreOptions,
+    /// Records written per transaction at most.
+    pub batch: usize,
+    /// How long a record may wait for its batch to fill.
+    pub flush: Duration,
+    /// Records held while the database is slow or away; past it they are lost (and counted).
+    pub buffer: usize,
+}
+
+/// The store writer's inbox: never blocks, never awaits.
+pub struct Writer {
+    inbox: tokio::sync::mpsc::Sender<ExchangeRecord>,
+    stop: tokio::sync::watch::Sender<bool>,
+    metrics: crate::metrics::Metrics,
+    last_loss_log: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Writer {
+    /// Starts the writer task. It connects (and migrates) lazily, retrying,
+    /// so an unreachable database never keeps the proxy from serving.
+    pub fn start(
+        config: WriterConfig,
+        metrics: crate::metrics::Metrics,
+    ) -> (std::sync::Arc<Writer>, tokio::task::JoinHandle<()>) {
+        let (inbox, records) = tokio::sync::mpsc::channel(config.buffer.max(1));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(write_loop(config, records, stopping, metrics.clone()));
+        let writer = Writer {
+            inbox,
+            stop,
+            metrics,
+            last_loss_log: std::sync::Mutex::new(None),
+        };
+        (std::sync::Arc::new(writer), task)
+    }
+
+    /// Queues a record for writing; when the buffer is full the record is
+    /// lost, counted in `cutover_store_records_lost_total`, and logged at
+    /// most every ten seconds.
+    pub fn submit(&self, record: ExchangeRecord) {
+        match self.inbox.try_send(record) {
+            Ok(()) => self.metrics.store_pending().inc(),
+            Err(_) => {
+                self.metrics.store_records_lost().inc();
+                let mut last = self
+                    .last_loss_log
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        lost_so_far = self.metrics.store_records_lost().get(),
+                        "store buffer full: records are being dropped (the database is down or too slow)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Asks the writer to write what it holds and stop.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn write_loop(
+    config: WriterConfig,
+    mut records: tokio::sync::mpsc::Receiver<ExchangeRecord>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    metrics: crate::metrics::Metrics,
+) {
+    let mut store: Option<Store> = None;
+    let mut batch: Vec<ExchangeRecord> = Vec::with_capacity(config.batch);
+    let mut backoff = RETRY_MIN;
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                received = records.recv() => match received {
+                    Some(record) => batch.push(record),
+                    None => return,
+                },
+                _ = stopping.wait_for(|stop| *stop) => {
+                    // Take what is already queued, write it, and stop.
+                    records.close();
+                    while let Ok(record) = records.try_recv() {
+                        batch.push(record);
+                    }
+                    if batch.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + config.flush;
+        while batch.len() < config.batch && !*stopping.borrow() {
+            match tokio::time::timeout_at(deadline, records.recv()).await {
+                Ok(Some(record)) => batch.push(record),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Write the batch, retrying while the database is away; the inbox keeps buffering meanwhile.
+        loop {
+            let result = match &store {
+                Some(store) => store.record(&batch).await,
+                None => match Store::open(&config.url, &config.options).await {
+                    Ok(opened) => {
+                        tracing::info!(store = %redact_url(&config.url), "store connected");
+                        store = Some(opened);
+                        continue;
+                    }
+                    Err(err) => Err(err),
+                },
+            };
+            match result {
+                Ok(()) => {
+                    metrics.store_pending().sub(batch.len() as i64);
+                    batch.clear();
+                    backoff = RETRY_MIN;
+                    break;
+                }
+                Err(err) => {
+                    metrics.store_write_failures().inc();
+                    tracing::warn!(error = %err, retry_in = ?backoff, pending = metrics.store_pending().get(), "store write failed");
+                    let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        _ = stopping.wait_for(|stop| *stop) => {
+                            if store.is_none() {
+                                return;
+                            }
+                        }
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Retry delays of the writer (doubling, with up to 50% jitter).
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(30);

@@ -83,6 +83,9 @@ url = "{primary}"
 name = "candidate"
 url = "{primary}"
 {ca}
+
+[store]
+url = "sqlite::memory:"
 "#
     );
     Config::parse(&text, "tls.toml", &|_| None).unwrap()

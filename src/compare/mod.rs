@@ -128,7 +128,7 @@ pub enum Location {
 }
 
 impl Location {
-    fn label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Location::Status => "status",
             Location::Header => "header",

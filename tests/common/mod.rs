@@ -149,6 +149,8 @@ pub struct ProxySetup {
     pub mirror: &'static str,
     pub routes: &'static str,
     pub grace: &'static str,
+    /// `sqlite::memory:` unless a test looks at the store.
+    pub store: String,
 }
 
 impl ProxySetup {
@@ -162,6 +164,7 @@ impl ProxySetup {
             mirror: "",
             routes: "",
             grace: "5s",
+            store: "sqlite::memory:".to_string(),
         }
     }
 
@@ -190,9 +193,13 @@ timeout = "{shadow_timeout}"
 compare_priority = "normal"
 {mirror}
 
+[store]
+url = "{store}"
+
 {routes}
 "#,
             grace = self.grace,
+            store = self.store,
             primary = self.primary,
             primary_timeout = self.primary_timeout,
             shadow = self.shadow,

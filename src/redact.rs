@@ -1,0 +1,199 @@
+//! Redaction: what is kept (stored or logged) never carries a secret.
+//! Header values, query parameter values and JSON fields named by
+//! `[redact]` (plus the defaults) become `"[redacted]"`. The comparison
+//! itself sees the real values; only what is kept is redacted.
+//!
+//! Must never: pass a value through because its name has unusual case or
+//! encoding (names compare case-insensitively, query names percent-decoded).
+
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::compare::pointer::{Pattern, PatternSet};
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Headers that are always redacted.
+pub const DEFAULT_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+/// Query parameters that are always redacted.
+pub const DEFAULT_QUERY: [&str; 9] = [
+    "token",
+    "access_token",
+    "key",
+    "api_key",
+    "apikey",
+    "secret",
+    "password",
+    "signature",
+    "sig",
+];
+
+/// The redaction rules of one instance.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    headers: Vec<String>,
+    query: Vec<String>,
+    json: PatternSet<()>,
+}
+
+impl Redactor {
+    /// The defaults plus the configured names (any case) and JSON paths.
+    pub fn new(headers: &[String], query: &[String], json: Vec<Pattern>) -> Redactor {
+        let lower = |names: &mut dyn Iterator<Item = &str>| names.map(str::to_ascii_lowercase).collect::<Vec<_>>();
+        let mut set = PatternSet::default();
+        for pattern in json {
+            set.push(pattern, ());
+        }
+        Redactor {
+            headers: lower(
+                &mut DEFAULT_HEADERS
+                    .iter()
+                    .copied()
+                    .chain(headers.iter().map(String::as_str)),
+            ),
+            query: lower(&mut DEFAULT_QUERY.iter().copied().chain(query.iter().map(String::as_str))),
+            json: set,
+        }
+    }
+
+    /// A path with the values of secret query parameters replaced.
+    pub fn path(&self, path_and_query: &str) -> String {
+        let Some((path, query)) = path_and_query.split_once('?') else {
+            return path_and_query.to_string();
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let decoded = decoded_name(name).to_ascii_lowercase();
+                if !value.is_empty() && self.query.contains(&decoded) {
+                    format!("{name}={REDACTED}")
+                } else {
+                    pair.to_string()
+                }
+            })
+            .collect();
+        format!("{path}?{}", pairs.join("&"))
+    }
+
+    /// Headers as a JSON object, secret values replaced (repeated headers joined by ", ").
+    pub fn headers(&self, headers: &HeaderMap) -> Value {
+        let mut out = Map::new();
+        for name in headers.keys() {
+            let value = if self.headers.iter().any(|secret| secret == name.as_str()) {
+                REDACTED.to_string()
+            } else {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.insert(name.to_string(), Value::from(value));
+        }
+        Value::Object(out)
+    }
+
+    /// A JSON document with the configured fields replaced.
+    pub fn json(&self, mut value: Value) -> Value {
+        if !self.json.is_empty() {
+            self.json_at(&mut value, &self.json.root());
+        }
+        value
+    }
+
+    fn json_at(&self, value: &mut Value, cursor: &crate::compare::pointer::Cursor) {
+        if cursor.is_dead() {
+            return;
+        }
+        if self.json.matches(cursor).next().is_some() {
+            *value = Value::from(REDACTED);
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    self.json_at(child, &self.json.step(cursor, key));
+                }
+            }
+            Value::Array(items) => {
+                for (index, child) in items.iter_mut().enumerate() {
+                    self.json_at(child, &self.json.step(cursor, &index.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A query parameter's name as the server reads it (percent and `+` decoded).
+fn decoded_name(name: &str) -> String {
+    form_urlencoded::parse(name.as_bytes())
+        .next()
+        .map_or_else(String::new, |(decoded, _)| decoded.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn redactor() -> Redactor {
+        Redactor::new(
+            &["X-Session".to_string()],
+            &["otp".to_string()],
+            vec![
+                Pattern::parse("/**/password").unwrap(),
+                Pattern::parse("/card/number").unwrap(),
+            ],
+        )
+    }
+
+    #[test]
+    fn secret_query_values_are_replaced_whatever_their_case_or_encoding() {
+        let r = redactor();
+        assert_eq!(r.path("/a?token=abc&page=2"), "/a?token=[redacted]&page=2");
+        assert_eq!(r.path("/a?TOKEN=abc&Otp=1"), "/a?TOKEN=[redacted]&Otp=[redacted]");
+        assert_eq!(r.path("/a?%74oken=abc"), "/a?%74oken=[redacted]");
+        assert_eq!(r.path("/a?flag&token="), "/a?flag&token=");
+        assert_eq!(r.path("/plain"), "/plain");
+    }
+
+    #[test]
+    fn secret_headers_are_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer hunter2".parse().unwrap());
+        headers.insert("x-session", "s3cret".parse().unwrap());
+        headers.append("accept", "a".parse().unwrap());
+        headers.append("accept", "b".parse().unwrap());
+        assert_eq!(
+            redactor().headers(&headers),
+            json!({"authorization": "[redacted]", "x-session": "[redacted]", "accept": "a, b"})
+        );
+    }
+
+    #[test]
+    fn configured_json_fields_are_replaced_at_any_depth() {
+        let doc = json!({"user": {"password": "p", "name": "n"}, "password": "q", "card": {"number": "4111", "exp": "12/29"}});
+        assert_eq!(
+            redactor().json(doc),
+            json!({"user": {"password": "[redacted]", "name": "n"}, "password": "[redacted]", "card": {"number": "[redacted]", "exp": "12/29"}})
+        );
+    }
+
+    #[test]
+    fn names_are_decoded_as_the_server_reads_them() {
+        assert_eq!(decoded_name("a%2Fb%zz%"), "a/b%zz%");
+        assert_eq!(decoded_name("api+key"), "api key");
+    }
+}
