@@ -1,33 +1,321 @@
-//! The admin listener: `GET /healthz` and `GET /metrics`, on its own port
-//! (`[listen] admin`).
+//! The admin listener, on its own port (`[listen] admin`):
 //!
-//! Must never: be reachable on the proxy port, or answer anything about
-//! individual requests without a token (no such endpoint exists yet).
+//! - `GET /healthz` (alive), `GET /readyz` (store answers, primary accepts a
+//!   TCP connection), `GET /metrics`: no token;
+//! - everything under `/api/` needs `Authorization: Bearer <token>`, the
+//!   token coming from the environment variable `[admin] token_env` names,
+//!   compared in constant time; with no token configured those endpoints
+//!   answer 403 saying how to set one:
+//!   `GET /api/summary`, `GET /api/divergences?route=&status=&severity=&q=&since=&cursor=&limit=`,
+//!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`.
+//!
+//! Every non-2xx answer is JSON with an `error` message.
+//!
+//! Must never: be reachable on the proxy port, answer `/api/` without the
+//! token, or send the primary an HTTP request (readiness only connects).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tokio::sync::OnceCell;
 
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::proxy::json_error;
 use crate::server::ResponseBody;
+use crate::store::{GroupFilter, Store, StoreOptions};
+
+/// A refused or failed API call: turned into a JSON answer at the edge.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<ResponseBody> {
+        let mut response = json_error(self.status, &self.message, None, "");
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Triage states a group can be given.
+const TRIAGE_STATES: [&str; 4] = ["open", "accepted", "bug", "fixed"];
+
+/// What the admin listener serves from.
+pub struct AdminState {
+    pub metrics: Metrics,
+    /// The bearer token; `None` disables the `/api/` endpoints.
+    pub token: Option<Secret>,
+    /// The variable the token is read from (named in the 403 message).
+    pub token_env: String,
+    pub store_url: String,
+    pub store_options: StoreOptions,
+    /// Host and port of the primary, for readiness.
+    pub primary: (String, u16),
+    store: OnceCell<Store>,
+}
+
+impl AdminState {
+    pub fn new(
+        metrics: Metrics,
+        token: Option<Secret>,
+        token_env: String,
+        store_url: String,
+        store_options: StoreOptions,
+        primary: (String, u16),
+    ) -> AdminState {
+        AdminState {
+            metrics,
+            token,
+            token_env,
+            store_url,
+            store_options,
+            primary,
+            store: OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<&Store, ApiError> {
+        self.store
+            .get_or_try_init(|| Store::open(&self.store_url, &self.store_options))
+            .await
+            .map_err(store_failed)
+    }
+}
 
 /// Serves one admin request.
-pub fn handle<B>(metrics: &Metrics, request: &Request<B>) -> Response<ResponseBody> {
-    match (request.method(), request.uri().path()) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".into()),
-        (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", metrics.encode()),
-        (_, "/healthz" | "/metrics") => {
+pub async fn handle(state: Arc<AdminState>, _peer: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path().to_string();
+    match (request.method().clone(), path.as_str()) {
+        (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.encode()),
+        (Method::GET, "/readyz") => ready(&state).await,
+        (_, "/healthz" | "/metrics" | "/readyz") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here", None, "")
         }
-        (_, path) => json_error(
+        (_, api) if api.starts_with("/api/") => {
+            let answer = match authorize(&state, &request) {
+                Ok(()) => api_route(&state, request, api).await,
+                Err(refused) => Err(refused),
+            };
+            answer.unwrap_or_else(ApiError::into_response)
+        }
+        (_, other) => json_error(
             StatusCode::NOT_FOUND,
-            &format!("no admin endpoint at {path}; try /healthz or /metrics"),
+            &format!("no admin endpoint at {other}; try /healthz, /readyz, /metrics or /api/summary"),
             None,
             "",
         ),
     }
+}
+
+fn authorize<B>(state: &AdminState, request: &Request<B>) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the admin API is off: set ${} to a secret token and send it as 'Authorization: Bearer <token>'",
+                state.token_env
+            ),
+        ));
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
+        return Ok(());
+    }
+    Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+async fn api_route(
+    state: &AdminState,
+    request: Request<Incoming>,
+    path: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let method = request.method().clone();
+    let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["summary"]) => {
+            let summary = state.store().await?.summary().await.map_err(store_failed)?;
+            Ok(json_response(StatusCode::OK, &json!({ "routes": summary })))
+        }
+        (Method::GET, ["divergences"]) => {
+            let (filter, limit) = group_filter(request.uri().query().unwrap_or(""))?;
+            let (groups, next) = state
+                .store()
+                .await?
+                .divergences(&filter, limit)
+                .await
+                .map_err(store_failed)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "groups": groups, "next_cursor": next }),
+            ))
+        }
+        (Method::GET, ["divergences", key]) => {
+            let found = state.store().await?.group(key).await.map_err(store_failed)?;
+            let (group, summary, note) = found.ok_or_else(|| no_group(key))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "group": group, "summary": summary, "note": note }),
+            ))
+        }
+        (Method::POST, ["divergences", key, "triage"]) => {
+            let key = key.to_string();
+            let body = Limited::new(request.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
+                .to_bytes();
+            let triage: Value =
+                serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))?;
+            let status = triage["status"].as_str().unwrap_or_default();
+            if !TRIAGE_STATES.contains(&status) {
+                return Err(bad_request(&format!(
+                    "status must be one of {}, got {:?}",
+                    TRIAGE_STATES.join(", "),
+                    triage["status"]
+                )));
+            }
+            let note = triage["note"].as_str();
+            let at_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            let store = state.store().await?;
+            if !store.triage(&key, status, note, at_ms).await.map_err(store_failed)? {
+                return Err(no_group(&key));
+            }
+            let (group, summary, note) = store
+                .group(&key)
+                .await
+                .map_err(store_failed)?
+                .ok_or_else(|| no_group(&key))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "group": group, "summary": summary, "note": note }),
+            ))
+        }
+        (_, _) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no admin API endpoint at {path}"),
+        )),
+    }
+}
+
+/// Reads the `/api/divergences` query: filters, `cursor`, `limit` (1 to 500, default 50).
+fn group_filter(query: &str) -> Result<(GroupFilter, u32), ApiError> {
+    let mut filter = GroupFilter::default();
+    let mut limit = 50;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match name.as_ref() {
+            "route" => filter.route = Some(value),
+            "status" => filter.status = Some(value),
+            "severity" => filter.severity = Some(value),
+            "q" => filter.q = Some(value),
+            "cursor" => filter.cursor = Some(value),
+            "since" => {
+                let window = crate::config::parse_duration(&value)
+                    .map_err(|message| bad_request(&format!("since: {message}")))?;
+                let since = SystemTime::now().checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+                filter.since_ms = Some(
+                    since
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                );
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=500).contains(n))
+                    .ok_or_else(|| bad_request(&format!("limit must be 1 to 500, got \"{value}\"")))?;
+            }
+            other => return Err(bad_request(&format!("unknown filter \"{other}\""))),
+        }
+    }
+    Ok((filter, limit))
+}
+
+async fn ready(state: &AdminState) -> Response<ResponseBody> {
+    let store = match state.store().await {
+        Ok(store) => store.ping().await.map_err(|err| err.to_string()),
+        Err(_) => Err("cannot connect".to_string()),
+    };
+    let (host, port) = &state.primary;
+    let primary = match tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((host.as_str(), *port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no connection within 2s".to_string()),
+    };
+    let verdict = |result: &Result<(), String>| match result {
+        Ok(()) => Value::from("ok"),
+        Err(reason) => Value::from(reason.clone()),
+    };
+    let body = json!({"store": verdict(&store), "primary": verdict(&primary)});
+    let status = if store.is_ok() && primary.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = json_response(status, &body);
+    if status != StatusCode::OK {
+        let reasons = [("store", &store), ("primary", &primary)]
+            .iter()
+            .filter_map(|(what, result)| result.as_ref().err().map(|reason| format!("{what}: {reason}")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        response = json_response(
+            status,
+            &json!({"error": format!("not ready: {reasons}"), "store": body["store"], "primary": body["primary"]}),
+        );
+    }
+    response
+}
+
+fn store_failed(err: crate::store::StoreError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {err}"))
+}
+
+fn no_group(key: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no divergence group {key}"))
+}
+
+fn bad_request(message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    text(status, "application/json", value.to_string())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admin::AdminState;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::mirror::{Mirror, MirrorError};
@@ -123,13 +124,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         header_timeout,
         grace,
     ));
-    let admin_metrics = metrics.clone();
+    let primary_address = (
+        config.primary.url.host_str().unwrap_or_default().to_string(),
+        config.primary.url.port_or_known_default().unwrap_or(80),
+    );
+    let admin_state = Arc::new(AdminState::new(
+        metrics.clone(),
+        config.admin.token.clone(),
+        config.admin.token_env.clone(),
+        config.store.url.clone(),
+        config.store.options.clone(),
+        primary_address,
+    ));
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
-        move |_peer, request| {
-            let response = admin::handle(&admin_metrics, &request);
-            async move { response }
-        },
+        move |peer, request| admin::handle(Arc::clone(&admin_state), peer, request),
         admin_stop_rx,
         header_timeout,
         grace,

@@ -59,7 +59,37 @@ pub struct Config {
     pub noise: NoiseConfig,
     pub store: WriterConfig,
     pub redact: Redactor,
+    pub admin: AdminConfig,
     pub routes: RouteTable,
+}
+
+/// `[admin]`: access to the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// The environment variable holding the bearer token.
+    pub token_env: String,
+    /// The token, read from that variable at startup; `None` turns `/api/` off.
+    pub token: Option<Secret>,
+}
+
+/// A secret value: usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +177,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     redact: RawRedact,
+    #[serde(default)]
+    admin: RawAdmin,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -400,6 +432,26 @@ fn default_store_connections() -> u32 {
     5
 }
 
+/// `[admin]`: which environment variable holds the admin API's token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_token_env")]
+    token_env: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            token_env: default_token_env(),
+        }
+    }
+}
+
+fn default_token_env() -> String {
+    "CUTOVER_ADMIN_TOKEN".into()
+}
+
 /// `[redact]`: what is replaced before anything is kept.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -488,6 +540,15 @@ impl Config {
         let noise = ctx.noise(raw.noise)?;
         let store = ctx.store(raw.store, env(STORE_URL_ENV))?;
         let redact = ctx.redact(raw.redact)?;
+        let token_env = raw.admin.token_env;
+        if token_env.is_empty() || !token_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ctx.invalid(
+                "admin.token_env",
+                format!("expected the name of an environment variable, got \"{token_env}\""),
+            ));
+        }
+        let token = env(&token_env).filter(|token| !token.is_empty()).map(Secret::new);
+        let admin = AdminConfig { token_env, token };
         let routes = ctx.routes(raw.routes)?;
         Ok(Config {
             source: source.to_string(),
@@ -498,6 +559,7 @@ impl Config {
             noise,
             store,
             redact,
+            admin,
             routes,
         })
     }

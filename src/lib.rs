@@ -14,7 +14,7 @@
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
 //! - [`metrics`]: the Prometheus registry and metric names.
 //! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations.
-//! - [`admin`]: the admin listener (`/healthz`, `/metrics`).
+//! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store.
 //! - [`server`]: HTTP/1.1 + h2c listener plumbing with graceful shutdown.
 //! - [`app`]: starts and stops one instance.
 //! - [`cli`]: the `cutover` command line.

@@ -156,7 +156,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",

@@ -585,7 +585,7 @@ async fn admin_endpoints_live_only_on_the_admin_port() {
     let metrics = metrics_text(proxy.admin_addr).await;
     assert!(metrics.contains("cutover_build_info{version="));
     let missing = client
-        .get(format!("http://{}/api/nothing", proxy.admin_addr))
+        .get(format!("http://{}/nothing", proxy.admin_addr))
         .send()
         .await
         .unwrap();

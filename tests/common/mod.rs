@@ -151,6 +151,8 @@ pub struct ProxySetup {
     pub grace: &'static str,
     /// `sqlite::memory:` unless a test looks at the store.
     pub store: String,
+    /// Environment variables the config sees (e.g. the admin token).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl ProxySetup {
@@ -165,6 +167,7 @@ impl ProxySetup {
             routes: "",
             grace: "5s",
             store: "sqlite::memory:".to_string(),
+            env: Vec::new(),
         }
     }
 
@@ -211,7 +214,8 @@ url = "{store}"
     }
 
     pub async fn start(&self) -> Running {
-        let config = Config::parse(&self.toml(), "test.toml", &|_| None).expect("test config is valid");
+        let env = |name: &str| self.env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let config = Config::parse(&self.toml(), "test.toml", &env).expect("test config is valid");
         cutover::app::start(config).await.expect("proxy starts")
     }
 }

@@ -1,0 +1,246 @@
+//! The admin API over its own socket: auth, readiness, and triage of real
+//! divergence groups recorded by real traffic.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use cutover::metrics::{REQUESTS_TOTAL, STORE_PENDING};
+use cutover::store::{Store, StoreOptions};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "correct-horse-battery";
+
+async fn get(url: String, token: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = client().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+async fn post(url: String, body: Value) -> (u16, Value) {
+    let response = client()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json_body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+trait JsonBody {
+    fn json_body(self, body: Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, body: Value) -> Self {
+        self.header("content-type", "application/json").body(body.to_string())
+    }
+}
+
+#[tokio::test]
+async fn the_api_needs_the_token_and_health_does_not() {
+    let primary = fixed(200, &[], b"x").await;
+    let shadow = fixed(200, &[], b"x").await;
+    let without = ProxySetup::new(primary.url(), shadow.url()).start().await;
+    let (status, body, _) = get(format!("http://{}/api/summary", without.admin_addr), Some(TOKEN)).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["error"],
+        "the admin API is off: set $CUTOVER_ADMIN_TOKEN to a secret token and send it as 'Authorization: Bearer <token>'"
+    );
+
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.env = vec![("CUTOVER_ADMIN_TOKEN", TOKEN.to_string())];
+    let proxy = setup.start().await;
+    let admin = proxy.admin_addr;
+    let (status, body, headers) = get(format!("http://{admin}/api/summary"), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("missing or wrong bearer token"))
+    );
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let (status, _, _) = get(format!("http://{admin}/api/summary"), Some("correct-horse-batterY")).await;
+    assert_eq!(status, 401);
+    let (status, body, _) = get(format!("http://{admin}/api/summary"), Some(TOKEN)).await;
+    assert_eq!((status, body), (200, json!({"routes": []})));
+    for open in ["/healthz", "/metrics", "/readyz"] {
+        let (status, _, _) = get(format!("http://{admin}{open}"), None).await;
+        assert_eq!(status, 200, "{open} needs no token");
+    }
+    // The API is not on the proxy port: the primary answers that path.
+    let response = client()
+        .get(format!("http://{}/api/summary", proxy.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), "x");
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_primary_is_unreachable() {
+    let shadow = fixed(200, &[], b"x").await;
+    let proxy = ProxySetup::new(format!("http://{}", closed_port().await), shadow.url())
+        .start()
+        .await;
+    let (status, body, _) = get(format!("http://{}/readyz", proxy.admin_addr), None).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["store"], "ok");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("not ready: primary: "),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn divergence_groups_can_be_listed_filtered_paged_and_triaged() {
+    let primary = backend(|seen: Seen| async move {
+        let body = match seen.path_and_query.as_str() {
+            "/a" => r#"{"title":"a","due":"x"}"#,
+            _ => r#"{"status":"open"}"#,
+        };
+        respond(
+            200,
+            &[("content-type".into(), "application/json".into())],
+            Bytes::from_static(body.as_bytes()),
+        )
+    })
+    .await;
+    let shadow = backend(|seen: Seen| async move {
+        let body = match seen.path_and_query.as_str() {
+            "/a" => r#"{"title":"A"}"#,
+            _ => r#"{"status":"OPEN"}"#,
+        };
+        respond(
+            200,
+            &[("content-type".into(), "application/json".into())],
+            Bytes::from_static(body.as_bytes()),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("admin.db").display());
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.store = url.clone();
+    setup.env = vec![("CUTOVER_ADMIN_TOKEN", TOKEN.to_string())];
+    setup.routes = "[[route]]\nname = \"a\"\nmatch = \"GET /a\"\n\n[[route]]\nname = \"b\"\nmatch = \"GET /b\"\n";
+    let proxy = setup.start().await;
+    let client = client();
+    for path in ["/a", "/a", "/b"] {
+        client
+            .get(format!("http://{}{path}", proxy.proxy_addr))
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[], 3.0).await;
+    for _ in 0..200 {
+        if metric(&metrics_text(proxy.admin_addr).await, STORE_PENDING, &[]) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let api = format!("http://{}/api", proxy.admin_addr);
+
+    let (_, summary, _) = get(format!("{api}/summary"), Some(TOKEN)).await;
+    assert_eq!(
+        summary["routes"],
+        json!([
+            {"route": "a", "requests": 2, "compared": 2, "outcomes": [["diverged", 2]], "open_groups": 2},
+            {"route": "b", "requests": 1, "compared": 1, "outcomes": [["diverged", 1]], "open_groups": 1}
+        ])
+    );
+    let (_, all, _) = get(format!("{api}/divergences"), Some(TOKEN)).await;
+    assert_eq!(all["groups"].as_array().unwrap().len(), 3);
+    let (_, high, _) = get(format!("{api}/divergences?route=a&severity=high"), Some(TOKEN)).await;
+    let high = high["groups"].as_array().unwrap();
+    assert_eq!(
+        (high.len(), high[0]["pattern"].as_str(), high[0]["count"].as_i64()),
+        (1, Some("/due"), Some(2))
+    );
+    let (_, searched, _) = get(format!("{api}/divergences?q=status"), Some(TOKEN)).await;
+    assert_eq!(searched["groups"][0]["route"], "b");
+
+    // Pages of one, following the cursor, visit every group exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = cursor
+            .as_deref()
+            .map_or("limit=1".to_string(), |c| format!("limit=1&cursor={c}"));
+        let (status, page, _) = get(format!("{api}/divergences?{query}"), Some(TOKEN)).await;
+        assert_eq!(status, 200, "{page}");
+        for group in page["groups"].as_array().unwrap() {
+            seen.push(group["key"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3);
+
+    let key = high[0]["key"].as_str().unwrap().to_string();
+    let (status, detail, _) = get(format!("{api}/divergences/{key}"), Some(TOKEN)).await;
+    assert_eq!(
+        (status, detail["summary"].as_str()),
+        (200, Some("missing_in_shadow at /due"))
+    );
+    let (status, triaged) = post(
+        format!("{api}/divergences/{key}/triage"),
+        json!({"status": "accepted", "note": "due dates move in v2"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (triaged["group"]["status"].as_str(), triaged["note"].as_str()),
+        (Some("accepted"), Some("due dates move in v2"))
+    );
+    let (_, open_a, _) = get(format!("{api}/divergences?route=a&status=open"), Some(TOKEN)).await;
+    assert_eq!(
+        open_a["groups"].as_array().unwrap().len(),
+        1,
+        "the accepted group left the open list"
+    );
+
+    let (status, body) = post(format!("{api}/divergences/{key}/triage"), json!({"status": "wontfix"})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("status must be one of open, accepted, bug, fixed"));
+    let (status, _) = post(
+        format!("{api}/divergences/0000000000000000/triage"),
+        json!({"status": "bug"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body, _) = get(format!("{api}/divergences?limit=0"), Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("limit must be 1 to 500, got \"0\""))
+    );
+
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let events = store.events("triage").await.unwrap();
+    assert_eq!(events.len(), 1, "every triage is an events row");
+    let detail: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(
+        detail,
+        json!({"group": key, "status": "accepted", "note": "due dates move in v2"})
+    );
+}
