@@ -177,11 +177,13 @@ async fn api_route(
             ))
         }
         (Method::GET, ["divergences", key]) => {
-            let found = state.store().await?.group(key).await.map_err(store_failed)?;
+            let store = state.store().await?;
+            let found = store.group(key).await.map_err(store_failed)?;
             let (group, summary, note) = found.ok_or_else(|| no_group(key))?;
+            let samples = store.samples(key).await.map_err(store_failed)?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({ "group": group, "summary": summary, "note": note }),
+                &json!({ "group": group, "summary": summary, "note": note, "samples": samples }),
             ))
         }
         (Method::POST, ["divergences", key, "triage"]) => {

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
-use crate::mirror::{Mirror, MirrorError};
+use crate::mirror::{Evidence, Mirror, MirrorError};
 use crate::proxy::{self, ProxyState};
 use crate::store::Writer;
 use crate::upstream::{Upstream, UpstreamError};
@@ -91,8 +91,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shadow,
         config.shadow.rate_limit,
         metrics.clone(),
-        Arc::clone(&writer),
-        config.redact.clone(),
+        Evidence {
+            writer: Arc::clone(&writer),
+            redactor: config.redact.clone(),
+            samples_per_group: config.store.options.samples_per_group,
+        },
     )?;
     let proxy_listener = bind("listen.proxy", config.listen.proxy).await?;
     let admin_listener = bind("listen.admin", config.listen.admin).await?;

@@ -402,6 +402,12 @@ struct RawStore {
     buffer: usize,
     #[serde(default = "default_store_connections")]
     max_connections: u32,
+    #[serde(default = "default_acquire_timeout")]
+    acquire_timeout: String,
+    #[serde(default = "default_samples_per_group")]
+    samples_per_group: u32,
+    #[serde(default = "default_retention")]
+    retention: String,
 }
 
 impl Default for RawStore {
@@ -412,6 +418,9 @@ impl Default for RawStore {
             flush: default_store_flush(),
             buffer: default_store_buffer(),
             max_connections: default_store_connections(),
+            acquire_timeout: default_acquire_timeout(),
+            samples_per_group: default_samples_per_group(),
+            retention: default_retention(),
         }
     }
 }
@@ -430,6 +439,15 @@ fn default_store_buffer() -> usize {
 }
 fn default_store_connections() -> u32 {
     5
+}
+fn default_acquire_timeout() -> String {
+    "5s".into()
+}
+fn default_samples_per_group() -> u32 {
+    5
+}
+fn default_retention() -> String {
+    "14d".into()
 }
 
 /// `[admin]`: which environment variable holds the admin API's token.
@@ -794,8 +812,10 @@ impl Ctx<'_> {
             url,
             options: StoreOptions {
                 max_connections: raw.max_connections,
-                ..StoreOptions::default()
+                acquire_timeout: self.duration("store.acquire_timeout", &raw.acquire_timeout)?,
+                samples_per_group: raw.samples_per_group,
             },
+            retention: self.duration("store.retention", &raw.retention)?,
             batch: raw.batch,
             flush: self.duration("store.flush", &raw.flush)?,
             buffer: raw.buffer,

@@ -12,6 +12,7 @@
 //! Must never: block or delay the proxy (everything here is `try_`, spawned,
 //! or runs after the client's answer), or let memory grow with load.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +33,20 @@ use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange,
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
 use crate::route::{is_safe, MirrorPolicy, Route, SampleKey};
-use crate::store::{ExchangeRecord, GroupRef, Writer};
+use crate::store::{ExchangeRecord, GroupRef, SampleRecord, Writer};
+
+/// Where the evidence goes, and what is kept of it.
+pub struct Evidence {
+    pub writer: Arc<Writer>,
+    pub redactor: Redactor,
+    /// Samples kept per divergence group.
+    pub samples_per_group: u32,
+}
+
+/// Longest body excerpt kept in a sample.
+const EXCERPT_LIMIT: usize = 4096;
+/// Longest unified diff kept in a sample.
+const DIFF_LIMIT: usize = 64 * 1024;
 use crate::upstream::Upstream;
 
 /// A shared byte budget for captured bodies.
@@ -313,6 +327,9 @@ struct Recorder {
     rechecks: mpsc::UnboundedSender<Recheck>,
     writer: Arc<Writer>,
     redactor: Redactor,
+    samples_per_group: u32,
+    /// Samples built per group so far (the store enforces the cap too).
+    sampled: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -370,8 +387,7 @@ impl Mirror {
         shadow: Upstream,
         rate_limit: Option<RateLimit>,
         metrics: Metrics,
-        writer: Arc<Writer>,
-        redactor: Redactor,
+        evidence: Evidence,
     ) -> Result<(Arc<Mirror>, Workers), MirrorError> {
         let primary_name = primary.name().to_string();
         let (recheck_tx, recheck_rx) = mpsc::unbounded_channel();
@@ -386,8 +402,10 @@ impl Mirror {
             noise: Arc::clone(&noise),
             decode_limit: config.max_decoded,
             rechecks: recheck_tx,
-            writer,
-            redactor,
+            writer: evidence.writer,
+            redactor: evidence.redactor,
+            samples_per_group: evidence.samples_per_group,
+            sampled: Mutex::new(HashMap::new()),
         });
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -709,6 +727,17 @@ async fn recheck_loop(
     }
 }
 
+fn clip(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
+}
+
 fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
@@ -845,6 +874,7 @@ impl Recorder {
             outcome: outcome.label().into(),
             reason: skip_reason(outcome),
             groups: Vec::new(),
+            samples: Vec::new(),
         });
     }
 
@@ -872,6 +902,7 @@ impl Recorder {
                 summary: format!("{} at {place}", difference.kind.label()),
             });
         }
+        let samples = self.samples_for(exchange, judgement, &groups);
         self.writer.submit(ExchangeRecord {
             at_ms: unix_ms(exchange.started_at),
             request_id: exchange.request_id.clone(),
@@ -886,7 +917,113 @@ impl Recorder {
             outcome: judgement.outcome.label().into(),
             reason: skip_reason(judgement.outcome),
             groups,
+            samples,
         });
+    }
+
+    /// Samples for the groups that still want one: the exchange's
+    /// differences, a unified diff and excerpts of both bodies, and the
+    /// request, all redacted.
+    fn samples_for(
+        &self,
+        exchange: &Exchange,
+        judgement: &compare::Judgement,
+        groups: &[GroupRef],
+    ) -> Vec<SampleRecord> {
+        let (Some(comparison), SideResult::Complete(primary), SideResult::Complete(shadow)) =
+            (&judgement.comparison, &exchange.primary, &exchange.shadow)
+        else {
+            return Vec::new();
+        };
+        let wanted: Vec<&GroupRef> = {
+            let mut sampled = self.sampled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            groups
+                .iter()
+                .filter(|group| {
+                    let taken = sampled.entry(group.key.clone()).or_insert(0);
+                    let wants = *taken < self.samples_per_group;
+                    *taken += u32::from(wants);
+                    wants
+                })
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let differences: Vec<compare::Difference> = comparison
+            .differences
+            .iter()
+            .map(|difference| self.redact_difference(difference))
+            .collect();
+        let differences = serde_json::to_string(&differences).unwrap_or_default();
+        let primary_text = self.render(&primary.headers, &primary.body);
+        let shadow_text = self.render(&shadow.headers, &shadow.body);
+        let unified = similar::TextDiff::from_lines(&primary_text, &shadow_text)
+            .unified_diff()
+            .context_radius(3)
+            .header("primary", "shadow")
+            .to_string();
+        let request = serde_json::json!({
+            "method": exchange.request.method.as_str(),
+            "path": self.redactor.path(&exchange.request.path_and_query),
+            "headers": self.redactor.headers(&exchange.request.headers),
+            "body": clip(&self.render(&exchange.request.headers, &exchange.request.body), EXCERPT_LIMIT),
+        })
+        .to_string();
+        wanted
+            .into_iter()
+            .map(|group| SampleRecord {
+                group_key: group.key.clone(),
+                differences: differences.clone(),
+                unified_diff: Some(clip(&unified, DIFF_LIMIT)),
+                request: request.clone(),
+                primary_excerpt: Some(clip(&primary_text, EXCERPT_LIMIT)),
+                shadow_excerpt: Some(clip(&shadow_text, EXCERPT_LIMIT)),
+            })
+            .collect()
+    }
+
+    /// A body as a person reads it, redacted: pretty JSON with secret fields
+    /// replaced, form fields like query parameters, text as is.
+    fn render(&self, headers: &HeaderMap, body: &bytes::Bytes) -> String {
+        use compare::decode::{decode, media_type, Body};
+        match decode(headers, body, self.decode_limit) {
+            Ok(Body::Json(value)) => serde_json::to_string_pretty(&self.redactor.json(value)).unwrap_or_default(),
+            Ok(Body::Text(text)) => {
+                let content_type = headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("");
+                if media_type(content_type).0 == "application/x-www-form-urlencoded" {
+                    self.redactor.form(&text)
+                } else {
+                    text
+                }
+            }
+            Ok(Body::Binary(bytes)) => format!("({} bytes, binary)", bytes.len()),
+            Ok(Body::Empty) => String::new(),
+            Err(err) => format!("(not decodable: {err})"),
+        }
+    }
+
+    /// A difference with its values hidden when they sit at a secret place.
+    fn redact_difference(&self, difference: &compare::Difference) -> compare::Difference {
+        let secret = match difference.location {
+            compare::Location::Header => self.redactor.is_secret_header(&difference.path),
+            compare::Location::Body => self.redactor.is_secret_pointer(&difference.path),
+            compare::Location::Status => false,
+        };
+        let mut kept = difference.clone();
+        if secret {
+            let hide = |value: &mut Option<String>| {
+                if value.is_some() {
+                    *value = Some(crate::redact::REDACTED.to_string());
+                }
+            };
+            hide(&mut kept.primary);
+            hide(&mut kept.shadow);
+        }
+        kept
     }
 
     /// Counts an exchange's outcome, keeps it, and lets the noise learner see it.

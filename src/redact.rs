@@ -103,6 +103,30 @@ impl Redactor {
         Value::Object(out)
     }
 
+    /// Whether a header's value is a secret.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|secret| secret.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the value at a JSON Pointer (into a body) is a secret.
+    pub fn is_secret_pointer(&self, pointer: &str) -> bool {
+        let segments: Option<Vec<String>> = pointer
+            .split('/')
+            .skip(1)
+            .map(crate::compare::pointer::unescape)
+            .collect();
+        let Some(segments) = segments else {
+            return false;
+        };
+        // A secret field hides everything below it too.
+        (0..=segments.len()).any(|end| self.json.lookup(&segments[..end]).is_some())
+    }
+
+    /// A form-encoded body with secret field values replaced (same names as the query).
+    pub fn form(&self, body: &str) -> String {
+        self.path(&format!("?{body}")).trim_start_matches('?').to_string()
+    }
+
     /// A JSON document with the configured fields replaced.
     pub fn json(&self, mut value: Value) -> Value {
         if !self.json.is_empty() {

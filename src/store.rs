@@ -53,7 +53,10 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
+    /// How long to wait for a connection (also bounds connecting).
     pub acquire_timeout: Duration,
+    /// Samples kept per divergence group.
+    pub samples_per_group: u32,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +64,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: 5,
             acquire_timeout: Duration::from_secs(5),
+            samples_per_group: 5,
         }
     }
 }
@@ -94,6 +98,32 @@ pub struct ExchangeRecord {
     pub outcome: String,
     pub reason: Option<String>,
     pub groups: Vec<GroupRef>,
+    /// Samples for some of those groups (the store keeps at most `samples_per_group`).
+    pub samples: Vec<SampleRecord>,
+}
+
+/// One example of a divergence group, already redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRecord {
+    pub group_key: String,
+    /// JSON: the exchange's structured differences.
+    pub differences: String,
+    pub unified_diff: Option<String>,
+    /// JSON: method, path, headers and body excerpt of the request.
+    pub request: String,
+    pub primary_excerpt: Option<String>,
+    pub shadow_excerpt: Option<String>,
+}
+
+/// A stored sample, for the admin API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SampleRow {
+    pub at_ms: i64,
+    pub differences: serde_json::Value,
+    pub unified_diff: Option<String>,
+    pub request: serde_json::Value,
+    pub primary_excerpt: Option<String>,
+    pub shadow_excerpt: Option<String>,
 }
 
 /// One route's counts, for the admin summary.
@@ -145,6 +175,7 @@ pub struct GroupRow {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    samples_per_group: u32,
 }
 
 impl Store {
@@ -186,7 +217,11 @@ impl Store {
             url: redact_url(url),
             source,
         })?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            samples_per_group: options.samples_per_group,
+        })
     }
 
     /// Connects and brings the schema up to date.
@@ -261,9 +296,78 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            for sample in &exchange.samples {
+                // The count guard holds across restarts and replicas.
+                sqlx::query(
+                    "INSERT INTO divergence_samples (group_key, exchange_id, at_ms, differences, unified_diff, request, \
+                     primary_excerpt, shadow_excerpt) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                     WHERE (SELECT COUNT(*) FROM divergence_samples WHERE group_key = $1) < $9",
+                )
+                .bind(&sample.group_key)
+                .bind(exchange_id)
+                .bind(exchange.at_ms)
+                .bind(&sample.differences)
+                .bind(&sample.unified_diff)
+                .bind(&sample.request)
+                .bind(&sample.primary_excerpt)
+                .bind(&sample.shadow_excerpt)
+                .bind(i64::from(self.samples_per_group))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The samples of a group, oldest first.
+    pub async fn samples(&self, key: &str) -> Result<Vec<SampleRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, differences, unified_diff, request, primary_excerpt, shadow_excerpt \
+             FROM divergence_samples WHERE group_key = $1 ORDER BY id",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+                    let text: String = row.try_get(column)?;
+                    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+                };
+                Ok(SampleRow {
+                    at_ms: row.try_get("at_ms")?,
+                    differences: json("differences")?,
+                    unified_diff: row.try_get("unified_diff")?,
+                    request: json("request")?,
+                    primary_excerpt: row.try_get("primary_excerpt")?,
+                    shadow_excerpt: row.try_get("shadow_excerpt")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes exchanges and samples from before `cutoff_ms` (groups and
+    /// their counts stay). Returns how many exchanges and samples went.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let samples = sqlx::query("DELETE FROM divergence_samples WHERE at_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM exchange_groups WHERE exchange_id IN (SELECT id FROM exchanges WHERE at_ms < $1)")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        let exchanges = sqlx::query("DELETE FROM exchanges WHERE at_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((exchanges, samples))
     }
 
     /// How many exchanges are stored.
@@ -514,6 +618,8 @@ pub struct WriterConfig {
     pub options: StoreOptions,
     /// Records written per transaction at most.
     pub batch: usize,
+    /// Exchanges and samples older than this are pruned (groups stay).
+    pub retention: Duration,
     /// How long a record may wait for its batch to fill.
     pub flush: Duration,
     /// Records held while the database is slow or away; past it they are lost (and counted).
@@ -537,6 +643,7 @@ impl Writer {
     ) -> (std::sync::Arc<Writer>, tokio::task::JoinHandle<()>) {
         let (inbox, records) = tokio::sync::mpsc::channel(config.buffer.max(1));
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(prune_loop(config.clone(), stopping.clone()));
         let task = tokio::spawn(write_loop(config, records, stopping, metrics.clone()));
         let writer = Writer {
             inbox,
@@ -649,6 +756,35 @@ async fn write_loop(
         }
     }
 }
+
+/// Prunes exchanges and samples past the retention, now and every ten
+/// minutes, on a connection of its own so writes never wait for it.
+async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let mut store: Option<Store> = None;
+    loop {
+        if store.is_none() {
+            store = Store::open(&config.url, &config.options).await.ok();
+        }
+        if let Some(store) = &store {
+            let now = std::time::SystemTime::now();
+            let cutoff = now
+                .checked_sub(config.retention)
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            match store.prune(cutoff).await {
+                Ok((0, 0)) => {}
+                Ok((exchanges, samples)) => tracing::info!(exchanges, samples, "pruned evidence past the retention"),
+                Err(err) => tracing::warn!(error = %err, "pruning the store failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Retry delays of the writer (doubling, with up to 50% jitter).
 const RETRY_MIN: Duration = Duration::from_millis(100);

@@ -19,7 +19,7 @@ fn json() -> Vec<(String, String)> {
 async fn traffic_becomes_rows_and_groups_without_secrets() {
     let primary = backend(|seen: Seen| async move {
         let body = if seen.path_and_query.starts_with("/tasks") {
-            r#"{"tasks":[{"id":1,"title":"a","due":"x"},{"id":2,"title":"b","due":"y"}]}"#
+            r#"{"tasks":[{"id":1,"title":"a","due":"x"},{"id":2,"title":"b","due":"y"}],"user":{"password":"hunter2-p"}}"#
         } else {
             r#"{"ok":true}"#
         };
@@ -28,7 +28,7 @@ async fn traffic_becomes_rows_and_groups_without_secrets() {
     .await;
     let shadow = backend(|seen: Seen| async move {
         let body = if seen.path_and_query.starts_with("/tasks") {
-            r#"{"tasks":[{"id":1,"title":"A","due":"x"},{"id":2,"title":"B"}]}"#
+            r#"{"tasks":[{"id":1,"title":"A","due":"x"},{"id":2,"title":"B"}],"user":{"password":"hunter2-s"}}"#
         } else {
             r#"{"ok":true}"#
         };
@@ -39,13 +39,17 @@ async fn traffic_becomes_rows_and_groups_without_secrets() {
     let url = format!("sqlite://{}", dir.path().join("evidence.db").display());
     let mut setup = ProxySetup::new(primary.url(), shadow.url());
     setup.store = url.clone();
-    setup.routes = "[[route]]\nname = \"notify\"\nmatch = \"POST /notify\"\nmirror = \"off\"\n";
+    setup.routes = "[redact]\njson = [\"**/password\"]\n\n[[route]]\nname = \"notify\"\nmatch = \"POST /notify\"\nmirror = \"off\"\n";
     let proxy = setup.start().await;
     let client = client();
     let base = format!("http://{}", proxy.proxy_addr);
     for _ in 0..3 {
         client
             .get(format!("{base}/tasks?token=hunter2&page=1"))
+            .header("authorization", "Bearer hunter2")
+            .header("cookie", "session=hunter2")
+            .header("content-type", "application/json")
+            .body(r#"{"login":"tom","password":"hunter2"}"#)
             .send()
             .await
             .unwrap();
@@ -69,14 +73,38 @@ async fn traffic_becomes_rows_and_groups_without_secrets() {
         .map(|g| (g.pattern.as_str(), g.kind.as_str(), g.count))
         .collect();
     counted.sort();
-    // Two bugs, each seen in all three exchanges: two groups, not six.
+    // Three differences, each seen in all three exchanges: three groups, not nine.
     assert_eq!(
         counted,
         vec![
             ("/tasks/*/due", "missing_in_shadow", 3),
-            ("/tasks/*/title", "value_changed", 3)
+            ("/tasks/*/title", "value_changed", 3),
+            ("/user/password", "value_changed", 3)
         ]
     );
+    let password_group = groups.iter().find(|g| g.pattern == "/user/password").unwrap();
+    let samples = store.samples(&password_group.key).await.unwrap();
+    assert_eq!(samples.len(), 3, "up to five samples per group are kept");
+    let sample = &samples[0];
+    let differences = sample.differences.as_array().unwrap();
+    let hidden = differences.iter().find(|d| d["path"] == "/user/password").unwrap();
+    assert_eq!(
+        (hidden["primary"].as_str(), hidden["shadow"].as_str()),
+        (Some("[redacted]"), Some("[redacted]"))
+    );
+    assert_eq!(sample.request["headers"]["authorization"], "[redacted]");
+    assert_eq!(sample.request["headers"]["cookie"], "[redacted]");
+    assert_eq!(sample.request["path"], "/tasks?token=[redacted]&page=1");
+    assert!(sample.request["body"]
+        .as_str()
+        .unwrap()
+        .contains("\"password\": \"[redacted]\""));
+    let unified = sample.unified_diff.as_deref().unwrap();
+    assert!(
+        unified.contains("-      \"title\": \"a\"\n+      \"title\": \"A\""),
+        "{unified}"
+    );
+    assert!(!unified.contains("password\": \"hunter2"), "{unified}");
     store.close().await;
 
     // No secret anywhere in the database: dump every text column of every table.
@@ -160,4 +188,68 @@ async fn a_store_outage_buffers_then_delivers_and_counts_exactly_what_it_drops()
     assert_eq!(left, 0.0, "buffered records arrive when the store comes back");
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     assert_eq!(store.exchange_count().await.unwrap() as f64, pending);
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_the_logs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let primary = fixed(
+        200,
+        &[("content-type", "application/json")],
+        br#"{"password":"hunter2-p","a":1}"#,
+    )
+    .await;
+    let shadow = fixed(
+        200,
+        &[("content-type", "application/json")],
+        br#"{"password":"hunter2-s","a":2}"#,
+    )
+    .await;
+    let down = format!("http://{}", closed_port().await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut working = ProxySetup::new(primary.url(), shadow.url());
+    working.store = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let mut failing = ProxySetup::new(down, shadow.url());
+    failing.store = working.store.clone();
+    for (name, setup) in [("working.toml", working), ("failing.toml", failing)] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, setup.toml()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["--log-format", "json", "serve", "-c", file.to_str().unwrap()])
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let proxy = loop {
+            let line = lines.next().expect("no log line").unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "cutover is serving" {
+                break entry["proxy"].as_str().unwrap().to_string();
+            }
+        };
+        for _ in 0..3 {
+            client()
+                .get(format!("http://{proxy}/a?token=hunter2"))
+                .header("authorization", "Bearer hunter2")
+                .header("cookie", "session=hunter2")
+                .body(r#"{"password":"hunter2"}"#)
+                .send()
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let logs: Vec<String> = lines.map_while(Result::ok).collect();
+        child.wait().unwrap();
+        assert!(logs.len() > 3, "{name}: debug logs were captured");
+        for line in &logs {
+            assert!(!line.contains("hunter2"), "{name}: a secret reached the logs: {line}");
+        }
+    }
 }

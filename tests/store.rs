@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use cutover::store::{Backend, ExchangeRecord, GroupRef, Store, StoreOptions};
+use cutover::store::{Backend, ExchangeRecord, GroupRef, SampleRecord, Store, StoreOptions};
 use sqlx::any::AnyPoolOptions;
 use sqlx::Executor;
 
@@ -14,7 +14,7 @@ const POSTGRES_ENV: &str = "CUTOVER_TEST_POSTGRES_URL";
 async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
-    (Store::open(&url, &StoreOptions::default()).await.unwrap(), dir)
+    (Store::open(&url, &options()).await.unwrap(), dir)
 }
 
 /// A PostgreSQL database of one test's own; dropped when the test ends.
@@ -87,6 +87,13 @@ async fn postgres_database() -> Option<TestDatabase> {
     })
 }
 
+fn options() -> StoreOptions {
+    StoreOptions {
+        samples_per_group: 2,
+        ..StoreOptions::default()
+    }
+}
+
 fn group(key: &str, pattern: &str, kind: &str, severity: &str) -> GroupRef {
     GroupRef {
         key: key.into(),
@@ -114,6 +121,17 @@ fn exchange(request_id: &str, at_ms: i64, outcome: &str, groups: Vec<GroupRef>) 
         shadow_ms: Some(80.25),
         outcome: outcome.into(),
         reason: None,
+        samples: groups
+            .iter()
+            .map(|group| SampleRecord {
+                group_key: group.key.clone(),
+                differences: format!(r#"[{{"request":"{request_id}"}}]"#),
+                unified_diff: Some("-a\n+b\n".into()),
+                request: r#"{"method":"GET"}"#.into(),
+                primary_excerpt: Some("{}".into()),
+                shadow_excerpt: None,
+            })
+            .collect(),
         groups,
     }
 }
@@ -161,7 +179,32 @@ async fn records_exchanges_and_counts_groups(store: &Store) {
         vec![title.key.clone(), due.key.clone()]
     );
     assert!(store.groups_of("r2").await.unwrap().is_empty());
-    assert_eq!(store.groups_of("r3").await.unwrap(), vec![title.key]);
+    assert_eq!(store.groups_of("r3").await.unwrap(), vec![title.key.clone()]);
+
+    // Samples: at most samples_per_group (2 here) per group, oldest kept.
+    store
+        .record(&[exchange("r4", 4_000, "diverged", vec![title.clone()])])
+        .await
+        .unwrap();
+    let samples = store.samples(&title.key).await.unwrap();
+    let requests: Vec<&str> = samples
+        .iter()
+        .map(|s| s.differences[0]["request"].as_str().unwrap())
+        .collect();
+    assert_eq!(requests, ["r1", "r3"]);
+    assert_eq!(samples[0].unified_diff.as_deref(), Some("-a\n+b\n"));
+    assert_eq!(store.samples(&due.key).await.unwrap().len(), 1);
+
+    // Retention prunes old exchanges and samples; groups and their counts stay.
+    assert_eq!(
+        store.prune(3_500).await.unwrap(),
+        (3, 3),
+        "r1-r3, and the three samples they brought"
+    );
+    assert_eq!(store.exchange_count().await.unwrap(), 1);
+    assert_eq!(store.samples(&title.key).await.unwrap().len(), 0);
+    let after = store.groups().await.unwrap();
+    assert_eq!(after[0].count, 3, "{after:?}");
 }
 
 #[tokio::test]
@@ -170,10 +213,10 @@ async fn sqlite_records_exchanges_and_counts_groups() {
     assert_eq!(store.backend(), Backend::Sqlite);
     records_exchanges_and_counts_groups(&store).await;
     store.close().await;
-    // The file persists: reopening sees the same rows.
+    // The file persists: reopening sees the same rows (the one left after pruning).
     let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
     let reopened = Store::open(&url, &StoreOptions::default()).await.unwrap();
-    assert_eq!(reopened.exchange_count().await.unwrap(), 3);
+    assert_eq!(reopened.exchange_count().await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -181,7 +224,7 @@ async fn postgres_records_exchanges_and_counts_groups() {
     let Some(database) = postgres_database().await else {
         return;
     };
-    let store = Store::open(&database.url, &StoreOptions::default()).await.unwrap();
+    let store = Store::open(&database.url, &options()).await.unwrap();
     assert_eq!(store.backend(), Backend::Postgres);
     records_exchanges_and_counts_groups(&store).await;
     store.close().await;
