@@ -22,11 +22,15 @@ pub const MIRROR_DROPPED_TOTAL: &str = "cutover_mirror_dropped_total";
 pub const SHADOW_ERRORS_TOTAL: &str = "cutover_shadow_errors_total";
 pub const BUILD_INFO: &str = "cutover_build_info";
 pub const STORE_PENDING: &str = "cutover_store_pending";
+pub const IDMAP_UNMAPPED_TOTAL: &str = "cutover_idmap_unmapped_total";
+pub const MODE: &str = "cutover_mode";
 pub const STORE_WRITE_FAILURES_TOTAL: &str = "cutover_store_write_failures_total";
 pub const STORE_RECORDS_LOST_TOTAL: &str = "cutover_store_records_lost_total";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
+    IDMAP_UNMAPPED_TOTAL,
+    MODE,
     STORE_PENDING,
     STORE_WRITE_FAILURES_TOTAL,
     STORE_RECORDS_LOST_TOTAL,
@@ -61,6 +65,7 @@ pub struct Metrics {
     store_pending: IntGauge,
     store_write_failures: prometheus::IntCounter,
     store_records_lost: prometheus::IntCounter,
+    idmap_unmapped_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,6 +116,23 @@ impl Metrics {
             STORE_RECORDS_LOST_TOTAL,
             "Records dropped because the store's buffer was full.",
         )?;
+        let idmap_unmapped_total = IntCounterVec::new(
+            Opts::new(
+                IDMAP_UNMAPPED_TOTAL,
+                "IDs the primary used that the ID map does not know, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let mode = IntGaugeVec::new(
+            Opts::new(
+                MODE,
+                "1 for the mode in force: shadow (the primary serves, the shadow is compared).",
+            ),
+            &["mode"],
+        )?;
+        mode.with_label_values(&["shadow"]).set(1);
+        registry.register(Box::new(idmap_unmapped_total.clone()))?;
+        registry.register(Box::new(mode))?;
         registry.register(Box::new(store_pending.clone()))?;
         registry.register(Box::new(store_write_failures.clone()))?;
         registry.register(Box::new(store_records_lost.clone()))?;
@@ -135,6 +157,7 @@ impl Metrics {
             store_pending,
             store_write_failures,
             store_records_lost,
+            idmap_unmapped_total,
         })
     }
 
@@ -158,6 +181,10 @@ impl Metrics {
         self.divergences_total
             .with_label_values(&[route, severity.label()])
             .inc();
+    }
+
+    pub fn record_unmapped_id(&self, kind: &str) {
+        self.idmap_unmapped_total.with_label_values(&[kind]).inc();
     }
 
     pub fn record_shadow_error(&self, route: &str, kind: &str) {
@@ -225,6 +252,7 @@ mod tests {
         metrics.observe_upstream("p", "r", 0.01);
         metrics.record_shadow_error("r", "timeout");
         metrics.record_divergence("r", Severity::High);
+        metrics.record_unmapped_id("tasks");
         let text = metrics.encode();
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");

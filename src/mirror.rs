@@ -1045,6 +1045,9 @@ impl Recorder {
             };
             metrics.record_shadow_error(&exchange.route, shadow_error_kind(kind));
         }
+        for unmapped in judgement.comparison.iter().flat_map(|c| c.unmapped.iter()) {
+            metrics.record_unmapped_id(&unmapped.kind);
+        }
         if judgement.outcome == Outcome::Diverged {
             let worst = judgement
                 .comparison

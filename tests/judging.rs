@@ -272,3 +272,40 @@ async fn active_learning_asks_the_shadow_twice_and_learns_its_volatile_fields() 
     assert_eq!(metric(&text, REQUESTS_TOTAL, &[("outcome", "diverged")]), 2.0);
     assert_eq!(metric(&text, REQUESTS_TOTAL, &[("outcome", "match")]), 1.0);
 }
+
+#[tokio::test]
+async fn an_unmapped_id_is_counted_by_kind_and_is_not_a_divergence() {
+    let primary = fixed(
+        200,
+        &[("content-type", "application/json")],
+        br#"{"owner":"u-1","title":"a"}"#,
+    )
+    .await;
+    let shadow = fixed(
+        200,
+        &[("content-type", "application/json")],
+        br#"{"owner":"u-9","title":"a"}"#,
+    )
+    .await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes =
+        "[[route]]\nname = \"item\"\nmatch = \"GET /item\"\n[route.compare]\nids = { \"/owner\" = \"users\" }\n";
+    let proxy = setup.start().await;
+    client()
+        .get(format!("http://{}/item", proxy.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    let skipped = wait_for_metric(
+        proxy.admin_addr,
+        "cutover_mirror_dropped_total",
+        &[("reason", "unmapped_id")],
+        1.0,
+    )
+    .await;
+    assert_eq!(skipped, 1.0);
+    let text = metrics_text(proxy.admin_addr).await;
+    assert_eq!(metric(&text, "cutover_idmap_unmapped_total", &[("kind", "users")]), 1.0);
+    assert_eq!(metric(&text, REQUESTS_TOTAL, &[("outcome", "diverged")]), 0.0);
+    assert_eq!(metric(&text, "cutover_mode", &[("mode", "shadow")]), 1.0);
+}
