@@ -277,3 +277,48 @@ pub async fn wait_for_metric(admin: SocketAddr, name: &str, labels: &[(&str, &st
     }
     value
 }
+
+/// The real `cutover serve` binary, started with JSON logs on stderr.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// The proxy's address, read from the "cutover is serving" log line.
+    pub proxy: String,
+    /// The log lines still to come.
+    pub logs: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl ServeProcess {
+    /// Writes `setup`'s config to `dir` and runs `cutover serve` on it.
+    pub fn start(setup: &ProxySetup, dir: &std::path::Path, rust_log: &str) -> ServeProcess {
+        use std::io::BufRead;
+        let config = dir.join(format!("cutover-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&config, setup.toml()).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["--log-format", "json", "serve", "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", rust_log)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut logs = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // Port 0 picks a free port; the first info line says which.
+        let proxy = loop {
+            let line = logs.next().expect("cutover logged nothing").unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "cutover is serving" {
+                break entry["proxy"].as_str().unwrap().to_string();
+            }
+        };
+        ServeProcess { child, proxy, logs }
+    }
+
+    /// Sends SIGTERM; returns the exit code and the remaining log lines.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let rest: Vec<String> = self.logs.map_while(Result::ok).collect();
+        (self.child.wait().unwrap().code(), rest)
+    }
+}
