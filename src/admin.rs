@@ -7,7 +7,9 @@
 //!   compared in constant time; with no token configured those endpoints
 //!   answer 403 saying how to set one:
 //!   `GET /api/summary`, `GET /api/divergences?route=&status=&severity=&q=&since=&cursor=&limit=`,
-//!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`.
+//!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`,
+//!   `GET /api/drift` (open drifted writes), `POST /api/drift/replay`
+//!   (`{"all": true}` or `{"id": N}`).
 //!
 //! Every non-2xx answer is JSON with an `error` message.
 //!
@@ -72,7 +74,23 @@ pub struct AdminState {
     pub store_options: StoreOptions,
     /// Host and port of the primary, for readiness.
     pub primary: (String, u16),
+    /// What replaying drifted writes needs (absent: the endpoints answer 503).
+    pub drift: Option<DriftControl>,
+    /// Set once the ID map and ledger are loaded from the store; readiness waits for it.
+    pub loaded: Option<Arc<std::sync::atomic::AtomicBool>>,
     store: OnceCell<Store>,
+}
+
+/// The running instance's side of a replay.
+pub struct DriftControl {
+    pub shadow: crate::upstream::Upstream,
+    pub ids: Arc<crate::idmap::IdMap>,
+    pub routes: crate::route::RouteTable,
+    pub replay_headers: Vec<(http::HeaderName, Secret)>,
+    /// Entities whose writes the mirror holds behind drift; released when reconciled.
+    pub drifted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// One replay at a time.
+    pub replaying: tokio::sync::Mutex<()>,
 }
 
 impl AdminState {
@@ -91,6 +109,8 @@ impl AdminState {
             store_url,
             store_options,
             primary,
+            drift: None,
+            loaded: None,
             store: OnceCell::new(),
         }
     }
@@ -221,11 +241,99 @@ async fn api_route(
                 &json!({ "group": group, "summary": summary, "note": note }),
             ))
         }
+        (Method::GET, ["drift"]) => {
+            let rows = state
+                .store()
+                .await?
+                .ledger(Some("drift"), 1000)
+                .await
+                .map_err(store_failed)?;
+            let open = rows.iter().map(drift_json).collect::<Vec<_>>();
+            Ok(json_response(StatusCode::OK, &json!({ "open": open })))
+        }
+        (Method::POST, ["drift", "replay"]) => {
+            let body = Limited::new(request.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
+                .to_bytes();
+            let asked: Value =
+                serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))?;
+            let selection = match (asked["all"].as_bool(), asked["id"].as_i64()) {
+                (Some(true), None) => crate::drift::Selection::All,
+                (None | Some(false), Some(id)) => crate::drift::Selection::One(id),
+                _ => return Err(bad_request("expected {\"all\": true} or {\"id\": N}")),
+            };
+            let replayed = replay(state, selection).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "replayed": replayed })))
+        }
         (_, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no admin API endpoint at {path}"),
         )),
     }
+}
+
+/// Replays drifted writes, then lets the mirror send writes to entities
+/// that no longer have open drift.
+async fn replay(
+    state: &AdminState,
+    selection: crate::drift::Selection,
+) -> Result<Vec<crate::drift::Replayed>, ApiError> {
+    let control = state
+        .drift
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replay is not available here"))?;
+    let _one_at_a_time = control.replaying.lock().await;
+    let store = state.store().await?.clone();
+    let replayer = crate::drift::Replayer {
+        shadow: control.shadow.clone(),
+        ids: Arc::clone(&control.ids),
+        routes: control.routes.clone(),
+        replay_headers: control.replay_headers.clone(),
+        store: store.clone(),
+    };
+    let replayed = replayer.replay(selection).await.map_err(|err| match err {
+        crate::drift::DriftError::Store(err) => store_failed(err),
+        other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
+    })?;
+    let still: std::collections::HashSet<String> = store
+        .drifted_entities()
+        .await
+        .map_err(store_failed)?
+        .into_iter()
+        .collect();
+    {
+        let mut held = control.drifted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for entity in replayed.iter().filter_map(|r| r.entity.as_ref()) {
+            if !still.contains(entity) {
+                held.remove(entity);
+            }
+        }
+    }
+    state
+        .metrics
+        .drift_open()
+        .set(store.ledger_count("drift").await.map_err(store_failed)?);
+    state.metrics.set_idmap_entries(&control.ids.counts());
+    Ok(replayed)
+}
+
+fn drift_json(row: &crate::store::LedgerRow) -> Value {
+    let detail: Option<crate::drift::DriftDetail> = row.replay.as_deref().and_then(|t| serde_json::from_str(t).ok());
+    json!({
+        "id": row.id,
+        "at_ms": row.at_ms,
+        "route": row.route,
+        "method": row.method,
+        "path": row.path,
+        "entity": row.entity,
+        "primary_status": row.primary_status,
+        "shadow_status": row.shadow_status,
+        "attempts": row.attempts,
+        "reason": detail.as_ref().map(|d| d.reason.clone()),
+        "replayable": detail.as_ref().is_some_and(|d| d.request.is_some()),
+    })
 }
 
 /// Reads the `/api/divergences` query: filters, `cursor`, `limit` (1 to 500, default 50).
@@ -279,6 +387,13 @@ async fn ready(state: &AdminState) -> Response<ResponseBody> {
         Ok(Err(err)) => Err(err.to_string()),
         Err(_) => Err("no connection within 2s".to_string()),
     };
+    let loaded = match &state.loaded {
+        Some(flag) if !flag.load(std::sync::atomic::Ordering::Acquire) => {
+            Err("the ID map and ledger are still loading from the store".to_string())
+        }
+        _ => Ok(()),
+    };
+    let store = store.and(loaded);
     let verdict = |result: &Result<(), String>| match result {
         Ok(()) => Value::from("ok"),
         Err(reason) => Value::from(reason.clone()),

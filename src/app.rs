@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::admin::AdminState;
+use crate::admin::{AdminState, DriftControl};
 use crate::config::Config;
+use crate::idmap::{parse_import, IdMap, IdPair, ImportFormat, ImportReport};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mirror::{Evidence, Mirror, MirrorError};
 use crate::proxy::{self, ProxyState};
-use crate::store::Writer;
+use crate::store::{Store, Writer, WriterConfig};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{admin, server};
 
@@ -38,6 +39,29 @@ pub enum StartError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error("{file}: {source}")]
+    Import {
+        file: String,
+        #[source]
+        source: ImportError,
+    },
+}
+
+/// Why an ID-mapping file could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read: {0}")]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Parse(#[from] crate::idmap::IdMapError),
+}
+
+/// Reads an ID-mapping file into the map. Bad rows are returned with their
+/// line (and skipped); a file that cannot be parsed at all is an error.
+pub fn import_file(ids: &IdMap, path: &std::path::Path) -> Result<ImportReport, ImportError> {
+    let text = std::fs::read_to_string(path)?;
+    let format = ImportFormat::detect(&path.display().to_string(), &text);
+    Ok(ids.import(parse_import(&text, format)?))
 }
 
 /// What a shutdown left undone (all zero on a clean stop).
@@ -83,6 +107,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
     let primary = Upstream::new(&config.primary)?;
     let shadow = Upstream::new(&config.shadow)?;
+    let ids = Arc::new(IdMap::new(config.idmap.canonical));
+    let mut imported: Vec<IdPair> = Vec::new();
+    for path in &config.idmap.import {
+        let file = path.display().to_string();
+        let report = import_file(&ids, path).map_err(|source| StartError::Import {
+            file: file.clone(),
+            source,
+        })?;
+        for problem in &report.problems {
+            warn!(file = %file, line = problem.line, problem = %problem.message, "ID-mapping row skipped");
+        }
+        info!(file = %file, added = report.added.len(), known = report.known, skipped = report.problems.len(), "ID mapping imported");
+        imported.extend(report.added);
+    }
+    metrics.set_idmap_entries(&ids.counts());
     let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
     let (mirror, workers) = Mirror::start(
         config.mirror.clone(),
@@ -95,8 +134,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             writer: Arc::clone(&writer),
             redactor: config.redact.clone(),
             samples_per_group: config.store.options.samples_per_group,
+            ids: Arc::clone(&ids),
+            write_tries: config.shadow.write_tries,
         },
     )?;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(load_from_store(
+        config.store.clone(),
+        Arc::clone(&ids),
+        imported,
+        mirror.drifted(),
+        metrics.clone(),
+        Arc::clone(&ready),
+    ));
     let proxy_listener = bind("listen.proxy", config.listen.proxy).await?;
     let admin_listener = bind("listen.admin", config.listen.admin).await?;
     let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind {
@@ -131,14 +181,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.primary.url.host_str().unwrap_or_default().to_string(),
         config.primary.url.port_or_known_default().unwrap_or(80),
     );
-    let admin_state = Arc::new(AdminState::new(
+    let mut admin_state = AdminState::new(
         metrics.clone(),
         config.admin.token.clone(),
         config.admin.token_env.clone(),
         config.store.url.clone(),
         config.store.options.clone(),
         primary_address,
-    ));
+    );
+    admin_state.drift = Some(DriftControl {
+        shadow: Upstream::new(&config.shadow)?,
+        ids: Arc::clone(&ids),
+        routes: config.routes.clone(),
+        replay_headers: config.shadow.replay_headers.clone(),
+        drifted: mirror.drifted(),
+        replaying: tokio::sync::Mutex::new(()),
+    });
+    admin_state.loaded = Some(ready);
+    let admin_state = Arc::new(admin_state);
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |peer, request| admin::handle(Arc::clone(&admin_state), peer, request),
@@ -195,4 +255,66 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown: shutdown_tx,
         stopped,
     })
+}
+
+/// Brings the in-memory state up from the store, retrying until it answers:
+/// the ID pairs learned before (and the imported ones, persisted), the
+/// entities whose writes are held behind drift, the open-drift gauge; then
+/// records the start as an `events` row. Readiness waits for it.
+async fn load_from_store(
+    config: WriterConfig,
+    ids: Arc<IdMap>,
+    imported: Vec<IdPair>,
+    drifted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    metrics: Metrics,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match load_once(&config, &ids, &imported, &drifted, &metrics).await {
+            Ok(()) => {
+                ready.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            }
+            Err(err) => {
+                warn!(error = %err, retry_in = ?delay, "cannot load the ID map and ledger from the store yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn load_once(
+    config: &WriterConfig,
+    ids: &IdMap,
+    imported: &[IdPair],
+    drifted: &std::sync::Mutex<std::collections::HashSet<String>>,
+    metrics: &Metrics,
+) -> Result<(), crate::store::StoreError> {
+    let store = Store::open(&config.url, &config.options).await?;
+    let now = crate::drift::now_ms();
+    store.insert_id_pairs(imported, "import", now).await?;
+    let mut conflicts = 0;
+    for (pair, _origin) in store.id_pairs().await? {
+        if let Err(err) = ids.insert(&pair) {
+            conflicts += 1;
+            warn!(error = %err, "stored ID pair conflicts with the imported mapping; the imported pair is used");
+        }
+    }
+    metrics.set_idmap_entries(&ids.counts());
+    let held = store.drifted_entities().await?;
+    drifted
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend(held);
+    metrics.drift_open().set(store.ledger_count("drift").await?);
+    let detail = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "idmap_conflicts": conflicts});
+    store.add_event("start", &detail, now).await?;
+    store.close().await;
+    info!(
+        pairs = ids.counts().iter().map(|(_, n)| n).sum::<usize>(),
+        "ID map and ledger loaded from the store"
+    );
+    Ok(())
 }

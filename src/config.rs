@@ -60,7 +60,16 @@ pub struct Config {
     pub store: WriterConfig,
     pub redact: Redactor,
     pub admin: AdminConfig,
+    pub idmap: IdMapConfig,
     pub routes: RouteTable,
+}
+
+/// `[idmap]`: where ID pairs come from and how IDs are spelled.
+#[derive(Debug, Clone, Default)]
+pub struct IdMapConfig {
+    /// Mapping files imported at startup (JSON or CSV), resolved against the config's folder.
+    pub import: Vec<PathBuf>,
+    pub canonical: crate::idmap::Canonical,
 }
 
 /// `[admin]`: access to the admin API.
@@ -114,6 +123,10 @@ pub struct UpstreamConfig {
     pub host: Option<http::HeaderValue>,
     /// Shadow only: at most this many mirrored requests per second.
     pub rate_limit: Option<RateLimit>,
+    /// Tries per mirrored write (the shadow only; the first plus retries).
+    pub write_tries: u32,
+    /// Headers set on replayed writes, from environment variables (auth, never stored).
+    pub replay_headers: Vec<(HeaderName, Secret)>,
     /// Extra PEM CA certificates to trust (on top of the system roots).
     pub ca_file: Option<PathBuf>,
 }
@@ -148,6 +161,9 @@ pub struct MirrorConfig {
     pub workers: usize,
     /// Whether comparison threads run only on CPU nobody else wants.
     pub compare_priority: ComparePriority,
+    /// How long a mirrored read waits for pending shadow writes to its
+    /// entity (or a translation for the pair a pending create will teach).
+    pub write_wait: Duration,
 }
 
 /// The scheduling class of comparison threads.
@@ -179,6 +195,8 @@ struct RawConfig {
     redact: RawRedact,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    idmap: RawIdMap,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -230,6 +248,37 @@ struct RawUpstream {
     host: Option<String>,
     rate_limit: Option<String>,
     ca_file: Option<PathBuf>,
+    write_tries: Option<u32>,
+    #[serde(default)]
+    replay_headers: BTreeMap<String, String>,
+}
+
+/// `[idmap]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdMap {
+    #[serde(default)]
+    import: Vec<PathBuf>,
+    canonical: Option<String>,
+}
+
+/// One `learn_ids` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLearn {
+    kind: String,
+    primary: String,
+    shadow: String,
+}
+
+/// `[route.translate]`: request IDs rewritten for the shadow, besides `{param:kind}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTranslate {
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    #[serde(default)]
+    body: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +298,8 @@ struct RawMirror {
     workers: usize,
     #[serde(default = "default_compare_priority")]
     compare_priority: String,
+    #[serde(default = "default_write_wait")]
+    write_wait: String,
 }
 
 impl Default for RawMirror {
@@ -260,6 +311,7 @@ impl Default for RawMirror {
             max_decoded: default_max_decoded(),
             unmatched: default_unmatched(),
             workers: default_workers(),
+            write_wait: default_write_wait(),
             compare_priority: default_compare_priority(),
         }
     }
@@ -279,6 +331,9 @@ fn default_max_decoded() -> String {
 }
 fn default_unmatched() -> String {
     "reads".into()
+}
+fn default_write_wait() -> String {
+    "2s".into()
 }
 fn default_workers() -> usize {
     1
@@ -300,6 +355,12 @@ struct RawRoute {
     sample_key: Option<String>,
     #[serde(default)]
     compare: RawCompare,
+    #[serde(default)]
+    learn_ids: Vec<RawLearn>,
+    #[serde(default)]
+    translate: RawTranslate,
+    verify: Option<String>,
+    on_primary_error: Option<String>,
 }
 
 /// `[route.compare]`: how a route's answers are compared.
@@ -540,8 +601,14 @@ impl Config {
                 ),
             ));
         }
-        let primary = ctx.upstream("primary", raw.primary, env(PRIMARY_URL_ENV), "30s")?;
-        let shadow = ctx.upstream("shadow", raw.shadow, env(SHADOW_URL_ENV), "10s")?;
+        let primary = ctx.upstream("primary", raw.primary, env(PRIMARY_URL_ENV), "30s", env)?;
+        let shadow = ctx.upstream("shadow", raw.shadow, env(SHADOW_URL_ENV), "10s", env)?;
+        if !primary.replay_headers.is_empty() {
+            return Err(ctx.invalid(
+                "primary.replay_headers",
+                "only writes to the shadow are replayed; set replay_headers on [shadow]",
+            ));
+        }
         if primary.rate_limit.is_some() {
             return Err(ctx.invalid(
                 "primary.rate_limit",
@@ -568,7 +635,9 @@ impl Config {
         let token = env(&token_env).filter(|token| !token.is_empty()).map(Secret::new);
         let admin = AdminConfig { token_env, token };
         let routes = ctx.routes(raw.routes)?;
+        let idmap = ctx.idmap(raw.idmap)?;
         Ok(Config {
+            idmap,
             source: source.to_string(),
             listen,
             primary,
@@ -653,6 +722,7 @@ impl Ctx<'_> {
         raw: RawUpstream,
         url_override: Option<String>,
         default_timeout: &str,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = |field: &str| format!("{section}.{field}");
         if raw.name.trim().is_empty() || !raw.name.chars().all(is_label_char) {
@@ -718,8 +788,27 @@ impl Ctx<'_> {
                 return Err(self.invalid(key("ca_file"), format!("no such file: {}", ca.display())));
             }
         }
+        let write_tries = raw.write_tries.unwrap_or(3);
+        if !(1..=10).contains(&write_tries) {
+            return Err(self.invalid(key("write_tries"), format!("expected 1 to 10 tries, got {write_tries}")));
+        }
+        let mut replay_headers = Vec::new();
+        for (name, var) in raw.replay_headers {
+            let header_key = key(&format!("replay_headers.\"{name}\""));
+            let header = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| self.invalid(&header_key, format!("not a valid header name: \"{name}\"")))?;
+            let value = env(&var).filter(|value| !value.is_empty()).ok_or_else(|| {
+                self.invalid(
+                    &header_key,
+                    format!("environment variable ${var} is not set (the value is read from it, never from the file)"),
+                )
+            })?;
+            replay_headers.push((header, Secret::new(value)));
+        }
         Ok(UpstreamConfig {
             name: raw.name,
+            write_tries,
+            replay_headers,
             url,
             timeout,
             connect_timeout,
@@ -785,6 +874,7 @@ impl Ctx<'_> {
             max_decoded,
             unmatched,
             workers: raw.workers,
+            write_wait: self.duration("mirror.write_wait", &raw.write_wait)?,
         })
     }
 
@@ -995,10 +1085,107 @@ impl Ctx<'_> {
         Ok(rules)
     }
 
+    fn idmap(&self, raw: RawIdMap) -> Result<IdMapConfig, ConfigError> {
+        let canonical = match raw.canonical.as_deref() {
+            None | Some("as-is") => crate::idmap::Canonical::AsIs,
+            Some("uuid") => crate::idmap::Canonical::Uuid,
+            Some(other) => {
+                return Err(self.invalid(
+                    "idmap.canonical",
+                    format!("expected \"uuid\" or \"as-is\", got \"{other}\""),
+                ))
+            }
+        };
+        let folder = Path::new(self.file).parent().unwrap_or(Path::new(""));
+        let mut import = Vec::with_capacity(raw.import.len());
+        for (index, path) in raw.import.into_iter().enumerate() {
+            let resolved = if path.is_absolute() { path } else { folder.join(path) };
+            if !resolved.is_file() {
+                return Err(self.invalid(
+                    format!("idmap.import[{index}]"),
+                    format!("no such file: {}", resolved.display()),
+                ));
+            }
+            import.push(resolved);
+        }
+        Ok(IdMapConfig { import, canonical })
+    }
+
+    /// A route's ID and write rules: `learn_ids`, `translate`, `verify`, `on_primary_error`.
+    fn write_rules(&self, route: &mut Route, raw: &mut RawRoute) -> Result<(), ConfigError> {
+        let name = raw.name.clone();
+        let invalid = |key: String, message: String| self.invalid(format!("route \"{name}\": {key}"), message);
+        let check_kind = |key: &str, kind: &str| {
+            if kind.is_empty() || !kind.chars().all(is_label_char) {
+                Err(invalid(
+                    key.to_string(),
+                    format!("expected an ID kind like \"tasks\", got \"{kind}\""),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let mut rules = (*route.writes).clone();
+        for (index, learn) in raw.learn_ids.iter().enumerate() {
+            let key = format!("learn_ids[{index}]");
+            check_kind(&format!("{key}.kind"), &learn.kind)?;
+            rules.learn.push(
+                crate::idmap::LearnRule::new(&learn.kind, &learn.primary, &learn.shadow)
+                    .map_err(|err| invalid(key, err.to_string()))?,
+            );
+        }
+        for (param, kind) in &raw.translate.query {
+            check_kind(&format!("translate.query.\"{param}\""), kind)?;
+            rules.translation.query.push((param.clone(), kind.clone()));
+        }
+        for (pointer, kind) in &raw.translate.body {
+            let key = format!("translate.body.\"{pointer}\"");
+            check_kind(&key, kind)?;
+            let pattern =
+                crate::compare::pointer::Pattern::parse(pointer).map_err(|err| invalid(key, err.to_string()))?;
+            rules.translation.body.push(pattern, kind.clone());
+        }
+        rules.mirror_failed_writes = match raw.on_primary_error.as_deref() {
+            None | Some("skip") => false,
+            Some("mirror") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "on_primary_error".into(),
+                    format!("expected \"skip\" or \"mirror\", got \"{other}\""),
+                ))
+            }
+        };
+        if let Some(text) = raw.verify.take() {
+            let verify = crate::route::Verify::parse(&text).map_err(|err| invalid("verify".into(), err.to_string()))?;
+            for placeholder in verify.placeholders() {
+                let is_param = route.template.has_param(placeholder);
+                let is_learned = rules.learn.iter().any(|learn| learn.kind == placeholder);
+                if !is_param && !is_learned {
+                    return Err(invalid(
+                        "verify".into(),
+                        format!(
+                            "{{{placeholder}}} is neither a parameter of \"{}\" nor a learn_ids kind",
+                            route.match_text
+                        ),
+                    ));
+                }
+            }
+            rules.verify = Some(verify);
+        }
+        if raw.mirror != "dual-write" && (rules.verify.is_some() || !rules.learn.is_empty()) {
+            return Err(invalid(
+                "mirror".into(),
+                "learn_ids and verify act on mirrored writes: set mirror = \"dual-write\"".into(),
+            ));
+        }
+        route.writes = Arc::new(rules);
+        Ok(())
+    }
+
     fn routes(&self, raws: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
         let mut seen = HashSet::new();
         let mut routes = Vec::with_capacity(raws.len());
-        for (index, raw) in raws.into_iter().enumerate() {
+        for (index, mut raw) in raws.into_iter().enumerate() {
             if raw.name.is_empty() || !raw.name.chars().all(is_label_char) {
                 return Err(self.invalid(
                     format!("route[{index}].name"),
@@ -1049,8 +1236,25 @@ impl Ctx<'_> {
             };
             let mut route = Route::new(&raw.name, &raw.match_, mirror, raw.sample, sample_key)
                 .map_err(|err: RouteError| self.invalid(key("match"), err.to_string()))?;
+            self.write_rules(&mut route, &mut raw)?;
             route.compare = Arc::new(self.compare(&raw.name, raw.compare)?);
             routes.push(route);
+        }
+        // A read-back is compared under the route its request falls in.
+        let table = RouteTable::new(routes.clone());
+        for route in &mut routes {
+            if let Some(verify) = &route.writes.verify {
+                let probe = verify.path(&|_| Some("id".to_string())).unwrap_or_default();
+                let (name, rules) = match table.find(&verify.method, &probe) {
+                    Some(found) => (found.name.clone(), Arc::clone(&found.compare)),
+                    None => (crate::route::UNMATCHED_ROUTE.to_string(), Arc::new(CompareRules::new())),
+                };
+                let writes = Arc::make_mut(&mut route.writes);
+                if let Some(verify) = writes.verify.as_mut() {
+                    verify.route = name;
+                    verify.rules = rules;
+                }
+            }
         }
         Ok(RouteTable::new(routes))
     }

@@ -33,12 +33,15 @@ pub enum SkipReason {
     ClientDisconnected,
     /// A body could not be decoded (corrupt or unsupported encoding, bad charset, too large decoded).
     Incomparable,
-    /// The primary used an ID the ID map does not know, and nothing else differed.
+    /// The request or the primary's answer held an ID the ID map does not know.
     UnmappedId,
+    /// A write held back from the shadow because an earlier write to the
+    /// same entity drifted; it waits in the ledger for replay, in order.
+    HeldByDrift,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 8] = [
+    pub const ALL: [SkipReason; 9] = [
         SkipReason::BodyTooLarge,
         SkipReason::SampledOut,
         SkipReason::QueueFull,
@@ -47,6 +50,7 @@ impl SkipReason {
         SkipReason::ClientDisconnected,
         SkipReason::Incomparable,
         SkipReason::UnmappedId,
+        SkipReason::HeldByDrift,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,6 +63,7 @@ impl SkipReason {
             SkipReason::ClientDisconnected => "client_disconnected",
             SkipReason::Incomparable => "incomparable",
             SkipReason::UnmappedId => "unmapped_id",
+            SkipReason::HeldByDrift => "held_by_drift",
         }
     }
 }
@@ -73,6 +78,9 @@ pub enum Outcome {
     BothError,
     /// Diverged, then agreed when both sides were asked again (`recheck`).
     Transient,
+    /// Diverged while a write to the same data was still pending on the
+    /// shadow (or ran during the read): the difference may be timing.
+    Racy,
     Skipped(SkipReason),
 }
 
@@ -87,6 +95,7 @@ impl Outcome {
             Outcome::PrimaryError => "primary_error",
             Outcome::BothError => "both_error",
             Outcome::Transient => "transient",
+            Outcome::Racy => "racy",
             Outcome::Skipped(_) => "skipped",
         }
     }
@@ -268,6 +277,21 @@ pub struct Exchange {
     /// The bytes of the captured bodies, held against `[mirror] max_buffered`
     /// until the exchange is recorded and dropped.
     pub reservation: Reservation,
+    /// `traffic` (a client's request) or `verify` (a read-back after a write).
+    pub source: &'static str,
+    /// IDs in the request with no pair (sent to the shadow unchanged): (kind, primary ID).
+    pub unmapped: Vec<(String, String)>,
+    /// A read that overlapped a pending shadow write: a divergence is `racy`.
+    pub racy: bool,
+    /// For a mirrored write: its ledger row and the ID pairs it taught.
+    pub write: Option<WriteFacts>,
+}
+
+/// What a mirrored write leaves besides its exchange row.
+#[derive(Debug, Clone)]
+pub struct WriteFacts {
+    pub ledger: crate::store::LedgerRecord,
+    pub learned: Vec<crate::idmap::IdPair>,
 }
 
 #[cfg(test)]
@@ -287,7 +311,8 @@ mod tests {
                 "mirror_off",
                 "client_disconnected",
                 "incomparable",
-                "unmapped_id"
+                "unmapped_id",
+                "held_by_drift"
             ]
         );
         assert_eq!(Outcome::Skipped(SkipReason::QueueFull).label(), "skipped");

@@ -8,9 +8,12 @@
 //! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy.
 //! - [`proxy`]: the hot path: forward to the primary, stream its answer back, capture.
 //! - [`upstream`]: one pooled HTTP(S) client per backend.
-//! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, comparison workers.
+//! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
+//!   order, comparison workers.
 //! - [`exchange`]: one observed request and the outcome vocabulary.
 //! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
+//! - [`drift`]: drifted writes in the write ledger and their replay, in order.
+//! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
 //! - [`metrics`]: the Prometheus registry and metric names.
 //! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations.
@@ -25,7 +28,9 @@ pub mod app;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod drift;
 pub mod exchange;
+pub mod idmap;
 pub mod metrics;
 pub mod mirror;
 pub mod proxy;

@@ -26,9 +26,15 @@ pub const IDMAP_UNMAPPED_TOTAL: &str = "cutover_idmap_unmapped_total";
 pub const MODE: &str = "cutover_mode";
 pub const STORE_WRITE_FAILURES_TOTAL: &str = "cutover_store_write_failures_total";
 pub const STORE_RECORDS_LOST_TOTAL: &str = "cutover_store_records_lost_total";
+pub const WRITE_DRIFT_TOTAL: &str = "cutover_write_drift_total";
+pub const DRIFT_OPEN: &str = "cutover_drift_open";
+pub const IDMAP_ENTRIES: &str = "cutover_idmap_entries";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 15] = [
+    WRITE_DRIFT_TOTAL,
+    DRIFT_OPEN,
+    IDMAP_ENTRIES,
     IDMAP_UNMAPPED_TOTAL,
     MODE,
     STORE_PENDING,
@@ -66,6 +72,9 @@ pub struct Metrics {
     store_write_failures: prometheus::IntCounter,
     store_records_lost: prometheus::IntCounter,
     idmap_unmapped_total: IntCounterVec,
+    write_drift_total: IntCounterVec,
+    drift_open: IntGauge,
+    idmap_entries: IntGaugeVec,
 }
 
 impl Metrics {
@@ -131,6 +140,18 @@ impl Metrics {
             &["mode"],
         )?;
         mode.with_label_values(&["shadow"]).set(1);
+        let write_drift_total = IntCounterVec::new(
+            Opts::new(
+                WRITE_DRIFT_TOTAL,
+                "Mirrored writes that drifted (one side applied it, the other did not), by route.",
+            ),
+            &["route"],
+        )?;
+        let drift_open = IntGauge::new(DRIFT_OPEN, "Drifted writes not yet replayed or resolved.")?;
+        let idmap_entries = IntGaugeVec::new(Opts::new(IDMAP_ENTRIES, "ID pairs known, by kind."), &["kind"])?;
+        registry.register(Box::new(write_drift_total.clone()))?;
+        registry.register(Box::new(drift_open.clone()))?;
+        registry.register(Box::new(idmap_entries.clone()))?;
         registry.register(Box::new(idmap_unmapped_total.clone()))?;
         registry.register(Box::new(mode))?;
         registry.register(Box::new(store_pending.clone()))?;
@@ -158,6 +179,9 @@ impl Metrics {
             store_write_failures,
             store_records_lost,
             idmap_unmapped_total,
+            write_drift_total,
+            drift_open,
+            idmap_entries,
         })
     }
 
@@ -189,6 +213,24 @@ impl Metrics {
 
     pub fn record_shadow_error(&self, route: &str, kind: &str) {
         self.shadow_errors_total.with_label_values(&[route, kind]).inc();
+    }
+
+    pub fn record_drift(&self, route: &str) {
+        self.write_drift_total.with_label_values(&[route]).inc();
+        self.drift_open.inc();
+    }
+
+    pub fn drift_open(&self) -> &IntGauge {
+        &self.drift_open
+    }
+
+    /// Sets the ID-map size gauge from the map's counts.
+    pub fn set_idmap_entries(&self, counts: &[(String, usize)]) {
+        for (kind, count) in counts {
+            self.idmap_entries
+                .with_label_values(&[kind])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn queue_depth(&self) -> &IntGauge {
@@ -253,6 +295,8 @@ mod tests {
         metrics.record_shadow_error("r", "timeout");
         metrics.record_divergence("r", Severity::High);
         metrics.record_unmapped_id("tasks");
+        metrics.record_drift("r");
+        metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
         let text = metrics.encode();
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");

@@ -27,8 +27,8 @@ use tracing::{info_span, warn, Instrument};
 
 use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, CapturedResponse, FailureKind, SideResult, SkipReason};
-use crate::mirror::{CaptureBuf, DirectRequest, Mirror, Plan, PrimaryObserver};
-use crate::route::{RouteTable, UNMATCHED_ROUTE};
+use crate::mirror::{CaptureBuf, DirectRequest, LostWrite, Mirror, Plan, PrimaryObserver};
+use crate::route::{is_safe, MirrorPolicy, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, Upstream};
 
@@ -100,12 +100,16 @@ async fn forward(
     );
 
     let started_at = std::time::SystemTime::now();
+    let dual_write = route.filter(|route| route.mirror == MirrorPolicy::DualWrite && !is_safe(&parts.method));
     let direct = || DirectRequest {
         request_id: request_id.clone(),
         route: route_name.clone(),
         method: method_label(&parts.method),
         path_and_query: path_and_query.clone(),
         started_at,
+        lost_write: dual_write.map(|route| LostWrite {
+            entity: state.mirror.entity_of(route, &path_and_query),
+        }),
     };
     let plan = state.mirror.plan(route, &parts.method, &parts.headers, client.ip());
     let (primary_body, observer, capture) = match plan {
@@ -151,7 +155,7 @@ async fn forward(
                         ticket,
                         request_id.clone(),
                         route_name.clone(),
-                        route.map(|route| Arc::clone(&route.compare)),
+                        route,
                         captured,
                         shadow_headers,
                         reservation,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 
 use crate::compare::rules::CompareRules;
+use crate::idmap::{LearnRule, Translation};
 
 /// The route label of requests that no `[[route]]` matches.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -120,6 +121,38 @@ impl PathTemplate {
         &self.segments
     }
 
+    /// Whether the template has a parameter of this name.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|segment| matches!(segment, Segment::Param { name: param, .. } if param == name))
+    }
+
+    /// The segments holding an ID of a kind: (segment index, kind).
+    pub fn id_segments(&self) -> Vec<(usize, String)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .filter_map(|(index, segment)| match segment {
+                Segment::Param { kind: Some(kind), .. } => Some((index, kind.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The parameters of a matching path: (name, kind, value as sent).
+    pub fn params<'t, 'p>(&'t self, path: &'p str) -> Vec<(&'t str, Option<&'t str>, &'p str)> {
+        let parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        self.segments
+            .iter()
+            .zip(parts)
+            .filter_map(|(segment, part)| match segment {
+                Segment::Param { name, kind } => Some((name.as_str(), kind.as_deref(), part)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether a request path (without its query) matches the template.
     pub fn matches(&self, path: &str) -> bool {
         let Some(rest) = path.strip_prefix('/') else {
@@ -193,6 +226,97 @@ pub struct Route {
     pub sample_key: Option<SampleKey>,
     /// How this route's answers are compared (`[route.compare]`).
     pub compare: Arc<CompareRules>,
+    /// IDs and writes: translation for the shadow, learning, read-back.
+    pub writes: Arc<WriteRules>,
+}
+
+/// What a route does about IDs and mirrored writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteRules {
+    /// What is rewritten primary → shadow (`{param:kind}`, `translate`).
+    pub translation: Translation,
+    /// `learn_ids`: pairs from the two answers to one create.
+    pub learn: Vec<LearnRule>,
+    /// `verify`: both sides are read back after the write.
+    pub verify: Option<Verify>,
+    /// `on_primary_error = "mirror"`: a write the primary failed is still sent to the shadow.
+    pub mirror_failed_writes: bool,
+    /// The path template's parameters: (segment index, name, kind).
+    pub params: Vec<(usize, String, Option<String>)>,
+}
+
+/// A read-back after a write, e.g. `GET /api/task/{id}`: each `{name}` is
+/// the write's path parameter of that name, or the ID it created of that kind.
+#[derive(Debug, Clone)]
+pub struct Verify {
+    pub method: Method,
+    pub text: String,
+    pub segments: Vec<VerifySegment>,
+    /// The route the read-back falls under (its name and compare rules).
+    pub route: String,
+    pub rules: Arc<CompareRules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifySegment {
+    Literal(String),
+    Placeholder(String),
+}
+
+impl Verify {
+    /// Parses `METHOD /path/{name}`; placeholders are resolved by the caller.
+    pub fn parse(text: &str) -> Result<Verify, RouteError> {
+        let (method, path) = text
+            .split_once(' ')
+            .filter(|(m, p)| !m.is_empty() && !p.is_empty() && !p.contains(' '))
+            .ok_or_else(|| RouteError::Shape(text.to_string()))?;
+        if !KNOWN_METHODS.contains(&method) {
+            return Err(RouteError::UnknownMethod(method.to_string()));
+        }
+        let method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| RouteError::UnknownMethod(method.to_string()))?;
+        let rest = path
+            .strip_prefix('/')
+            .ok_or_else(|| RouteError::NotAbsolute(path.to_string()))?;
+        let mut segments = Vec::new();
+        for part in rest.split('/') {
+            segments.push(match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if is_identifier(name) => VerifySegment::Placeholder(name.to_string()),
+                Some(_) => return Err(RouteError::BadParam(part.to_string())),
+                None if part.contains(['*', '{', '}']) => return Err(RouteError::BadSegment(part.to_string())),
+                None => VerifySegment::Literal(part.to_string()),
+            });
+        }
+        Ok(Verify {
+            method,
+            text: text.to_string(),
+            segments,
+            route: UNMATCHED_ROUTE.to_string(),
+            rules: Arc::new(CompareRules::new()),
+        })
+    }
+
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|segment| match segment {
+            VerifySegment::Placeholder(name) => Some(name.as_str()),
+            VerifySegment::Literal(_) => None,
+        })
+    }
+
+    /// The path with each placeholder filled in; `None` if one has no value.
+    pub fn path(&self, value_of: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        let mut path = String::new();
+        for segment in &self.segments {
+            path.push('/');
+            match segment {
+                VerifySegment::Literal(text) => path.push_str(text),
+                VerifySegment::Placeholder(name) => {
+                    path.push_str(&crate::idmap::encode_segment(&value_of(name)?));
+                }
+            }
+        }
+        Some(path)
+    }
 }
 
 impl Route {
@@ -208,16 +332,46 @@ impl Route {
             .split_once(' ')
             .filter(|(m, p)| !m.is_empty() && !p.is_empty() && !p.contains(' '))
             .ok_or_else(|| RouteError::Shape(match_text.to_string()))?;
+        let template = PathTemplate::parse(path)?;
+        let translation = Translation {
+            path: template.id_segments(),
+            ..Translation::default()
+        };
+        let params = template
+            .segments()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, segment)| match segment {
+                Segment::Param { name, kind } => Some((index, name.clone(), kind.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Route {
             name: name.to_string(),
             match_text: match_text.to_string(),
             methods: MethodMatch::parse(method)?,
-            template: PathTemplate::parse(path)?,
+            template,
             mirror,
             sample,
             sample_key,
             compare: Arc::new(CompareRules::new()),
+            writes: Arc::new(WriteRules {
+                translation,
+                params,
+                ..WriteRules::default()
+            }),
         })
+    }
+
+    /// The entity a request is about, for ordering writes: the first
+    /// `{param:kind}` as `kind:ID`, else the first `{param}` as `param:value`.
+    /// `canonical` spells IDs the way the ID map keeps them.
+    pub fn entity(&self, path: &str, canonical: &dyn Fn(&str) -> String) -> Option<String> {
+        let params = self.template.params(path);
+        if let Some((_, kind, value)) = params.iter().find(|(_, kind, _)| kind.is_some()) {
+            return Some(format!("{}:{}", kind.unwrap_or_default(), canonical(value)));
+        }
+        params.first().map(|(name, _, value)| format!("{name}:{value}"))
     }
 
     pub fn matches(&self, method: &Method, path: &str) -> bool {
@@ -346,6 +500,41 @@ mod tests {
         assert_eq!(found.name, "complete");
         assert_eq!(table.find(&Method::PATCH, "/api/task/1").unwrap().name, "any-task");
         assert!(table.find(&Method::GET, "/elsewhere").is_none());
+    }
+
+    #[test]
+    fn a_request_names_its_entity_by_kind_first() {
+        let same = |id: &str| id.to_ascii_lowercase();
+        assert_eq!(
+            route("PATCH /api/{list}/task/{id:tasks}/complete").entity("/api/l1/task/AB/complete", &same),
+            Some("tasks:ab".into())
+        );
+        assert_eq!(
+            route("PATCH /api/item/{sku}").entity("/api/item/S-1", &same),
+            Some("sku:S-1".into())
+        );
+        assert_eq!(route("POST /api/task").entity("/api/task", &same), None);
+    }
+
+    #[test]
+    fn verify_fills_placeholders_and_rejects_bad_shapes() {
+        let verify = Verify::parse("GET /api/task/{id}").unwrap();
+        assert_eq!(verify.placeholders().collect::<Vec<_>>(), ["id"]);
+        assert_eq!(
+            verify
+                .path(&|name| (name == "id").then(|| "a b".to_string()))
+                .as_deref(),
+            Some("/api/task/a%20b")
+        );
+        assert_eq!(verify.path(&|_| None), None);
+        assert_eq!(
+            Verify::parse("GET /api/{1}").unwrap_err(),
+            RouteError::BadParam("{1}".into())
+        );
+        assert_eq!(
+            Verify::parse("FETCH /x").unwrap_err(),
+            RouteError::UnknownMethod("FETCH".into())
+        );
     }
 
     #[test]

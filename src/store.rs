@@ -100,6 +100,43 @@ pub struct ExchangeRecord {
     pub groups: Vec<GroupRef>,
     /// Samples for some of those groups (the store keeps at most `samples_per_group`).
     pub samples: Vec<SampleRecord>,
+    /// ID pairs this exchange taught (`learn_ids`), kept with it.
+    pub learned_ids: Vec<crate::idmap::IdPair>,
+    /// The write ledger row, for a mirrored write.
+    pub ledger: Option<LedgerRecord>,
+}
+
+/// One mirrored write, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRecord {
+    pub entity: Option<String>,
+    pub primary_status: Option<i64>,
+    pub shadow_status: Option<i64>,
+    pub primary_ms: Option<f64>,
+    pub shadow_ms: Option<f64>,
+    /// `ok`, `drift` or `reconciled`.
+    pub state: String,
+    pub attempts: i64,
+    /// JSON: why it drifted and what a replay needs (see the drift module).
+    pub replay: Option<String>,
+}
+
+/// A write ledger row as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LedgerRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub route: String,
+    pub method: String,
+    pub path: String,
+    pub entity: Option<String>,
+    pub primary_status: Option<i64>,
+    pub shadow_status: Option<i64>,
+    pub state: String,
+    pub attempts: i64,
+    #[serde(skip)]
+    pub replay: Option<String>,
+    pub updated_ms: i64,
 }
 
 /// One example of a divergence group, already redacted.
@@ -296,6 +333,28 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            if let Some(ledger) = &exchange.ledger {
+                sqlx::query(
+                    "INSERT INTO write_ledger (at_ms, route, method, path, entity, primary_status, shadow_status, \
+                     primary_ms, shadow_ms, state, attempts, replay, updated_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $1)",
+                )
+                .bind(exchange.at_ms)
+                .bind(&exchange.route)
+                .bind(&exchange.method)
+                .bind(&exchange.path)
+                .bind(&ledger.entity)
+                .bind(ledger.primary_status)
+                .bind(ledger.shadow_status)
+                .bind(ledger.primary_ms)
+                .bind(ledger.shadow_ms)
+                .bind(&ledger.state)
+                .bind(ledger.attempts)
+                .bind(&ledger.replay)
+                .execute(&mut *tx)
+                .await?;
+            }
+            insert_pairs(&mut tx, &exchange.learned_ids, "learned", exchange.at_ms).await?;
             for sample in &exchange.samples {
                 // The count guard holds across restarts and replicas.
                 sqlx::query(
@@ -318,6 +377,129 @@ impl Store {
             }
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds ID pairs; pairs whose primary or shadow ID is already paired
+    /// are left out (the first pair wins, on every replica). Returns how many were added.
+    pub async fn insert_id_pairs(
+        &self,
+        pairs: &[crate::idmap::IdPair],
+        origin: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let added = insert_pairs(&mut tx, pairs, origin, at_ms).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Every ID pair, oldest first.
+    pub async fn id_pairs(&self) -> Result<Vec<(crate::idmap::IdPair, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, primary_id, shadow_id, origin FROM id_map ORDER BY created_ms, kind, primary_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    crate::idmap::IdPair {
+                        kind: row.try_get(0)?,
+                        primary_id: row.try_get(1)?,
+                        shadow_id: row.try_get(2)?,
+                    },
+                    row.try_get(3)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Write ledger rows in a state (`drift`, …), oldest first; all states when `None`.
+    pub async fn ledger(&self, state: Option<&str>, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+        let rows =
+            match state {
+                Some(state) => sqlx::query(
+                    "SELECT id, at_ms, route, method, path, entity, primary_status, shadow_status, state, attempts, \
+                     replay, updated_ms FROM write_ledger WHERE state = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(state)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+                None => sqlx::query(
+                    "SELECT id, at_ms, route, method, path, entity, primary_status, shadow_status, state, attempts, \
+                     replay, updated_ms FROM write_ledger ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        rows.iter()
+            .map(|row| {
+                Ok(LedgerRow {
+                    id: row.try_get(0)?,
+                    at_ms: row.try_get(1)?,
+                    route: row.try_get(2)?,
+                    method: row.try_get(3)?,
+                    path: row.try_get(4)?,
+                    entity: row.try_get(5)?,
+                    primary_status: row.try_get(6)?,
+                    shadow_status: row.try_get(7)?,
+                    state: row.try_get(8)?,
+                    attempts: row.try_get(9)?,
+                    replay: row.try_get(10)?,
+                    updated_ms: row.try_get(11)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a replay's result on a ledger row.
+    pub async fn settle_ledger(
+        &self,
+        id: i64,
+        state: &str,
+        shadow_status: Option<i64>,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE write_ledger SET state = $1, shadow_status = $2, attempts = attempts + 1, updated_ms = $3 \
+             WHERE id = $4",
+        )
+        .bind(state)
+        .bind(shadow_status)
+        .bind(at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many ledger rows are in a state.
+    pub async fn ledger_count(&self, state: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM write_ledger WHERE state = $1")
+            .bind(state)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Entities with a drifted write not yet replayed.
+    pub async fn drifted_entities(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT entity FROM write_ledger WHERE state = 'drift' AND entity IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// Adds an `events` row.
+    pub async fn add_event(&self, kind: &str, detail: &serde_json::Value, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, $2, $3)")
+            .bind(at_ms)
+            .bind(kind)
+            .bind(detail.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -568,6 +750,30 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+async fn insert_pairs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    pairs: &[crate::idmap::IdPair],
+    origin: &str,
+    at_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut added = 0;
+    for pair in pairs {
+        added += sqlx::query(
+            "INSERT INTO id_map (kind, primary_id, shadow_id, origin, created_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&pair.kind)
+        .bind(&pair.primary_id)
+        .bind(&pair.shadow_id)
+        .bind(origin)
+        .bind(at_ms)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(added)
 }
 
 fn group_row(row: &AnyRow) -> Result<GroupRow, StoreError> {

@@ -131,7 +131,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[[route]]",
             "[mirror]\nquue = 5\n\n[[route]]",
-            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers`, `compare_priority` (line 15, column 1)",
+            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers`, `compare_priority`, `write_wait` (line 15, column 1)",
         ),
         (
             "[[route]]",
@@ -156,17 +156,17 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
             "matches = \"PATCH /api/task/{id:tasks}\"",
-            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare` (line 16, column 1)",
+            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare`, `learn_ids`, `translate`, `verify`, `on_primary_error` (line 16, column 1)",
         ),
         (
             "name = \"notion\"",
             "name = \"notion\"\ncolor = \"blue\"",
-            "config/tomos.toml: primary.color: unknown field `color`, expected one of `name`, `url`, `timeout`, `connect_timeout`, `host`, `rate_limit`, `ca_file` (line 8, column 1)",
+            "config/tomos.toml: primary.color: unknown field `color`, expected one of `name`, `url`, `timeout`, `connect_timeout`, `host`, `rate_limit`, `ca_file`, `write_tries`, `replay_headers` (line 8, column 1)",
         ),
         (
             "url = \"https://legacy.example.com\"",
@@ -212,6 +212,46 @@ fn broken_configs_point_at_the_key() {
             "[[route]]",
             "[noise]\nmin_observations = 0\n\n[[route]]",
             "config/tomos.toml: noise.min_observations: must be at least 1",
+        ),
+        (
+            "[[route]]",
+            "[idmap]\ncanonical = \"UUID\"\n\n[[route]]",
+            "config/tomos.toml: idmap.canonical: expected \"uuid\" or \"as-is\", got \"UUID\"",
+        ),
+        (
+            "[[route]]",
+            "[idmap]\nimport = [\"/nonexistent/map.json\"]\n\n[[route]]",
+            "config/tomos.toml: idmap.import[0]: no such file: /nonexistent/map.json",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\nlearn_ids = [{ kind = \"tasks\", primary = \"id\", shadow = \"/id\" }]\n",
+            "config/tomos.toml: route \"update-task\": learn_ids[0]: \"id\" is not a JSON Pointer: it must be empty or start with '/'",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\nverify = \"GET /api/task/{task}\"\n",
+            "config/tomos.toml: route \"update-task\": verify: {task} is neither a parameter of \"PATCH /api/task/{id:tasks}\" nor a learn_ids kind",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\non_primary_error = \"retry\"\n",
+            "config/tomos.toml: route \"update-task\": on_primary_error: expected \"skip\" or \"mirror\", got \"retry\"",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.translate]\nbody = { \"/parent\" = \"task kind\" }\n",
+            "config/tomos.toml: route \"update-task\": translate.body.\"/parent\": expected an ID kind like \"tasks\", got \"task kind\"",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nreplay_headers = { authorization = \"CUTOVER_TEST_UNSET_VARIABLE\" }",
+            "config/tomos.toml: shadow.replay_headers.\"authorization\": environment variable $CUTOVER_TEST_UNSET_VARIABLE is not set (the value is read from it, never from the file)",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nwrite_tries = 0",
+            "config/tomos.toml: shadow.write_tries: expected 1 to 10 tries, got 0",
         ),
     ];
     for (from, to, expected) in cases {

@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use cutover::store::{Backend, ExchangeRecord, GroupRef, SampleRecord, Store, StoreOptions};
+use cutover::idmap::IdPair;
+use cutover::store::{Backend, ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Store, StoreOptions};
 use sqlx::any::AnyPoolOptions;
 use sqlx::Executor;
 
@@ -133,6 +134,8 @@ fn exchange(request_id: &str, at_ms: i64, outcome: &str, groups: Vec<GroupRef>) 
             })
             .collect(),
         groups,
+        learned_ids: Vec::new(),
+        ledger: None,
     }
 }
 
@@ -227,6 +230,108 @@ async fn postgres_records_exchanges_and_counts_groups() {
     let store = Store::open(&database.url, &options()).await.unwrap();
     assert_eq!(store.backend(), Backend::Postgres);
     records_exchanges_and_counts_groups(&store).await;
+    store.close().await;
+}
+
+fn pair(kind: &str, primary: &str, shadow: &str) -> IdPair {
+    IdPair {
+        kind: kind.into(),
+        primary_id: primary.into(),
+        shadow_id: shadow.into(),
+    }
+}
+
+fn write(request_id: &str, at_ms: i64, entity: &str, state: &str) -> ExchangeRecord {
+    let mut record = exchange(request_id, at_ms, "match", Vec::new());
+    record.route = "update-task".into();
+    record.method = "PATCH".into();
+    record.ledger = Some(LedgerRecord {
+        entity: Some(entity.into()),
+        primary_status: Some(200),
+        shadow_status: (state == "ok").then_some(200),
+        primary_ms: Some(10.0),
+        shadow_ms: None,
+        state: state.into(),
+        attempts: 3,
+        replay: (state == "drift").then(|| r#"{"reason":"shadow down"}"#.to_string()),
+    });
+    record
+}
+
+/// ID pairs stay unique on each side; the ledger keeps writes and their drift.
+async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
+    let added = store
+        .insert_id_pairs(&[pair("tasks", "p1", "s1"), pair("tasks", "p2", "s2")], "import", 1)
+        .await
+        .unwrap();
+    assert_eq!(added, 2);
+    let conflicting = store
+        .insert_id_pairs(
+            &[
+                pair("tasks", "p1", "s9"),
+                pair("tasks", "p9", "s2"),
+                pair("tags", "p1", "s1"),
+            ],
+            "import",
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(conflicting, 1, "only the pair of a new kind is added");
+    let mut created = write("w1", 10, "tasks:p1", "ok");
+    created.learned_ids = vec![pair("tasks", "p3", "s3")];
+    store
+        .record(&[
+            created,
+            write("w2", 11, "tasks:p1", "drift"),
+            write("w3", 12, "tasks:p2", "drift"),
+        ])
+        .await
+        .unwrap();
+    let pairs = store.id_pairs().await.unwrap();
+    assert_eq!(pairs.len(), 4);
+    assert!(
+        pairs.contains(&(pair("tasks", "p3", "s3"), "learned".to_string())),
+        "{pairs:?}"
+    );
+    let drift = store.ledger(Some("drift"), 100).await.unwrap();
+    assert_eq!(
+        drift.iter().map(|row| row.entity.clone().unwrap()).collect::<Vec<_>>(),
+        ["tasks:p1", "tasks:p2"]
+    );
+    assert_eq!(drift[0].attempts, 3);
+    assert_eq!(drift[0].replay.as_deref(), Some(r#"{"reason":"shadow down"}"#));
+    assert_eq!(store.ledger(None, 100).await.unwrap().len(), 3);
+    let mut entities = store.drifted_entities().await.unwrap();
+    entities.sort();
+    assert_eq!(entities, ["tasks:p1", "tasks:p2"]);
+    store
+        .settle_ledger(drift[0].id, "reconciled", Some(200), 99)
+        .await
+        .unwrap();
+    assert_eq!(store.ledger_count("drift").await.unwrap(), 1);
+    assert_eq!(store.ledger_count("reconciled").await.unwrap(), 1);
+    let settled = store.ledger(Some("reconciled"), 10).await.unwrap();
+    assert_eq!(
+        (settled[0].attempts, settled[0].shadow_status, settled[0].updated_ms),
+        (4, Some(200), 99)
+    );
+    assert_eq!(store.drifted_entities().await.unwrap(), ["tasks:p2"]);
+}
+
+#[tokio::test]
+async fn sqlite_keeps_id_pairs_and_the_write_ledger() {
+    let (store, _dir) = sqlite_store().await;
+    keeps_id_pairs_and_the_write_ledger(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_id_pairs_and_the_write_ledger() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &options()).await.unwrap();
+    keeps_id_pairs_and_the_write_ledger(&store).await;
     store.close().await;
 }
 

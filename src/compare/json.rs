@@ -216,10 +216,10 @@ impl<'a> Differ<'a> {
 
     fn diff_id(&mut self, kind: &str, p: &str, s: &str, primary: &Value, shadow: &Value, path: &[Segment<'_>]) {
         match self.ids.shadow_id(kind, p) {
-            Some(mapped) if mapped == s => {}
+            Some(mapped) if mapped == self.ids.canonical(s) => {}
             Some(_) => self.changed(Kind::ValueChanged, primary, shadow, path),
             // Same text on both sides: the ID is shared, nothing to translate.
-            None if p == s => {}
+            None if self.ids.canonical(p) == self.ids.canonical(s) => {}
             None => {
                 let unmapped = UnmappedId {
                     kind: kind.to_string(),
@@ -481,12 +481,13 @@ impl<'a> Differ<'a> {
                     cursor = self.rules.step(&cursor, segment);
                 }
                 let text = scalar_text(value).unwrap_or_else(|| canonical(value));
-                if primary_side {
-                    if let Some(kind) = self.rules.id_kind(&cursor) {
+                if let Some(kind) = self.rules.id_kind(&cursor) {
+                    if primary_side {
                         if let Some(mapped) = self.ids.shadow_id(kind, &text) {
                             return Some(mapped);
                         }
                     }
+                    return Some(self.ids.canonical(&text).into_owned());
                 }
                 Some(text)
             }
@@ -559,7 +560,7 @@ fn display(value: &Value) -> String {
     truncate(&canonical(value))
 }
 
-fn truncate(text: &str) -> String {
+pub fn truncate(text: &str) -> String {
     if text.len() <= DISPLAY_LIMIT {
         return text.to_string();
     }

@@ -34,6 +34,12 @@ use rules::CompareRules;
 /// Looks up the shadow's ID for a primary ID of a kind (the ID map).
 pub trait IdLookup {
     fn shadow_id(&self, kind: &str, primary_id: &str) -> Option<String>;
+
+    /// An ID in the form the map keeps (e.g. dashed lowercase UUIDs), so two
+    /// spellings of one ID compare equal.
+    fn canonical<'a>(&self, id: &'a str) -> std::borrow::Cow<'a, str> {
+        std::borrow::Cow::Borrowed(id)
+    }
 }
 
 /// No ID map: every ID the primary uses is unmapped unless both sides share it.

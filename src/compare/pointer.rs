@@ -201,6 +201,79 @@ impl<T> PatternSet<T> {
     }
 }
 
+/// Calls `found` for every node of `value` that a pattern of `set` matches,
+/// in document order (object keys sorted, array items by index).
+pub fn for_each_match<'v, T>(
+    set: &PatternSet<T>,
+    value: &'v serde_json::Value,
+    found: &mut dyn FnMut(&T, &'v serde_json::Value),
+) {
+    walk(set, &set.root(), value, found);
+}
+
+fn walk<'v, T>(
+    set: &PatternSet<T>,
+    cursor: &Cursor,
+    value: &'v serde_json::Value,
+    found: &mut dyn FnMut(&T, &'v serde_json::Value),
+) {
+    if cursor.is_dead() {
+        return;
+    }
+    for matched in set.matches(cursor) {
+        found(matched, value);
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                walk(set, &set.step(cursor, key), child, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                walk(set, &set.step(cursor, &index.to_string()), child, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Like [`for_each_match`], with each matched node handed out for change.
+pub fn for_each_match_mut<T>(
+    set: &PatternSet<T>,
+    value: &mut serde_json::Value,
+    found: &mut dyn FnMut(&T, &mut serde_json::Value),
+) {
+    walk_mut(set, &set.root(), value, found);
+}
+
+fn walk_mut<T>(
+    set: &PatternSet<T>,
+    cursor: &Cursor,
+    value: &mut serde_json::Value,
+    found: &mut dyn FnMut(&T, &mut serde_json::Value),
+) {
+    if cursor.is_dead() {
+        return;
+    }
+    for matched in set.matches(cursor) {
+        found(matched, value);
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                walk_mut(set, &set.step(cursor, key), child, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, child) in items.iter_mut().enumerate() {
+                walk_mut(set, &set.step(cursor, &index.to_string()), child, found);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +338,21 @@ mod tests {
         for key in ["plain", "a/b", "~x", "~1"] {
             assert_eq!(unescape(&escape(key)).unwrap(), key);
         }
+    }
+
+    #[test]
+    fn matches_are_visited_in_document_order_and_can_be_changed() {
+        let set = set(&["/tasks/*/id", "/owner"]);
+        let mut doc = serde_json::json!({"owner": "o", "tasks": [{"id": "a"}, {"id": "b"}, {"x": 1}]});
+        let mut seen = Vec::new();
+        for_each_match(&set, &doc, &mut |pattern, value| {
+            seen.push(format!("{pattern}={value}"))
+        });
+        assert_eq!(seen, ["/owner=\"o\"", "/tasks/*/id=\"a\"", "/tasks/*/id=\"b\""]);
+        for_each_match_mut(&set, &mut doc, &mut |_, value| *value = serde_json::json!("z"));
+        assert_eq!(
+            doc,
+            serde_json::json!({"owner": "z", "tasks": [{"id": "z"}, {"id": "z"}, {"x": 1}]})
+        );
     }
 }

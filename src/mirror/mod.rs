@@ -12,7 +12,12 @@
 //! Must never: block or delay the proxy (everything here is `try_`, spawned,
 //! or runs after the client's answer), or let memory grow with load.
 
-use std::collections::HashMap;
+mod lanes;
+mod writes;
+
+pub use lanes::{Lanes, PendingWrite, Scope};
+
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,13 +32,14 @@ use tracing::{debug, info, warn};
 
 use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
-use crate::compare::{self, Context, NoIds};
+use crate::compare::{self, Context};
 use crate::config::{ComparePriority, MirrorConfig, RateLimit, Unmatched};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
+use crate::idmap::IdMap;
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
-use crate::route::{is_safe, MirrorPolicy, Route, SampleKey};
-use crate::store::{ExchangeRecord, GroupRef, SampleRecord, Writer};
+use crate::route::{is_safe, MirrorPolicy, Route, SampleKey, WriteRules};
+use crate::store::{ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Writer};
 
 /// Where the evidence goes, and what is kept of it.
 pub struct Evidence {
@@ -41,6 +47,10 @@ pub struct Evidence {
     pub redactor: Redactor,
     /// Samples kept per divergence group.
     pub samples_per_group: u32,
+    /// The ID map: translation for the shadow, and IDs compared through it.
+    pub ids: Arc<IdMap>,
+    /// Tries per mirrored write (`[shadow] write_tries`).
+    pub write_tries: u32,
 }
 
 /// Longest body excerpt kept in a sample.
@@ -181,6 +191,24 @@ impl RateLimiter {
         }
     }
 
+    /// Takes a token now, going into debt if there is none; returns how long
+    /// to wait until that token would have been there. Writes queue this way
+    /// (a write is never dropped for the rate), and reads see no token until
+    /// the debt is paid.
+    fn reserve(&self) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
+        let left = refilled - 1.0;
+        *state = (left, now);
+        if left >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-left / self.per_second)
+        }
+    }
+
     fn try_take(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
@@ -258,8 +286,9 @@ pub struct PrimaryObserver {
 
 #[derive(Debug)]
 enum ObserverTarget {
-    /// A mirrored request: the primary's result joins the shadow's.
-    Mirrored(oneshot::Sender<(SideResult, Option<Reservation>)>),
+    /// A mirrored request: the primary's result joins the shadow's. A write
+    /// takes its turn in its entity's lane the moment the primary is done.
+    Mirrored(oneshot::Sender<PrimaryDone>, Option<PendingWrite>),
     /// Not mirrored: the outcome is recorded as soon as the primary is done.
     Direct {
         recorder: Arc<Recorder>,
@@ -276,9 +305,12 @@ impl PrimaryObserver {
 
     fn deliver(&mut self, result: SideResult, held: Option<Reservation>) {
         match self.target.take() {
-            Some(ObserverTarget::Mirrored(tx)) => {
+            Some(ObserverTarget::Mirrored(tx, mut pending)) => {
+                if let Some(pending) = pending.as_mut() {
+                    pending.take_turn();
+                }
                 // The receiving task only goes away at shutdown past the grace period.
-                let _ = tx.send((result, held));
+                let _ = tx.send((result, held, pending));
             }
             Some(ObserverTarget::Direct {
                 recorder,
@@ -295,6 +327,9 @@ impl Drop for PrimaryObserver {
         self.deliver(SideResult::Abandoned, None);
     }
 }
+
+/// The primary's result, the budget its body holds, and (for a write) its pending place.
+type PrimaryDone = (SideResult, Option<Reservation>, Option<PendingWrite>);
 
 /// The mirror: shared by every request of one running instance.
 pub struct Mirror {
@@ -314,6 +349,14 @@ pub struct Mirror {
     /// Writes seen by the proxy: answers on either side of one are never compared for noise.
     writes: AtomicU64,
     noise: Arc<NoiseLearner>,
+    ids: Arc<IdMap>,
+    /// Mirrored writes not yet done on the shadow, per entity.
+    lanes: Arc<Lanes>,
+    /// Entities with a drifted write: their later writes are held for replay, in order.
+    drifted: Arc<Mutex<HashSet<String>>>,
+    /// Writes whose shadow answer will teach an ID pair, still on their way.
+    learning: Arc<AtomicUsize>,
+    write_tries: u32,
 }
 
 /// What a comparison thread needs to judge, count and keep an exchange.
@@ -330,6 +373,8 @@ struct Recorder {
     samples_per_group: u32,
     /// Samples built per group so far (the store enforces the cap too).
     sampled: Mutex<HashMap<String, u32>>,
+    ids: Arc<IdMap>,
+    drifted: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -346,6 +391,50 @@ pub struct DirectRequest {
     pub method: &'static str,
     pub path_and_query: String,
     pub started_at: SystemTime,
+    /// A write on a dual-write route that cannot be mirrored (queue full,
+    /// body too large): the shadow misses it, so the ledger keeps it as drift.
+    pub lost_write: Option<LostWrite>,
+}
+
+/// A dual-write the shadow will not get.
+#[derive(Debug)]
+pub struct LostWrite {
+    pub entity: Option<String>,
+}
+
+/// A mirrored request on its way to the shadow.
+struct Job {
+    ticket: Ticket,
+    request_id: String,
+    route: String,
+    rules: Arc<CompareRules>,
+    writes: Arc<WriteRules>,
+    entity: Option<String>,
+    request: CapturedRequest,
+    shadow_headers: HeaderMap,
+    reservation: Reservation,
+    started_at: SystemTime,
+}
+
+/// Counts a write whose shadow answer will teach an ID pair, until it is done.
+struct LearningGuard(Arc<AtomicUsize>);
+
+impl LearningGuard {
+    fn new(count: &Arc<AtomicUsize>) -> LearningGuard {
+        count.fetch_add(1, Ordering::AcqRel);
+        LearningGuard(Arc::clone(count))
+    }
+}
+
+impl Drop for LearningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a request is a write on a dual-write route.
+fn is_dual_write(route: Option<&Route>, method: &Method) -> bool {
+    !is_safe(method) && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite)
 }
 
 /// A divergence waiting to be asked again; it keeps its place in the queue.
@@ -395,6 +484,7 @@ impl Mirror {
         let from_proxy = Arc::new(Mutex::new(from_proxy));
         let stopping = Arc::new(AtomicBool::new(false));
         let noise = Arc::new(NoiseLearner::new(noise));
+        let drifted = Arc::new(Mutex::new(HashSet::new()));
         let recorder = Arc::new(Recorder {
             metrics: metrics.clone(),
             primary_name,
@@ -406,6 +496,8 @@ impl Mirror {
             redactor: evidence.redactor,
             samples_per_group: evidence.samples_per_group,
             sampled: Mutex::new(HashMap::new()),
+            ids: Arc::clone(&evidence.ids),
+            drifted: Arc::clone(&drifted),
         });
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -438,6 +530,11 @@ impl Mirror {
             recorder: Arc::clone(&recorder),
             writes: AtomicU64::new(0),
             noise,
+            ids: evidence.ids,
+            lanes: Lanes::new(),
+            drifted,
+            learning: Arc::new(AtomicUsize::new(0)),
+            write_tries: evidence.write_tries,
         };
         let mirror = Arc::new(mirror);
         tokio::spawn(recheck_loop(Arc::downgrade(&mirror), recorder, recheck_rx));
@@ -452,6 +549,11 @@ impl Mirror {
         self.config.max_body
     }
 
+    /// The entities whose writes are held behind a drifted write (shared with replay).
+    pub fn drifted(&self) -> Arc<Mutex<HashSet<String>>> {
+        Arc::clone(&self.drifted)
+    }
+
     /// The noise learned so far, for review.
     pub fn noise(&self) -> &NoiseLearner {
         &self.noise
@@ -462,15 +564,16 @@ impl Mirror {
         if !is_safe(method) {
             self.writes.fetch_add(1, Ordering::AcqRel);
         }
+        let dual_write = is_dual_write(route, method);
         let policy_mirrors = match route {
             None => self.config.unmatched == Unmatched::Reads && is_safe(method),
-            // Until dual-write lands, writes on every route go to the primary only.
-            Some(route) => route.mirror != MirrorPolicy::Off && is_safe(method),
+            Some(route) => route.mirror != MirrorPolicy::Off && (is_safe(method) || dual_write),
         };
         if !policy_mirrors {
             return Plan::Skip(SkipReason::MirrorOff);
         }
-        if let Some(route) = route {
+        // Writes are never sampled: a shadow that misses writes drifts away.
+        if let Some(route) = route.filter(|_| !dual_write) {
             if !sampled_in(route, headers, client_ip) {
                 return Plan::Skip(SkipReason::SampledOut);
             }
@@ -478,7 +581,8 @@ impl Mirror {
         let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
             return Plan::Skip(SkipReason::QueueFull);
         };
-        if let Some(limiter) = &self.rate_limit {
+        // Reads without a token are skipped; writes wait for theirs (in their own task).
+        if let Some(limiter) = self.rate_limit.as_ref().filter(|_| !dual_write) {
             if !limiter.try_take() {
                 return Plan::Skip(SkipReason::RateLimited);
             }
@@ -501,61 +605,156 @@ impl Mirror {
         }
     }
 
-    /// Sends a mirrored request to the shadow now (safe methods run on both
-    /// sides at once) and returns the observer the proxy reports the
-    /// primary's result to. The exchange is compared once both are in.
+    /// The entity a request is about (for ordering and racy reads).
+    pub fn entity_of(&self, route: &Route, path_and_query: &str) -> Option<String> {
+        let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+        route.entity(path, &|id| compare::IdLookup::canonical(&*self.ids, id).into_owned())
+    }
+
+    /// Hands over a mirrored request and returns the observer the proxy
+    /// reports the primary's result to. A read goes to the shadow now (both
+    /// sides at once); a write goes after the primary has answered, in the
+    /// primary's order per entity. The exchange is compared once both are in.
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch(
         self: &Arc<Self>,
         ticket: Ticket,
         request_id: String,
-        route: String,
-        rules: Option<Arc<CompareRules>>,
+        route_name: String,
+        route: Option<&Route>,
         request: CapturedRequest,
         shadow_headers: HeaderMap,
         reservation: Reservation,
     ) -> PrimaryObserver {
         let (tx, primary_rx) = oneshot::channel();
-        let mirror = Arc::clone(self);
-        let started_at = SystemTime::now();
-        let rules = rules.unwrap_or_else(|| Arc::clone(&self.default_rules));
+        let rules = route.map_or_else(|| Arc::clone(&self.default_rules), |route| Arc::clone(&route.compare));
+        let writes = route.map(|route| Arc::clone(&route.writes)).unwrap_or_default();
+        let entity = route.and_then(|route| self.entity_of(route, &request.path_and_query));
+        let job = Job {
+            ticket,
+            request_id,
+            route: route_name,
+            rules,
+            writes,
+            entity,
+            request,
+            shadow_headers,
+            reservation,
+            started_at: SystemTime::now(),
+        };
+        if is_dual_write(route, &job.request.method) {
+            let pending = self.lanes.begin(job.entity.clone());
+            let learning = (!job.writes.learn.is_empty()).then(|| LearningGuard::new(&self.learning));
+            tokio::spawn(Arc::clone(self).run_write(job, primary_rx, learning));
+            return PrimaryObserver {
+                target: Some(ObserverTarget::Mirrored(tx, Some(pending))),
+            };
+        }
+        tokio::spawn(Arc::clone(self).run_read(job, primary_rx));
+        PrimaryObserver {
+            target: Some(ObserverTarget::Mirrored(tx, None)),
+        }
+    }
+
+    /// A mirrored read: waits (bounded) for pending shadow writes to what it
+    /// reads, translates its IDs, asks the shadow, joins the primary's answer.
+    async fn run_read(self: Arc<Self>, job: Job, primary_rx: oneshot::Receiver<PrimaryDone>) {
+        let Job {
+            ticket,
+            request_id,
+            route,
+            rules,
+            writes,
+            entity,
+            request,
+            shadow_headers,
+            mut reservation,
+            started_at,
+        } = job;
         let write_epoch = self.writes.load(Ordering::Acquire);
+        let writes_started = self.lanes.started();
+        let scope = entity.map_or(Scope::Everything, Scope::Entity);
+        let clear = self.lanes.pending(&scope) == 0 || self.lanes.wait_clear(&scope, self.config.write_wait).await;
+        let (shadow_request, unmapped) = self.translate(&writes, &request, shadow_headers).await;
         let ask_twice = self.noise.config().active
             && rules.learn_noise
-            && is_safe(&request.method)
             && rand::random::<f64>() < self.noise.config().active_sample;
-        tokio::spawn(async move {
-            let mut reservation = reservation;
-            let (shadow, shadow_reservation) = mirror.call(&mirror.shadow, &request, shadow_headers.clone()).await;
-            reservation.absorb(shadow_reservation);
-            let shadow_repeat = if ask_twice && matches!(shadow, SideResult::Complete(_)) {
-                let (repeat, repeat_reservation) = mirror.call(&mirror.shadow, &request, shadow_headers).await;
-                reservation.absorb(repeat_reservation);
-                Some(repeat)
-            } else {
-                None
-            };
-            let (primary, held) = primary_rx.await.unwrap_or((SideResult::Abandoned, None));
-            if let Some(held) = held {
-                reservation.absorb(held);
-            }
-            let exchange = Exchange {
-                request_id,
-                route,
-                started_at,
-                request,
-                primary,
-                shadow,
-                shadow_repeat,
-                rules,
-                write_epoch,
-                reservation,
-            };
-            mirror.hand_to_workers(exchange, ticket);
-        });
-        PrimaryObserver {
-            target: Some(ObserverTarget::Mirrored(tx)),
+        let (shadow, shadow_reservation) = self
+            .call(&self.shadow, &shadow_request.0, shadow_request.1.clone())
+            .await;
+        reservation.absorb(shadow_reservation);
+        let shadow_repeat = if ask_twice && matches!(shadow, SideResult::Complete(_)) {
+            let (repeat, repeat_reservation) = self.call(&self.shadow, &shadow_request.0, shadow_request.1).await;
+            reservation.absorb(repeat_reservation);
+            Some(repeat)
+        } else {
+            None
+        };
+        let (primary, held, _) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
+        if let Some(held) = held {
+            reservation.absorb(held);
         }
+        // A write that began while this read ran may be in one answer and not the other.
+        let racy = !clear || self.lanes.started() != writes_started;
+        let exchange = Exchange {
+            request_id,
+            route,
+            started_at,
+            request,
+            primary,
+            shadow,
+            shadow_repeat,
+            rules,
+            write_epoch,
+            reservation,
+            source: "traffic",
+            unmapped,
+            racy,
+            write: None,
+        };
+        self.hand_to_workers(exchange, ticket);
+    }
+
+    /// The request as the shadow gets it: IDs translated through the map
+    /// (waiting, bounded, for a pair a create still on its way will teach),
+    /// and the IDs that had no pair.
+    async fn translate(
+        &self,
+        writes: &WriteRules,
+        request: &CapturedRequest,
+        mut headers: HeaderMap,
+    ) -> ((CapturedRequest, HeaderMap), Vec<(String, String)>) {
+        let translation = &writes.translation;
+        let mut translated = translation.apply(&self.ids, &request.path_and_query, &request.body);
+        if !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
+            let mut changes = self.ids.watch();
+            let deadline = tokio::time::Instant::now() + self.config.write_wait;
+            while !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
+                changes.borrow_and_update();
+                translated = translation.apply(&self.ids, &request.path_and_query, &request.body);
+                if translated.unmapped.is_empty() || tokio::time::timeout_at(deadline, changes.changed()).await.is_err()
+                {
+                    break;
+                }
+            }
+            translated = translation.apply(&self.ids, &request.path_and_query, &request.body);
+        }
+        let body = match translated.body {
+            Some(body) => {
+                headers.remove(http::header::CONTENT_LENGTH);
+                Bytes::from(body)
+            }
+            None => request.body.clone(),
+        };
+        let shadow_request = CapturedRequest {
+            method: request.method.clone(),
+            path_and_query: translated
+                .path_and_query
+                .unwrap_or_else(|| request.path_and_query.clone()),
+            headers: request.headers.clone(),
+            body,
+        };
+        ((shadow_request, headers), translated.unmapped)
     }
 
     fn hand_to_workers(&self, exchange: Exchange, ticket: Ticket) {
@@ -717,6 +916,10 @@ async fn recheck_loop(
                 rules: Arc::clone(&exchange.rules),
                 write_epoch: exchange.write_epoch,
                 reservation,
+                source: exchange.source,
+                unmapped: exchange.unmapped.clone(),
+                racy: false,
+                write: None,
             };
             if recorder.judge_once(&again).outcome == Outcome::Match {
                 judgement.outcome = Outcome::Transient;
@@ -817,11 +1020,20 @@ impl Recorder {
             route: &exchange.route,
             method: &exchange.request.method,
             rules: &exchange.rules,
-            ids: &NoIds,
+            ids: &*self.ids,
             decode_limit: self.decode_limit,
             want_patch: false,
         };
-        compare::judge(exchange, &ctx, self.noise.as_ref())
+        let mut judgement = compare::judge(exchange, &ctx, self.noise.as_ref());
+        match judgement.outcome {
+            // The shadow was asked about an ID it may not know: nothing to conclude.
+            Outcome::Match | Outcome::Diverged if !exchange.unmapped.is_empty() => {
+                judgement.outcome = Outcome::Skipped(SkipReason::UnmappedId);
+            }
+            Outcome::Diverged if exchange.racy => judgement.outcome = Outcome::Racy,
+            _ => {}
+        }
+        judgement
     }
 
     /// Judges an exchange; a divergence on a route with `recheck` is asked
@@ -850,15 +1062,59 @@ impl Recorder {
 
     /// Counts and keeps the outcome of a request that was not mirrored.
     fn record_direct(&self, request: &DirectRequest, result: &SideResult, reason: SkipReason) {
-        if let Some(elapsed) = result.elapsed() {
-            self.metrics
-                .observe_upstream(&self.primary_name, &request.route, elapsed.as_secs_f64());
-        }
         let outcome = if result.is_error() {
             Outcome::PrimaryError
         } else {
             Outcome::Skipped(reason)
         };
+        // A dual-write the shadow never got: drift, unless the primary did not apply it either.
+        let ledger = request.lost_write.as_ref().map(|lost| {
+            let applied = crate::drift::applied(status_of(result).and_then(|s| u16::try_from(s).ok()));
+            let detail = crate::drift::DriftDetail {
+                reason: format!("not mirrored: {}", reason.label()),
+                request: None,
+            };
+            LedgerRecord {
+                entity: lost.entity.clone(),
+                primary_status: status_of(result),
+                shadow_status: None,
+                primary_ms: millis_of(result),
+                shadow_ms: None,
+                state: if applied { "drift" } else { "ok" }.into(),
+                attempts: 0,
+                replay: applied.then(|| serde_json::to_string(&detail).unwrap_or_default()),
+            }
+        });
+        if let Some(ledger) = ledger.as_ref().filter(|ledger| ledger.state == "drift") {
+            self.metrics.record_drift(&request.route);
+            warn!(request_id = %request.request_id, route = %request.route, reason = reason.label(), "a dual-write was not mirrored: drift");
+            if let Some(entity) = &ledger.entity {
+                self.hold(entity);
+            }
+        }
+        self.record_unmirrored(request, result, outcome, ledger);
+    }
+
+    /// Marks an entity as drifted: its later writes are held for replay.
+    fn hold(&self, entity: &str) {
+        self.drifted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(entity.to_string());
+    }
+
+    /// Counts and keeps a request whose outcome was decided without a comparison.
+    fn record_unmirrored(
+        &self,
+        request: &DirectRequest,
+        result: &SideResult,
+        outcome: Outcome,
+        ledger: Option<LedgerRecord>,
+    ) {
+        if let Some(elapsed) = result.elapsed() {
+            self.metrics
+                .observe_upstream(&self.primary_name, &request.route, elapsed.as_secs_f64());
+        }
         self.metrics.record_outcome(&request.route, request.method, outcome);
         self.writer.submit(ExchangeRecord {
             at_ms: unix_ms(request.started_at),
@@ -875,6 +1131,8 @@ impl Recorder {
             reason: skip_reason(outcome),
             groups: Vec::new(),
             samples: Vec::new(),
+            learned_ids: Vec::new(),
+            ledger,
         });
     }
 
@@ -909,7 +1167,7 @@ impl Recorder {
             route: exchange.route.clone(),
             method: method.to_string(),
             path: self.redactor.path(&exchange.request.path_and_query),
-            source: "traffic".into(),
+            source: exchange.source.into(),
             primary_status: status_of(&exchange.primary),
             shadow_status: status_of(&exchange.shadow),
             primary_ms: millis_of(&exchange.primary),
@@ -918,6 +1176,8 @@ impl Recorder {
             reason: skip_reason(judgement.outcome),
             groups,
             samples,
+            learned_ids: exchange.write.as_ref().map(|w| w.learned.clone()).unwrap_or_default(),
+            ledger: exchange.write.as_ref().map(|w| w.ledger.clone()),
         });
     }
 
@@ -1047,6 +1307,10 @@ impl Recorder {
         }
         for unmapped in judgement.comparison.iter().flat_map(|c| c.unmapped.iter()) {
             metrics.record_unmapped_id(&unmapped.kind);
+        }
+        for (kind, id) in &exchange.unmapped {
+            metrics.record_unmapped_id(kind);
+            debug!(request_id = %exchange.request_id, route = %exchange.route, kind, id, "no ID pair: sent to the shadow unchanged");
         }
         if judgement.outcome == Outcome::Diverged {
             let worst = judgement

@@ -1,0 +1,334 @@
+//! Drift: mirrored writes that one side applied and the other did not,
+//! kept in the write ledger with what it takes to apply them again, and
+//! the replay that does so, in the order they happened.
+//!
+//! A replay sends the write as the primary saw it, translated through the
+//! ID map as it is now (so a create replayed first teaches the pair a later
+//! update needs), with the original `Idempotency-Key` (a write that did
+//! reach the shadow is not applied twice by a backend that honours it) and
+//! with the auth headers configured in `[shadow] replay_headers` (the
+//! ledger never holds secrets).
+//!
+//! Must never: replay a write before an earlier drifted write to the same
+//! entity, send a write whose IDs cannot be translated, or store a secret.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+use crate::idmap::IdMap;
+use crate::proxy::SHADOW_MARKER;
+use crate::route::RouteTable;
+use crate::store::{LedgerRow, Store, StoreError};
+use crate::upstream::Upstream;
+
+/// Marks a request as a replay of a drifted write.
+pub const REPLAY_MARKER: &str = "x-cutover-replay";
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The most of a replay's answer read (to learn IDs from it).
+const ANSWER_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Why a write drifted, and the request a replay sends (absent when the
+/// write could not be kept, e.g. its body was over `max_body`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftDetail {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ReplayRequest>,
+}
+
+/// A write as the primary received it, secrets left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    pub method: String,
+    /// The primary-side path and query (IDs untranslated, secret query values redacted).
+    pub path: String,
+    /// Headers to send again (secret and hop-by-hop headers left out).
+    pub headers: Vec<(String, String)>,
+    pub body_base64: String,
+    pub idempotency_key: String,
+    pub primary_status: Option<u16>,
+    /// IDs the primary created (per `learn_ids` kind), to pair with the replay's answer.
+    #[serde(default)]
+    pub primary_ids: Vec<(String, Vec<String>)>,
+}
+
+impl ReplayRequest {
+    pub fn body(&self) -> Bytes {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.body_base64)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+
+    pub fn encode_body(body: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    }
+}
+
+/// Whether a status counts as the write having been applied.
+pub fn applied(status: Option<u16>) -> bool {
+    status.is_some_and(|status| (200..300).contains(&status))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ledger row {0} is not an open drift")]
+    NotOpen(i64),
+    #[error("ledger row {id} waits for row {earlier} (an earlier drifted write to {entity}); replay that first, or use --all")]
+    OutOfOrder { id: i64, earlier: i64, entity: String },
+}
+
+/// Which drifted writes to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    One(i64),
+}
+
+/// What happened to one drifted write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replayed {
+    pub id: i64,
+    pub route: String,
+    pub entity: Option<String>,
+    /// `reconciled` or still `drift`.
+    pub state: String,
+    pub shadow_status: Option<u16>,
+    pub message: String,
+}
+
+/// Replays drifted writes against the shadow.
+pub struct Replayer {
+    pub shadow: Upstream,
+    pub ids: Arc<IdMap>,
+    pub routes: RouteTable,
+    pub replay_headers: Vec<(HeaderName, Secret)>,
+    pub store: Store,
+}
+
+impl Replayer {
+    /// Replays in ledger order. A write that does not reconcile holds back
+    /// the later writes to its entity (they stay `drift`, untouched).
+    pub async fn replay(&self, selection: Selection) -> Result<Vec<Replayed>, DriftError> {
+        let open = self.store.ledger(Some("drift"), i64::MAX).await?;
+        let rows: Vec<&LedgerRow> = match selection {
+            Selection::All => open.iter().collect(),
+            Selection::One(id) => {
+                let row = open.iter().find(|row| row.id == id).ok_or(DriftError::NotOpen(id))?;
+                if let Some(entity) = &row.entity {
+                    if let Some(earlier) = open
+                        .iter()
+                        .find(|other| other.id < id && other.entity.as_ref() == Some(entity))
+                    {
+                        return Err(DriftError::OutOfOrder {
+                            id,
+                            earlier: earlier.id,
+                            entity: entity.clone(),
+                        });
+                    }
+                }
+                vec![row]
+            }
+        };
+        let mut held: Vec<String> = Vec::new();
+        let mut results = Vec::with_capacity(rows.len());
+        for row in rows {
+            let result = match row.entity.as_ref().filter(|entity| held.contains(entity)) {
+                Some(entity) => Replayed {
+                    id: row.id,
+                    route: row.route.clone(),
+                    entity: row.entity.clone(),
+                    state: "drift".into(),
+                    shadow_status: None,
+                    message: format!("held: an earlier write to {entity} did not reconcile"),
+                },
+                None => self.replay_one(row).await?,
+            };
+            if result.state != "reconciled" {
+                if let Some(entity) = &row.entity {
+                    held.push(entity.clone());
+                }
+            }
+            results.push(result);
+        }
+        let reconciled = results.iter().filter(|r| r.state == "reconciled").count();
+        let detail = serde_json::json!({
+            "replayed": results.len(),
+            "reconciled": reconciled,
+            "still_drift": results.len() - reconciled,
+        });
+        self.store.add_event("drift_replay", &detail, now_ms()).await?;
+        Ok(results)
+    }
+
+    async fn replay_one(&self, row: &LedgerRow) -> Result<Replayed, DriftError> {
+        let mut result = Replayed {
+            id: row.id,
+            route: row.route.clone(),
+            entity: row.entity.clone(),
+            state: "drift".into(),
+            shadow_status: None,
+            message: String::new(),
+        };
+        let detail: Option<DriftDetail> = row.replay.as_deref().and_then(|text| serde_json::from_str(text).ok());
+        let Some(request) = detail.as_ref().and_then(|detail| detail.request.as_ref()) else {
+            result.message = format!(
+                "cannot be replayed ({}); resolve it by hand",
+                detail.map_or_else(|| "no replay data".to_string(), |detail| detail.reason)
+            );
+            return Ok(result);
+        };
+        let route = self.routes.iter().find(|route| route.name == row.route);
+        let body = request.body();
+        let translated = match route {
+            Some(route) => route.writes.translation.apply(&self.ids, &request.path, &body),
+            None => Default::default(),
+        };
+        if let Some((kind, id)) = translated.unmapped.first() {
+            result.message = format!("not sent: {kind} ID {id} has no pair yet");
+            self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+            return Ok(result);
+        }
+        let path = translated.path_and_query.unwrap_or_else(|| request.path.clone());
+        let body_changed = translated.body.is_some();
+        let body = translated.body.map(Bytes::from).unwrap_or(body);
+        let mut headers = HeaderMap::new();
+        for (name, value) in &request.headers {
+            if body_changed && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.append(name, value);
+            }
+        }
+        for (name, secret) in &self.replay_headers {
+            if let Ok(value) = HeaderValue::from_str(secret.expose()) {
+                headers.insert(name.clone(), value);
+            }
+        }
+        if let Ok(key) = HeaderValue::from_str(&request.idempotency_key) {
+            headers.insert(IDEMPOTENCY_KEY, key);
+        }
+        headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
+        headers.insert(REPLAY_MARKER, HeaderValue::from_static("1"));
+        let method = Method::from_bytes(request.method.as_bytes()).unwrap_or(Method::POST);
+        let answer = self
+            .shadow
+            .send(method, &path, headers, reqwest::Body::from(body))
+            .await;
+        let (status, answer_body) = match answer {
+            Err(failure) => {
+                result.message = format!("shadow failed: {}", failure.message);
+                self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+                return Ok(result);
+            }
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let mut collected = Vec::new();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    if collected.len() + chunk.len() > ANSWER_LIMIT {
+                        break;
+                    }
+                    collected.extend_from_slice(&chunk);
+                }
+                (status, collected)
+            }
+        };
+        result.shadow_status = Some(status);
+        let reconciled = applied(Some(status)) == applied(request.primary_status);
+        if reconciled {
+            result.state = "reconciled".into();
+            result.message = format!("shadow answered {status}");
+            if let Some(route) = route {
+                self.learn(route, request, &answer_body, &mut result).await?;
+            }
+        } else {
+            result.message = format!(
+                "shadow answered {status}, the primary {}",
+                request.primary_status.map_or("nothing".to_string(), |s| s.to_string())
+            );
+        }
+        self.store
+            .settle_ledger(row.id, &result.state, Some(i64::from(status)), now_ms())
+            .await?;
+        Ok(result)
+    }
+
+    /// Pairs the IDs a replayed create produced with the primary's.
+    async fn learn(
+        &self,
+        route: &crate::route::Route,
+        request: &ReplayRequest,
+        answer: &[u8],
+        result: &mut Replayed,
+    ) -> Result<(), DriftError> {
+        let Ok(document) = serde_json::from_slice::<serde_json::Value>(answer) else {
+            return Ok(());
+        };
+        let mut learned = Vec::new();
+        for rule in &route.writes.learn {
+            let Some((_, primary_ids)) = request.primary_ids.iter().find(|(kind, _)| *kind == rule.kind) else {
+                continue;
+            };
+            match rule.pair(primary_ids, &document) {
+                Ok(pairs) => learned.extend(pairs.into_iter().filter(|pair| self.ids.insert(pair).unwrap_or(false))),
+                Err(message) => result.message.push_str(&format!("; {message}")),
+            }
+        }
+        if !learned.is_empty() {
+            self.store.insert_id_pairs(&learned, "learned", now_ms()).await?;
+            result
+                .message
+                .push_str(&format!("; learned {} ID pair(s)", learned.len()));
+        }
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_details_round_trip_and_bodies_survive_any_bytes() {
+        let detail = DriftDetail {
+            reason: "shadow unreachable after 3 tries".into(),
+            request: Some(ReplayRequest {
+                method: "PATCH".into(),
+                path: "/api/task/p1".into(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body_base64: ReplayRequest::encode_body(&[0, 159, 146, 150]),
+                idempotency_key: "cutover-abc".into(),
+                primary_status: Some(200),
+                primary_ids: vec![("tasks".into(), vec!["p1".into()])],
+            }),
+        };
+        let text = serde_json::to_string(&detail).unwrap();
+        let back: DriftDetail = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, detail);
+        assert_eq!(back.request.unwrap().body(), Bytes::from_static(&[0, 159, 146, 150]));
+        let unreplayable: DriftDetail = serde_json::from_str(r#"{"reason":"body over max_body"}"#).unwrap();
+        assert_eq!(unreplayable.request, None);
+    }
+
+    #[test]
+    fn success_is_a_2xx() {
+        assert!(applied(Some(201)));
+        assert!(!applied(Some(409)));
+        assert!(!applied(None));
+    }
+}

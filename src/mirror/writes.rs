@@ -1,0 +1,445 @@
+//! Dual-write: a write on a `dual-write` route goes to the shadow after the
+//! primary has answered, in the primary's order per entity, with its IDs
+//! translated and an `Idempotency-Key`; retried on connection errors and
+//! 502/503/504; the IDs it created are paired; the ledger keeps every
+//! write, and what one side applied and the other did not as drift, with
+//! what a replay needs.
+//!
+//! Must never: send a write to the shadow before the primary has answered
+//! it, send a later write to an entity before an earlier one, or let a
+//! write the shadow missed go unrecorded.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use super::{millis_of, status_of, DirectRequest, Job, LearningGuard, Mirror, PrimaryDone};
+use crate::drift::{applied, DriftDetail, ReplayRequest, IDEMPOTENCY_KEY};
+use crate::exchange::{
+    method_label, CapturedRequest, Exchange, FailureKind, Outcome, SideResult, SkipReason, WriteFacts,
+};
+use crate::idmap::IdPair;
+use crate::route::{Verify, WriteRules};
+use crate::store::LedgerRecord;
+
+/// The first retry's delay; each next one doubles, plus up to 50% jitter.
+const RETRY_BASE: Duration = Duration::from_millis(100);
+
+impl Mirror {
+    pub(super) async fn run_write(
+        self: Arc<Self>,
+        job: Job,
+        primary_rx: oneshot::Receiver<PrimaryDone>,
+        learning: Option<LearningGuard>,
+    ) {
+        let Job {
+            ticket,
+            request_id,
+            route,
+            rules,
+            writes,
+            entity,
+            request,
+            shadow_headers,
+            mut reservation,
+            started_at,
+        } = job;
+        let (primary, held, pending) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
+        if let Some(held) = held {
+            reservation.absorb(held);
+        }
+        let direct = DirectRequest {
+            request_id: request_id.clone(),
+            route: route.clone(),
+            method: method_label(&request.method),
+            path_and_query: request.path_and_query.clone(),
+            started_at,
+            lost_write: None,
+        };
+        let primary_status = status_of(&primary).and_then(|status| u16::try_from(status).ok());
+        let idempotency_key = idempotency_key(&request, &request_id);
+        let ledger = |state: &str, shadow: Option<&SideResult>, attempts: i64, replay: Option<String>| LedgerRecord {
+            entity: entity.clone(),
+            primary_status: status_of(&primary),
+            shadow_status: shadow.and_then(status_of),
+            primary_ms: millis_of(&primary),
+            shadow_ms: shadow.and_then(millis_of),
+            state: state.into(),
+            attempts,
+            replay,
+        };
+
+        if primary.is_error() && !writes.mirror_failed_writes {
+            // Neither side applied it (the shadow never saw it): consistent.
+            let row = ledger("ok", None, 0, None);
+            self.recorder
+                .record_unmirrored(&direct, &primary, Outcome::PrimaryError, Some(row));
+            return;
+        }
+        if matches!(primary, SideResult::Abandoned) {
+            let detail = self.replay_detail(
+                "the client left before the primary's answer was complete: whether the primary applied it is unknown",
+                &request,
+                &idempotency_key,
+                primary_status,
+                Vec::new(),
+            );
+            let row = ledger("drift", None, 0, Some(detail));
+            self.drifted_write(&direct, entity.as_deref());
+            self.recorder.record_unmirrored(
+                &direct,
+                &primary,
+                Outcome::Skipped(SkipReason::ClientDisconnected),
+                Some(row),
+            );
+            return;
+        }
+        let Some(mut pending) = pending else {
+            return;
+        };
+        pending.wait_turn().await;
+        let held_by = entity.as_ref().filter(|entity| self.is_held(entity));
+        if let Some(entity) = held_by {
+            let detail = self.replay_detail(
+                &format!("held: an earlier write to {entity} drifted"),
+                &request,
+                &idempotency_key,
+                primary_status,
+                primary_ids(&writes, &primary),
+            );
+            let row = ledger("drift", None, 0, Some(detail));
+            pending.finish();
+            self.drifted_write(&direct, None);
+            self.recorder
+                .record_unmirrored(&direct, &primary, Outcome::Skipped(SkipReason::HeldByDrift), Some(row));
+            return;
+        }
+        if let Some(limiter) = &self.rate_limit {
+            tokio::time::sleep(limiter.reserve()).await;
+        }
+        let ((shadow_request, mut headers), unmapped) = self.translate(&writes, &request, shadow_headers).await;
+        if let Ok(key) = HeaderValue::from_str(&idempotency_key) {
+            headers.insert(IDEMPOTENCY_KEY, key);
+        }
+        let (shadow, attempts, shadow_reservation) = self.send_write(&shadow_request, headers).await;
+        reservation.absorb(shadow_reservation);
+        let created = primary_ids(&writes, &primary);
+        let learned = self.learn(&writes, &created, &shadow, &request_id, &route);
+        // Later writes may now run; the pairs this one taught are in the map for them.
+        drop(learning);
+        pending.finish();
+
+        let shadow_status = status_of(&shadow).and_then(|status| u16::try_from(status).ok());
+        let drifted = applied(primary_status) != applied(shadow_status);
+        let row = if drifted {
+            let reason = match &shadow {
+                SideResult::Failed { message, .. } => format!("shadow failed after {attempts} tries: {message}"),
+                _ => format!(
+                    "the primary answered {}, the shadow {}",
+                    primary_status.map_or("nothing".into(), |s| s.to_string()),
+                    shadow_status.map_or("nothing".into(), |s| s.to_string())
+                ),
+            };
+            let detail = self.replay_detail(&reason, &request, &idempotency_key, primary_status, created.clone());
+            self.drifted_write(&direct, entity.as_deref());
+            ledger("drift", Some(&shadow), i64::from(attempts), Some(detail))
+        } else {
+            ledger("ok", Some(&shadow), i64::from(attempts), None)
+        };
+        if !drifted && applied(primary_status) {
+            if let Some(verify) = &writes.verify {
+                let params = self.verify_values(&writes, &request, &created);
+                tokio::spawn(Arc::clone(&self).verify(verify.clone(), params, request_id.clone()));
+            }
+        }
+        let exchange = Exchange {
+            request_id,
+            route,
+            started_at,
+            request,
+            primary,
+            shadow,
+            shadow_repeat: None,
+            rules,
+            write_epoch: 0,
+            reservation,
+            source: "traffic",
+            unmapped,
+            racy: false,
+            write: Some(WriteFacts { ledger: row, learned }),
+        };
+        self.hand_to_workers(exchange, ticket);
+    }
+
+    fn is_held(&self, entity: &str) -> bool {
+        self.drifted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(entity)
+    }
+
+    /// Counts a drifted write and holds its entity's later writes.
+    fn drifted_write(&self, request: &DirectRequest, entity: Option<&str>) {
+        self.metrics.record_drift(&request.route);
+        warn!(request_id = %request.request_id, route = %request.route, "write drifted: kept in the ledger for replay");
+        if let Some(entity) = entity {
+            self.recorder.hold(entity);
+        }
+    }
+
+    /// Sends a write to the shadow, retrying connection errors and
+    /// 502/503/504 with exponential backoff and jitter.
+    async fn send_write(&self, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, u32, super::Reservation) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (result, reservation) = self.call(&self.shadow, request, headers.clone()).await;
+            let retry = match &result {
+                SideResult::Failed {
+                    kind: FailureKind::Connect,
+                    ..
+                } => true,
+                SideResult::Complete(response) => matches!(response.status.as_u16(), 502..=504),
+                SideResult::Uncaptured { status, .. } => matches!(status.as_u16(), 502..=504),
+                _ => false,
+            };
+            if !retry || attempt >= self.write_tries {
+                return (result, attempt, reservation);
+            }
+            drop(reservation);
+            let backoff = RETRY_BASE * 2u32.saturating_pow(attempt - 1);
+            tokio::time::sleep(backoff + backoff.mul_f64(rand::random::<f64>() * 0.5)).await;
+        }
+    }
+
+    /// Pairs the IDs the primary created with the shadow's, into the map.
+    fn learn(
+        &self,
+        writes: &WriteRules,
+        created: &[(String, Vec<String>)],
+        shadow: &SideResult,
+        request_id: &str,
+        route: &str,
+    ) -> Vec<IdPair> {
+        let SideResult::Complete(answer) = shadow else {
+            return Vec::new();
+        };
+        if writes.learn.is_empty() || !answer.status.is_success() {
+            return Vec::new();
+        }
+        let Some(document) = json_of(answer) else {
+            return Vec::new();
+        };
+        let mut learned = Vec::new();
+        for rule in &writes.learn {
+            let Some((_, primary_ids)) = created.iter().find(|(kind, _)| *kind == rule.kind) else {
+                continue;
+            };
+            match rule.pair(primary_ids, &document) {
+                Ok(pairs) => {
+                    for pair in pairs {
+                        match self.ids.insert(&pair) {
+                            Ok(true) => learned.push(pair),
+                            Ok(false) => {}
+                            Err(err) => warn!(request_id, route, error = %err, "ID pair not learned"),
+                        }
+                    }
+                }
+                Err(message) => warn!(request_id, route, %message, "ID pair not learned"),
+            }
+        }
+        if !learned.is_empty() {
+            self.metrics.set_idmap_entries(&self.ids.counts());
+        }
+        learned
+    }
+
+    /// What a replay of this write needs, as the ledger keeps it: secret
+    /// headers left out, secret query values and JSON fields redacted.
+    fn replay_detail(
+        &self,
+        reason: &str,
+        request: &CapturedRequest,
+        idempotency_key: &str,
+        primary_status: Option<u16>,
+        primary_ids: Vec<(String, Vec<String>)>,
+    ) -> String {
+        let redactor = &self.recorder.redactor;
+        let headers = request
+            .headers
+            .iter()
+            .filter(|(name, _)| !redactor.is_secret_header(name.as_str()) && *name != http::header::HOST)
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+            .collect();
+        let body = match serde_json::from_slice::<serde_json::Value>(&request.body) {
+            Ok(document) => serde_json::to_vec(&redactor.json(document)).unwrap_or_default(),
+            Err(_) => request.body.to_vec(),
+        };
+        let detail = DriftDetail {
+            reason: reason.to_string(),
+            request: Some(ReplayRequest {
+                method: request.method.to_string(),
+                path: redactor.path(&request.path_and_query),
+                headers,
+                body_base64: ReplayRequest::encode_body(&body),
+                idempotency_key: idempotency_key.to_string(),
+                primary_status,
+                primary_ids,
+            }),
+        };
+        serde_json::to_string(&detail).unwrap_or_default()
+    }
+
+    /// The values a read-back's placeholders stand for: (name, kind, primary value).
+    fn verify_values(
+        &self,
+        writes: &WriteRules,
+        request: &CapturedRequest,
+        created: &[(String, Vec<String>)],
+    ) -> Vec<(String, Option<String>, String)> {
+        let Some(verify) = &writes.verify else {
+            return Vec::new();
+        };
+        let path = request.path_and_query.split('?').next().unwrap_or_default();
+        let mut values = Vec::new();
+        for name in verify.placeholders() {
+            let from_path = writes
+                .params
+                .iter()
+                .find(|(_, param, _)| param == name)
+                .and_then(|(index, _, kind)| {
+                    let raw = path.split('/').nth(index + 1)?;
+                    let value = percent_encoding::percent_decode_str(raw)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                    Some((kind.clone(), value))
+                });
+            let from_created = created
+                .iter()
+                .find(|(kind, _)| kind == name)
+                .and_then(|(kind, ids)| Some((Some(kind.clone()), ids.first()?.clone())));
+            if let Some((kind, value)) = from_path.or(from_created) {
+                values.push((name.to_string(), kind, value));
+            }
+        }
+        values
+    }
+
+    /// Reads both sides back after a write and compares them as an exchange with source `verify`.
+    async fn verify(
+        self: Arc<Self>,
+        verify: Verify,
+        values: Vec<(String, Option<String>, String)>,
+        request_id: String,
+    ) {
+        let value = |name: &str| values.iter().find(|(n, _, _)| n == name);
+        let Some(primary_path) = verify.path(&|name| value(name).map(|(_, _, v)| v.clone())) else {
+            return;
+        };
+        let shadow_path = verify.path(&|name| {
+            let (_, kind, primary) = value(name)?;
+            match kind {
+                Some(kind) => self.ids.lookup(kind, primary),
+                None => Some(primary.clone()),
+            }
+        });
+        let Some(shadow_path) = shadow_path else {
+            self.metrics.record_outcome(
+                &verify.route,
+                method_label(&verify.method),
+                Outcome::Skipped(SkipReason::UnmappedId),
+            );
+            return;
+        };
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            self.metrics.record_outcome(
+                &verify.route,
+                method_label(&verify.method),
+                Outcome::Skipped(SkipReason::QueueFull),
+            );
+            return;
+        };
+        self.metrics.queue_depth().inc();
+        let ticket = super::Ticket {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        };
+        let mut headers = HeaderMap::new();
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            headers.insert(crate::proxy::REQUEST_ID, id);
+        }
+        let request = |path: String| CapturedRequest {
+            method: verify.method.clone(),
+            path_and_query: path,
+            headers: headers.clone(),
+            body: bytes::Bytes::new(),
+        };
+        let mut shadow_headers = headers.clone();
+        shadow_headers.insert(crate::proxy::SHADOW_MARKER, HeaderValue::from_static("1"));
+        let started_at = SystemTime::now();
+        let primary_request = request(primary_path);
+        let shadow_request = request(shadow_path);
+        let ((primary, held_p), (shadow, held_s)) = tokio::join!(
+            self.call(&self.primary, &primary_request, headers.clone()),
+            self.call(&self.shadow, &shadow_request, shadow_headers),
+        );
+        let mut reservation = held_p;
+        reservation.absorb(held_s);
+        let exchange = Exchange {
+            request_id,
+            route: verify.route.clone(),
+            started_at,
+            request: primary_request,
+            primary,
+            shadow,
+            shadow_repeat: None,
+            rules: Arc::clone(&verify.rules),
+            write_epoch: 0,
+            reservation,
+            source: "verify",
+            unmapped: Vec::new(),
+            racy: false,
+            write: None,
+        };
+        self.hand_to_workers(exchange, ticket);
+    }
+}
+
+/// The key the shadow can deduplicate retries and replays by: the client's
+/// own `Idempotency-Key` when it sent one, else one made from the request ID.
+fn idempotency_key(request: &CapturedRequest, request_id: &str) -> String {
+    request
+        .headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|value| value.to_str().ok())
+        .map_or_else(|| format!("cutover-{request_id}"), str::to_string)
+}
+
+/// The IDs the primary's answer created, per `learn_ids` kind.
+fn primary_ids(writes: &WriteRules, primary: &SideResult) -> Vec<(String, Vec<String>)> {
+    let SideResult::Complete(answer) = primary else {
+        return Vec::new();
+    };
+    if writes.learn.is_empty() {
+        return Vec::new();
+    }
+    let Some(document) = json_of(answer) else {
+        return Vec::new();
+    };
+    writes
+        .learn
+        .iter()
+        .map(|rule| (rule.kind.clone(), rule.primary_ids(&document)))
+        .filter(|(_, ids)| !ids.is_empty())
+        .collect()
+}
+
+fn json_of(answer: &crate::exchange::CapturedResponse) -> Option<serde_json::Value> {
+    match crate::compare::decode::decode(&answer.headers, &answer.body, 16 * 1024 * 1024) {
+        Ok(crate::compare::decode::Body::Json(document)) => Some(document),
+        _ => None,
+    }
+}
