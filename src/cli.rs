@@ -58,6 +58,16 @@ enum Command {
         #[arg(long, env = "CUTOVER_STORE_URL", default_value = crate::store::DEFAULT_URL)]
         store: String,
     },
+    /// ID pairs: import the data migration's mapping file.
+    Idmap {
+        #[command(subcommand)]
+        command: IdmapCommand,
+    },
+    /// Drifted writes (one side applied a mirrored write, the other did not).
+    Drift {
+        #[command(subcommand)]
+        command: DriftCommand,
+    },
     /// Compare two saved responses (raw HTTP or a bare body) with the same
     /// engine and rules as the proxy. Exit 0 when they match, 1 when they
     /// diverge, 2 on error.
@@ -79,6 +89,79 @@ enum Command {
     },
 }
 
+/// Where a command finds the store: `--store` (or $CUTOVER_STORE_URL),
+/// else the config's `[store] url`, else the default.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// sqlite://PATH or postgres://…
+    #[arg(long, env = "CUTOVER_STORE_URL")]
+    store: Option<String>,
+    /// A configuration file (its store, routes and shadow).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum IdmapCommand {
+    /// Import pairs from JSON (`{"kind": {"primary-id": "shadow-id"}}`) or
+    /// CSV (`kind,primary_id,shadow_id`). Bad rows are reported with their
+    /// line and skipped; exit 1 if any was.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DriftCommand {
+    /// List the open drifted writes, oldest first.
+    List {
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+    /// Send drifted writes to the shadow again, in order (needs --config for
+    /// the shadow, the routes and `replay_headers`). Exit 1 if any still drifts.
+    Replay {
+        /// One ledger row (refused if an earlier drift on the same entity is open).
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every open drift, oldest first.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+    /// Mark a drifted write as reconciled by hand (e.g. one that cannot be replayed).
+    Resolve {
+        #[arg(long)]
+        id: i64,
+        /// Why, kept in the events table.
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+}
+
+impl StoreArgs {
+    fn config(&self) -> anyhow::Result<Option<Config>> {
+        self.config.as_deref().map(Config::load).transpose().map_err(Into::into)
+    }
+
+    fn url(&self, config: Option<&Config>) -> String {
+        self.store
+            .clone()
+            .or_else(|| config.map(|config| config.store.url.clone()))
+            .unwrap_or_else(|| crate::store::DEFAULT_URL.to_string())
+    }
+
+    async fn open(&self, config: Option<&Config>) -> anyhow::Result<crate::store::Store> {
+        let url = self.url(config);
+        Ok(crate::store::Store::open(&url, &crate::store::StoreOptions::default()).await?)
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum DiffFormat {
     Text,
@@ -94,6 +177,28 @@ pub fn run() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Migrate { store } => migrate(&store),
+        Command::Idmap {
+            command: IdmapCommand::Import { file, at },
+        } => {
+            return match idmap_import(&file, &at) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Drift { command } => {
+            return match drift(command) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Diff {
             a,
             b,
@@ -160,6 +265,130 @@ fn migrate(url: &str) -> anyhow::Result<()> {
         store.close().await;
         println!("{}: schema up to date", crate::store::redact_url(url));
         Ok(())
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+/// Imports a mapping file into the store; `Ok(false)` when rows were skipped.
+fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Result<bool> {
+    let config = at.config()?;
+    let canonical = config.as_ref().map(|c| c.idmap.canonical).unwrap_or_default();
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        // The map as stored, so conflicts with earlier pairs are reported too.
+        let ids = crate::idmap::IdMap::new(canonical);
+        for (pair, _) in store.id_pairs().await? {
+            // Pairs stored before the canonical form was set are reported by the import.
+            let _ = ids.insert(&pair);
+        }
+        let report = crate::app::import_file(&ids, file).with_context(|| file.display().to_string())?;
+        let added = store
+            .insert_id_pairs(&report.added, "import", crate::drift::now_ms())
+            .await?;
+        store.close().await;
+        for problem in &report.problems {
+            eprintln!("{}:{}: skipped: {}", file.display(), problem.line, problem.message);
+        }
+        println!(
+            "{}: {added} pair(s) imported, {} already known, {} row(s) skipped",
+            file.display(),
+            report.known,
+            report.problems.len()
+        );
+        Ok(report.problems.is_empty())
+    })
+}
+
+/// `drift list|replay|resolve`; `Ok(false)` when writes still drift after a replay.
+fn drift(command: DriftCommand) -> anyhow::Result<bool> {
+    runtime()?.block_on(async {
+        match command {
+            DriftCommand::List { at } => {
+                let config = at.config()?;
+                let store = at.open(config.as_ref()).await?;
+                let open = store.ledger(Some("drift"), i64::MAX).await?;
+                store.close().await;
+                if open.is_empty() {
+                    println!("no open drift");
+                }
+                for row in &open {
+                    let detail: Option<crate::drift::DriftDetail> =
+                        row.replay.as_deref().and_then(|text| serde_json::from_str(text).ok());
+                    println!(
+                        "#{:<6} {} {:<16} {} {} {} (primary {}, shadow {}, {} tries){}",
+                        row.id,
+                        chrono::DateTime::from_timestamp_millis(row.at_ms)
+                            .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_default(),
+                        row.route,
+                        row.method,
+                        row.path,
+                        row.entity.as_deref().unwrap_or("-"),
+                        row.primary_status.map_or("-".into(), |s| s.to_string()),
+                        row.shadow_status.map_or("-".into(), |s| s.to_string()),
+                        row.attempts,
+                        detail.map(|d| format!(": {}", d.reason)).unwrap_or_default()
+                    );
+                }
+                Ok(true)
+            }
+            DriftCommand::Replay { id, all, at } => {
+                let config = at
+                    .config()?
+                    .context("drift replay needs --config (the shadow to send to, the routes, replay_headers)")?;
+                let store = at.open(Some(&config)).await?;
+                let ids = Arc::new(crate::idmap::IdMap::new(config.idmap.canonical));
+                for (pair, _) in store.id_pairs().await? {
+                    let _ = ids.insert(&pair);
+                }
+                let replayer = crate::drift::Replayer {
+                    shadow: crate::upstream::Upstream::new(&config.shadow)?,
+                    ids,
+                    routes: config.routes.clone(),
+                    replay_headers: config.shadow.replay_headers.clone(),
+                    store: store.clone(),
+                };
+                let selection = match (id, all) {
+                    (Some(id), _) => crate::drift::Selection::One(id),
+                    (None, _) => crate::drift::Selection::All,
+                };
+                let replayed = replayer.replay(selection).await?;
+                store.close().await;
+                for result in &replayed {
+                    println!(
+                        "#{:<6} {:<16} {:<10} {}",
+                        result.id, result.route, result.state, result.message
+                    );
+                }
+                let still = replayed.iter().filter(|r| r.state != "reconciled").count();
+                println!(
+                    "{} replayed, {} reconciled, {still} still drift",
+                    replayed.len(),
+                    replayed.len() - still
+                );
+                Ok(still == 0)
+            }
+            DriftCommand::Resolve { id, note, at } => {
+                let config = at.config()?;
+                let store = at.open(config.as_ref()).await?;
+                let open = store.ledger(Some("drift"), i64::MAX).await?;
+                anyhow::ensure!(
+                    open.iter().any(|row| row.id == id),
+                    "ledger row {id} is not an open drift"
+                );
+                let now = crate::drift::now_ms();
+                store.settle_ledger(id, "reconciled", None, now).await?;
+                store
+                    .add_event("drift_resolved", &serde_json::json!({"id": id, "note": note}), now)
+                    .await?;
+                store.close().await;
+                println!("#{id} marked reconciled");
+                Ok(true)
+            }
+        }
     })
 }
 
@@ -260,12 +489,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         } else {
             format!(" ({})", params.join(", "))
         };
-        let policy = match route.mirror {
-            MirrorPolicy::DualWrite => {
-                "dual-write (this build compares its reads; writes go to the primary only)".to_string()
+        let mut policy = route.mirror.to_string();
+        if route.mirror == MirrorPolicy::DualWrite {
+            for learn in &route.writes.learn {
+                policy.push_str(&format!(", learns {} IDs", learn.kind));
             }
-            other => other.to_string(),
-        };
+            if let Some(verify) = &route.writes.verify {
+                policy.push_str(&format!(", verifies with {}", verify.text));
+            }
+        }
         println!("    {:<18} {:<40} {policy}{sample}{ids}", route.name, route.match_text);
     }
     Ok(())

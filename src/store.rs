@@ -119,6 +119,8 @@ pub struct LedgerRecord {
     pub attempts: i64,
     /// JSON: why it drifted and what a replay needs (see the drift module).
     pub replay: Option<String>,
+    /// The order the write reached (or would have reached) the shadow; replay follows it.
+    pub seq: i64,
 }
 
 /// A write ledger row as stored.
@@ -336,8 +338,8 @@ impl Store {
             if let Some(ledger) = &exchange.ledger {
                 sqlx::query(
                     "INSERT INTO write_ledger (at_ms, route, method, path, entity, primary_status, shadow_status, \
-                     primary_ms, shadow_ms, state, attempts, replay, updated_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $1)",
+                     primary_ms, shadow_ms, state, attempts, replay, updated_ms, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $1, $13)",
                 )
                 .bind(exchange.at_ms)
                 .bind(&exchange.route)
@@ -351,6 +353,7 @@ impl Store {
                 .bind(&ledger.state)
                 .bind(ledger.attempts)
                 .bind(&ledger.replay)
+                .bind(ledger.seq)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -414,13 +417,14 @@ impl Store {
             .collect()
     }
 
-    /// Write ledger rows in a state (`drift`, …), oldest first; all states when `None`.
+    /// Write ledger rows in a state (`drift`, …), in the order they reached
+    /// the shadow (or would have); all states when `None`.
     pub async fn ledger(&self, state: Option<&str>, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
         let rows =
             match state {
                 Some(state) => sqlx::query(
                     "SELECT id, at_ms, route, method, path, entity, primary_status, shadow_status, state, attempts, \
-                     replay, updated_ms FROM write_ledger WHERE state = $1 ORDER BY id LIMIT $2",
+                     replay, updated_ms FROM write_ledger WHERE state = $1 ORDER BY seq, id LIMIT $2",
                 )
                 .bind(state)
                 .bind(limit)
@@ -428,7 +432,7 @@ impl Store {
                 .await?,
                 None => sqlx::query(
                     "SELECT id, at_ms, route, method, path, entity, primary_status, shadow_status, state, attempts, \
-                     replay, updated_ms FROM write_ledger ORDER BY id LIMIT $1",
+                     replay, updated_ms FROM write_ledger ORDER BY seq, id LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -463,7 +467,8 @@ impl Store {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE write_ledger SET state = $1, shadow_status = $2, attempts = attempts + 1, updated_ms = $3 \
+            "UPDATE write_ledger SET state = $1, shadow_status = COALESCE($2, shadow_status), attempts = attempts + 1, \
+             updated_ms = $3 \
              WHERE id = $4",
         )
         .bind(state)

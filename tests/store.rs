@@ -254,6 +254,7 @@ fn write(request_id: &str, at_ms: i64, entity: &str, state: &str) -> ExchangeRec
         state: state.into(),
         attempts: 3,
         replay: (state == "drift").then(|| r#"{"reason":"shadow down"}"#.to_string()),
+        seq: at_ms,
     });
     record
 }
@@ -280,12 +281,11 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
     assert_eq!(conflicting, 1, "only the pair of a new kind is added");
     let mut created = write("w1", 10, "tasks:p1", "ok");
     created.learned_ids = vec![pair("tasks", "p3", "s3")];
+    // w3 reached the shadow's queue before w2 (its primary answered first): the ledger's order is seq, not arrival.
+    let mut overtaking = write("w3", 12, "tasks:p2", "drift");
+    overtaking.ledger.as_mut().unwrap().seq = 5;
     store
-        .record(&[
-            created,
-            write("w2", 11, "tasks:p1", "drift"),
-            write("w3", 12, "tasks:p2", "drift"),
-        ])
+        .record(&[created, write("w2", 11, "tasks:p1", "drift"), overtaking])
         .await
         .unwrap();
     let pairs = store.id_pairs().await.unwrap();
@@ -297,16 +297,16 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
     let drift = store.ledger(Some("drift"), 100).await.unwrap();
     assert_eq!(
         drift.iter().map(|row| row.entity.clone().unwrap()).collect::<Vec<_>>(),
-        ["tasks:p1", "tasks:p2"]
+        ["tasks:p2", "tasks:p1"]
     );
-    assert_eq!(drift[0].attempts, 3);
-    assert_eq!(drift[0].replay.as_deref(), Some(r#"{"reason":"shadow down"}"#));
+    assert_eq!(drift[1].attempts, 3);
+    assert_eq!(drift[1].replay.as_deref(), Some(r#"{"reason":"shadow down"}"#));
     assert_eq!(store.ledger(None, 100).await.unwrap().len(), 3);
     let mut entities = store.drifted_entities().await.unwrap();
     entities.sort();
     assert_eq!(entities, ["tasks:p1", "tasks:p2"]);
     store
-        .settle_ledger(drift[0].id, "reconciled", Some(200), 99)
+        .settle_ledger(drift[1].id, "reconciled", Some(200), 99)
         .await
         .unwrap();
     assert_eq!(store.ledger_count("drift").await.unwrap(), 1);

@@ -82,6 +82,7 @@ impl Lanes {
             lanes: Arc::clone(self),
             entity,
             turn: None,
+            order: None,
             done: false,
         }
     }
@@ -122,6 +123,8 @@ pub struct PendingWrite {
     lanes: Arc<Lanes>,
     entity: Option<String>,
     turn: Option<u64>,
+    /// Where this write stands in the ledger's order (set with its turn).
+    order: Option<u64>,
     done: bool,
 }
 
@@ -129,16 +132,27 @@ impl PendingWrite {
     /// Takes the next turn in the lane; call when the primary has answered
     /// (synchronously, so turns follow the order of the primary's answers).
     pub fn take_turn(&mut self) {
-        if self.turn.is_some() {
+        if self.order.is_some() {
             return;
         }
-        if let Some(entity) = &self.entity {
-            let mut lanes = lock(&self.lanes.lanes);
-            if let Some(lane) = lanes.get_mut(entity) {
-                self.turn = Some(lane.next_turn);
-                lane.next_turn += 1;
+        match &self.entity {
+            Some(entity) => {
+                // Under the lane's lock, so turns and ledger order agree.
+                let mut lanes = lock(&self.lanes.lanes);
+                if let Some(lane) = lanes.get_mut(entity) {
+                    self.turn = Some(lane.next_turn);
+                    lane.next_turn += 1;
+                }
+                self.order = Some(next_order());
             }
+            None => self.order = Some(next_order()),
         }
+    }
+
+    /// The write's place in the ledger's order.
+    pub fn order(&mut self) -> u64 {
+        self.take_turn();
+        self.order.unwrap_or_else(next_order)
     }
 
     /// Waits until every earlier write to the entity has had its shadow call.
@@ -204,6 +218,20 @@ impl Drop for PendingWrite {
     }
 }
 
+/// The ledger's order of writes: a hybrid clock (microseconds since the
+/// epoch, bumped past the last value handed out), so it increases within a
+/// process and across restarts as long as the wall clock does not step back.
+pub fn next_order() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+    let previous = LAST
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last + 1)))
+        .unwrap_or(0);
+    now.max(previous + 1)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -239,6 +267,16 @@ mod tests {
         assert_eq!(*lock(&order), ["second", "first"]);
         assert_eq!(lanes.pending(&Scope::Entity("tasks:1".into())), 0);
         assert!(lock(&lanes.lanes).is_empty(), "an idle lane is removed");
+    }
+
+    #[test]
+    fn the_ledger_order_always_increases() {
+        let mut last = 0;
+        for _ in 0..10_000 {
+            let next = next_order();
+            assert!(next > last);
+            last = next;
+        }
     }
 
     #[tokio::test]

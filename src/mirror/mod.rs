@@ -1082,6 +1082,7 @@ impl Recorder {
                 shadow_ms: None,
                 state: if applied { "drift" } else { "ok" }.into(),
                 attempts: 0,
+                seq: i64::try_from(lanes::next_order()).unwrap_or(i64::MAX),
                 replay: applied.then(|| serde_json::to_string(&detail).unwrap_or_default()),
             }
         });

@@ -61,7 +61,13 @@ impl Mirror {
         };
         let primary_status = status_of(&primary).and_then(|status| u16::try_from(status).ok());
         let idempotency_key = idempotency_key(&request, &request_id);
+        let mut pending = pending;
+        let seq = pending
+            .as_mut()
+            .map_or_else(super::lanes::next_order, |pending| pending.order());
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let ledger = |state: &str, shadow: Option<&SideResult>, attempts: i64, replay: Option<String>| LedgerRecord {
+            seq,
             entity: entity.clone(),
             primary_status: status_of(&primary),
             shadow_status: shadow.and_then(status_of),

@@ -20,6 +20,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod tasks;
+
 pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A request as a test backend saw it.
