@@ -393,27 +393,31 @@ async fn ready(state: &AdminState) -> Response<ResponseBody> {
         }
         _ => Ok(()),
     };
-    let store = store.and(loaded);
     let verdict = |result: &Result<(), String>| match result {
         Ok(()) => Value::from("ok"),
         Err(reason) => Value::from(reason.clone()),
     };
-    let body = json!({"store": verdict(&store), "primary": verdict(&primary)});
-    let status = if store.is_ok() && primary.is_ok() {
+    let body = json!({"store": verdict(&store), "primary": verdict(&primary), "idmap": verdict(&loaded)});
+    let status = if store.is_ok() && primary.is_ok() && loaded.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut response = json_response(status, &body);
     if status != StatusCode::OK {
-        let reasons = [("store", &store), ("primary", &primary)]
+        let reasons = [("store", &store), ("primary", &primary), ("idmap", &loaded)]
             .iter()
             .filter_map(|(what, result)| result.as_ref().err().map(|reason| format!("{what}: {reason}")))
             .collect::<Vec<_>>()
             .join("; ");
         response = json_response(
             status,
-            &json!({"error": format!("not ready: {reasons}"), "store": body["store"], "primary": body["primary"]}),
+            &json!({
+                "error": format!("not ready: {reasons}"),
+                "store": body["store"],
+                "primary": body["primary"],
+                "idmap": body["idmap"],
+            }),
         );
     }
     response

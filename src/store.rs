@@ -276,6 +276,22 @@ impl Store {
 
     /// Applies the migrations this build carries that the database lacks.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        // Several parts of one instance open the store at startup; SQLite has
+        // no migration lock of its own (Postgres takes an advisory lock), so
+        // migrations run one at a time here, and a race with another process
+        // is retried once (the second run finds the work done).
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _turn = ONE_AT_A_TIME.lock().await;
+        match self.run_migrations().await {
+            Err(StoreError::Migrate(_)) if self.backend == Backend::Sqlite => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.run_migrations().await
+            }
+            other => other,
+        }
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,

@@ -541,3 +541,127 @@ async fn a_mapping_file_imports_its_good_rows_and_names_the_bad_ones_by_line() {
     assert_eq!(stored.len(), 3);
     store.close().await;
 }
+
+#[tokio::test]
+async fn writes_wait_for_the_shadow_rate_limit_and_reads_beyond_it_are_skipped() {
+    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
+    rig.primary_api.seed("p-1", "rate limited");
+    rig.shadow_api.seed("t-1", "rate limited");
+    let file = rig.dir.path().join("map.csv");
+    std::fs::write(&file, "tasks,p-1,t-1\n").unwrap();
+    let mut setup = rig.setup();
+    setup.shadow_extra = "rate_limit = \"4/s\"";
+    let toml = setup.toml().replace(
+        "[store]",
+        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
+    );
+    let config = cutover::config::Config::parse(&toml, "test.toml", &|_| None).unwrap();
+    let proxy = cutover::app::start(config).await.unwrap();
+    let started = std::time::Instant::now();
+    for n in 0..8 {
+        let (status, _) = send(
+            proxy.proxy_addr,
+            "PATCH",
+            "/api/task/p-1",
+            Some(json!({"title": format!("v{n}")})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = send(proxy.proxy_addr, "GET", "/api/task/p-1", None).await;
+        assert_eq!(status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the client never waits for the rate limit"
+    );
+    let admin = proxy.admin_addr;
+    eventually("every write reached the shadow", || async {
+        outcomes(admin, "update-task", "match").await >= 8.0
+    })
+    .await;
+    let text = metrics_text(admin).await;
+    assert!(
+        metric(&text, "cutover_mirror_dropped_total", &[("reason", "rate_limited")]) >= 1.0,
+        "reads beyond the rate are skipped: {text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            REQUESTS_TOTAL,
+            &[("route", "update-task"), ("outcome", "skipped")]
+        ),
+        0.0
+    );
+    let shadow_writes = rig
+        .shadow
+        .requests()
+        .iter()
+        .filter(|s| s.method == http::Method::PATCH)
+        .count();
+    assert_eq!(shadow_writes, 8, "a write is never dropped for the rate");
+    proxy.shutdown().await;
+    assert_eq!(rig.shadow_api.tasks()["t-1"].title, "v7");
+}
+
+#[tokio::test]
+async fn a_replay_through_the_admin_api_releases_the_held_entity() {
+    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
+    rig.primary_api.seed("p-1", "one");
+    rig.shadow_api.seed("t-1", "one");
+    let file = rig.dir.path().join("map.json");
+    std::fs::write(&file, r#"{"tasks": {"p-1": "t-1"}}"#).unwrap();
+    let mut setup = rig.setup();
+    setup.shadow_extra = "write_tries = 1";
+    let toml = setup.toml().replace(
+        "[store]",
+        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
+    );
+    let env = |name: &str| (name == "CUTOVER_ADMIN_TOKEN").then(|| "t0ken".to_string());
+    let config = cutover::config::Config::parse(&toml, "test.toml", &env).unwrap();
+    let proxy = cutover::app::start(config).await.unwrap();
+    let admin = proxy.admin_addr;
+    rig.shadow_api.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    send(
+        proxy.proxy_addr,
+        "PATCH",
+        "/api/task/p-1",
+        Some(json!({"title": "two"})),
+    )
+    .await;
+    let store = rig.store().await;
+    eventually("the write drifted and is in the ledger", || async {
+        store.ledger_count("drift").await.unwrap() == 1
+    })
+    .await;
+    rig.shadow_api.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let replay = |body: Value| {
+        client()
+            .post(format!("http://{admin}/api/drift/replay"))
+            .bearer_auth("t0ken")
+            .body(body.to_string())
+            .send()
+    };
+    let refused = replay(json!({"id": 1, "all": true})).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let answer = replay(json!({"all": true})).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["replayed"][0]["state"], "reconciled", "{body}");
+    assert_eq!(metric(&metrics_text(admin).await, DRIFT_OPEN, &[]), 0.0);
+    // The entity is no longer held: the next write goes to the shadow.
+    send(
+        proxy.proxy_addr,
+        "PATCH",
+        "/api/task/p-1",
+        Some(json!({"title": "three"})),
+    )
+    .await;
+    eventually("the next write is compared", || async {
+        outcomes(admin, "update-task", "match").await >= 1.0
+    })
+    .await;
+    store.close().await;
+    proxy.shutdown().await;
+    assert_eq!(rig.shadow_api.tasks()["t-1"].title, "three");
+    rig.assert_same_state().await;
+}
