@@ -751,7 +751,8 @@ impl Mirror {
             path_and_query: translated
                 .path_and_query
                 .unwrap_or_else(|| request.path_and_query.clone()),
-            headers: request.headers.clone(),
+            // What the shadow is sent travels beside it (`call` takes the headers apart).
+            headers: HeaderMap::new(),
             body,
         };
         ((shadow_request, headers), translated.unmapped)
