@@ -9,7 +9,8 @@
 //!   `GET /api/summary`, `GET /api/divergences?route=&status=&severity=&q=&since=&cursor=&limit=`,
 //!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`,
 //!   `GET /api/drift` (open drifted writes), `POST /api/drift/replay`
-//!   (`{"all": true}` or `{"id": N}`).
+//!   (`{"all": true}` or `{"id": N}`);
+//! - `GET /report` (HTML) and `GET /report.json` (`?since=48h`) need the token too.
 //!
 //! Every non-2xx answer is JSON with an `error` message.
 //!
@@ -74,6 +75,8 @@ pub struct AdminState {
     pub store_options: StoreOptions,
     /// Host and port of the primary, for readiness.
     pub primary: (String, u16),
+    /// The report's gates.
+    pub readiness: crate::report::Readiness,
     /// What replaying drifted writes needs (absent: the endpoints answer 503).
     pub drift: Option<DriftControl>,
     /// Set once the ID map and ledger are loaded from the store; readiness waits for it.
@@ -109,6 +112,7 @@ impl AdminState {
             store_url,
             store_options,
             primary,
+            readiness: crate::report::Readiness::default(),
             drift: None,
             loaded: None,
             store: OnceCell::new(),
@@ -132,6 +136,13 @@ pub async fn handle(state: Arc<AdminState>, _peer: SocketAddr, request: Request<
         (Method::GET, "/readyz") => ready(&state).await,
         (_, "/healthz" | "/metrics" | "/readyz") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here", None, "")
+        }
+        (Method::GET, "/report" | "/report.json") => {
+            let answer = match authorize(&state, &request) {
+                Ok(()) => report(&state, &request).await,
+                Err(refused) => Err(refused),
+            };
+            answer.unwrap_or_else(ApiError::into_response)
         }
         (_, api) if api.starts_with("/api/") => {
             let answer = match authorize(&state, &request) {
@@ -272,6 +283,29 @@ async fn api_route(
             format!("no admin API endpoint at {path}"),
         )),
     }
+}
+
+/// `GET /report` (HTML) and `GET /report.json`, over `?since=48h` (default).
+async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+    let mut since = std::time::Duration::from_secs(48 * 3600);
+    for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "since" => {
+                since = crate::config::parse_duration(&value).map_err(|message| bad_request(&format!("since: {message}")))?
+            }
+            other => return Err(bad_request(&format!("unknown parameter \"{other}\"; try since=24h"))),
+        }
+    }
+    let now = crate::drift::now_ms();
+    let store = state.store().await?;
+    let report = crate::report::Report::build(store, crate::report::Span::since(since, now), &state.readiness, now)
+        .await
+        .map_err(store_failed)?;
+    Ok(if request.uri().path() == "/report.json" {
+        text(StatusCode::OK, "application/json", report.render(crate::report::Format::Json))
+    } else {
+        text(StatusCode::OK, "text/html; charset=utf-8", report.render(crate::report::Format::Html))
+    })
 }
 
 /// Replays drifted writes, then lets the mirror send writes to entities

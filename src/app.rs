@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(load_from_store(
         config.store.clone(),
+        config.fingerprint.clone(),
         Arc::clone(&ids),
         imported,
         mirror.drifted(),
@@ -198,6 +199,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         replaying: tokio::sync::Mutex::new(()),
     });
     admin_state.loaded = Some(ready);
+    admin_state.readiness = config.readiness.clone();
     let admin_state = Arc::new(admin_state);
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
@@ -263,6 +265,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// records the start as an `events` row. Readiness waits for it.
 async fn load_from_store(
     config: WriterConfig,
+    fingerprint: String,
     ids: Arc<IdMap>,
     imported: Vec<IdPair>,
     drifted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -271,7 +274,7 @@ async fn load_from_store(
 ) {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match load_once(&config, &ids, &imported, &drifted, &metrics).await {
+        match load_once(&config, &fingerprint, &ids, &imported, &drifted, &metrics).await {
             Ok(()) => {
                 ready.store(true, std::sync::atomic::Ordering::Release);
                 return;
@@ -287,6 +290,7 @@ async fn load_from_store(
 
 async fn load_once(
     config: &WriterConfig,
+    fingerprint: &str,
     ids: &IdMap,
     imported: &[IdPair],
     drifted: &std::sync::Mutex<std::collections::HashSet<String>>,
@@ -309,7 +313,11 @@ async fn load_once(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend(held);
     metrics.drift_open().set(store.ledger_count("drift").await?);
-    let detail = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "idmap_conflicts": conflicts});
+    let detail = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": fingerprint,
+        "idmap_conflicts": conflicts,
+    });
     store.add_event("start", &detail, now).await?;
     store.close().await;
     info!(

@@ -68,6 +68,30 @@ enum Command {
         #[command(subcommand)]
         command: DriftCommand,
     },
+    /// The cutover readiness report: GO, NO-GO or NOT YET, with the numbers
+    /// behind it, from the store alone. Gates come from the config's
+    /// `[readiness]` (defaults without -c).
+    Report {
+        /// The window: the last DURATION (default 48h).
+        #[arg(long, value_name = "DURATION", conflicts_with_all = ["from", "to"])]
+        since: Option<String>,
+        /// The window's start (RFC 3339, e.g. 2026-11-20T08:00:00Z).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// The window's end (RFC 3339).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        /// Write the report here instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Exit 0 on GO, 1 on NO-GO, 2 on NOT YET (3 if the report could not be made).
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
     /// Compare two saved responses (raw HTTP or a bare body) with the same
     /// engine and rules as the proxy. Exit 0 when they match, 1 when they
     /// diverge, 2 on error.
@@ -163,6 +187,13 @@ impl StoreArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Html,
+    Md,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum DiffFormat {
     Text,
     Json,
@@ -186,6 +217,24 @@ pub fn run() -> ExitCode {
                 Err(err) => {
                     eprintln!("error: {err:#}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Report {
+            since,
+            from,
+            to,
+            format,
+            out,
+            check,
+            at,
+        } => {
+            return match report(since.as_deref(), from.as_deref().zip(to.as_deref()), format, out.as_deref(), &at) {
+                Ok(verdict) if check => ExitCode::from(verdict.exit_code()),
+                Ok(_) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(if check { 3 } else { 1 })
                 }
             }
         }
@@ -299,6 +348,58 @@ fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Result<bool> 
             report.problems.len()
         );
         Ok(report.problems.is_empty())
+    })
+}
+
+/// Builds and writes the report; returns its verdict.
+fn report(
+    since: Option<&str>,
+    between: Option<(&str, &str)>,
+    format: ReportFormat,
+    out: Option<&std::path::Path>,
+    at: &StoreArgs,
+) -> anyhow::Result<crate::report::Verdict> {
+    let config = at.config()?;
+    let readiness = config.as_ref().map(|c| c.readiness.clone()).unwrap_or_default();
+    let now = crate::drift::now_ms();
+    let span = match between {
+        Some((from, to)) => {
+            let parse = |text: &str, what: &str| -> anyhow::Result<i64> {
+                Ok(chrono::DateTime::parse_from_rfc3339(text)
+                    .with_context(|| format!("--{what} \"{text}\": expected an RFC 3339 time like 2026-11-20T08:00:00Z"))?
+                    .timestamp_millis())
+            };
+            let span = crate::report::Span {
+                from_ms: parse(from, "from")?,
+                to_ms: parse(to, "to")?,
+            };
+            anyhow::ensure!(span.from_ms < span.to_ms, "--from must be before --to");
+            span
+        }
+        None => {
+            let since = since.unwrap_or("48h");
+            let length = crate::config::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
+            crate::report::Span::since(length, now)
+        }
+    };
+    let format = match format {
+        ReportFormat::Html => crate::report::Format::Html,
+        ReportFormat::Md => crate::report::Format::Markdown,
+        ReportFormat::Json => crate::report::Format::Json,
+    };
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        let report = crate::report::Report::build(&store, span, &readiness, now).await?;
+        store.close().await;
+        let text = report.render(format);
+        match out {
+            Some(path) => {
+                std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("{}: {}", path.display(), report.verdict.label());
+            }
+            None => print!("{text}"),
+        }
+        Ok(report.verdict)
     })
 }
 

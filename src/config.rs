@@ -61,7 +61,11 @@ pub struct Config {
     pub redact: Redactor,
     pub admin: AdminConfig,
     pub idmap: IdMapConfig,
+    pub readiness: crate::report::Readiness,
     pub routes: RouteTable,
+    /// The first 16 hex digits of the config text's SHA-256, so a report can
+    /// say which configuration produced its evidence.
+    pub fingerprint: String,
 }
 
 /// `[idmap]`: where ID pairs come from and how IDs are spelled.
@@ -197,6 +201,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     idmap: RawIdMap,
+    #[serde(default)]
+    readiness: RawReadiness,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -251,6 +257,18 @@ struct RawUpstream {
     write_tries: Option<u32>,
     #[serde(default)]
     replay_headers: BTreeMap<String, String>,
+}
+
+/// `[readiness]`: the report's gates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReadiness {
+    min_duration: Option<String>,
+    min_compared_per_route: Option<u64>,
+    min_match_rate: Option<f64>,
+    max_shadow_error_rate: Option<f64>,
+    shadow_p95_max: Option<String>,
+    unmapped_window: Option<String>,
 }
 
 /// `[idmap]`
@@ -636,8 +654,11 @@ impl Config {
         let admin = AdminConfig { token_env, token };
         let routes = ctx.routes(raw.routes)?;
         let idmap = ctx.idmap(raw.idmap)?;
+        let readiness = ctx.readiness(raw.readiness)?;
         Ok(Config {
             idmap,
+            readiness,
+            fingerprint: crate::compare::short_hash(text.as_bytes()),
             source: source.to_string(),
             listen,
             primary,
@@ -1083,6 +1104,31 @@ impl Ctx<'_> {
             rules.recheck = Some(parse_duration(&text).map_err(|message| invalid("compare.recheck".into(), message))?);
         }
         Ok(rules)
+    }
+
+    fn readiness(&self, raw: RawReadiness) -> Result<crate::report::Readiness, ConfigError> {
+        let defaults = crate::report::Readiness::default();
+        let fraction = |key: &str, value: Option<f64>, default: f64| match value {
+            None => Ok(default),
+            Some(value) if (0.0..=1.0).contains(&value) => Ok(value),
+            Some(value) => Err(self.invalid(key, format!("expected a fraction from 0.0 to 1.0, got {value}"))),
+        };
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => self.duration(key, &text),
+        };
+        Ok(crate::report::Readiness {
+            min_duration: duration("readiness.min_duration", raw.min_duration, defaults.min_duration)?,
+            min_compared_per_route: raw.min_compared_per_route.unwrap_or(defaults.min_compared_per_route),
+            min_match_rate: fraction("readiness.min_match_rate", raw.min_match_rate, defaults.min_match_rate)?,
+            max_shadow_error_rate: fraction(
+                "readiness.max_shadow_error_rate",
+                raw.max_shadow_error_rate,
+                defaults.max_shadow_error_rate,
+            )?,
+            shadow_p95_max: duration("readiness.shadow_p95_max", raw.shadow_p95_max, defaults.shadow_p95_max)?,
+            unmapped_window: duration("readiness.unmapped_window", raw.unmapped_window, defaults.unmapped_window)?,
+        })
     }
 
     fn idmap(&self, raw: RawIdMap) -> Result<IdMapConfig, ConfigError> {

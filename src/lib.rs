@@ -15,6 +15,7 @@
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
 //! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
+//! - [`report`]: the readiness report: evidence from the store, gates, verdict, HTML/Markdown/JSON.
 //! - [`metrics`]: the Prometheus registry and metric names.
 //! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations.
 //! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod proxy;
 pub mod redact;
+pub mod report;
 pub mod route;
 pub mod server;
 pub mod store;

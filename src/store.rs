@@ -100,10 +100,32 @@ pub struct ExchangeRecord {
     pub groups: Vec<GroupRef>,
     /// Samples for some of those groups (the store keeps at most `samples_per_group`).
     pub samples: Vec<SampleRecord>,
+    /// What each side's cache said (`x-vercel-cache`, `cf-cache-status`, `x-cache`), lowercase.
+    pub primary_cache: Option<String>,
+    pub shadow_cache: Option<String>,
     /// ID pairs this exchange taught (`learn_ids`), kept with it.
     pub learned_ids: Vec<crate::idmap::IdPair>,
     /// The write ledger row, for a mirrored write.
     pub ledger: Option<LedgerRecord>,
+}
+
+/// What the writer writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Exchange(ExchangeRecord),
+    /// A snapshot of the paths learned as noise.
+    Noise(Vec<NoiseRecord>),
+}
+
+/// A path learned as noise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseRecord {
+    pub route: String,
+    pub pattern: String,
+    pub side: String,
+    pub observations: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
 }
 
 /// One mirrored write, as the ledger keeps it.
@@ -270,6 +292,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The pool, for aggregate queries of other modules (the report).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -302,12 +329,39 @@ impl Store {
     /// Writes a batch of exchanges in one transaction: each exchange, the
     /// groups it counted in (created, or counted once more), and the links.
     pub async fn record(&self, batch: &[ExchangeRecord]) -> Result<(), StoreError> {
+        let records: Vec<Record> = batch.iter().cloned().map(Record::Exchange).collect();
+        self.write(&records).await
+    }
+
+    /// Writes a batch of records in one transaction.
+    pub async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for exchange in batch {
+        for record in batch {
+            let exchange = match record {
+                Record::Exchange(exchange) => exchange,
+                Record::Noise(noise) => {
+                    for learned in noise {
+                        sqlx::query(
+                            "INSERT INTO learned_noise (route, pattern, side, observations, first_seen_ms, last_seen_ms) \
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (route, pattern, side) DO UPDATE SET \
+                             observations = excluded.observations, last_seen_ms = excluded.last_seen_ms",
+                        )
+                        .bind(&learned.route)
+                        .bind(&learned.pattern)
+                        .bind(&learned.side)
+                        .bind(learned.observations)
+                        .bind(learned.first_seen_ms)
+                        .bind(learned.last_seen_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    continue;
+                }
+            };
             let row = sqlx::query(
                 "INSERT INTO exchanges (at_ms, request_id, route, method, path, source, primary_status, \
-                 shadow_status, primary_ms, shadow_ms, outcome, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                 shadow_status, primary_ms, shadow_ms, outcome, reason, primary_cache, shadow_cache) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
             )
             .bind(exchange.at_ms)
             .bind(&exchange.request_id)
@@ -321,6 +375,8 @@ impl Store {
             .bind(exchange.shadow_ms)
             .bind(&exchange.outcome)
             .bind(&exchange.reason)
+            .bind(&exchange.primary_cache)
+            .bind(&exchange.shadow_cache)
             .fetch_one(&mut *tx)
             .await?;
             let exchange_id: i64 = row.try_get(0)?;
@@ -855,7 +911,7 @@ pub struct WriterConfig {
 
 /// The store writer's inbox: never blocks, never awaits.
 pub struct Writer {
-    inbox: tokio::sync::mpsc::Sender<ExchangeRecord>,
+    inbox: tokio::sync::mpsc::Sender<Record>,
     stop: tokio::sync::watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
     last_loss_log: std::sync::Mutex<Option<std::time::Instant>>,
@@ -885,6 +941,17 @@ impl Writer {
     /// lost, counted in `cutover_store_records_lost_total`, and logged at
     /// most every ten seconds.
     pub fn submit(&self, record: ExchangeRecord) {
+        self.submit_record(Record::Exchange(record));
+    }
+
+    /// Queues a snapshot of learned noise (same rules as [`Writer::submit`]).
+    pub fn submit_noise(&self, noise: Vec<NoiseRecord>) {
+        if !noise.is_empty() {
+            self.submit_record(Record::Noise(noise));
+        }
+    }
+
+    fn submit_record(&self, record: Record) {
         match self.inbox.try_send(record) {
             Ok(()) => self.metrics.store_pending().inc(),
             Err(_) => {
@@ -912,12 +979,12 @@ impl Writer {
 
 async fn write_loop(
     config: WriterConfig,
-    mut records: tokio::sync::mpsc::Receiver<ExchangeRecord>,
+    mut records: tokio::sync::mpsc::Receiver<Record>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
 ) {
     let mut store: Option<Store> = None;
-    let mut batch: Vec<ExchangeRecord> = Vec::with_capacity(config.batch);
+    let mut batch: Vec<Record> = Vec::with_capacity(config.batch);
     let mut backoff = RETRY_MIN;
     loop {
         if batch.is_empty() {
@@ -948,7 +1015,7 @@ async fn write_loop(
         // Write the batch, retrying while the database is away; the inbox keeps buffering meanwhile.
         loop {
             let result = match &store {
-                Some(store) => store.record(&batch).await,
+                Some(store) => store.write(&batch).await,
                 None => match Store::open(&config.url, &config.options).await {
                     Ok(opened) => {
                         tracing::info!(store = %redact_url(&config.url), "store connected");

@@ -134,6 +134,8 @@ fn exchange(request_id: &str, at_ms: i64, outcome: &str, groups: Vec<GroupRef>) 
             })
             .collect(),
         groups,
+        primary_cache: None,
+        shadow_cache: None,
         learned_ids: Vec::new(),
         ledger: None,
     }

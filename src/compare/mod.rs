@@ -174,6 +174,11 @@ pub fn group_key(route: &str, method: &str, location: &Location, pattern: &str, 
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The first 16 hex digits of the SHA-256 of some bytes.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The full comparison of two answers.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Comparison {

@@ -538,6 +538,7 @@ impl Mirror {
         };
         let mirror = Arc::new(mirror);
         tokio::spawn(recheck_loop(Arc::downgrade(&mirror), recorder, recheck_rx));
+        tokio::spawn(noise_loop(Arc::downgrade(&mirror)));
         Ok((mirror, Workers { threads }))
     }
 
@@ -860,6 +861,27 @@ impl Mirror {
     /// Tells the comparison workers to stop once the queue is empty.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.flush_noise();
+    }
+
+    /// Hands the store a snapshot of the paths learned as noise (for the report).
+    pub fn flush_noise(&self) {
+        let millis = |at: SystemTime| unix_ms(at);
+        let learned: Vec<crate::store::NoiseRecord> = self
+            .noise
+            .learned()
+            .into_iter()
+            .filter(|noise| noise.active)
+            .map(|noise| crate::store::NoiseRecord {
+                route: noise.route,
+                pattern: noise.pattern,
+                side: format!("{:?}", noise.side).to_ascii_lowercase(),
+                observations: i64::from(noise.observations),
+                first_seen_ms: millis(noise.first_seen),
+                last_seen_ms: millis(noise.last_seen),
+            })
+            .collect();
+        self.recorder.writer.submit_noise(learned);
     }
 
     /// Waits until every mirrored exchange in flight has been recorded, at
@@ -870,6 +892,15 @@ impl Mirror {
             Ok(Ok(_all_slots)) => 0,
             _ => self.config.queue - self.slots.available_permits(),
         }
+    }
+}
+
+/// Persists learned noise every 30 seconds while the mirror lives.
+async fn noise_loop(mirror: std::sync::Weak<Mirror>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let Some(mirror) = mirror.upgrade() else { return };
+        mirror.flush_noise();
     }
 }
 
@@ -953,6 +984,19 @@ fn status_of(side: &SideResult) -> Option<i64> {
         SideResult::Uncaptured { status, .. } => Some(i64::from(status.as_u16())),
         SideResult::Failed { .. } | SideResult::Abandoned => None,
     }
+}
+
+/// What a side's cache said about its answer, from the headers CDNs and
+/// Vercel use; a latency comparison must not mix cache hits with origin work.
+fn cache_status(side: &SideResult) -> Option<String> {
+    let SideResult::Complete(response) = side else {
+        return None;
+    };
+    ["x-vercel-cache", "cf-cache-status", "x-cache"].iter().find_map(|name| {
+        let value = response.headers.get(*name)?.to_str().ok()?;
+        let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
+        (!value.is_empty()).then_some(value)
+    })
 }
 
 fn millis_of(side: &SideResult) -> Option<f64> {
@@ -1131,6 +1175,8 @@ impl Recorder {
             shadow_ms: None,
             outcome: outcome.label().into(),
             reason: skip_reason(outcome),
+            primary_cache: cache_status(result),
+            shadow_cache: None,
             groups: Vec::new(),
             samples: Vec::new(),
             learned_ids: Vec::new(),
@@ -1176,6 +1222,8 @@ impl Recorder {
             shadow_ms: millis_of(&exchange.shadow),
             outcome: judgement.outcome.label().into(),
             reason: skip_reason(judgement.outcome),
+            primary_cache: cache_status(&exchange.primary),
+            shadow_cache: cache_status(&exchange.shadow),
             groups,
             samples,
             learned_ids: exchange.write.as_ref().map(|w| w.learned.clone()).unwrap_or_default(),

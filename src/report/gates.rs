@@ -1,0 +1,250 @@
+//! The gates: each turns a measured figure into pass, fail or "not enough
+//! data", and the verdict follows from them. Pure arithmetic, no I/O.
+//!
+//! Must never: pass a gate on too little evidence (a match rate passes on
+//! the lower bound of its 95% interval, not on the observed rate), or fail
+//! one on evidence that cannot tell (too few samples are "not enough data").
+
+use serde::Serialize;
+
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// A gate's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    NotEnoughData,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::NotEnoughData => "not enough data",
+        }
+    }
+}
+
+/// The report's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    #[serde(rename = "GO")]
+    Go,
+    #[serde(rename = "NO-GO")]
+    NoGo,
+    #[serde(rename = "NOT YET")]
+    NotYet,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Go => "GO",
+            Verdict::NoGo => "NO-GO",
+            Verdict::NotYet => "NOT YET",
+        }
+    }
+
+    /// The exit code of `cutover report --check`.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Go => 0,
+            Verdict::NoGo => 1,
+            Verdict::NotYet => 2,
+        }
+    }
+
+    /// Any failure is NO-GO; else anything short of data is NOT YET; GO
+    /// needs at least one gate and every gate passing.
+    pub fn of(gates: &[Gate]) -> Verdict {
+        if gates.iter().any(|gate| gate.status == Status::Fail) {
+            Verdict::NoGo
+        } else if gates.is_empty() || gates.iter().any(|gate| gate.status == Status::NotEnoughData) {
+            Verdict::NotYet
+        } else {
+            Verdict::Go
+        }
+    }
+}
+
+/// One gate: what was measured against what was required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gate {
+    /// A stable identifier, e.g. `match_rate`.
+    pub gate: String,
+    /// The route it is about, for per-route gates.
+    pub route: Option<String>,
+    pub measured: String,
+    pub threshold: String,
+    pub status: Status,
+    /// What to do about it, when it does not pass.
+    pub next_step: Option<String>,
+}
+
+/// The 95% Wilson score interval of `successes` out of `trials`.
+pub fn wilson(successes: u64, trials: u64) -> (f64, f64) {
+    if trials == 0 {
+        return (0.0, 1.0);
+    }
+    let n = trials as f64;
+    let p = successes as f64 / n;
+    let z2 = Z95 * Z95;
+    let denominator = 1.0 + z2 / n;
+    let center = (p + z2 / (2.0 * n)) / denominator;
+    let margin = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denominator;
+    ((center - margin).max(0.0), (center + margin).min(1.0))
+}
+
+/// How many more matches in a row it takes for the lower bound to reach
+/// `target`; `None` when no number can (a target of 1.0).
+pub fn matches_needed(matched: u64, compared: u64, target: f64) -> Option<u64> {
+    if wilson(matched, compared).0 >= target {
+        return Some(0);
+    }
+    if target >= 1.0 {
+        return None;
+    }
+    let reaches = |more: u64| wilson(matched + more, compared + more).0 >= target;
+    let mut high = 1u64;
+    while !reaches(high) {
+        high = high.checked_mul(2)?;
+        if high > 1 << 40 {
+            return None;
+        }
+    }
+    let mut low = high / 2;
+    while low + 1 < high {
+        let middle = low + (high - low) / 2;
+        if reaches(middle) {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    Some(high)
+}
+
+/// The match-rate gate of one route.
+pub fn match_rate_gate(route: &str, matched: u64, compared: u64, min_compared: u64, target: f64) -> Gate {
+    let (low, high) = wilson(matched, compared);
+    let measured = if compared == 0 {
+        "nothing compared".to_string()
+    } else {
+        format!(
+            "{matched}/{compared} = {} (95% CI {}–{})",
+            percent(matched as f64 / compared as f64),
+            percent(low),
+            percent(high)
+        )
+    };
+    let threshold = format!("≥ {compared_min} compared, lower bound ≥ {}", percent(target), compared_min = min_compared);
+    let (status, next_step) = if compared > 0 && high < target {
+        (
+            Status::Fail,
+            Some(format!(
+                "route {route}: the match rate is below {} even at the top of its interval; triage its divergence groups",
+                percent(target)
+            )),
+        )
+    } else if compared < min_compared {
+        (
+            Status::NotEnoughData,
+            Some(format!(
+                "route {route} needs {} more compared requests",
+                min_compared - compared
+            )),
+        )
+    } else if low >= target {
+        (Status::Pass, None)
+    } else {
+        let step = match matches_needed(matched, compared, target) {
+            Some(more) => format!(
+                "route {route} needs {more} more matches in a row for the lower bound to reach {}",
+                percent(target)
+            ),
+            None => format!("route {route}: a lower bound of {} cannot be reached", percent(target)),
+        };
+        (Status::NotEnoughData, Some(step))
+    };
+    Gate {
+        gate: "match_rate".into(),
+        route: Some(route.to_string()),
+        measured,
+        threshold,
+        status,
+        next_step,
+    }
+}
+
+/// A fraction as a percentage with enough digits to tell 99.9% from 100%.
+pub fn percent(fraction: f64) -> String {
+    let value = fraction * 100.0;
+    if value >= 99.0 && value < 100.0 {
+        format!("{value:.2}%")
+    } else {
+        format!("{value:.1}%")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_matches_published_values() {
+        // Reference values (Newcombe 1998, method 3): 0/10 → 0–0.2775, 10/10 → 0.7225–1, 15/148 → 0.0624–0.1605.
+        let (low, high) = wilson(0, 10);
+        assert!(low == 0.0 && (high - 0.2775).abs() < 1e-4, "{low} {high}");
+        let (low, high) = wilson(10, 10);
+        assert!((low - 0.7225).abs() < 1e-4 && (high - 1.0).abs() < 1e-12, "{low} {high}");
+        let (low, high) = wilson(15, 148);
+        assert!((low - 0.0624).abs() < 1e-4 && (high - 0.1605).abs() < 1e-4, "{low} {high}");
+        let (low, high) = wilson(30, 30);
+        assert!((low - 0.8865).abs() < 1e-3 && (high - 1.0).abs() < 1e-12, "{low} {high}");
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn thirty_of_thirty_is_not_yet_ninety_nine_percent() {
+        let gate = match_rate_gate("all-tasks", 30, 30, 30, 0.99);
+        assert_eq!(gate.status, Status::NotEnoughData);
+        let needed = matches_needed(30, 30, 0.99).unwrap();
+        assert!(wilson(30 + needed, 30 + needed).0 >= 0.99);
+        assert!(wilson(30 + needed - 1, 30 + needed - 1).0 < 0.99, "the smallest number");
+        assert_eq!(needed, 351, "381 matches out of 381 give a 99% lower bound: n / (n + z²) ≥ 0.99");
+        assert!(gate.next_step.unwrap().contains("needs 351 more matches"));
+    }
+
+    #[test]
+    fn a_rate_clearly_below_the_target_fails_even_on_few_samples() {
+        assert_eq!(match_rate_gate("r", 0, 5, 30, 0.99).status, Status::Fail);
+        assert_eq!(match_rate_gate("r", 950, 1000, 30, 0.99).status, Status::Fail);
+        assert_eq!(match_rate_gate("r", 10, 10, 30, 0.99).status, Status::NotEnoughData);
+        assert_eq!(match_rate_gate("r", 5000, 5000, 30, 0.99).status, Status::Pass);
+        assert_eq!(matches_needed(5, 5, 1.0), None);
+    }
+
+    #[test]
+    fn the_verdict_needs_every_gate_and_at_least_one() {
+        let gate = |status| Gate {
+            gate: "g".into(),
+            route: None,
+            measured: String::new(),
+            threshold: String::new(),
+            status,
+            next_step: None,
+        };
+        assert_eq!(Verdict::of(&[]), Verdict::NotYet);
+        assert_eq!(Verdict::of(&[gate(Status::Pass)]), Verdict::Go);
+        assert_eq!(Verdict::of(&[gate(Status::Pass), gate(Status::NotEnoughData)]), Verdict::NotYet);
+        assert_eq!(Verdict::of(&[gate(Status::NotEnoughData), gate(Status::Fail)]), Verdict::NoGo);
+        assert_eq!(
+            [Verdict::Go, Verdict::NoGo, Verdict::NotYet].map(Verdict::exit_code),
+            [0, 1, 2]
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! The cutover readiness report: from the store alone, the evidence of a
+//! time window, judged against the `[readiness]` gates into GO, NO-GO or
+//! NOT YET, with what to do next; rendered as HTML (self-contained, with
+//! SVG charts), Markdown, or JSON (schema in docs/report-schema.json).
+//!
+//! Must never: query anything but the store, say GO on too little data, or
+//! show a figure without the threshold it was judged against.
+
+mod charts;
+pub mod evidence;
+pub mod gates;
+mod render;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use evidence::Evidence;
+pub use gates::{Gate, Status, Verdict};
+
+use crate::store::{Store, StoreError};
+use evidence::{percentile, GroupEvidence, TimeBucket};
+
+/// The JSON schema version of [`Report`] (docs/report-schema.json).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `[readiness]`: what GO requires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    /// The observation window must span at least this long.
+    pub min_duration: Duration,
+    /// Each route with traffic needs this many compared requests.
+    pub min_compared_per_route: u64,
+    /// Judged on the lower bound of the 95% Wilson interval.
+    pub min_match_rate: f64,
+    /// The shadow's error rate may exceed the primary's by at most this.
+    pub max_shadow_error_rate: f64,
+    /// Each route's shadow p95 must be at most this (and not above the primary's).
+    pub shadow_p95_max: Duration,
+    /// Unmapped IDs in this last part of the window fail the report.
+    pub unmapped_window: Duration,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            min_duration: Duration::from_secs(24 * 3600),
+            min_compared_per_route: 30,
+            min_match_rate: 0.99,
+            max_shadow_error_rate: 0.001,
+            shadow_p95_max: Duration::from_millis(200),
+            unmapped_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Markdown,
+    Json,
+}
+
+/// The report (this is the JSON, schema version [`SCHEMA_VERSION`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub generated_at: String,
+    pub window: Window,
+    pub verdict: Verdict,
+    pub gates: Vec<Gate>,
+    pub next_steps: Vec<String>,
+    pub routes: Vec<RouteReport>,
+    /// Routes whose every request was `mirror_off`: not compared, by design.
+    pub not_covered: Vec<String>,
+    pub groups: Vec<GroupEvidence>,
+    pub writes: Writes,
+    pub idmap: IdMapCoverage,
+    pub noise: Vec<Noise>,
+    pub config_fingerprints: Vec<String>,
+    pub timeline: Vec<TimeBucket>,
+    pub events: Vec<Event>,
+    #[serde(skip)]
+    evidence: Evidence,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub from: String,
+    pub to: String,
+    /// The first and last request seen in it.
+    pub observed_from: Option<String>,
+    pub observed_to: Option<String>,
+    pub observed_seconds: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteReport {
+    pub route: String,
+    pub requests: u64,
+    /// match + diverged + transient.
+    pub compared: u64,
+    /// match + transient.
+    pub matched: u64,
+    pub diverged: u64,
+    pub racy: u64,
+    pub transient: u64,
+    pub primary_errors: u64,
+    pub shadow_errors: u64,
+    pub both_errors: u64,
+    pub skipped: BTreeMap<String, u64>,
+    pub by_source: BTreeMap<String, u64>,
+    pub match_rate: Option<f64>,
+    pub match_rate_low: f64,
+    pub match_rate_high: f64,
+    pub primary: Latency,
+    pub shadow: Latency,
+    /// Primary p50 over shadow p50 (above 1: the shadow is faster).
+    pub speedup: Option<f64>,
+    pub primary_429: u64,
+    pub shadow_429: u64,
+    pub primary_cache_hit_share: Option<f64>,
+    pub shadow_cache_hit_share: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Writes {
+    pub ok: u64,
+    pub drift: u64,
+    pub reconciled: u64,
+    /// Open drift, whenever it happened.
+    pub open_drift: u64,
+    pub by_route: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdMapCoverage {
+    /// kind → origin (import | learned) → pairs.
+    pub kinds: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Exchanges with an unmapped ID, per route, in the window.
+    pub unmapped_by_route: BTreeMap<String, u64>,
+    /// Of those, in the last `unmapped_window`.
+    pub unmapped_recent: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Noise {
+    pub route: String,
+    pub pattern: String,
+    pub observations: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// The time window a report covers, in Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl Span {
+    /// The last `since` up to `now_ms`.
+    pub fn since(since: Duration, now_ms: i64) -> Span {
+        let length = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+        Span {
+            from_ms: now_ms.saturating_sub(length),
+            to_ms: now_ms.saturating_add(1),
+        }
+    }
+}
+
+impl Report {
+    /// Gathers the window's evidence from the store and judges it.
+    pub async fn build(store: &Store, span: Span, readiness: &Readiness, now_ms: i64) -> Result<Report, StoreError> {
+        let unmapped_from = span
+            .to_ms
+            .saturating_sub(i64::try_from(readiness.unmapped_window.as_millis()).unwrap_or(i64::MAX));
+        let evidence = Evidence::gather(store, span.from_ms, span.to_ms, unmapped_from).await?;
+        Ok(Report::judge(evidence, span, readiness, now_ms))
+    }
+
+    /// Judges gathered evidence (pure: the tests build evidence by hand too).
+    pub fn judge(evidence: Evidence, span: Span, readiness: &Readiness, now_ms: i64) -> Report {
+        let mut routes = Vec::new();
+        let mut not_covered = Vec::new();
+        for (name, counts) in &evidence.routes {
+            let mirror_off = counts.skipped.get("mirror_off").copied().unwrap_or(0);
+            if mirror_off == counts.requests {
+                not_covered.push(name.clone());
+                continue;
+            }
+            routes.push(route_report(name, counts, &evidence));
+        }
+        routes.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
+        let gates = judge_gates(&evidence, &routes, readiness);
+        let verdict = Verdict::of(&gates);
+        let next_steps = gates.iter().filter_map(|gate| gate.next_step.clone()).collect();
+        let observed = evidence.observed();
+        let config_fingerprints = {
+            let mut seen: Vec<String> = evidence
+                .events
+                .iter()
+                .filter(|(_, kind, _)| kind == "start")
+                .filter_map(|(_, _, detail)| {
+                    serde_json::from_str::<serde_json::Value>(detail).ok()?["config"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .collect();
+            seen.dedup();
+            seen
+        };
+        let unmapped_by_route = evidence
+            .routes
+            .iter()
+            .filter_map(|(route, counts)| counts.skipped.get("unmapped_id").map(|n| (route.clone(), *n)))
+            .collect();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            generated_at: time(now_ms),
+            window: Window {
+                from: time(span.from_ms),
+                to: time(span.to_ms),
+                observed_from: observed.map(|(first, _)| time(first)),
+                observed_to: observed.map(|(_, last)| time(last)),
+                observed_seconds: observed.map_or(0, |(first, last)| u64::try_from((last - first) / 1000).unwrap_or(0)),
+            },
+            verdict,
+            gates,
+            next_steps,
+            routes,
+            not_covered,
+            groups: evidence.groups.clone(),
+            writes: Writes {
+                ok: evidence.ledger.get("ok").copied().unwrap_or(0),
+                drift: evidence.ledger.get("drift").copied().unwrap_or(0),
+                reconciled: evidence.ledger.get("reconciled").copied().unwrap_or(0),
+                open_drift: evidence.open_drift,
+                by_route: evidence.ledger_routes.clone(),
+            },
+            idmap: IdMapCoverage {
+                kinds: evidence.idmap.clone(),
+                unmapped_by_route,
+                unmapped_recent: evidence.unmapped_recent,
+            },
+            noise: evidence
+                .noise
+                .iter()
+                .map(|(route, pattern, observations)| Noise {
+                    route: route.clone(),
+                    pattern: pattern.clone(),
+                    observations: *observations,
+                })
+                .collect(),
+            config_fingerprints,
+            timeline: evidence.timeline.clone(),
+            events: evidence
+                .events
+                .iter()
+                .filter(|(_, kind, _)| kind != "start")
+                .map(|(at, kind, detail)| Event {
+                    at: time(*at),
+                    kind: kind.clone(),
+                    detail: serde_json::from_str(detail).unwrap_or(serde_json::Value::Null),
+                })
+                .collect(),
+            evidence,
+        }
+    }
+
+    /// The report in a format.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Markdown => render::markdown(self),
+            Format::Html => render::html(self),
+        }
+    }
+}
+
+fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence) -> RouteReport {
+    let matched = counts.outcome("match") + counts.outcome("transient");
+    let compared = matched + counts.outcome("diverged");
+    let (low, high) = gates::wilson(matched, compared);
+    let latency = |histograms: &BTreeMap<String, evidence::Histogram>| {
+        let histogram = histograms.get(name).cloned().unwrap_or_default();
+        Latency {
+            samples: histogram.values().sum(),
+            p50_ms: percentile(&histogram, 0.50),
+            p95_ms: percentile(&histogram, 0.95),
+            p99_ms: percentile(&histogram, 0.99),
+        }
+    };
+    let primary = latency(&evidence.primary_latency);
+    let shadow = latency(&evidence.shadow_latency);
+    let share = |hits: u64, known: u64| (known > 0).then(|| hits as f64 / known as f64);
+    RouteReport {
+        route: name.to_string(),
+        requests: counts.requests,
+        compared,
+        matched,
+        diverged: counts.outcome("diverged"),
+        racy: counts.outcome("racy"),
+        transient: counts.outcome("transient"),
+        primary_errors: counts.outcome("primary_error"),
+        shadow_errors: counts.outcome("shadow_error"),
+        both_errors: counts.outcome("both_error"),
+        skipped: counts.skipped.clone(),
+        by_source: counts.sources.clone(),
+        match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
+        match_rate_low: low,
+        match_rate_high: high,
+        speedup: match (primary.p50_ms, shadow.p50_ms) {
+            (Some(p), Some(s)) if s > 0.0 => Some(p / s),
+            _ => None,
+        },
+        primary,
+        shadow,
+        primary_429: counts.primary_429,
+        shadow_429: counts.shadow_429,
+        primary_cache_hit_share: share(counts.primary_cache_hits, counts.primary_cache_known),
+        shadow_cache_hit_share: share(counts.shadow_cache_hits, counts.shadow_cache_known),
+    }
+}
+
+fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness) -> Vec<Gate> {
+    let mut out = Vec::new();
+    let gate = |name: &str, route: Option<&str>, measured: String, threshold: String, status, next: Option<String>| Gate {
+        gate: name.to_string(),
+        route: route.map(str::to_string),
+        measured,
+        threshold,
+        status,
+        next_step: next,
+    };
+    // The observation window.
+    let observed_ms = evidence.observed().map_or(0, |(first, last)| last - first);
+    let needed_ms = i64::try_from(readiness.min_duration.as_millis()).unwrap_or(i64::MAX);
+    let window_ok = observed_ms >= needed_ms;
+    out.push(gate(
+        "observation_window",
+        None,
+        human(observed_ms),
+        format!("≥ {}", human(needed_ms)),
+        if window_ok { Status::Pass } else { Status::NotEnoughData },
+        (!window_ok).then(|| {
+            if evidence.routes.is_empty() {
+                "no traffic recorded in this window: send traffic through cutover (or widen --since)".to_string()
+            } else {
+                format!("keep the parallel test running {} longer", human(needed_ms - observed_ms))
+            }
+        }),
+    ));
+    // Every route with traffic: compared enough, and matching.
+    for route in routes {
+        if route.compared == 0 {
+            let reasons: Vec<String> = route.skipped.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+            let errors = route.primary_errors + route.shadow_errors + route.both_errors;
+            out.push(gate(
+                "coverage",
+                Some(&route.route),
+                format!(
+                    "{} requests, none compared ({}{})",
+                    route.requests,
+                    if reasons.is_empty() { "no skips".to_string() } else { reasons.join(", ") },
+                    if errors > 0 { format!(", {errors} errors") } else { String::new() }
+                ),
+                "every route with traffic is compared".into(),
+                Status::Fail,
+                Some(format!(
+                    "route {}: nothing was compared; see why it was skipped or failed",
+                    route.route
+                )),
+            ));
+            continue;
+        }
+        out.push(gates::match_rate_gate(
+            &route.route,
+            route.matched,
+            route.compared,
+            readiness.min_compared_per_route,
+            readiness.min_match_rate,
+        ));
+    }
+    // Open high-severity groups (accepted and fixed do not count).
+    let open_high: Vec<&GroupEvidence> = evidence
+        .groups
+        .iter()
+        .filter(|group| group.severity == "high" && (group.status == "open" || group.status == "bug"))
+        .collect();
+    out.push(gate(
+        "high_severity_groups",
+        None,
+        format!("{} open", open_high.len()),
+        "0 open (accepted and fixed groups do not count)".into(),
+        if open_high.is_empty() { Status::Pass } else { Status::Fail },
+        (!open_high.is_empty()).then(|| {
+            let keys: Vec<&str> = open_high.iter().take(5).map(|g| g.key.as_str()).collect();
+            format!(
+                "triage {} open high-severity divergence group(s): {}",
+                open_high.len(),
+                keys.join(", ")
+            )
+        }),
+    ));
+    // Write drift.
+    out.push(gate(
+        "write_drift",
+        None,
+        format!("{} open", evidence.open_drift),
+        "0 open".into(),
+        if evidence.open_drift == 0 { Status::Pass } else { Status::Fail },
+        (evidence.open_drift > 0).then(|| {
+            format!(
+                "replay {} drifted write(s): cutover drift replay --all -c CONFIG (or resolve them by hand)",
+                evidence.open_drift
+            )
+        }),
+    ));
+    // Error rates over mirrored requests.
+    let mirrored: u64 = routes
+        .iter()
+        .map(|r| r.compared + r.racy + r.primary_errors + r.shadow_errors + r.both_errors)
+        .sum();
+    let shadow_failed: u64 = routes.iter().map(|r| r.shadow_errors + r.both_errors).sum();
+    let primary_failed: u64 = routes.iter().map(|r| r.primary_errors + r.both_errors).sum();
+    if mirrored == 0 {
+        out.push(gate(
+            "shadow_error_rate",
+            None,
+            "no mirrored requests".into(),
+            format!("≤ primary's + {}", gates::percent(readiness.max_shadow_error_rate)),
+            Status::NotEnoughData,
+            None,
+        ));
+    } else {
+        let shadow_rate = shadow_failed as f64 / mirrored as f64;
+        let primary_rate = primary_failed as f64 / mirrored as f64;
+        let ok = shadow_rate <= primary_rate + readiness.max_shadow_error_rate;
+        out.push(gate(
+            "shadow_error_rate",
+            None,
+            format!(
+                "shadow {} ({shadow_failed}/{mirrored}), primary {}",
+                gates::percent(shadow_rate),
+                gates::percent(primary_rate)
+            ),
+            format!("≤ primary's + {}", gates::percent(readiness.max_shadow_error_rate)),
+            if ok { Status::Pass } else { Status::Fail },
+            (!ok).then(|| format!("the shadow failed {shadow_failed} mirrored requests; see shadow_errors by route")),
+        ));
+    }
+    // Latency, per route with enough samples.
+    let p95_max = readiness.shadow_p95_max.as_secs_f64() * 1000.0;
+    for route in routes {
+        let (Some(shadow), Some(primary)) = (route.shadow.p95_ms, route.primary.p95_ms) else {
+            continue;
+        };
+        let threshold = format!("≤ {} and ≤ the primary's", ms(p95_max));
+        let measured = format!("shadow p95 {}, primary p95 {}", ms(shadow), ms(primary));
+        let (status, next) = if route.shadow.samples < readiness.min_compared_per_route {
+            (
+                Status::NotEnoughData,
+                Some(format!(
+                    "route {} needs {} more latency samples",
+                    route.route,
+                    readiness.min_compared_per_route - route.shadow.samples
+                )),
+            )
+        } else if shadow > p95_max || shadow > primary {
+            (
+                Status::Fail,
+                Some(format!(
+                    "route {}: the shadow's p95 ({}) is above {}",
+                    route.route,
+                    ms(shadow),
+                    if shadow > p95_max { ms(p95_max) } else { format!("the primary's ({})", ms(primary)) }
+                )),
+            )
+        } else {
+            (Status::Pass, None)
+        };
+        out.push(gate("shadow_p95", Some(&route.route), measured, threshold, status, next));
+    }
+    // Unmapped IDs late in the window.
+    out.push(gate(
+        "unmapped_ids",
+        None,
+        format!("{} in the last {}", evidence.unmapped_recent, human(i64::try_from(readiness.unmapped_window.as_millis()).unwrap_or(0))),
+        "0".into(),
+        if evidence.unmapped_recent == 0 { Status::Pass } else { Status::Fail },
+        (evidence.unmapped_recent > 0).then(|| {
+            format!(
+                "{} recent requests used IDs the ID map does not know: import the missing pairs (cutover idmap import)",
+                evidence.unmapped_recent
+            )
+        }),
+    ));
+    out
+}
+
+/// A duration in milliseconds, as a person reads it.
+pub fn human(millis: i64) -> String {
+    let seconds = millis.max(0) / 1000;
+    match seconds {
+        0..=119 => format!("{seconds}s"),
+        120..=7199 => format!("{}m", seconds / 60),
+        _ => {
+            let hours = seconds / 3600;
+            let minutes = (seconds % 3600) / 60;
+            if minutes == 0 {
+                format!("{hours}h")
+            } else {
+                format!("{hours}h{minutes:02}m")
+            }
+        }
+    }
+}
+
+fn ms_opt(value: Option<f64>) -> String {
+    value.map_or("–".into(), ms)
+}
+
+fn ms(value: f64) -> String {
+    if value >= 1000.0 {
+        format!("{:.2} s", value / 1000.0)
+    } else {
+        format!("{value:.1} ms")
+    }
+}
+
+fn time(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
