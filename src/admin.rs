@@ -291,7 +291,8 @@ async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<
     for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
         match name.as_ref() {
             "since" => {
-                since = crate::config::parse_duration(&value).map_err(|message| bad_request(&format!("since: {message}")))?
+                since = crate::config::parse_duration(&value)
+                    .map_err(|message| bad_request(&format!("since: {message}")))?
             }
             other => return Err(bad_request(&format!("unknown parameter \"{other}\"; try since=24h"))),
         }
@@ -302,9 +303,17 @@ async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<
         .await
         .map_err(store_failed)?;
     Ok(if request.uri().path() == "/report.json" {
-        text(StatusCode::OK, "application/json", report.render(crate::report::Format::Json))
+        text(
+            StatusCode::OK,
+            "application/json",
+            report.render(crate::report::Format::Json),
+        )
     } else {
-        text(StatusCode::OK, "text/html; charset=utf-8", report.render(crate::report::Format::Html))
+        text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            report.render(crate::report::Format::Html),
+        )
     })
 }
 

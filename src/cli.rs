@@ -229,7 +229,13 @@ pub fn run() -> ExitCode {
             check,
             at,
         } => {
-            return match report(since.as_deref(), from.as_deref().zip(to.as_deref()), format, out.as_deref(), &at) {
+            return match report(
+                since.as_deref(),
+                from.as_deref().zip(to.as_deref()),
+                format,
+                out.as_deref(),
+                &at,
+            ) {
                 Ok(verdict) if check => ExitCode::from(verdict.exit_code()),
                 Ok(_) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -366,7 +372,9 @@ fn report(
         Some((from, to)) => {
             let parse = |text: &str, what: &str| -> anyhow::Result<i64> {
                 Ok(chrono::DateTime::parse_from_rfc3339(text)
-                    .with_context(|| format!("--{what} \"{text}\": expected an RFC 3339 time like 2026-11-20T08:00:00Z"))?
+                    .with_context(|| {
+                        format!("--{what} \"{text}\": expected an RFC 3339 time like 2026-11-20T08:00:00Z")
+                    })?
                     .timestamp_millis())
             };
             let span = crate::report::Span {
@@ -378,7 +386,8 @@ fn report(
         }
         None => {
             let since = since.unwrap_or("48h");
-            let length = crate::config::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
+            let length =
+                crate::config::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
             crate::report::Span::since(length, now)
         }
     };

@@ -1127,7 +1127,11 @@ impl Ctx<'_> {
                 defaults.max_shadow_error_rate,
             )?,
             shadow_p95_max: duration("readiness.shadow_p95_max", raw.shadow_p95_max, defaults.shadow_p95_max)?,
-            unmapped_window: duration("readiness.unmapped_window", raw.unmapped_window, defaults.unmapped_window)?,
+            unmapped_window: duration(
+                "readiness.unmapped_window",
+                raw.unmapped_window,
+                defaults.unmapped_window,
+            )?,
         })
     }
 

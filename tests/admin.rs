@@ -252,3 +252,49 @@ async fn divergence_groups_can_be_listed_filtered_paged_and_triaged() {
         json!({"group": key, "status": "accepted", "note": "due dates move in v2"})
     );
 }
+
+#[tokio::test]
+async fn the_report_is_served_with_the_token() {
+    let primary = fixed(200, &[("content-type", "application/json")], br#"{"a":1}"#).await;
+    let shadow = fixed(200, &[("content-type", "application/json")], br#"{"a":1}"#).await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.env = vec![("CUTOVER_ADMIN_TOKEN", TOKEN.to_string())];
+    let dir = tempfile::tempdir().unwrap();
+    setup.store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let proxy = setup.start().await;
+    client()
+        .get(format!("http://{}/x", proxy.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    let admin = proxy.admin_addr;
+    wait_for_metric(admin, "cutover_requests_total", &[("outcome", "match")], 1.0).await;
+    let (status, _, _) = get(format!("http://{admin}/report.json"), None).await;
+    assert_eq!(status, 401);
+    // The writer flushes every second: wait until the store has the exchange.
+    let mut report = json!(null);
+    for _ in 0..100 {
+        let (status, body, _) = get(format!("http://{admin}/report.json?since=1h"), Some(TOKEN)).await;
+        assert_eq!(status, 200);
+        if body["routes"].as_array().is_some_and(|routes| !routes.is_empty()) {
+            report = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(report["verdict"], "NOT YET", "one request is not enough: {report}");
+    assert_eq!(report["routes"][0]["matched"], 1);
+    let page = client()
+        .get(format!("http://{admin}/report"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("Cutover readiness"));
+    let (status, body, _) = get(format!("http://{admin}/report?sinse=1h"), Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unknown parameter \"sinse\"; try since=24h"))
+    );
+}

@@ -156,7 +156,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
@@ -212,6 +212,11 @@ fn broken_configs_point_at_the_key() {
             "[[route]]",
             "[noise]\nmin_observations = 0\n\n[[route]]",
             "config/tomos.toml: noise.min_observations: must be at least 1",
+        ),
+        (
+            "[[route]]",
+            "[readiness]\nmin_match_rate = 99\n\n[[route]]",
+            "config/tomos.toml: readiness.min_match_rate: expected a fraction from 0.0 to 1.0, got 99",
         ),
         (
             "[[route]]",

@@ -992,11 +992,13 @@ fn cache_status(side: &SideResult) -> Option<String> {
     let SideResult::Complete(response) = side else {
         return None;
     };
-    ["x-vercel-cache", "cf-cache-status", "x-cache"].iter().find_map(|name| {
-        let value = response.headers.get(*name)?.to_str().ok()?;
-        let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
-        (!value.is_empty()).then_some(value)
-    })
+    ["x-vercel-cache", "cf-cache-status", "x-cache"]
+        .iter()
+        .find_map(|name| {
+            let value = response.headers.get(*name)?.to_str().ok()?;
+            let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
+            (!value.is_empty()).then_some(value)
+        })
 }
 
 fn millis_of(side: &SideResult) -> Option<f64> {

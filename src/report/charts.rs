@@ -73,7 +73,12 @@ pub fn divergence_rate(report: &Report) -> Option<String> {
         .timeline
         .iter()
         .filter(|bucket| bucket.compared > 0)
-        .map(|bucket| (hours_since_start(report, bucket.start_ms), 100.0 * bucket.diverged as f64 / bucket.compared as f64))
+        .map(|bucket| {
+            (
+                hours_since_start(report, bucket.start_ms),
+                100.0 * bucket.diverged as f64 / bucket.compared as f64,
+            )
+        })
         .collect();
     if points.is_empty() {
         return None;
@@ -129,7 +134,10 @@ pub fn requests(report: &Report) -> Option<String> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).ok()?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("requests over time (marks: mode switches, rollbacks, reloads)", ("sans-serif", 16))
+            .caption(
+                "requests over time (marks: mode switches, rollbacks, reloads)",
+                ("sans-serif", 16),
+            )
             .margin(8)
             .x_label_area_size(32)
             .y_label_area_size(56)
@@ -145,7 +153,10 @@ pub fn requests(report: &Report) -> Option<String> {
         chart
             .draw_series(report.timeline.iter().map(|bucket| {
                 let x = hours_since_start(report, bucket.start_ms);
-                Rectangle::new([(x, 0.0), (x + bucket_hours * 0.9, bucket.requests as f64)], PRIMARY.mix(0.7).filled())
+                Rectangle::new(
+                    [(x, 0.0), (x + bucket_hours * 0.9, bucket.requests as f64)],
+                    PRIMARY.mix(0.7).filled(),
+                )
             }))
             .ok()?;
         chart

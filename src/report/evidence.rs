@@ -117,7 +117,11 @@ impl Evidence {
             let count = count_at(row, 4)?;
             let counts = evidence.routes.entry(route).or_default();
             let (first, last): (i64, i64) = (row.try_get(5)?, row.try_get(6)?);
-            counts.first_ms = if counts.requests == 0 { first } else { counts.first_ms.min(first) };
+            counts.first_ms = if counts.requests == 0 {
+                first
+            } else {
+                counts.first_ms.min(first)
+            };
             counts.last_ms = counts.last_ms.max(last);
             counts.requests += count;
             *counts.outcomes.entry(outcome.clone()).or_default() += count;
@@ -171,7 +175,12 @@ impl Evidence {
             let (route, state): (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let count = count_at(row, 2)?;
             *evidence.ledger.entry(state.clone()).or_default() += count;
-            *evidence.ledger_routes.entry(route).or_default().entry(state).or_default() += count;
+            *evidence
+                .ledger_routes
+                .entry(route)
+                .or_default()
+                .entry(state)
+                .or_default() += count;
         }
         // Open drift counts whenever it happened: it is still open.
         evidence.open_drift = u64::try_from(store.ledger_count("drift").await?).unwrap_or(0);
@@ -180,15 +189,18 @@ impl Evidence {
             .await?;
         for row in &rows {
             let (kind, origin): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            evidence.idmap.entry(kind).or_default().insert(origin, count_at(row, 2)?);
+            evidence
+                .idmap
+                .entry(kind)
+                .or_default()
+                .insert(origin, count_at(row, 2)?);
         }
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM exchanges WHERE at_ms >= $1 AND at_ms < $2 AND reason = 'unmapped_id'",
-        )
-        .bind(recent_from_ms)
-        .bind(to_ms)
-        .fetch_one(pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM exchanges WHERE at_ms >= $1 AND at_ms < $2 AND reason = 'unmapped_id'")
+                .bind(recent_from_ms)
+                .bind(to_ms)
+                .fetch_one(pool)
+                .await?;
         evidence.unmapped_recent = count_at(&row, 0)?;
         let rows = sqlx::query(
             "SELECT route, pattern, observations FROM learned_noise WHERE last_seen_ms >= $1 \
@@ -198,7 +210,9 @@ impl Evidence {
         .fetch_all(pool)
         .await?;
         for row in &rows {
-            evidence.noise.push((row.try_get(0)?, row.try_get(1)?, count_at(row, 2)?));
+            evidence
+                .noise
+                .push((row.try_get(0)?, row.try_get(1)?, count_at(row, 2)?));
         }
         let rows = sqlx::query(
             "SELECT at_ms, kind, detail FROM events WHERE at_ms >= $1 AND at_ms < $2 AND kind <> 'triage' \
@@ -209,7 +223,9 @@ impl Evidence {
         .fetch_all(pool)
         .await?;
         for row in &rows {
-            evidence.events.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            evidence
+                .events
+                .push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
         }
         Ok(evidence)
     }

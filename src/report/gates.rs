@@ -141,7 +141,11 @@ pub fn match_rate_gate(route: &str, matched: u64, compared: u64, min_compared: u
             percent(high)
         )
     };
-    let threshold = format!("≥ {compared_min} compared, lower bound ≥ {}", percent(target), compared_min = min_compared);
+    let threshold = format!(
+        "≥ {compared_min} compared, lower bound ≥ {}",
+        percent(target),
+        compared_min = min_compared
+    );
     let (status, next_step) = if compared > 0 && high < target {
         (
             Status::Fail,
@@ -183,7 +187,10 @@ pub fn match_rate_gate(route: &str, matched: u64, compared: u64, min_compared: u
 /// A fraction as a percentage with enough digits to tell 99.9% from 100%.
 pub fn percent(fraction: f64) -> String {
     let value = fraction * 100.0;
-    if value >= 99.0 && value < 100.0 {
+    // Round first, so 99.9999…% reads as 100.0%, not 100.00%.
+    if (value * 100.0).round() >= 10_000.0 {
+        "100.0%".to_string()
+    } else if value >= 99.0 {
         format!("{value:.2}%")
     } else {
         format!("{value:.1}%")
@@ -200,11 +207,20 @@ mod tests {
         let (low, high) = wilson(0, 10);
         assert!(low == 0.0 && (high - 0.2775).abs() < 1e-4, "{low} {high}");
         let (low, high) = wilson(10, 10);
-        assert!((low - 0.7225).abs() < 1e-4 && (high - 1.0).abs() < 1e-12, "{low} {high}");
+        assert!(
+            (low - 0.7225).abs() < 1e-4 && (high - 1.0).abs() < 1e-12,
+            "{low} {high}"
+        );
         let (low, high) = wilson(15, 148);
-        assert!((low - 0.0624).abs() < 1e-4 && (high - 0.1605).abs() < 1e-4, "{low} {high}");
+        assert!(
+            (low - 0.0624).abs() < 1e-4 && (high - 0.1605).abs() < 1e-4,
+            "{low} {high}"
+        );
         let (low, high) = wilson(30, 30);
-        assert!((low - 0.8865).abs() < 1e-3 && (high - 1.0).abs() < 1e-12, "{low} {high}");
+        assert!(
+            (low - 0.8865).abs() < 1e-3 && (high - 1.0).abs() < 1e-12,
+            "{low} {high}"
+        );
         assert_eq!(wilson(0, 0), (0.0, 1.0));
     }
 
@@ -215,7 +231,10 @@ mod tests {
         let needed = matches_needed(30, 30, 0.99).unwrap();
         assert!(wilson(30 + needed, 30 + needed).0 >= 0.99);
         assert!(wilson(30 + needed - 1, 30 + needed - 1).0 < 0.99, "the smallest number");
-        assert_eq!(needed, 351, "381 matches out of 381 give a 99% lower bound: n / (n + z²) ≥ 0.99");
+        assert_eq!(
+            needed, 351,
+            "381 matches out of 381 give a 99% lower bound: n / (n + z²) ≥ 0.99"
+        );
         assert!(gate.next_step.unwrap().contains("needs 351 more matches"));
     }
 
@@ -240,8 +259,14 @@ mod tests {
         };
         assert_eq!(Verdict::of(&[]), Verdict::NotYet);
         assert_eq!(Verdict::of(&[gate(Status::Pass)]), Verdict::Go);
-        assert_eq!(Verdict::of(&[gate(Status::Pass), gate(Status::NotEnoughData)]), Verdict::NotYet);
-        assert_eq!(Verdict::of(&[gate(Status::NotEnoughData), gate(Status::Fail)]), Verdict::NoGo);
+        assert_eq!(
+            Verdict::of(&[gate(Status::Pass), gate(Status::NotEnoughData)]),
+            Verdict::NotYet
+        );
+        assert_eq!(
+            Verdict::of(&[gate(Status::NotEnoughData), gate(Status::Fail)]),
+            Verdict::NoGo
+        );
         assert_eq!(
             [Verdict::Go, Verdict::NoGo, Verdict::NotYet].map(Verdict::exit_code),
             [0, 1, 2]

@@ -341,14 +341,15 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
 
 fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness) -> Vec<Gate> {
     let mut out = Vec::new();
-    let gate = |name: &str, route: Option<&str>, measured: String, threshold: String, status, next: Option<String>| Gate {
-        gate: name.to_string(),
-        route: route.map(str::to_string),
-        measured,
-        threshold,
-        status,
-        next_step: next,
-    };
+    let gate =
+        |name: &str, route: Option<&str>, measured: String, threshold: String, status, next: Option<String>| Gate {
+            gate: name.to_string(),
+            route: route.map(str::to_string),
+            measured,
+            threshold,
+            status,
+            next_step: next,
+        };
     // The observation window.
     let observed_ms = evidence.observed().map_or(0, |(first, last)| last - first);
     let needed_ms = i64::try_from(readiness.min_duration.as_millis()).unwrap_or(i64::MAX);
@@ -363,14 +364,21 @@ fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readines
             if evidence.routes.is_empty() {
                 "no traffic recorded in this window: send traffic through cutover (or widen --since)".to_string()
             } else {
-                format!("keep the parallel test running {} longer", human(needed_ms - observed_ms))
+                format!(
+                    "keep the parallel test running {} longer",
+                    human(needed_ms - observed_ms)
+                )
             }
         }),
     ));
     // Every route with traffic: compared enough, and matching.
     for route in routes {
         if route.compared == 0 {
-            let reasons: Vec<String> = route.skipped.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+            let reasons: Vec<String> = route
+                .skipped
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
             let errors = route.primary_errors + route.shadow_errors + route.both_errors;
             out.push(gate(
                 "coverage",
@@ -378,8 +386,16 @@ fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readines
                 format!(
                     "{} requests, none compared ({}{})",
                     route.requests,
-                    if reasons.is_empty() { "no skips".to_string() } else { reasons.join(", ") },
-                    if errors > 0 { format!(", {errors} errors") } else { String::new() }
+                    if reasons.is_empty() {
+                        "no skips".to_string()
+                    } else {
+                        reasons.join(", ")
+                    },
+                    if errors > 0 {
+                        format!(", {errors} errors")
+                    } else {
+                        String::new()
+                    }
                 ),
                 "every route with traffic is compared".into(),
                 Status::Fail,
@@ -409,7 +425,11 @@ fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readines
         None,
         format!("{} open", open_high.len()),
         "0 open (accepted and fixed groups do not count)".into(),
-        if open_high.is_empty() { Status::Pass } else { Status::Fail },
+        if open_high.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         (!open_high.is_empty()).then(|| {
             let keys: Vec<&str> = open_high.iter().take(5).map(|g| g.key.as_str()).collect();
             format!(
@@ -425,7 +445,11 @@ fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readines
         None,
         format!("{} open", evidence.open_drift),
         "0 open".into(),
-        if evidence.open_drift == 0 { Status::Pass } else { Status::Fail },
+        if evidence.open_drift == 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         (evidence.open_drift > 0).then(|| {
             format!(
                 "replay {} drifted write(s): cutover drift replay --all -c CONFIG (or resolve them by hand)",
@@ -490,21 +514,40 @@ fn judge_gates(evidence: &Evidence, routes: &[RouteReport], readiness: &Readines
                     "route {}: the shadow's p95 ({}) is above {}",
                     route.route,
                     ms(shadow),
-                    if shadow > p95_max { ms(p95_max) } else { format!("the primary's ({})", ms(primary)) }
+                    if shadow > p95_max {
+                        ms(p95_max)
+                    } else {
+                        format!("the primary's ({})", ms(primary))
+                    }
                 )),
             )
         } else {
             (Status::Pass, None)
         };
-        out.push(gate("shadow_p95", Some(&route.route), measured, threshold, status, next));
+        out.push(gate(
+            "shadow_p95",
+            Some(&route.route),
+            measured,
+            threshold,
+            status,
+            next,
+        ));
     }
     // Unmapped IDs late in the window.
     out.push(gate(
         "unmapped_ids",
         None,
-        format!("{} in the last {}", evidence.unmapped_recent, human(i64::try_from(readiness.unmapped_window.as_millis()).unwrap_or(0))),
+        format!(
+            "{} in the last {}",
+            evidence.unmapped_recent,
+            human(i64::try_from(readiness.unmapped_window.as_millis()).unwrap_or(0))
+        ),
         "0".into(),
-        if evidence.unmapped_recent == 0 { Status::Pass } else { Status::Fail },
+        if evidence.unmapped_recent == 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         (evidence.unmapped_recent > 0).then(|| {
             format!(
                 "{} recent requests used IDs the ID map does not know: import the missing pairs (cutover idmap import)",

@@ -31,7 +31,14 @@ pub fn markdown(report: &Report) -> String {
     } else {
         out.push_str("## What stands in the way\n\n");
         for gate in &blocking {
-            let _ = writeln!(out, "- **{}** {}: {} (needs {})", gate.status.label(), gate_name(gate), gate.measured, gate.threshold);
+            let _ = writeln!(
+                out,
+                "- **{}** {}: {} (needs {})",
+                gate.status.label(),
+                gate_name(gate),
+                gate.measured,
+                gate.threshold
+            );
         }
         out.push('\n');
     }
@@ -82,7 +89,11 @@ pub fn markdown(report: &Report) -> String {
         );
     }
     if !report.not_covered.is_empty() {
-        let _ = writeln!(out, "\nNot covered by design (mirror off): {}.", report.not_covered.join(", "));
+        let _ = writeln!(
+            out,
+            "\nNot covered by design (mirror off): {}.",
+            report.not_covered.join(", ")
+        );
     }
     out.push_str("\n## Top divergence groups\n\n");
     if report.groups.is_empty() {
@@ -101,7 +112,11 @@ pub fn markdown(report: &Report) -> String {
                 super::time(group.first_seen_ms),
                 super::time(group.last_seen_ms),
                 group.status,
-                group.note.as_deref().map(|n| format!(": {}", cell(n))).unwrap_or_default()
+                group
+                    .note
+                    .as_deref()
+                    .map(|n| format!(": {}", cell(n)))
+                    .unwrap_or_default()
             );
         }
         for group in report.groups.iter().take(EXAMPLES) {
@@ -149,7 +164,11 @@ pub fn markdown(report: &Report) -> String {
     } else {
         out.push_str("Value changes at these paths were set aside as noise. Confirm each (add it to the route's `ignore`) or veto it (`not_noise`).\n\n");
         for noise in &report.noise {
-            let _ = writeln!(out, "- {} `{}` ({} observations)", noise.route, noise.pattern, noise.observations);
+            let _ = writeln!(
+                out,
+                "- {} `{}` ({} observations)",
+                noise.route, noise.pattern, noise.observations
+            );
         }
     }
     if !report.events.is_empty() {
@@ -220,10 +239,12 @@ pub fn html(report: &Report) -> String {
             gate.status.label()
         );
     }
-    out.push_str("</tbody></table></section><section><h2>Routes</h2><table class=\"wide\"><thead><tr>\
+    out.push_str(
+        "</tbody></table></section><section><h2>Routes</h2><table class=\"wide\"><thead><tr>\
         <th>route</th><th>requests</th><th>compared</th><th>matched</th><th>diverged</th><th>racy / transient</th>\
         <th>skipped</th><th>match rate (95% CI)</th><th>primary p50/p95/p99</th><th>shadow p50/p95/p99</th>\
-        <th>speedup</th><th>errors p/s</th><th>429 p/s</th><th>cache hits p/s</th></tr></thead><tbody>");
+        <th>speedup</th><th>errors p/s</th><th>429 p/s</th><th>cache hits p/s</th></tr></thead><tbody>",
+    );
     for route in &report.routes {
         let _ = write!(
             out,
@@ -259,7 +280,7 @@ pub fn html(report: &Report) -> String {
     }
     out.push_str("</section><section class=\"charts\"><h2>Charts</h2>");
     let mut busiest: Vec<&RouteReport> = report.routes.iter().filter(|r| r.shadow.samples > 0).collect();
-    busiest.sort_by(|a, b| b.shadow.samples.cmp(&a.shadow.samples));
+    busiest.sort_by_key(|route| std::cmp::Reverse(route.shadow.samples));
     for route in busiest.into_iter().take(3) {
         let empty = Default::default();
         let primary = report.evidence.primary_latency.get(&route.route).unwrap_or(&empty);
@@ -268,7 +289,10 @@ pub fn html(report: &Report) -> String {
             let _ = write!(out, "<figure>{svg}</figure>");
         }
     }
-    for svg in [charts::divergence_rate(report), charts::requests(report)].into_iter().flatten() {
+    for svg in [charts::divergence_rate(report), charts::requests(report)]
+        .into_iter()
+        .flatten()
+    {
         let _ = write!(out, "<figure>{svg}</figure>");
     }
     out.push_str("</section><section><h2>Top divergence groups</h2>");
@@ -490,7 +514,10 @@ mod tests {
 
     #[test]
     fn stored_text_cannot_break_out_of_html_or_a_table() {
-        assert_eq!(esc("<script>alert('x')</script>&"), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;");
+        assert_eq!(
+            esc("<script>alert('x')</script>&"),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;"
+        );
         assert_eq!(cell("a|b\nc"), "a\\|b c");
     }
 }
