@@ -315,6 +315,17 @@ async fn snapshot_fixture(store: &Store) {
         .await
         .unwrap();
     store
+        .write(&[cutover::store::Record::Noise(vec![cutover::store::NoiseRecord {
+            route: "all-tasks".into(),
+            pattern: "/generatedAt".into(),
+            side: "primary".into(),
+            observations: 7,
+            first_seen_ms: T0,
+            last_seen_ms: T0 + HOUR,
+        }])])
+        .await
+        .unwrap();
+    store
         .add_event(
             "start",
             &serde_json::json!({"version": "test", "config": "5eed5eed5eed5eed"}),
