@@ -97,9 +97,15 @@ fn json_differences_have_a_path_a_kind_and_a_severity() {
             vec![("/c", Kind::ExtraInShadow, Severity::Medium)],
         ),
         (
-            "renamed key is missing + extra, never normalized",
+            "renamed key is one high difference, never normalized away",
             json!({"dueDate": "2026-01-20"}),
             json!({"due_date": "2026-01-20"}),
+            vec![("/dueDate", Kind::Renamed, Severity::High)],
+        ),
+        (
+            "renamed key with another value is missing + extra",
+            json!({"dueDate": "2026-01-20"}),
+            json!({"due_date": "2026-01-21"}),
             vec![
                 ("/dueDate", Kind::MissingInShadow, Severity::High),
                 ("/due_date", Kind::ExtraInShadow, Severity::Medium),
@@ -544,4 +550,27 @@ fn the_patch_turns_the_shadow_into_the_primary() {
     let patch: json_patch::Patch = serde_json::from_value(Value::Array(comparison.patch.unwrap())).unwrap();
     json_patch::patch(&mut patched, &patch).unwrap();
     assert_eq!(patched, primary);
+}
+
+#[test]
+fn a_field_spelled_differently_with_the_same_value_is_one_rename() {
+    let rules = CompareRules::new();
+    let renamed = compare_json(
+        &rules,
+        json!({"tasks": [{"id": 1, "dueDate": "2026-11-21", "title": "a"}]}),
+        json!({"tasks": [{"id": 1, "due_date": "2026-11-21", "title": "a"}]}),
+    );
+    assert_eq!(
+        found(&renamed),
+        [("/tasks/0/dueDate".to_string(), Kind::Renamed, Severity::High)]
+    );
+    assert_eq!(renamed.differences[0].shadow.as_deref(), Some("\"due_date\""));
+    // Spelled alike but holding another value: a missing field and an extra one.
+    let changed = compare_json(&rules, json!({"dueDate": "a"}), json!({"due_date": "b"}));
+    let kinds: Vec<Kind> = changed.differences.iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, [Kind::MissingInShadow, Kind::ExtraInShadow]);
+    // The same value under an unrelated name is not a rename.
+    let unrelated = compare_json(&rules, json!({"done": true}), json!({"archived": true}));
+    let kinds: Vec<Kind> = unrelated.differences.iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, [Kind::MissingInShadow, Kind::ExtraInShadow]);
 }

@@ -243,6 +243,10 @@ impl<'a> Differ<'a> {
         cursor: &Cursor,
         path: &mut Vec<Segment<'v>>,
     ) {
+        // A key only the primary has and a key only the shadow has, spelled
+        // alike (case, '_' and '-' aside) and holding the same value, are one
+        // renamed field, not a missing and an extra one.
+        let mut renamed: Vec<&str> = Vec::new();
         for (key, p_value) in p {
             let child = self.rules.step(cursor, key);
             path.push(Segment::Key(Cow::Borrowed(key)));
@@ -250,7 +254,24 @@ impl<'a> Differ<'a> {
                 Some(s_value) => self.diff(p_value, s_value, &child, path),
                 None if p_value.is_null() && self.null_may_be_missing(&child) => {}
                 None => {
-                    self.record(path, Kind::MissingInShadow, Some(p_value), None);
+                    let twin = s.iter().find(|(s_key, s_value)| {
+                        !p.contains_key(*s_key)
+                            && !renamed.contains(&s_key.as_str())
+                            && spelled_alike(key, s_key)
+                            && canonical(p_value) == canonical(s_value)
+                    });
+                    match twin {
+                        Some((s_key, _)) => {
+                            renamed.push(s_key);
+                            self.record(
+                                path,
+                                Kind::Renamed,
+                                Some(&Value::from(key.as_str())),
+                                Some(&Value::from(s_key.as_str())),
+                            );
+                        }
+                        None => self.record(path, Kind::MissingInShadow, Some(p_value), None),
+                    }
                     self.patch_op("add", path, Some(p_value));
                 }
             }
@@ -258,6 +279,12 @@ impl<'a> Differ<'a> {
         }
         for (key, s_value) in s {
             if p.contains_key(key) {
+                continue;
+            }
+            if renamed.contains(&key.as_str()) {
+                path.push(Segment::Key(Cow::Borrowed(key)));
+                self.patch_op("remove", path, None);
+                path.pop();
                 continue;
             }
             path.push(Segment::Key(Cow::Borrowed(key)));
@@ -552,6 +579,17 @@ fn scalar_text(value: &Value) -> Option<String> {
 }
 
 /// Compact JSON text; object keys are sorted, so equal values give equal text.
+/// Whether two keys name the same field, case and `_`/`-` separators aside.
+fn spelled_alike(a: &str, b: &str) -> bool {
+    let letters = |key: &str| -> String {
+        key.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    a != b && letters(a) == letters(b)
+}
+
 pub fn canonical(value: &Value) -> String {
     value.to_string()
 }

@@ -67,6 +67,8 @@ pub enum Kind {
     ArrayLength,
     /// Same items, different order (unordered arrays only).
     OrderOnly,
+    /// A field the shadow spells differently (`dueDate` → `due_date`) with the same value.
+    Renamed,
     StatusChanged,
     HeaderChanged,
     TextChanged,
@@ -83,6 +85,7 @@ impl Kind {
             Kind::ExtraInShadow => "extra_in_shadow",
             Kind::ArrayLength => "array_length",
             Kind::OrderOnly => "order_only",
+            Kind::Renamed => "renamed",
             Kind::StatusChanged => "status_changed",
             Kind::HeaderChanged => "header_changed",
             Kind::TextChanged => "text_changed",
@@ -455,7 +458,7 @@ pub fn compare_responses(ctx: &Context<'_>, primary: &CapturedResponse, shadow: 
 
 fn default_severity(kind: Kind) -> Severity {
     match kind {
-        Kind::TypeChanged | Kind::MissingInShadow | Kind::ArrayLength => Severity::High,
+        Kind::TypeChanged | Kind::MissingInShadow | Kind::ArrayLength | Kind::Renamed => Severity::High,
         Kind::ValueChanged | Kind::ExtraInShadow | Kind::HeaderChanged | Kind::TextChanged | Kind::BinaryChanged => {
             Severity::Medium
         }
