@@ -565,6 +565,21 @@ fn a_field_spelled_differently_with_the_same_value_is_one_rename() {
         [("/tasks/0/dueDate".to_string(), Kind::Renamed, Severity::High)]
     );
     assert_eq!(renamed.differences[0].shadow.as_deref(), Some("\"due_date\""));
+    // Equal under the field's rules is equal: a date and midnight UTC, with a time tolerance.
+    let mut tolerant = CompareRules::new();
+    tolerant
+        .add("t", "/dueDate", Rule::TimeTolerance(Duration::from_secs(1)))
+        .unwrap();
+    tolerant.dates_as_midnight_utc = true;
+    let renamed = compare_json(
+        &tolerant,
+        json!({"dueDate": "2026-11-25"}),
+        json!({"due_date": "2026-11-25T00:00:00Z"}),
+    );
+    assert_eq!(
+        found(&renamed),
+        [("/dueDate".to_string(), Kind::Renamed, Severity::High)]
+    );
     // Spelled alike but holding another value: a missing field and an extra one.
     let changed = compare_json(&rules, json!({"dueDate": "a"}), json!({"due_date": "b"}));
     let kinds: Vec<Kind> = changed.differences.iter().map(|d| d.kind).collect();

@@ -232,6 +232,30 @@ impl<'a> Differ<'a> {
         }
     }
 
+    /// Whether two values compare equal under the rules at `cursor` (a
+    /// trial diff whose findings are taken back).
+    fn agree<'v>(
+        &mut self,
+        primary: &'v Value,
+        shadow: &'v Value,
+        cursor: &Cursor,
+        path: &mut Vec<Segment<'v>>,
+    ) -> bool {
+        let marks = (
+            self.differences.len(),
+            self.truncated,
+            self.patch.len(),
+            self.unmapped.len(),
+        );
+        self.diff(primary, shadow, cursor, path);
+        let agreed = self.differences.len() == marks.0 && self.truncated == marks.1;
+        self.differences.truncate(marks.0);
+        self.truncated = marks.1;
+        self.patch.truncate(marks.2);
+        self.unmapped.truncate(marks.3);
+        agreed
+    }
+
     fn null_may_be_missing(&self, cursor: &Cursor) -> bool {
         self.rules.null_equals_missing_everywhere || self.rules.has(cursor, |r| matches!(r, Rule::NullEqualsMissing))
     }
@@ -254,12 +278,12 @@ impl<'a> Differ<'a> {
                 Some(s_value) => self.diff(p_value, s_value, &child, path),
                 None if p_value.is_null() && self.null_may_be_missing(&child) => {}
                 None => {
-                    let twin = s.iter().find(|(s_key, s_value)| {
-                        !p.contains_key(*s_key)
-                            && !renamed.contains(&s_key.as_str())
-                            && spelled_alike(key, s_key)
-                            && canonical(p_value) == canonical(s_value)
-                    });
+                    let twin = s
+                        .iter()
+                        .filter(|(s_key, _)| {
+                            !p.contains_key(*s_key) && !renamed.contains(&s_key.as_str()) && spelled_alike(key, s_key)
+                        })
+                        .find(|(_, s_value)| self.agree(p_value, s_value, &child, path));
                     match twin {
                         Some((s_key, _)) => {
                             renamed.push(s_key);

@@ -1190,7 +1190,13 @@ impl Recorder {
     fn keep(&self, exchange: &Exchange, judgement: &compare::Judgement) {
         let method = method_label(&exchange.request.method);
         let mut groups: Vec<GroupRef> = Vec::new();
-        for difference in judgement.comparison.iter().flat_map(|c| c.differences.iter()) {
+        // Only a divergence counts in groups: the differences of a racy,
+        // transient or unmapped exchange are timing or a missing pair, not evidence.
+        let counted = judgement
+            .comparison
+            .iter()
+            .filter(|_| judgement.outcome == Outcome::Diverged);
+        for difference in counted.flat_map(|c| c.differences.iter()) {
             if groups.iter().any(|g| g.key == difference.group_key) {
                 continue;
             }
