@@ -58,6 +58,23 @@ enum Command {
         #[arg(long, env = "CUTOVER_STORE_URL", default_value = crate::store::DEFAULT_URL)]
         store: String,
     },
+    /// See the whole thing on one machine: two task APIs (one with seeded
+    /// bugs), cutover in front of them, a client sending reads and writes,
+    /// and the readiness report at the end.
+    Demo {
+        /// How long the client sends traffic.
+        #[arg(long, default_value = "30s")]
+        duration: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 20)]
+        rps: u32,
+        /// Where the config, ID map, store and reports are written.
+        #[arg(long, default_value = "cutover-demo")]
+        out: PathBuf,
+        /// Leave the proxy and admin API up after the run (until Ctrl-C).
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// ID pairs: import the data migration's mapping file.
     Idmap {
         #[command(subcommand)]
@@ -203,11 +220,23 @@ enum DiffFormat {
 /// Runs the command line; the exit code is 0 on success, 1 on failure.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo draws a progress line; only warnings may interrupt it.
+    // (Drifted writes are the demo's findings, shown in its report.)
+    let quiet = matches!(cli.command, Command::Demo { .. });
+    init_logging(
+        cli.log_format,
+        if quiet { "warn,cutover::mirror=error" } else { "info" },
+    );
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Migrate { store } => migrate(&store),
+        Command::Demo {
+            duration,
+            rps,
+            out,
+            keep_running,
+        } => demo(&duration, rps, out, keep_running),
         Command::Idmap {
             command: IdmapCommand::Import { file, at },
         } => {
@@ -280,8 +309,8 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -319,6 +348,85 @@ fn migrate(url: &str) -> anyhow::Result<()> {
         let store = crate::store::Store::open(url, &crate::store::StoreOptions::default()).await?;
         store.close().await;
         println!("{}: schema up to date", crate::store::redact_url(url));
+        Ok(())
+    })
+}
+
+fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
+    use crate::demo::{DemoOptions, Stage};
+    let duration =
+        crate::config::parse_duration(duration).map_err(|message| anyhow::anyhow!("--duration: {message}"))?;
+    anyhow::ensure!(rps > 0, "--rps must be at least 1");
+    let options = DemoOptions {
+        duration,
+        rps,
+        out,
+        keep_running,
+    };
+    runtime()?.block_on(async {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = stop_tx.send(true);
+            }
+        });
+        let bar = indicatif::ProgressBar::new(duration.as_millis().try_into().unwrap_or(u64::MAX));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {elapsed:>3} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let show = |stage: Stage<'_>| match stage {
+            Stage::Started { proxy, admin, config } => bar.println(format!(
+                "cutover demo: proxy on {proxy}, admin on {admin}, config {}",
+                config.display()
+            )),
+            Stage::Running(progress) => {
+                bar.set_position(progress.elapsed.as_millis().try_into().unwrap_or(u64::MAX));
+                bar.set_message(format!(
+                    "{} requests, {} matched, {} diverged, {} groups",
+                    progress.requests, progress.matched, progress.diverged, progress.groups
+                ));
+            }
+            Stage::Reporting => bar.finish_with_message("traffic done; writing the report"),
+        };
+        let (result, running) = crate::demo::run(&options, stop.clone(), &show).await?;
+        println!("\nVerdict: {}  ({} requests)", result.verdict.label(), result.requests);
+        if !result.groups.is_empty() {
+            println!("Divergence groups:");
+        }
+        for group in &result.groups {
+            let place = match (group.pattern.as_str(), group.kind.as_str()) {
+                ("", "status_changed") => "(status)",
+                ("", _) => "(whole answer)",
+                (pattern, _) => pattern,
+            };
+            println!(
+                "  {:<6} {:<14} {:<22} {:<18} {:>4}×  {}",
+                group.severity, group.route, place, group.kind, group.count, group.key
+            );
+        }
+        for step in &result.next_steps {
+            println!("Next: {step}");
+        }
+        println!(
+            "Report: {} and {}",
+            result.report_html.display(),
+            result.report_md.display()
+        );
+        println!("Config: {}", result.config.display());
+        println!("Store:  {}", result.store.display());
+        if keep_running && !*stop.borrow() {
+            println!(
+                "\nStill running: proxy http://{proxy}, admin http://{admin} (/metrics, /report, /api/divergences).\n\
+                 Prometheus: scrape http://{admin}/metrics; Grafana: import dashboards/cutover.json.\n\
+                 /api/ and /report need a token: restart with CUTOVER_ADMIN_TOKEN set. Ctrl-C stops.",
+                proxy = result.proxy,
+                admin = result.admin
+            );
+            let mut stop = stop;
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+        running.shutdown().await;
         Ok(())
     })
 }

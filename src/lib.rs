@@ -12,6 +12,7 @@
 //!   order, comparison workers.
 //! - [`exchange`]: one observed request and the outcome vocabulary.
 //! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
+//! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
 //! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
@@ -29,6 +30,7 @@ pub mod app;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod demo;
 pub mod drift;
 pub mod exchange;
 pub mod idmap;

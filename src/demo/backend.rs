@@ -51,7 +51,6 @@ struct Task {
 
 /// One running implementation.
 pub struct TaskApi {
-    pub flavor: Flavor,
     pub addr: SocketAddr,
     tasks: Arc<Mutex<BTreeMap<String, Task>>>,
     stop: watch::Sender<bool>,
@@ -84,12 +83,7 @@ impl TaskApi {
             Duration::from_secs(10),
             Duration::from_secs(2),
         ));
-        Ok(TaskApi {
-            flavor,
-            addr,
-            tasks,
-            stop,
-        })
+        Ok(TaskApi { addr, tasks, stop })
     }
 
     pub fn url(&self) -> String {
@@ -140,7 +134,12 @@ async fn handle(
     let path = request.uri().path().to_string();
     let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(_) => return answer(StatusCode::PAYLOAD_TOO_LARGE, json!({"success": false, "error": "too large"})),
+        Err(_) => {
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"success": false, "error": "too large"}),
+            )
+        }
     };
     let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -189,7 +188,10 @@ async fn handle(
                 .map(str::to_string)
                 .collect();
             if lines.is_empty() {
-                return answer(StatusCode::BAD_REQUEST, json!({"success": false, "error": "tasks is required"}));
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"success": false, "error": "tasks is required"}),
+                );
             }
             let created: Vec<Value> = lines
                 .into_iter()
@@ -200,11 +202,17 @@ async fn handle(
                     view
                 })
                 .collect();
-            answer(StatusCode::OK, json!({"success": true, "created": created.len(), "tasks": created}))
+            answer(
+                StatusCode::OK,
+                json!({"success": true, "created": created.len(), "tasks": created}),
+            )
         }
         (Method::POST, ["api", "task"]) => {
             let Some(title) = input["task"].as_str().filter(|t| !t.trim().is_empty()) else {
-                return answer(StatusCode::BAD_REQUEST, json!({"success": false, "error": "task is required"}));
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"success": false, "error": "task is required"}),
+                );
             };
             let task = new_task(title, &input, now);
             let mut created = json!({"success": true, "task": view(flavor, &task)});
@@ -223,8 +231,11 @@ async fn handle(
                 json!({"success": false, "error": "task is already done"}),
             ),
             Some(task) => {
-                task.status = "done".into();
-                task.updated_ms = now;
+                // Completing a completed task changes nothing (not even updatedAt).
+                if task.status != "done" {
+                    task.status = "done".into();
+                    task.updated_ms = now;
+                }
                 answer(StatusCode::OK, view(flavor, task))
             }
             None => not_found(),
@@ -247,7 +258,10 @@ async fn handle(
             }
             None => not_found(),
         },
-        _ => answer(StatusCode::NOT_FOUND, json!({"success": false, "error": "no such endpoint"})),
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            json!({"success": false, "error": "no such endpoint"}),
+        ),
     }
 }
 
@@ -320,7 +334,10 @@ fn list_view(flavor: Flavor, task: &Task) -> Value {
 }
 
 fn not_found() -> Response<ResponseBody> {
-    answer(StatusCode::NOT_FOUND, json!({"success": false, "error": "no such task"}))
+    answer(
+        StatusCode::NOT_FOUND,
+        json!({"success": false, "error": "no such task"}),
+    )
 }
 
 fn answer(status: StatusCode, body: Value) -> Response<ResponseBody> {

@@ -150,7 +150,13 @@ impl Mirror {
                 ),
             };
             let detail = self.replay_detail(&reason, &request, &idempotency_key, primary_status, created.clone());
-            self.drifted_write(&direct, entity.as_deref());
+            // A write the shadow never got (no answer, or 5xx after the
+            // retries) may still be applied by a replay, so later writes to
+            // its entity wait behind it. One the shadow answered and refused
+            // is a difference in behaviour: a replay would be refused again,
+            // and holding later writes would only make the states drift apart.
+            let undelivered = shadow.is_error() || matches!(shadow, SideResult::Abandoned);
+            self.drifted_write(&direct, entity.as_deref().filter(|_| undelivered));
             ledger("drift", Some(&shadow), i64::from(attempts), Some(detail))
         } else {
             ledger("ok", Some(&shadow), i64::from(attempts), None)
