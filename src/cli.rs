@@ -75,6 +75,12 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Exit 0 if the admin listener at ADDR answers /healthz (for container
+    /// health checks in images without a shell or curl).
+    Health {
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
     /// ID pairs: import the data migration's mapping file.
     Idmap {
         #[command(subcommand)]
@@ -231,6 +237,7 @@ pub fn run() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Migrate { store } => migrate(&store),
+        Command::Health { admin } => health(&admin),
         Command::Demo {
             duration,
             rps,
@@ -427,6 +434,25 @@ fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::R
             let _ = stop.wait_for(|stopped| *stopped).await;
         }
         running.shutdown().await;
+        Ok(())
+    })
+}
+
+fn health(admin: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = crate::upstream::client_builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()?;
+        let answer = client
+            .get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .with_context(|| format!("admin listener {admin} does not answer"))?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "{admin}/healthz answered {}",
+            answer.status()
+        );
         Ok(())
     })
 }

@@ -61,13 +61,17 @@ pub struct Upstream {
     host: Option<HeaderValue>,
 }
 
+/// A reqwest client builder that can be built: reqwest is compiled without
+/// a bundled crypto provider, and cutover uses ring. Installing it again
+/// fails harmlessly. Every HTTP client in cutover starts here.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
-        // reqwest is built without a bundled crypto provider; cutover uses
-        // ring. Installing fails harmlessly when a provider is already set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
+        let mut builder = client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.timeout)

@@ -71,16 +71,25 @@ fn the_dashboard_is_well_formed_and_names_only_exported_metrics() {
     let mut ids = HashSet::new();
     for panel in panels(&dashboard) {
         let title = panel["title"].as_str().unwrap();
-        assert!(ids.insert(panel["id"].as_i64().unwrap()), "panel id of {title} is not unique");
+        assert!(
+            ids.insert(panel["id"].as_i64().unwrap()),
+            "panel id of {title} is not unique"
+        );
         if panel["type"] == "row" {
             continue;
         }
         let source = panel["datasource"]["uid"].as_str().unwrap_or_default();
-        assert!(source == "${datasource}" || source == "${store}", "{title}: datasource {source}");
+        assert!(
+            source == "${datasource}" || source == "${store}",
+            "{title}: datasource {source}"
+        );
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{title} has no targets");
         for target in targets {
-            assert!(target["expr"].is_string() || target["rawSql"].is_string(), "{title}: {target}");
+            assert!(
+                target["expr"].is_string() || target["rawSql"].is_string(),
+                "{title}: {target}"
+            );
         }
     }
     let variables: Vec<&str> = dashboard["templating"]["list"]
@@ -105,7 +114,10 @@ fn the_dashboard_is_well_formed_and_names_only_exported_metrics() {
                 .find_map(|suffix| name.strip_suffix(suffix))
                 .unwrap_or(&name)
                 .to_string();
-            assert!(exported.contains(base.as_str()), "the dashboard names {name}, which cutover does not export");
+            assert!(
+                exported.contains(base.as_str()),
+                "the dashboard names {name}, which cutover does not export"
+            );
             named.insert(base);
         }
     }
@@ -127,7 +139,11 @@ async fn busy_proxy(dir: &std::path::Path) -> (cutover::app::Running, Backend, B
         } else {
             r#"{"a":1}"#
         };
-        respond(200, &[("content-type".into(), "application/json".into())], Bytes::from_static(body.as_bytes()))
+        respond(
+            200,
+            &[("content-type".into(), "application/json".into())],
+            Bytes::from_static(body.as_bytes()),
+        )
     })
     .await;
     let shadow = backend(|seen: Seen| async move {
@@ -137,7 +153,11 @@ async fn busy_proxy(dir: &std::path::Path) -> (cutover::app::Running, Backend, B
             (_, "/differs") => (200, r#"{"a":2}"#),
             _ => (200, r#"{"a":1}"#),
         };
-        respond(status, &[("content-type".into(), "application/json".into())], Bytes::from_static(body.as_bytes()))
+        respond(
+            status,
+            &[("content-type".into(), "application/json".into())],
+            Bytes::from_static(body.as_bytes()),
+        )
     })
     .await;
     let mapping = dir.join("map.csv");
@@ -159,9 +179,10 @@ name = "side-effect"
 match = "POST /notify"
 mirror = "off"
 "#;
-    let toml = setup
-        .toml()
-        .replace("[store]", &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", mapping.display()));
+    let toml = setup.toml().replace(
+        "[store]",
+        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", mapping.display()),
+    );
     let config = cutover::config::Config::parse(&toml, "test.toml", &|_| None).unwrap();
     (cutover::app::start(config).await.unwrap(), primary, shadow)
 }
@@ -296,7 +317,11 @@ async fn every_sql_query_returns_rows_from_the_real_postgres_schema() {
         .await
         .unwrap();
     store
-        .add_event("mode_switch", &serde_json::json!({"from": "shadow", "to": "candidate"}), now_ms)
+        .add_event(
+            "mode_switch",
+            &serde_json::json!({"from": "shadow", "to": "candidate"}),
+            now_ms,
+        )
         .await
         .unwrap();
     store.close().await;
@@ -314,4 +339,43 @@ async fn every_sql_query_returns_rows_from_the_real_postgres_schema() {
         .execute(&admin)
         .await
         .unwrap();
+}
+
+/// The deployment files agree with the code: the Kubernetes config is a
+/// valid cutover config, and the compose stack scrapes the admin port its
+/// config listens on and mounts the dashboard and provisioning that exist.
+#[test]
+fn the_deployment_files_agree_with_the_code() {
+    let manifest = include_str!("../deploy/k8s/cutover.yaml");
+    let embedded: String = manifest
+        .split("cutover.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .split("\n---")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = cutover::config::Config::parse(&embedded, "deploy/k8s/cutover.yaml", &|_| None).unwrap();
+    let admin_port = config.listen.admin.port().to_string();
+    assert!(manifest.contains(&format!("prometheus.io/port: \"{admin_port}\"")));
+    assert!(manifest.contains(&format!("containerPort: {admin_port}")));
+    let compose_config = cutover::config::Config::load(std::path::Path::new("config/compose.toml")).unwrap();
+    let scrape = include_str!("../deploy/prometheus.yml");
+    assert!(scrape.contains(&format!("cutover:{}", compose_config.listen.admin.port())));
+    let compose = include_str!("../deploy/docker-compose.yml");
+    for mounted in [
+        "../dashboards/provisioning",
+        "../dashboards/cutover.json",
+        "./prometheus.yml",
+        "./postgres-init.sh",
+    ] {
+        assert!(compose.contains(mounted), "{mounted} is not mounted");
+        let path = std::path::Path::new("deploy").join(mounted);
+        assert!(path.exists(), "{} does not exist", path.display());
+    }
+    let datasources = include_str!("../dashboards/provisioning/datasources/cutover.yml");
+    assert!(datasources.contains("grafana-postgresql-datasource") && datasources.contains("type: prometheus"));
 }

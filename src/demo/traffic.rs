@@ -42,8 +42,7 @@ const TITLES: [&str; 12] = [
 
 impl Client {
     pub fn new(proxy: SocketAddr, ids: Vec<String>) -> Result<Arc<Client>, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = crate::upstream::client_builder()
             .timeout(Duration::from_secs(10))
             .build()?;
         Ok(Arc::new(Client {
