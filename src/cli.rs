@@ -424,11 +424,16 @@ fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::R
         println!("Store:  {}", result.store.display());
         if keep_running && !*stop.borrow() {
             println!(
-                "\nStill running: proxy http://{proxy}, admin http://{admin} (/metrics, /report, /api/divergences).\n\
-                 Prometheus: scrape http://{admin}/metrics; Grafana: import dashboards/cutover.json.\n\
-                 /api/ and /report need a token: restart with CUTOVER_ADMIN_TOKEN set. Ctrl-C stops.",
+                "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}\n\
+                 \x20 curl -H 'Authorization: Bearer {token}' http://{admin}/report > report.html\n\
+                 \x20 curl -H 'Authorization: Bearer {token}' 'http://{admin}/api/divergences?status=open'\n\
+                 \x20 curl http://{admin}/metrics\n\
+                 Prometheus: add a scrape job for {admin} (path /metrics, no token).\n\
+                 Grafana: import dashboards/cutover.json and pick that Prometheus; the SQL panels need\n\
+                 the Postgres store of a real deployment (deploy/docker-compose.yml sets one up).",
                 proxy = result.proxy,
-                admin = result.admin
+                admin = result.admin,
+                token = result.token,
             );
             let mut stop = stop;
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -116,3 +116,72 @@ async fn ctrl_c_stops_the_demo_cleanly_and_still_writes_the_report() {
     assert!(stdout.contains("Verdict:"), "{stdout}");
     assert!(out.join("report.html").is_file() && out.join("report.md").is_file());
 }
+
+#[tokio::test]
+async fn keep_running_leaves_the_report_and_api_up_until_ctrl_c() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cutover-demo");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args([
+            "demo",
+            "--duration",
+            "2s",
+            "--keep-running",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env_remove("CUTOVER_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read every line (closing the pipe early would fail the demo's next print).
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let curl_line = tokio::task::spawn_blocking(move || {
+        lines_rx
+            .iter()
+            .find(|line| line.contains("/report > report.html"))
+            .expect("the demo says how to fetch the report")
+    })
+    .await
+    .unwrap();
+    let token = curl_line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = curl_line
+        .split_whitespace()
+        .find(|word| word.ends_with("/report"))
+        .unwrap()
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let page = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Cutover readiness"));
+    assert_eq!(
+        http.get(&url).send().await.unwrap().status(),
+        401,
+        "the token is needed"
+    );
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -70,7 +70,12 @@ pub struct DemoResult {
     pub report_md: PathBuf,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The admin API's bearer token for this run.
+    pub token: String,
 }
+
+/// Where the admin token comes from (made up for the run when unset).
+const TOKEN_ENV: &str = "CUTOVER_ADMIN_TOKEN";
 
 /// Live counts for the progress line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,7 +126,20 @@ pub async fn run(
     write(&mapping_path, &serde_json::json!({ "tasks": mapping }).to_string())?;
     let config_path = out.join("cutover.toml");
     write(&config_path, &config_text(&legacy.url(), &candidate.url(), &store_path))?;
-    let config = Config::load(&config_path)?;
+    // The admin API needs a token: the user's, else one made for this run.
+    let token = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let text = std::fs::read_to_string(&config_path).map_err(|source| write_error(&config_path, source))?;
+    let env = |name: &str| {
+        if name == TOKEN_ENV {
+            Some(token.clone())
+        } else {
+            std::env::var(name).ok()
+        }
+    };
+    let config = Config::parse(&text, &config_path.display().to_string(), &env)?;
     let readiness = config.readiness.clone();
     let running = crate::app::start(config)
         .await
@@ -178,6 +196,7 @@ pub async fn run(
         report_md,
         proxy: running.proxy_addr,
         admin: running.admin_addr,
+        token,
     };
     Ok((result, running))
 }
