@@ -10,6 +10,7 @@
 //!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`,
 //!   `GET /api/drift` (open drifted writes), `POST /api/drift/replay`
 //!   (`{"all": true}` or `{"id": N}`);
+//! - `POST /api/reload` re-reads the config file (validated first; on error the old one stays);
 //! - `GET /report` (HTML) and `GET /report.json` (`?since=48h`) need the token too.
 //!
 //! Every non-2xx answer is JSON with an `error` message.
@@ -75,8 +76,10 @@ pub struct AdminState {
     pub store_options: StoreOptions,
     /// Host and port of the primary, for readiness.
     pub primary: (String, u16),
-    /// The report's gates.
-    pub readiness: crate::report::Readiness,
+    /// The report's gates (replaced by a config reload).
+    pub readiness: std::sync::RwLock<crate::report::Readiness>,
+    /// Reloads the configuration (`POST /api/reload`).
+    pub reloader: Option<Arc<crate::app::Reloader>>,
     /// What replaying drifted writes needs (absent: the endpoints answer 503).
     pub drift: Option<DriftControl>,
     /// Set once the ID map and ledger are loaded from the store; readiness waits for it.
@@ -112,7 +115,8 @@ impl AdminState {
             store_url,
             store_options,
             primary,
-            readiness: crate::report::Readiness::default(),
+            readiness: std::sync::RwLock::new(crate::report::Readiness::default()),
+            reloader: None,
             drift: None,
             loaded: None,
             store: OnceCell::new(),
@@ -252,6 +256,21 @@ async fn api_route(
                 &json!({ "group": group, "summary": summary, "note": note }),
             ))
         }
+        (Method::POST, ["reload"]) => {
+            let reloader = state
+                .reloader
+                .as_ref()
+                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "reload is not available here"))?;
+            match reloader.reload().await {
+                Ok(summary) => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"reloaded": true, "config": summary.fingerprint, "routes": summary.routes}),
+                )),
+                Err(err) => Err(bad_request(&format!(
+                    "reload refused, the old configuration stays: {err}"
+                ))),
+            }
+        }
         (Method::GET, ["drift"]) => {
             let rows = state
                 .store()
@@ -299,7 +318,12 @@ async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<
     }
     let now = crate::drift::now_ms();
     let store = state.store().await?;
-    let report = crate::report::Report::build(store, crate::report::Span::since(since, now), &state.readiness, now)
+    let readiness = state
+        .readiness
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let report = crate::report::Report::build(store, crate::report::Span::since(since, now), &readiness, now)
         .await
         .map_err(store_failed)?;
     Ok(if request.uri().path() == "/report.json" {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -79,6 +79,8 @@ pub struct ShutdownReport {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Re-reads the config file (SIGHUP, `POST /api/reload`).
+    pub reloader: Arc<Reloader>,
     pub metrics: Metrics,
     shutdown: watch::Sender<bool>,
     stopped: JoinHandle<ShutdownReport>,
@@ -161,11 +163,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let state = Arc::new(ProxyState {
-        routes: config.routes.clone(),
-        primary,
-        mirror: Arc::clone(&mirror),
-    });
+    let state = Arc::new(ProxyState::new(config.routes.clone(), primary, Arc::clone(&mirror)));
+    let reload_target = Arc::clone(&state);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let grace = config.listen.shutdown_grace;
@@ -199,8 +198,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         replaying: tokio::sync::Mutex::new(()),
     });
     admin_state.loaded = Some(ready);
-    admin_state.readiness = config.readiness.clone();
+    admin_state.readiness = std::sync::RwLock::new(config.readiness.clone());
+    let reloader = Arc::new(Reloader {
+        current: std::sync::Mutex::new(config.clone()),
+        proxy: reload_target,
+        store: OnceCell::new(),
+        admin: std::sync::OnceLock::new(),
+    });
+    admin_state.reloader = Some(Arc::clone(&reloader));
     let admin_state = Arc::new(admin_state);
+    let _ = reloader.admin.set(Arc::downgrade(&admin_state));
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
         move |peer, request| admin::handle(Arc::clone(&admin_state), peer, request),
@@ -253,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         proxy_addr,
         admin_addr,
+        reloader,
         metrics,
         shutdown: shutdown_tx,
         stopped,
@@ -325,4 +333,105 @@ async fn load_once(
         "ID map and ledger loaded from the store"
     );
     Ok(())
+}
+
+/// Why a reload was refused (the configuration in force stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{file}: {keys} changed; these take a restart to apply")]
+    NeedsRestart { file: String, keys: String },
+}
+
+/// What a reload put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub fingerprint: String,
+    pub routes: usize,
+}
+
+/// Re-reads the config file and puts what can change live in force: the
+/// routes (with their compare, ID and write rules) and the report's gates.
+/// Everything else (listeners, upstreams, mirror sizes, store, redaction,
+/// admin, ID-map imports) takes a restart, and a reload that changes it is
+/// refused rather than half applied.
+pub struct Reloader {
+    current: std::sync::Mutex<Config>,
+    proxy: Arc<ProxyState>,
+    store: OnceCell<Store>,
+    admin: std::sync::OnceLock<std::sync::Weak<AdminState>>,
+}
+
+impl Reloader {
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        let path = self.lock().source.clone();
+        let next = match Config::load(std::path::Path::new(&path)) {
+            Ok(next) => next,
+            Err(err) => {
+                warn!(error = %err, "config reload refused; the old configuration stays");
+                return Err(err.into());
+            }
+        };
+        let changed = {
+            let current = self.lock();
+            let fixed = |config: &Config| {
+                [
+                    ("listen", format!("{:?}", config.listen)),
+                    ("primary", format!("{:?}", config.primary)),
+                    ("shadow", format!("{:?}", config.shadow)),
+                    ("mirror", format!("{:?}", config.mirror)),
+                    ("noise", format!("{:?}", config.noise)),
+                    ("store", format!("{:?}", config.store)),
+                    ("redact", format!("{:?}", config.redact)),
+                    // The token itself was read from the environment at startup and stays.
+                    ("admin", format!("{:?}", config.admin.token_env)),
+                    ("idmap", format!("{:?}", config.idmap)),
+                ]
+            };
+            fixed(&current)
+                .into_iter()
+                .zip(fixed(&next))
+                .filter(|((_, before), (_, after))| before != after)
+                .map(|((key, _), _)| format!("[{key}]"))
+                .collect::<Vec<_>>()
+        };
+        if !changed.is_empty() {
+            let err = ReloadError::NeedsRestart {
+                file: path,
+                keys: changed.join(", "),
+            };
+            warn!(error = %err, "config reload refused; the old configuration stays");
+            return Err(err);
+        }
+        self.proxy.replace_routes(next.routes.clone());
+        if let Some(admin) = self.admin.get().and_then(std::sync::Weak::upgrade) {
+            *admin.readiness.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next.readiness.clone();
+        }
+        let summary = ReloadSummary {
+            fingerprint: next.fingerprint.clone(),
+            routes: next.routes.len(),
+        };
+        let store_config = next.store.clone();
+        *self.lock() = next;
+        info!(config = %summary.fingerprint, routes = summary.routes, "configuration reloaded");
+        let detail = serde_json::json!({"config": summary.fingerprint, "routes": summary.routes});
+        let store = self
+            .store
+            .get_or_try_init(|| Store::open(&store_config.url, &store_config.options))
+            .await;
+        match store {
+            Ok(store) => {
+                if let Err(err) = store.add_event("config_reload", &detail, crate::drift::now_ms()).await {
+                    warn!(error = %err, "the reload is in force but could not be recorded in the store");
+                }
+            }
+            Err(err) => warn!(error = %err, "the reload is in force but could not be recorded in the store"),
+        }
+        Ok(summary)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Config> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }

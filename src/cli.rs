@@ -333,7 +333,19 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         let running = crate::app::start(config).await?;
         info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "cutover is serving");
-        wait_for_stop_signal().await?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        let stop = wait_for_stop_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                result = &mut stop => break result?,
+                _ = hangup.recv() => {
+                    // The outcome is logged either way; a refused reload keeps the old config.
+                    let _ = running.reloader.reload().await;
+                }
+            }
+        }
         info!("stopping: finishing in-flight requests and draining the mirror queue");
         running.shutdown().await;
         Ok(())

@@ -51,27 +51,49 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Everything the proxy needs per request, shared by all connections.
 pub struct ProxyState {
-    pub routes: RouteTable,
+    /// Swapped whole by a config reload; each request uses the table it started with.
+    routes: std::sync::RwLock<Arc<RouteTable>>,
     pub primary: Upstream,
     pub mirror: Arc<Mirror>,
+}
+
+impl ProxyState {
+    pub fn new(routes: RouteTable, primary: Upstream, mirror: Arc<Mirror>) -> ProxyState {
+        ProxyState {
+            routes: std::sync::RwLock::new(Arc::new(routes)),
+            primary,
+            mirror,
+        }
+    }
+
+    /// The routes in force.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Puts new routes in force for the next request.
+    pub fn replace_routes(&self, routes: RouteTable) {
+        *self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(routes);
+    }
 }
 
 /// Serves one client request.
 pub async fn handle(state: Arc<ProxyState>, client: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     let request_id = request_id_of(request.headers());
-    let route_name = state
-        .routes
+    let routes = state.routes();
+    let route_name = routes
         .find(request.method(), request.uri().path())
         .map_or(UNMATCHED_ROUTE, |route| route.name.as_str())
         .to_string();
     let span = info_span!("request", request_id = %request_id, route = %route_name, method = %request.method());
-    forward(state, client, request, request_id, route_name)
+    forward(state, &routes, client, request, request_id, route_name)
         .instrument(span)
         .await
 }
 
 async fn forward(
     state: Arc<ProxyState>,
+    routes: &RouteTable,
     client: SocketAddr,
     request: Request<Incoming>,
     request_id: String,
@@ -91,7 +113,7 @@ async fn forward(
             &request_id,
         );
     };
-    let route = state.routes.find(&parts.method, parts.uri.path());
+    let route = routes.find(&parts.method, parts.uri.path());
     let headers = forwarded_headers(
         &parts.headers,
         parts.uri.authority().map(|a| a.as_str()),
