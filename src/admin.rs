@@ -10,6 +10,7 @@
 //!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`,
 //!   `GET /api/drift` (open drifted writes), `POST /api/drift/replay`
 //!   (`{"all": true}` or `{"id": N}`);
+//! - `GET /api/mode`, `POST /api/mode` (`{"mode": "candidate", "route"?: "name"}`) switch who serves;
 //! - `POST /api/reload` re-reads the config file (validated first; on error the old one stays);
 //! - `GET /report` (HTML) and `GET /report.json` (`?since=48h`) need the token too.
 //!
@@ -82,6 +83,8 @@ pub struct AdminState {
     pub reloader: Option<Arc<crate::app::Reloader>>,
     /// What replaying drifted writes needs (absent: the endpoints answer 503).
     pub drift: Option<DriftControl>,
+    /// The modes in force (`GET|POST /api/mode`).
+    pub modes: Option<Arc<crate::mode::ModeTable>>,
     /// Set once the ID map and ledger are loaded from the store; readiness waits for it.
     pub loaded: Option<Arc<std::sync::atomic::AtomicBool>>,
     store: OnceCell<Store>,
@@ -90,6 +93,7 @@ pub struct AdminState {
 /// The running instance's side of a replay.
 pub struct DriftControl {
     pub shadow: crate::upstream::Upstream,
+    pub primary: crate::upstream::Upstream,
     pub ids: Arc<crate::idmap::IdMap>,
     pub routes: crate::route::RouteTable,
     pub replay_headers: Vec<(http::HeaderName, Secret)>,
@@ -118,6 +122,7 @@ impl AdminState {
             readiness: std::sync::RwLock::new(crate::report::Readiness::default()),
             reloader: None,
             drift: None,
+            modes: None,
             loaded: None,
             store: OnceCell::new(),
         }
@@ -256,6 +261,50 @@ async fn api_route(
                 &json!({ "group": group, "summary": summary, "note": note }),
             ))
         }
+        (Method::GET, ["mode"]) => {
+            let modes = state
+                .modes
+                .as_ref()
+                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "modes are not available here"))?;
+            Ok(json_response(StatusCode::OK, &json!(modes.current())))
+        }
+        (Method::POST, ["mode"]) => {
+            let modes = state
+                .modes
+                .as_ref()
+                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "modes are not available here"))?;
+            let body = Limited::new(request.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
+                .to_bytes();
+            let asked: Value =
+                serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))?;
+            let mode = asked["mode"]
+                .as_str()
+                .and_then(crate::mode::Mode::parse)
+                .ok_or_else(|| {
+                    bad_request(&format!(
+                        "mode must be one of shadow, candidate, candidate-fallback, primary-only; got {}",
+                        asked["mode"]
+                    ))
+                })?;
+            let switch = crate::mode::Switch {
+                mode,
+                route: asked["route"].as_str().map(str::to_string),
+                reason: asked["reason"].as_str().unwrap_or("manual").to_string(),
+            };
+            let detail = serde_json::to_value(&switch).unwrap_or_default();
+            // Recorded first: the store is how every replica (and a restart) learns of it.
+            let id = state
+                .store()
+                .await?
+                .add_event("mode_switch", &detail, crate::drift::now_ms())
+                .await
+                .map_err(store_failed)?;
+            crate::app::apply_switch(modes, &state.metrics, id, &detail.to_string());
+            Ok(json_response(StatusCode::OK, &json!(modes.current())))
+        }
         (Method::POST, ["reload"]) => {
             let reloader = state
                 .reloader
@@ -355,6 +404,7 @@ async fn replay(
     let store = state.store().await?.clone();
     let replayer = crate::drift::Replayer {
         shadow: control.shadow.clone(),
+        primary: control.primary.clone(),
         ids: Arc::clone(&control.ids),
         routes: control.routes.clone(),
         replay_headers: control.replay_headers.clone(),

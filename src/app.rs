@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::idmap::{parse_import, IdMap, IdPair, ImportFormat, ImportReport};
 use crate::metrics::{Metrics, MetricsError};
 use crate::mirror::{Evidence, Mirror, MirrorError};
+use crate::mode::{ModeTable, Switch};
 use crate::proxy::{self, ProxyState};
 use crate::store::{Store, Writer, WriterConfig};
 use crate::upstream::{Upstream, UpstreamError};
@@ -163,9 +164,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let state = Arc::new(ProxyState::new(config.routes.clone(), primary, Arc::clone(&mirror)));
-    let reload_target = Arc::clone(&state);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let modes = ModeTable::new();
+    let state = Arc::new(ProxyState::new(
+        config.routes.clone(),
+        primary,
+        Upstream::new(&config.shadow)?,
+        Arc::clone(&mirror),
+        Arc::clone(&modes),
+        metrics.clone(),
+    ));
+    tokio::spawn(follow_modes(
+        config.store.clone(),
+        Arc::clone(&modes),
+        metrics.clone(),
+        shutdown_tx.subscribe(),
+    ));
+    let reload_target = Arc::clone(&state);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let grace = config.listen.shutdown_grace;
     let header_timeout = config.listen.header_read_timeout;
@@ -191,6 +206,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     admin_state.drift = Some(DriftControl {
         shadow: Upstream::new(&config.shadow)?,
+        primary: Upstream::new(&config.primary)?,
         ids: Arc::clone(&ids),
         routes: config.routes.clone(),
         replay_headers: config.shadow.replay_headers.clone(),
@@ -198,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         replaying: tokio::sync::Mutex::new(()),
     });
     admin_state.loaded = Some(ready);
+    admin_state.modes = Some(Arc::clone(&modes));
     admin_state.readiness = std::sync::RwLock::new(config.readiness.clone());
     let reloader = Arc::new(Reloader {
         current: std::sync::Mutex::new(config.clone()),
@@ -433,5 +450,60 @@ impl Reloader {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Config> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How often an instance looks for mode switches made elsewhere (another
+/// replica, `cutover switch`): a switch reaches every instance within it.
+const MODE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Applies the store's `mode_switch` events, all of them at startup (so a
+/// restart keeps the mode) and then as they appear, until shutdown.
+async fn follow_modes(
+    config: WriterConfig,
+    modes: Arc<ModeTable>,
+    metrics: Metrics,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut store: Option<Store> = None;
+    loop {
+        if store.is_none() {
+            store = Store::open(&config.url, &config.options).await.ok();
+        }
+        if let Some(opened) = &store {
+            match opened.events_after("mode_switch", modes.last_applied()).await {
+                Ok(events) => {
+                    for (id, _, detail) in events {
+                        apply_switch(&modes, &metrics, id, &detail);
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot read mode switches from the store");
+                    store = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(MODE_POLL) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Applies one recorded switch (once) and logs it.
+pub fn apply_switch(modes: &ModeTable, metrics: &Metrics, id: i64, detail: &str) {
+    let Ok(switch) = serde_json::from_str::<Switch>(detail) else {
+        warn!(event = id, "a mode_switch event this build cannot read was skipped");
+        return;
+    };
+    if let Some(before) = modes.apply_event(id, &switch) {
+        metrics.set_mode(modes.current().global);
+        info!(
+            route = switch.route.as_deref().unwrap_or("(all)"),
+            from = %before,
+            to = %switch.mode,
+            reason = %switch.reason,
+            "mode switched"
+        );
     }
 }

@@ -75,6 +75,16 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Switch who serves, for every instance on the store (within a second):
+    /// shadow, candidate, candidate-fallback or primary-only.
+    Switch {
+        mode: String,
+        /// Only this route (a global switch clears every route's own mode).
+        #[arg(long)]
+        route: Option<String>,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
     /// Exit 0 if the admin listener at ADDR answers /healthz (for container
     /// health checks in images without a shell or curl).
     Health {
@@ -238,6 +248,7 @@ pub fn run() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Migrate { store } => migrate(&store),
         Command::Health { admin } => health(&admin),
+        Command::Switch { mode, route, at } => switch(&mode, route, &at),
         Command::Demo {
             duration,
             rps,
@@ -455,6 +466,36 @@ fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::R
     })
 }
 
+fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyhow::Result<()> {
+    let mode = crate::mode::Mode::parse(mode).with_context(|| {
+        format!("unknown mode \"{mode}\": expected shadow, candidate, candidate-fallback or primary-only")
+    })?;
+    let config = at.config()?;
+    if let (Some(config), Some(route)) = (&config, &route) {
+        anyhow::ensure!(
+            config.routes.iter().any(|r| &r.name == route),
+            "{}: no route named \"{route}\"",
+            config.source
+        );
+    }
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        let switch = crate::mode::Switch {
+            mode,
+            route: route.clone(),
+            reason: "manual".into(),
+        };
+        let detail = serde_json::to_value(&switch)?;
+        store.add_event("mode_switch", &detail, crate::drift::now_ms()).await?;
+        store.close().await;
+        println!(
+            "{} → {mode}; every instance on this store applies it within a second",
+            route.as_deref().unwrap_or("all routes")
+        );
+        Ok(())
+    })
+}
+
 fn health(admin: &str) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = crate::upstream::client_builder()
@@ -607,6 +648,7 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
                 }
                 let replayer = crate::drift::Replayer {
                     shadow: crate::upstream::Upstream::new(&config.shadow)?,
+                    primary: crate::upstream::Upstream::new(&config.primary)?,
                     ids,
                     routes: config.routes.clone(),
                     replay_headers: config.shadow.replay_headers.clone(),

@@ -2,8 +2,9 @@
 //! kept in the write ledger with what it takes to apply them again, and
 //! the replay that does so, in the order they happened.
 //!
-//! A replay sends the write as the primary saw it, translated through the
-//! ID map as it is now (so a create replayed first teaches the pair a later
+//! A replay sends the write as the serving side saw it to the side that
+//! missed it (the shadow, or the primary while the candidate serves),
+//! translated through the ID map as it is now (so a create replayed first teaches the pair a later
 //! update needs), with the original `Idempotency-Key` (a write that did
 //! reach the shadow is not applied twice by a backend that honours it) and
 //! with the auth headers configured in `[shadow] replay_headers` (the
@@ -21,7 +22,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, Side};
 use crate::proxy::SHADOW_MARKER;
 use crate::route::RouteTable;
 use crate::store::{LedgerRow, Store, StoreError};
@@ -52,10 +53,14 @@ pub struct ReplayRequest {
     pub headers: Vec<(String, String)>,
     pub body_base64: String,
     pub idempotency_key: String,
-    pub primary_status: Option<u16>,
-    /// IDs the primary created (per `learn_ids` kind), to pair with the replay's answer.
+    /// What the side that served the client answered.
+    pub served_status: Option<u16>,
+    /// IDs the serving side created (per `learn_ids` kind), to pair with the replay's answer.
     #[serde(default)]
-    pub primary_ids: Vec<(String, Vec<String>)>,
+    pub created_ids: Vec<(String, Vec<String>)>,
+    /// The side the write is replayed to: the one that missed it.
+    #[serde(default)]
+    pub target: crate::idmap::Side,
 }
 
 impl ReplayRequest {
@@ -105,9 +110,10 @@ pub struct Replayed {
     pub message: String,
 }
 
-/// Replays drifted writes against the shadow.
+/// Replays drifted writes against the side that missed them.
 pub struct Replayer {
     pub shadow: Upstream,
+    pub primary: Upstream,
     pub ids: Arc<IdMap>,
     pub routes: RouteTable,
     pub replay_headers: Vec<(HeaderName, Secret)>,
@@ -189,7 +195,10 @@ impl Replayer {
         let route = self.routes.iter().find(|route| route.name == row.route);
         let body = request.body();
         let translated = match route {
-            Some(route) => route.writes.translation.apply(&self.ids, &request.path, &body),
+            Some(route) => route
+                .writes
+                .translation
+                .to_side(&self.ids, request.target, &request.path, &body),
             None => Default::default(),
         };
         if let Some((kind, id)) = translated.unmapped.first() {
@@ -220,13 +229,14 @@ impl Replayer {
         headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
         headers.insert(REPLAY_MARKER, HeaderValue::from_static("1"));
         let method = Method::from_bytes(request.method.as_bytes()).unwrap_or(Method::POST);
-        let answer = self
-            .shadow
-            .send(method, &path, headers, reqwest::Body::from(body))
-            .await;
+        let target = match request.target {
+            Side::Shadow => &self.shadow,
+            Side::Primary => &self.primary,
+        };
+        let answer = target.send(method, &path, headers, reqwest::Body::from(body)).await;
         let (status, answer_body) = match answer {
             Err(failure) => {
-                result.message = format!("shadow failed: {}", failure.message);
+                result.message = format!("{} failed: {}", target.name(), failure.message);
                 self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
                 return Ok(result);
             }
@@ -243,17 +253,18 @@ impl Replayer {
             }
         };
         result.shadow_status = Some(status);
-        let reconciled = applied(Some(status)) == applied(request.primary_status);
+        let reconciled = applied(Some(status)) == applied(request.served_status);
         if reconciled {
             result.state = "reconciled".into();
-            result.message = format!("shadow answered {status}");
+            result.message = format!("{} answered {status}", target.name());
             if let Some(route) = route {
                 self.learn(route, request, &answer_body, &mut result).await?;
             }
         } else {
             result.message = format!(
-                "shadow answered {status}, the primary {}",
-                request.primary_status.map_or("nothing".to_string(), |s| s.to_string())
+                "{} answered {status}, the side that served {}",
+                target.name(),
+                request.served_status.map_or("nothing".to_string(), |s| s.to_string())
             );
         }
         self.store
@@ -275,10 +286,15 @@ impl Replayer {
         };
         let mut learned = Vec::new();
         for rule in &route.writes.learn {
-            let Some((_, primary_ids)) = request.primary_ids.iter().find(|(kind, _)| *kind == rule.kind) else {
+            let Some((_, created)) = request.created_ids.iter().find(|(kind, _)| *kind == rule.kind) else {
                 continue;
             };
-            match rule.pair(primary_ids, &document) {
+            let answered = rule.ids_of(request.target, &document);
+            let pairs = match request.target {
+                Side::Shadow => rule.pair_ids(created, answered),
+                Side::Primary => rule.pair_ids(&answered, created.clone()),
+            };
+            match pairs {
                 Ok(pairs) => learned.extend(pairs.into_iter().filter(|pair| self.ids.insert(pair).unwrap_or(false))),
                 Err(message) => result.message.push_str(&format!("; {message}")),
             }
@@ -313,8 +329,9 @@ mod tests {
                 headers: vec![("content-type".into(), "application/json".into())],
                 body_base64: ReplayRequest::encode_body(&[0, 159, 146, 150]),
                 idempotency_key: "cutover-abc".into(),
-                primary_status: Some(200),
-                primary_ids: vec![("tasks".into(), vec!["p1".into()])],
+                served_status: Some(200),
+                created_ids: vec![("tasks".into(), vec!["p1".into()])],
+                target: Side::Primary,
             }),
         };
         let text = serde_json::to_string(&detail).unwrap();

@@ -49,6 +49,33 @@ impl Canonical {
     }
 }
 
+/// One of the two deployments, whatever the mode: the primary is the one
+/// configured as `[primary]` (legacy), the shadow the `[shadow]` (candidate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Primary,
+    #[default]
+    Shadow,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Primary => Side::Shadow,
+            Side::Shadow => Side::Primary,
+        }
+    }
+
+    /// (primary's, shadow's) from (this side's, the other side's).
+    pub fn arrange<T>(self, this: T, other: T) -> (T, T) {
+        match self {
+            Side::Primary => (this, other),
+            Side::Shadow => (other, this),
+        }
+    }
+}
+
 /// One pair: the same entity's ID on each side.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdPair {
@@ -153,6 +180,27 @@ impl IdMap {
         drop(kinds);
         self.version.send_modify(|version| *version += 1);
         Ok(true)
+    }
+
+    /// The primary's ID for a shadow ID, in canonical form.
+    pub fn lookup_primary(&self, kind: &str, shadow_id: &str) -> Option<String> {
+        let shadow = self.canonical.apply(shadow_id)?;
+        let kinds = self.kinds.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        kinds.get(kind)?.backward.get(shadow.as_ref()).cloned()
+    }
+
+    /// An ID in the space of `side`: translated if it is the other side's,
+    /// kept if it already is this side's, `Err(())` if the map knows it on neither.
+    fn to_side(&self, side: Side, kind: &str, id: &str) -> Result<Option<String>, ()> {
+        let (this, other) = match side {
+            Side::Shadow => (self.lookup(kind, id), self.lookup_primary(kind, id)),
+            Side::Primary => (self.lookup_primary(kind, id), self.lookup(kind, id)),
+        };
+        match (this, other) {
+            (Some(mapped), _) => Ok(Some(mapped)),
+            (None, Some(_)) => Ok(None),
+            (None, None) => Err(()),
+        }
     }
 
     /// The shadow's ID for a primary ID, in canonical form.
@@ -440,11 +488,23 @@ impl LearnRule {
         ids_at(&self.primary, document)
     }
 
+    /// The IDs at this rule's pointer for `side`, in document order.
+    pub fn ids_of(&self, side: Side, document: &Value) -> Vec<String> {
+        match side {
+            Side::Primary => ids_at(&self.primary, document),
+            Side::Shadow => ids_at(&self.shadow, document),
+        }
+    }
+
     /// Pairs the IDs of both answers by position (one each for a single
     /// create, one per item for a batch). Different counts pair nothing:
     /// pairing by position would then be a guess.
     pub fn pair(&self, primary_ids: &[String], shadow: &Value) -> Result<Vec<IdPair>, String> {
-        let shadow_ids = ids_at(&self.shadow, shadow);
+        self.pair_ids(primary_ids, ids_at(&self.shadow, shadow))
+    }
+
+    /// Pairs two lists of IDs by position.
+    pub fn pair_ids(&self, primary_ids: &[String], shadow_ids: Vec<String>) -> Result<Vec<IdPair>, String> {
         if primary_ids.len() != shadow_ids.len() {
             return Err(format!(
                 "learn_ids {}: the primary answered {} ID(s) at {}, the shadow {} at {}; nothing paired",
@@ -512,22 +572,25 @@ impl Translation {
         self.path.is_empty() && self.query.is_empty() && self.body.is_empty()
     }
 
-    /// The IDs this request names that `ids` has no pair for.
-    pub fn unmapped(&self, ids: &IdMap, path_and_query: &str, body: &[u8]) -> Vec<(String, String)> {
-        self.apply(ids, path_and_query, body).unmapped
+    /// Rewrites primary IDs into shadow IDs (see [`Translation::to_side`]).
+    pub fn apply(&self, ids: &IdMap, path_and_query: &str, body: &[u8]) -> Translated {
+        self.to_side(ids, Side::Shadow, path_and_query, body)
     }
 
-    /// Rewrites primary IDs into shadow IDs. Only what changed is returned;
-    /// everything else (other query parameters, their encoding) is left as it was.
-    pub fn apply(&self, ids: &IdMap, path_and_query: &str, body: &[u8]) -> Translated {
+    /// Rewrites the request's IDs into the space of `side`: the other
+    /// side's IDs are translated, this side's own are kept (clients that
+    /// saw both sides serve hold both kinds). Only what changed is returned;
+    /// everything else (other query parameters, their encoding) is left as
+    /// it was. IDs the map knows on neither side are reported as unmapped.
+    pub fn to_side(&self, ids: &IdMap, side: Side, path_and_query: &str, body: &[u8]) -> Translated {
         let mut out = Translated::default();
         if self.is_empty() {
             return out;
         }
         let mut translate = |kind: &str, id: &str| -> Option<String> {
-            match ids.lookup(kind, id) {
-                Some(mapped) => Some(mapped),
-                None => {
+            match ids.to_side(side, kind, id) {
+                Ok(mapped) => mapped,
+                Err(()) => {
                     let unmapped = (kind.to_string(), id.to_string());
                     if !out.unmapped.contains(&unmapped) {
                         out.unmapped.push(unmapped);
@@ -774,5 +837,16 @@ mod tests {
         let untouched = translation.apply(&map, "/api/task/p9/complete", b"");
         assert_eq!(untouched.path_and_query, None, "an unmapped ID is forwarded unchanged");
         assert_eq!(untouched.unmapped, vec![("tasks".to_string(), "p9".to_string())]);
+
+        // Towards the primary, the shadow's IDs are translated back and its own kept.
+        let back = translation.to_side(&map, Side::Primary, "/api/task/s1/complete?tag=work", b"");
+        assert_eq!(back.path_and_query.as_deref(), Some("/api/task/p1/complete?tag=work"));
+        assert!(back.unmapped.is_empty(), "{:?}", back.unmapped);
+        let own = translation.apply(&map, "/api/task/s1/complete", b"");
+        assert_eq!(
+            (own.path_and_query, own.unmapped),
+            (None, Vec::new()),
+            "a shadow ID is already the shadow's"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key.
 //! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy.
+//! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only), global or per route.
 //! - [`proxy`]: the hot path: forward to the primary, stream its answer back, capture.
 //! - [`upstream`]: one pooled HTTP(S) client per backend.
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
@@ -36,6 +37,7 @@ pub mod exchange;
 pub mod idmap;
 pub mod metrics;
 pub mod mirror;
+pub mod mode;
 pub mod proxy;
 pub mod redact;
 pub mod report;

@@ -29,9 +29,11 @@ pub const STORE_RECORDS_LOST_TOTAL: &str = "cutover_store_records_lost_total";
 pub const WRITE_DRIFT_TOTAL: &str = "cutover_write_drift_total";
 pub const DRIFT_OPEN: &str = "cutover_drift_open";
 pub const IDMAP_ENTRIES: &str = "cutover_idmap_entries";
+pub const FALLBACK_TOTAL: &str = "cutover_fallback_total";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
+    FALLBACK_TOTAL,
     WRITE_DRIFT_TOTAL,
     DRIFT_OPEN,
     IDMAP_ENTRIES,
@@ -75,6 +77,8 @@ pub struct Metrics {
     write_drift_total: IntCounterVec,
     drift_open: IntGauge,
     idmap_entries: IntGaugeVec,
+    fallback_total: IntCounterVec,
+    mode: IntGaugeVec,
 }
 
 impl Metrics {
@@ -135,11 +139,14 @@ impl Metrics {
         let mode = IntGaugeVec::new(
             Opts::new(
                 MODE,
-                "1 for the mode in force: shadow (the primary serves, the shadow is compared).",
+                "1 for the global mode in force (shadow, candidate, candidate-fallback, primary-only), 0 for the others.",
             ),
             &["mode"],
         )?;
-        mode.with_label_values(&["shadow"]).set(1);
+        for each in crate::mode::Mode::ALL {
+            mode.with_label_values(&[each.label()])
+                .set(i64::from(each == crate::mode::Mode::Shadow));
+        }
         let write_drift_total = IntCounterVec::new(
             Opts::new(
                 WRITE_DRIFT_TOTAL,
@@ -148,12 +155,20 @@ impl Metrics {
             &["route"],
         )?;
         let drift_open = IntGauge::new(DRIFT_OPEN, "Drifted writes not yet replayed or resolved.")?;
+        let fallback_total = IntCounterVec::new(
+            Opts::new(
+                FALLBACK_TOTAL,
+                "Requests the candidate failed that the primary answered instead (candidate-fallback), by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(fallback_total.clone()))?;
         let idmap_entries = IntGaugeVec::new(Opts::new(IDMAP_ENTRIES, "ID pairs known, by kind."), &["kind"])?;
         registry.register(Box::new(write_drift_total.clone()))?;
         registry.register(Box::new(drift_open.clone()))?;
         registry.register(Box::new(idmap_entries.clone()))?;
         registry.register(Box::new(idmap_unmapped_total.clone()))?;
-        registry.register(Box::new(mode))?;
+        registry.register(Box::new(mode.clone()))?;
         registry.register(Box::new(store_pending.clone()))?;
         registry.register(Box::new(store_write_failures.clone()))?;
         registry.register(Box::new(store_records_lost.clone()))?;
@@ -182,6 +197,8 @@ impl Metrics {
             write_drift_total,
             drift_open,
             idmap_entries,
+            fallback_total,
+            mode,
         })
     }
 
@@ -213,6 +230,19 @@ impl Metrics {
 
     pub fn record_shadow_error(&self, route: &str, kind: &str) {
         self.shadow_errors_total.with_label_values(&[route, kind]).inc();
+    }
+
+    pub fn record_fallback(&self, route: &str) {
+        self.fallback_total.with_label_values(&[route]).inc();
+    }
+
+    /// Sets `cutover_mode`: 1 for the global mode in force, 0 for the others.
+    pub fn set_mode(&self, mode: crate::mode::Mode) {
+        for each in crate::mode::Mode::ALL {
+            self.mode
+                .with_label_values(&[each.label()])
+                .set(i64::from(each == mode));
+        }
     }
 
     pub fn record_drift(&self, route: &str) {
@@ -296,6 +326,7 @@ mod tests {
         metrics.record_divergence("r", Severity::High);
         metrics.record_unmapped_id("tasks");
         metrics.record_drift("r");
+        metrics.record_fallback("r");
         metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
         let text = metrics.encode();
         for name in ALL {

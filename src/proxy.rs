@@ -27,7 +27,9 @@ use tracing::{info_span, warn, Instrument};
 
 use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, CapturedResponse, FailureKind, SideResult, SkipReason};
+use crate::idmap::Side;
 use crate::mirror::{CaptureBuf, DirectRequest, LostWrite, Mirror, Plan, PrimaryObserver};
+use crate::mode::{Mode, ModeTable};
 use crate::route::{is_safe, MirrorPolicy, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, Upstream};
@@ -54,15 +56,29 @@ pub struct ProxyState {
     /// Swapped whole by a config reload; each request uses the table it started with.
     routes: std::sync::RwLock<Arc<RouteTable>>,
     pub primary: Upstream,
+    /// Serves clients while the mode says the candidate does.
+    pub shadow: Upstream,
     pub mirror: Arc<Mirror>,
+    pub modes: Arc<ModeTable>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl ProxyState {
-    pub fn new(routes: RouteTable, primary: Upstream, mirror: Arc<Mirror>) -> ProxyState {
+    pub fn new(
+        routes: RouteTable,
+        primary: Upstream,
+        shadow: Upstream,
+        mirror: Arc<Mirror>,
+        modes: Arc<ModeTable>,
+        metrics: crate::metrics::Metrics,
+    ) -> ProxyState {
         ProxyState {
             routes: std::sync::RwLock::new(Arc::new(routes)),
             primary,
+            shadow,
             mirror,
+            modes,
+            metrics,
         }
     }
 
@@ -122,6 +138,13 @@ async fn forward(
     );
 
     let started_at = std::time::SystemTime::now();
+    // The mode is read once: a switch never changes a request in flight.
+    let mode = state.modes.for_route(&route_name);
+    let serving = if mode.candidate_serves() {
+        Side::Shadow
+    } else {
+        Side::Primary
+    };
     let dual_write = route.filter(|route| route.mirror == MirrorPolicy::DualWrite && !is_safe(&parts.method));
     let direct = || DirectRequest {
         request_id: request_id.clone(),
@@ -129,11 +152,17 @@ async fn forward(
         method: method_label(&parts.method),
         path_and_query: path_and_query.clone(),
         started_at,
-        lost_write: dual_write.map(|route| LostWrite {
+        lost_write: dual_write.filter(|_| mode.mirrors()).map(|route| LostWrite {
             entity: state.mirror.entity_of(route, &path_and_query),
         }),
+        serving,
     };
-    let plan = state.mirror.plan(route, &parts.method, &parts.headers, client.ip());
+    let plan = if mode.mirrors() {
+        state.mirror.plan(route, &parts.method, &parts.headers, client.ip())
+    } else {
+        Plan::Skip(SkipReason::MirrorOff)
+    };
+    let mut body_copy: Option<Bytes> = None;
     let (primary_body, observer, capture) = match plan {
         Plan::Skip(reason) => (
             reqwest::Body::wrap(body),
@@ -167,6 +196,7 @@ async fn forward(
                 (Ok(rest), Ok((bytes, reservation))) => {
                     let mut shadow_headers = headers.clone();
                     shadow_headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
+                    body_copy = Some(bytes.clone());
                     let captured = CapturedRequest {
                         method: parts.method.clone(),
                         path_and_query: path_and_query.clone(),
@@ -181,6 +211,7 @@ async fn forward(
                         captured,
                         shadow_headers,
                         reservation,
+                        serving,
                     );
                     let capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
                     (reqwest::Body::wrap(rest), observer, Some(capture))
@@ -190,13 +221,78 @@ async fn forward(
     };
 
     let started = Instant::now();
-    match state
-        .primary
-        .send(parts.method.clone(), &path_and_query, headers, primary_body)
-        .await
-    {
+    let upstream = match serving {
+        Side::Primary => &state.primary,
+        Side::Shadow => &state.shadow,
+    };
+    // Clients hold IDs from whichever side served them: the serving side gets its own.
+    let translation = route.map(|route| &route.writes.translation);
+    let translated = translation
+        .map(|translation| {
+            translation.to_side(
+                state.mirror.ids(),
+                serving,
+                &path_and_query,
+                body_copy.as_deref().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    let send_path = translated
+        .path_and_query
+        .clone()
+        .unwrap_or_else(|| path_and_query.clone());
+    let fallback = (mode == Mode::CandidateFallback).then(|| (headers.clone(), body_copy.clone()));
+    let mut send_headers = headers;
+    let send_body = match translated.body {
+        Some(body) => {
+            send_headers.remove(http::header::CONTENT_LENGTH);
+            reqwest::Body::from(body)
+        }
+        None => primary_body,
+    };
+    let answer = upstream
+        .send(parts.method.clone(), &send_path, send_headers, send_body)
+        .await;
+    if let Some((fallback_headers, fallback_body)) = fallback {
+        let failed = match &answer {
+            Err(_) => true,
+            Ok(response) => response.status().is_server_error(),
+        };
+        // The body must be at hand to send again: captured, or none at all.
+        let resendable = fallback_body.is_some() || is_safe(&parts.method);
+        if failed && resendable {
+            let served = match &answer {
+                Err(failure) => SideResult::Failed {
+                    kind: failure.kind,
+                    message: failure.message.clone(),
+                    elapsed: started.elapsed(),
+                },
+                Ok(response) => SideResult::Uncaptured {
+                    status: response.status(),
+                    elapsed: started.elapsed(),
+                    reason: SkipReason::MirrorOff,
+                },
+            };
+            warn!(
+                upstream = upstream.name(),
+                "the candidate failed; the primary answers instead"
+            );
+            state.metrics.record_fallback(&route_name);
+            observer.finish(served, None);
+            let body = reqwest::Body::from(fallback_body.unwrap_or_default());
+            return match state
+                .primary
+                .send(parts.method.clone(), &path_and_query, fallback_headers, body)
+                .await
+            {
+                Err(failure) => upstream_error(state.primary.name(), &failure, &request_id),
+                Ok(response) => pass_through(response),
+            };
+        }
+    }
+    match answer {
         Err(failure) => {
-            warn!(upstream = state.primary.name(), kind = failure.kind.label(), error = %failure.message, "primary failed");
+            warn!(upstream = upstream.name(), kind = failure.kind.label(), error = %failure.message, "serving upstream failed");
             observer.finish(
                 SideResult::Failed {
                     kind: failure.kind,
@@ -205,7 +301,7 @@ async fn forward(
                 },
                 None,
             );
-            upstream_error(state.primary.name(), &failure, &request_id)
+            upstream_error(upstream.name(), &failure, &request_id)
         }
         Ok(response) => {
             let response: http::Response<reqwest::Body> = response.into();
@@ -231,6 +327,15 @@ async fn forward(
             Response::from_parts(head, observed.boxed_unsync())
         }
     }
+}
+
+/// The response as the upstream gave it, minus hop-by-hop fields, not observed.
+fn pass_through(response: reqwest::Response) -> Response<ResponseBody> {
+    let response: http::Response<reqwest::Body> = response.into();
+    let (mut head, body) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    head.version = Version::HTTP_11;
+    Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync())
 }
 
 /// Reads a request body into `capture` until it ends or the capture gives

@@ -572,15 +572,27 @@ impl Store {
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
-    /// Adds an `events` row.
-    pub async fn add_event(&self, kind: &str, detail: &serde_json::Value, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, $2, $3)")
+    /// Adds an `events` row; returns its id.
+    pub async fn add_event(&self, kind: &str, detail: &serde_json::Value, at_ms: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, $2, $3) RETURNING id")
             .bind(at_ms)
             .bind(kind)
             .bind(detail.to_string())
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
-        Ok(())
+        Ok(row.try_get(0)?)
+    }
+
+    /// `events` rows of a kind after an id, oldest first: (id, at_ms, detail).
+    pub async fn events_after(&self, kind: &str, after_id: i64) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, at_ms, detail FROM events WHERE kind = $1 AND id > $2 ORDER BY id")
+            .bind(kind)
+            .bind(after_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
     }
 
     /// The samples of a group, oldest first.

@@ -35,7 +35,7 @@ use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
 use crate::config::{ComparePriority, MirrorConfig, RateLimit, Unmatched};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, Side};
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
 use crate::route::{is_safe, MirrorPolicy, Route, SampleKey, WriteRules};
@@ -333,7 +333,7 @@ type PrimaryDone = (SideResult, Option<Reservation>, Option<PendingWrite>);
 
 /// The mirror: shared by every request of one running instance.
 pub struct Mirror {
-    /// The primary, for rechecks only (the proxy sends client requests itself).
+    /// The primary: for rechecks, and mirrored to while the candidate serves.
     primary: Upstream,
     shadow: Upstream,
     config: MirrorConfig,
@@ -392,8 +392,10 @@ pub struct DirectRequest {
     pub path_and_query: String,
     pub started_at: SystemTime,
     /// A write on a dual-write route that cannot be mirrored (queue full,
-    /// body too large): the shadow misses it, so the ledger keeps it as drift.
+    /// body too large): the other side misses it, so the ledger keeps it as drift.
     pub lost_write: Option<LostWrite>,
+    /// The side that served the client.
+    pub serving: Side,
 }
 
 /// A dual-write the shadow will not get.
@@ -414,6 +416,8 @@ struct Job {
     shadow_headers: HeaderMap,
     reservation: Reservation,
     started_at: SystemTime,
+    /// The side whose answer the client gets; the other one is mirrored.
+    serving: Side,
 }
 
 /// Counts a write whose shadow answer will teach an ID pair, until it is done.
@@ -626,6 +630,7 @@ impl Mirror {
         request: CapturedRequest,
         shadow_headers: HeaderMap,
         reservation: Reservation,
+        serving: Side,
     ) -> PrimaryObserver {
         let (tx, primary_rx) = oneshot::channel();
         let rules = route.map_or_else(|| Arc::clone(&self.default_rules), |route| Arc::clone(&route.compare));
@@ -642,6 +647,7 @@ impl Mirror {
             shadow_headers,
             reservation,
             started_at: SystemTime::now(),
+            serving,
         };
         if is_dual_write(route, &job.request.method) {
             let pending = self.lanes.begin(job.entity.clone());
@@ -671,30 +677,36 @@ impl Mirror {
             shadow_headers,
             mut reservation,
             started_at,
+            serving,
         } = job;
         let write_epoch = self.writes.load(Ordering::Acquire);
         let writes_started = self.lanes.started();
         let scope = entity.map_or(Scope::Everything, Scope::Entity);
         let clear = self.lanes.pending(&scope) == 0 || self.lanes.wait_clear(&scope, self.config.write_wait).await;
-        let (shadow_request, unmapped) = self.translate(&writes, &request, shadow_headers).await;
-        let ask_twice = self.noise.config().active
+        let mirrored_to = serving.other();
+        let (mirrored_request, unmapped) = self.translate(&writes, &request, shadow_headers, mirrored_to).await;
+        // Asking twice learns the shadow's own noise: only while it is the mirrored side.
+        let ask_twice = serving == Side::Primary
+            && self.noise.config().active
             && rules.learn_noise
             && rand::random::<f64>() < self.noise.config().active_sample;
-        let (shadow, shadow_reservation) = self
-            .call(&self.shadow, &shadow_request.0, shadow_request.1.clone())
+        let upstream = self.upstream(mirrored_to);
+        let (mirrored, mirrored_reservation) = self
+            .call(upstream, &mirrored_request.0, mirrored_request.1.clone())
             .await;
-        reservation.absorb(shadow_reservation);
-        let shadow_repeat = if ask_twice && matches!(shadow, SideResult::Complete(_)) {
-            let (repeat, repeat_reservation) = self.call(&self.shadow, &shadow_request.0, shadow_request.1).await;
+        reservation.absorb(mirrored_reservation);
+        let shadow_repeat = if ask_twice && matches!(mirrored, SideResult::Complete(_)) {
+            let (repeat, repeat_reservation) = self.call(upstream, &mirrored_request.0, mirrored_request.1).await;
             reservation.absorb(repeat_reservation);
             Some(repeat)
         } else {
             None
         };
-        let (primary, held, _) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
+        let (served, held, _) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
         if let Some(held) = held {
             reservation.absorb(held);
         }
+        let (primary, shadow) = serving.arrange(served, mirrored);
         // A write that began while this read ran may be in one answer and not the other.
         let racy = !clear || self.lanes.started() != writes_started;
         let exchange = Exchange {
@@ -724,21 +736,23 @@ impl Mirror {
         writes: &WriteRules,
         request: &CapturedRequest,
         mut headers: HeaderMap,
+        to: Side,
     ) -> ((CapturedRequest, HeaderMap), Vec<(String, String)>) {
         let translation = &writes.translation;
-        let mut translated = translation.apply(&self.ids, &request.path_and_query, &request.body);
+        let apply = || translation.to_side(&self.ids, to, &request.path_and_query, &request.body);
+        let mut translated = apply();
         if !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
             let mut changes = self.ids.watch();
             let deadline = tokio::time::Instant::now() + self.config.write_wait;
             while !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
                 changes.borrow_and_update();
-                translated = translation.apply(&self.ids, &request.path_and_query, &request.body);
+                translated = apply();
                 if translated.unmapped.is_empty() || tokio::time::timeout_at(deadline, changes.changed()).await.is_err()
                 {
                     break;
                 }
             }
-            translated = translation.apply(&self.ids, &request.path_and_query, &request.body);
+            translated = apply();
         }
         let body = match translated.body {
             Some(body) => {
@@ -757,6 +771,19 @@ impl Mirror {
             body,
         };
         ((shadow_request, headers), translated.unmapped)
+    }
+
+    /// The upstream of a side.
+    fn upstream(&self, side: Side) -> &Upstream {
+        match side {
+            Side::Primary => &self.primary,
+            Side::Shadow => &self.shadow,
+        }
+    }
+
+    /// The ID map (the proxy translates what it sends to a serving candidate).
+    pub fn ids(&self) -> &IdMap {
+        &self.ids
     }
 
     fn hand_to_workers(&self, exchange: Exchange, ticket: Ticket) {
@@ -1109,24 +1136,25 @@ impl Recorder {
 
     /// Counts and keeps the outcome of a request that was not mirrored.
     fn record_direct(&self, request: &DirectRequest, result: &SideResult, reason: SkipReason) {
-        let outcome = if result.is_error() {
-            Outcome::PrimaryError
-        } else {
-            Outcome::Skipped(reason)
+        let outcome = match (result.is_error(), request.serving) {
+            (true, Side::Primary) => Outcome::PrimaryError,
+            (true, Side::Shadow) => Outcome::ShadowError,
+            (false, _) => Outcome::Skipped(reason),
         };
-        // A dual-write the shadow never got: drift, unless the primary did not apply it either.
+        // A dual-write the other side never got: drift, unless the serving side did not apply it either.
         let ledger = request.lost_write.as_ref().map(|lost| {
             let applied = crate::drift::applied(status_of(result).and_then(|s| u16::try_from(s).ok()));
             let detail = crate::drift::DriftDetail {
                 reason: format!("not mirrored: {}", reason.label()),
                 request: None,
             };
+            let (primary, shadow) = request.serving.arrange(Some(result), None);
             LedgerRecord {
                 entity: lost.entity.clone(),
-                primary_status: status_of(result),
-                shadow_status: None,
-                primary_ms: millis_of(result),
-                shadow_ms: None,
+                primary_status: primary.and_then(status_of),
+                shadow_status: shadow.and_then(status_of),
+                primary_ms: primary.and_then(millis_of),
+                shadow_ms: shadow.and_then(millis_of),
                 state: if applied { "drift" } else { "ok" }.into(),
                 attempts: 0,
                 seq: i64::try_from(lanes::next_order()).unwrap_or(i64::MAX),
@@ -1160,10 +1188,15 @@ impl Recorder {
         ledger: Option<LedgerRecord>,
     ) {
         if let Some(elapsed) = result.elapsed() {
+            let backend = match request.serving {
+                Side::Primary => &self.primary_name,
+                Side::Shadow => &self.shadow_name,
+            };
             self.metrics
-                .observe_upstream(&self.primary_name, &request.route, elapsed.as_secs_f64());
+                .observe_upstream(backend, &request.route, elapsed.as_secs_f64());
         }
         self.metrics.record_outcome(&request.route, request.method, outcome);
+        let (primary, shadow) = request.serving.arrange(Some(result), None);
         self.writer.submit(ExchangeRecord {
             at_ms: unix_ms(request.started_at),
             request_id: request.request_id.clone(),
@@ -1171,14 +1204,14 @@ impl Recorder {
             method: request.method.to_string(),
             path: self.redactor.path(&request.path_and_query),
             source: "traffic".into(),
-            primary_status: status_of(result),
-            shadow_status: None,
-            primary_ms: millis_of(result),
-            shadow_ms: None,
+            primary_status: primary.and_then(status_of),
+            shadow_status: shadow.and_then(status_of),
+            primary_ms: primary.and_then(millis_of),
+            shadow_ms: shadow.and_then(millis_of),
             outcome: outcome.label().into(),
             reason: skip_reason(outcome),
-            primary_cache: cache_status(result),
-            shadow_cache: None,
+            primary_cache: primary.and_then(cache_status),
+            shadow_cache: shadow.and_then(cache_status),
             groups: Vec::new(),
             samples: Vec::new(),
             learned_ids: Vec::new(),

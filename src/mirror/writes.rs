@@ -21,7 +21,7 @@ use crate::drift::{applied, DriftDetail, ReplayRequest, IDEMPOTENCY_KEY};
 use crate::exchange::{
     method_label, CapturedRequest, Exchange, FailureKind, Outcome, SideResult, SkipReason, WriteFacts,
 };
-use crate::idmap::IdPair;
+use crate::idmap::{IdPair, Side};
 use crate::route::{Verify, WriteRules};
 use crate::store::LedgerRecord;
 
@@ -32,7 +32,7 @@ impl Mirror {
     pub(super) async fn run_write(
         self: Arc<Self>,
         job: Job,
-        primary_rx: oneshot::Receiver<PrimaryDone>,
+        served_rx: oneshot::Receiver<PrimaryDone>,
         learning: Option<LearningGuard>,
     ) {
         let Job {
@@ -46,11 +46,13 @@ impl Mirror {
             shadow_headers,
             mut reservation,
             started_at,
+            serving,
         } = job;
-        let (primary, held, pending) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
+        let (served, held, pending) = served_rx.await.unwrap_or((SideResult::Abandoned, None, None));
         if let Some(held) = held {
             reservation.absorb(held);
         }
+        let mirrored_to = serving.other();
         let direct = DirectRequest {
             request_id: request_id.clone(),
             route: route.clone(),
@@ -58,115 +60,137 @@ impl Mirror {
             path_and_query: request.path_and_query.clone(),
             started_at,
             lost_write: None,
+            serving,
         };
-        let primary_status = status_of(&primary).and_then(|status| u16::try_from(status).ok());
+        let served_status = status_of(&served).and_then(|status| u16::try_from(status).ok());
         let idempotency_key = idempotency_key(&request, &request_id);
         let mut pending = pending;
         let seq = pending
             .as_mut()
             .map_or_else(super::lanes::next_order, |pending| pending.order());
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-        let ledger = |state: &str, shadow: Option<&SideResult>, attempts: i64, replay: Option<String>| LedgerRecord {
-            seq,
-            entity: entity.clone(),
-            primary_status: status_of(&primary),
-            shadow_status: shadow.and_then(status_of),
-            primary_ms: millis_of(&primary),
-            shadow_ms: shadow.and_then(millis_of),
-            state: state.into(),
-            attempts,
-            replay,
+        let ledger = |state: &str, mirrored: Option<&SideResult>, attempts: i64, replay: Option<String>| {
+            let (primary, shadow) = serving.arrange(Some(&served), mirrored);
+            LedgerRecord {
+                seq,
+                entity: entity.clone(),
+                primary_status: primary.and_then(status_of),
+                shadow_status: shadow.and_then(status_of),
+                primary_ms: primary.and_then(millis_of),
+                shadow_ms: shadow.and_then(millis_of),
+                state: state.into(),
+                attempts,
+                replay,
+            }
+        };
+        let failed_outcome = match serving {
+            Side::Primary => Outcome::PrimaryError,
+            Side::Shadow => Outcome::ShadowError,
         };
 
-        if primary.is_error() && !writes.mirror_failed_writes {
-            // Neither side applied it (the shadow never saw it): consistent.
+        if served.is_error() && !writes.mirror_failed_writes {
+            // Neither side applied it (the other never saw it): consistent.
             let row = ledger("ok", None, 0, None);
             self.recorder
-                .record_unmirrored(&direct, &primary, Outcome::PrimaryError, Some(row));
+                .record_unmirrored(&direct, &served, failed_outcome, Some(row));
             return;
         }
-        if matches!(primary, SideResult::Abandoned) {
-            let detail = self.replay_detail(
-                "the client left before the primary's answer was complete: whether the primary applied it is unknown",
-                &request,
-                &idempotency_key,
-                primary_status,
-                Vec::new(),
+        let detail = |reason: &str, created: Vec<(String, Vec<String>)>| {
+            self.replay_detail(reason, &request, &idempotency_key, served_status, created, mirrored_to)
+        };
+        if matches!(served, SideResult::Abandoned) {
+            let row = ledger(
+                "drift",
+                None,
+                0,
+                Some(detail(
+                    "the client left before the serving side's answer was complete: whether it applied the write is unknown",
+                    Vec::new(),
+                )),
             );
-            let row = ledger("drift", None, 0, Some(detail));
             self.drifted_write(&direct, entity.as_deref());
             self.recorder.record_unmirrored(
                 &direct,
-                &primary,
+                &served,
                 Outcome::Skipped(SkipReason::ClientDisconnected),
                 Some(row),
             );
             return;
         }
+        let created = created_ids(&writes, serving, &served);
         let Some(mut pending) = pending else {
             return;
         };
         pending.wait_turn().await;
         let held_by = entity.as_ref().filter(|entity| self.is_held(entity));
         if let Some(entity) = held_by {
-            let detail = self.replay_detail(
-                &format!("held: an earlier write to {entity} drifted"),
-                &request,
-                &idempotency_key,
-                primary_status,
-                primary_ids(&writes, &primary),
+            let row = ledger(
+                "drift",
+                None,
+                0,
+                Some(detail(&format!("held: an earlier write to {entity} drifted"), created)),
             );
-            let row = ledger("drift", None, 0, Some(detail));
             pending.finish();
             self.drifted_write(&direct, None);
             self.recorder
-                .record_unmirrored(&direct, &primary, Outcome::Skipped(SkipReason::HeldByDrift), Some(row));
+                .record_unmirrored(&direct, &served, Outcome::Skipped(SkipReason::HeldByDrift), Some(row));
             return;
         }
-        if let Some(limiter) = &self.rate_limit {
+        if let Some(limiter) = self.rate_limit.as_ref().filter(|_| mirrored_to == Side::Shadow) {
             tokio::time::sleep(limiter.reserve()).await;
         }
-        let ((shadow_request, mut headers), unmapped) = self.translate(&writes, &request, shadow_headers).await;
+        let ((mirrored_request, mut headers), unmapped) =
+            self.translate(&writes, &request, shadow_headers, mirrored_to).await;
         if let Ok(key) = HeaderValue::from_str(&idempotency_key) {
             headers.insert(IDEMPOTENCY_KEY, key);
         }
-        let (shadow, attempts, shadow_reservation) = self.send_write(&shadow_request, headers).await;
-        reservation.absorb(shadow_reservation);
-        let created = primary_ids(&writes, &primary);
-        let learned = self.learn(&writes, &created, &shadow, &request_id, &route);
+        let (mirrored, attempts, mirrored_reservation) = self
+            .send_write(self.upstream(mirrored_to), &mirrored_request, headers)
+            .await;
+        reservation.absorb(mirrored_reservation);
+        let learned = self.learn(&writes, serving, &created, &mirrored, &request_id, &route);
         // Later writes may now run; the pairs this one taught are in the map for them.
         drop(learning);
         pending.finish();
 
-        let shadow_status = status_of(&shadow).and_then(|status| u16::try_from(status).ok());
-        let drifted = applied(primary_status) != applied(shadow_status);
+        let mirrored_status = status_of(&mirrored).and_then(|status| u16::try_from(status).ok());
+        let drifted = applied(served_status) != applied(mirrored_status);
         let row = if drifted {
-            let reason = match &shadow {
-                SideResult::Failed { message, .. } => format!("shadow failed after {attempts} tries: {message}"),
+            let reason = match &mirrored {
+                SideResult::Failed { message, .. } => {
+                    format!(
+                        "the {} failed after {attempts} tries: {message}",
+                        side_name(mirrored_to)
+                    )
+                }
                 _ => format!(
-                    "the primary answered {}, the shadow {}",
-                    primary_status.map_or("nothing".into(), |s| s.to_string()),
-                    shadow_status.map_or("nothing".into(), |s| s.to_string())
+                    "the {} answered {}, the {} {}",
+                    side_name(serving),
+                    served_status.map_or("nothing".into(), |s| s.to_string()),
+                    side_name(mirrored_to),
+                    mirrored_status.map_or("nothing".into(), |s| s.to_string())
                 ),
             };
-            let detail = self.replay_detail(&reason, &request, &idempotency_key, primary_status, created.clone());
-            // A write the shadow never got (no answer, or 5xx after the
+            let detail = detail(&reason, created.clone());
+            // A write the other side never got (no answer, or 5xx after the
             // retries) may still be applied by a replay, so later writes to
-            // its entity wait behind it. One the shadow answered and refused
-            // is a difference in behaviour: a replay would be refused again,
-            // and holding later writes would only make the states drift apart.
-            let undelivered = shadow.is_error() || matches!(shadow, SideResult::Abandoned);
+            // its entity wait behind it. One it answered and refused is a
+            // difference in behaviour: a replay would be refused again, and
+            // holding later writes would only make the states drift apart.
+            let undelivered = mirrored.is_error() || matches!(mirrored, SideResult::Abandoned);
             self.drifted_write(&direct, entity.as_deref().filter(|_| undelivered));
-            ledger("drift", Some(&shadow), i64::from(attempts), Some(detail))
+            ledger("drift", Some(&mirrored), i64::from(attempts), Some(detail))
         } else {
-            ledger("ok", Some(&shadow), i64::from(attempts), None)
+            ledger("ok", Some(&mirrored), i64::from(attempts), None)
         };
-        if !drifted && applied(primary_status) {
+        if !drifted && applied(served_status) {
             if let Some(verify) = &writes.verify {
-                let params = self.verify_values(&writes, &request, &created);
+                let in_primary_space = self.in_primary_space(serving, &created);
+                let params = self.verify_values(&writes, &request, &in_primary_space);
                 tokio::spawn(Arc::clone(&self).verify(verify.clone(), params, request_id.clone()));
             }
         }
+        let (primary, shadow) = serving.arrange(served, mirrored);
         let exchange = Exchange {
             request_id,
             route,
@@ -184,6 +208,20 @@ impl Mirror {
             write: Some(WriteFacts { ledger: row, learned }),
         };
         self.hand_to_workers(exchange, ticket);
+    }
+
+    /// IDs created by the serving side, as the primary's IDs (for read-backs).
+    fn in_primary_space(&self, serving: Side, created: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
+        match serving {
+            Side::Primary => created.to_vec(),
+            Side::Shadow => created
+                .iter()
+                .map(|(kind, ids)| {
+                    let ids = ids.iter().filter_map(|id| self.ids.lookup_primary(kind, id)).collect();
+                    (kind.clone(), ids)
+                })
+                .collect(),
+        }
     }
 
     fn is_held(&self, entity: &str) -> bool {
@@ -204,11 +242,16 @@ impl Mirror {
 
     /// Sends a write to the shadow, retrying connection errors and
     /// 502/503/504 with exponential backoff and jitter.
-    async fn send_write(&self, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, u32, super::Reservation) {
+    async fn send_write(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        request: &CapturedRequest,
+        headers: HeaderMap,
+    ) -> (SideResult, u32, super::Reservation) {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (result, reservation) = self.call(&self.shadow, request, headers.clone()).await;
+            let (result, reservation) = self.call(upstream, request, headers.clone()).await;
             let retry = match &result {
                 SideResult::Failed {
                     kind: FailureKind::Connect,
@@ -227,16 +270,17 @@ impl Mirror {
         }
     }
 
-    /// Pairs the IDs the primary created with the shadow's, into the map.
+    /// Pairs the IDs the serving side created with the other side's, into the map.
     fn learn(
         &self,
         writes: &WriteRules,
+        serving: Side,
         created: &[(String, Vec<String>)],
-        shadow: &SideResult,
+        mirrored: &SideResult,
         request_id: &str,
         route: &str,
     ) -> Vec<IdPair> {
-        let SideResult::Complete(answer) = shadow else {
+        let SideResult::Complete(answer) = mirrored else {
             return Vec::new();
         };
         if writes.learn.is_empty() || !answer.status.is_success() {
@@ -247,10 +291,15 @@ impl Mirror {
         };
         let mut learned = Vec::new();
         for rule in &writes.learn {
-            let Some((_, primary_ids)) = created.iter().find(|(kind, _)| *kind == rule.kind) else {
+            let Some((_, served_ids)) = created.iter().find(|(kind, _)| *kind == rule.kind) else {
                 continue;
             };
-            match rule.pair(primary_ids, &document) {
+            let other_ids = rule.ids_of(serving.other(), &document);
+            let pairs = match serving {
+                Side::Primary => rule.pair_ids(served_ids, other_ids),
+                Side::Shadow => rule.pair_ids(&other_ids, served_ids.clone()),
+            };
+            match pairs {
                 Ok(pairs) => {
                     for pair in pairs {
                         match self.ids.insert(&pair) {
@@ -276,8 +325,9 @@ impl Mirror {
         reason: &str,
         request: &CapturedRequest,
         idempotency_key: &str,
-        primary_status: Option<u16>,
-        primary_ids: Vec<(String, Vec<String>)>,
+        served_status: Option<u16>,
+        created_ids: Vec<(String, Vec<String>)>,
+        target: Side,
     ) -> String {
         let redactor = &self.recorder.redactor;
         let headers = request
@@ -298,8 +348,9 @@ impl Mirror {
                 headers,
                 body_base64: ReplayRequest::encode_body(&body),
                 idempotency_key: idempotency_key.to_string(),
-                primary_status,
-                primary_ids,
+                served_status,
+                created_ids,
+                target,
             }),
         };
         serde_json::to_string(&detail).unwrap_or_default()
@@ -430,9 +481,9 @@ fn idempotency_key(request: &CapturedRequest, request_id: &str) -> String {
         .map_or_else(|| format!("cutover-{request_id}"), str::to_string)
 }
 
-/// The IDs the primary's answer created, per `learn_ids` kind.
-fn primary_ids(writes: &WriteRules, primary: &SideResult) -> Vec<(String, Vec<String>)> {
-    let SideResult::Complete(answer) = primary else {
+/// The IDs the serving side's answer created, per `learn_ids` kind.
+fn created_ids(writes: &WriteRules, serving: Side, served: &SideResult) -> Vec<(String, Vec<String>)> {
+    let SideResult::Complete(answer) = served else {
         return Vec::new();
     };
     if writes.learn.is_empty() {
@@ -444,9 +495,16 @@ fn primary_ids(writes: &WriteRules, primary: &SideResult) -> Vec<(String, Vec<St
     writes
         .learn
         .iter()
-        .map(|rule| (rule.kind.clone(), rule.primary_ids(&document)))
+        .map(|rule| (rule.kind.clone(), rule.ids_of(serving, &document)))
         .filter(|(_, ids)| !ids.is_empty())
         .collect()
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Primary => "primary",
+        Side::Shadow => "shadow",
+    }
 }
 
 fn json_of(answer: &crate::exchange::CapturedResponse) -> Option<serde_json::Value> {
