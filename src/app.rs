@@ -174,6 +174,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::clone(&modes),
         metrics.clone(),
     ));
+    if let Some(rule) = config.rollback.clone() {
+        tokio::spawn(watch_rollback(
+            rule,
+            Arc::clone(&state.health),
+            Arc::clone(&modes),
+            config.store.clone(),
+            metrics.clone(),
+            shutdown_tx.subscribe(),
+        ));
+    }
     tokio::spawn(follow_modes(
         config.store.clone(),
         Arc::clone(&modes),
@@ -505,5 +515,67 @@ pub fn apply_switch(modes: &ModeTable, metrics: &Metrics, id: i64, detail: &str)
             reason = %switch.reason,
             "mode switched"
         );
+    }
+}
+
+/// Switches back to `shadow` when the serving candidate breaks the
+/// `[rollback]` rule, and records why (a `mode_switch` row every instance
+/// follows, and a `rollback` row).
+async fn watch_rollback(
+    rule: crate::mode::RollbackRule,
+    health: Arc<crate::mode::ServingHealth>,
+    modes: Arc<ModeTable>,
+    config: WriterConfig,
+    metrics: Metrics,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut store: Option<Store> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        let current = modes.current();
+        let mut switches: Vec<(Switch, String)> = Vec::new();
+        for (route, why) in health.breaches(&rule) {
+            if let Some(switch) = current.rollback_for(&route, format!("rollback: route {route}: {why}")) {
+                if !switches.iter().any(|(known, _)| known.route == switch.route) {
+                    switches.push((switch, route));
+                }
+            }
+        }
+        if switches.is_empty() {
+            continue;
+        }
+        if store.is_none() {
+            store = Store::open(&config.url, &config.options).await.ok();
+        }
+        let Some(opened) = &store else {
+            warn!("the rollback rule fired but the store is unreachable; retrying");
+            continue;
+        };
+        for (switch, route) in switches {
+            let detail = serde_json::to_value(&switch).unwrap_or_default();
+            let now = crate::drift::now_ms();
+            match opened.add_event("mode_switch", &detail, now).await {
+                Ok(id) => {
+                    warn!(route = %route, reason = %switch.reason, "automatic rollback to shadow");
+                    let _ = opened
+                        .add_event(
+                            "rollback",
+                            &serde_json::json!({"route": route, "reason": switch.reason}),
+                            now,
+                        )
+                        .await;
+                    apply_switch(&modes, &metrics, id, &detail.to_string());
+                    health.clear();
+                }
+                Err(err) => {
+                    warn!(error = %err, "the rollback rule fired but the switch could not be recorded; retrying");
+                    store = None;
+                    break;
+                }
+            }
+        }
     }
 }

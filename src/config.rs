@@ -62,6 +62,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub idmap: IdMapConfig,
     pub readiness: crate::report::Readiness,
+    /// `[rollback]`: when the serving candidate is switched back automatically.
+    pub rollback: Option<crate::mode::RollbackRule>,
     pub routes: RouteTable,
     /// The first 16 hex digits of the config text's SHA-256, so a report can
     /// say which configuration produced its evidence.
@@ -203,6 +205,7 @@ struct RawConfig {
     idmap: RawIdMap,
     #[serde(default)]
     readiness: RawReadiness,
+    rollback: Option<RawRollback>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -257,6 +260,16 @@ struct RawUpstream {
     write_tries: Option<u32>,
     #[serde(default)]
     replay_headers: BTreeMap<String, String>,
+}
+
+/// `[rollback]`: switch back when the serving candidate misbehaves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    error_rate: Option<f64>,
+    p95: Option<String>,
+    window: Option<String>,
+    min_requests: Option<u64>,
 }
 
 /// `[readiness]`: the report's gates.
@@ -655,9 +668,11 @@ impl Config {
         let routes = ctx.routes(raw.routes)?;
         let idmap = ctx.idmap(raw.idmap)?;
         let readiness = ctx.readiness(raw.readiness)?;
+        let rollback = raw.rollback.map(|raw| ctx.rollback(raw)).transpose()?;
         Ok(Config {
             idmap,
             readiness,
+            rollback,
             fingerprint: crate::compare::short_hash(text.as_bytes()),
             source: source.to_string(),
             listen,
@@ -1104,6 +1119,27 @@ impl Ctx<'_> {
             rules.recheck = Some(parse_duration(&text).map_err(|message| invalid("compare.recheck".into(), message))?);
         }
         Ok(rules)
+    }
+
+    fn rollback(&self, raw: RawRollback) -> Result<crate::mode::RollbackRule, ConfigError> {
+        if raw.error_rate.is_none() && raw.p95.is_none() {
+            return Err(self.invalid(
+                "rollback",
+                "give error_rate (a fraction) and/or p95 (a duration): what makes the candidate fail",
+            ));
+        }
+        if let Some(rate) = raw.error_rate.filter(|rate| !(0.0..=1.0).contains(rate)) {
+            return Err(self.invalid(
+                "rollback.error_rate",
+                format!("expected a fraction from 0.0 to 1.0, got {rate}"),
+            ));
+        }
+        Ok(crate::mode::RollbackRule {
+            error_rate: raw.error_rate,
+            p95: raw.p95.map(|text| self.duration("rollback.p95", &text)).transpose()?,
+            window: self.duration("rollback.window", raw.window.as_deref().unwrap_or("5m"))?,
+            min_requests: raw.min_requests.unwrap_or(20),
+        })
     }
 
     fn readiness(&self, raw: RawReadiness) -> Result<crate::report::Readiness, ConfigError> {

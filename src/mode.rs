@@ -162,9 +162,170 @@ impl ModeTable {
     }
 }
 
+/// `[rollback]`: when the candidate serves and, over `window`, at least
+/// `min_requests` were served and the serving side's error rate exceeds
+/// `error_rate` or its p95 exceeds `p95`, switch back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackRule {
+    pub error_rate: Option<f64>,
+    pub p95: Option<std::time::Duration>,
+    pub window: std::time::Duration,
+    pub min_requests: u64,
+}
+
+/// What the candidate did while it served, per route, for the rollback rule.
+#[derive(Debug, Default)]
+pub struct ServingHealth {
+    samples: std::sync::Mutex<std::collections::VecDeque<Sample>>,
+}
+
+#[derive(Debug)]
+struct Sample {
+    at: std::time::Instant,
+    route: Arc<str>,
+    failed: bool,
+    millis: f64,
+}
+
+/// Samples kept at most (older ones are dropped first): bounded memory.
+const HEALTH_SAMPLES: usize = 100_000;
+
+impl ServingHealth {
+    /// Notes one answer of the serving candidate (or its failure).
+    pub fn record(&self, route: &str, failed: bool, elapsed: std::time::Duration) {
+        let mut samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if samples.len() >= HEALTH_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(Sample {
+            at: std::time::Instant::now(),
+            route: Arc::from(route),
+            failed,
+            millis: elapsed.as_secs_f64() * 1000.0,
+        });
+    }
+
+    /// The routes that break the rule, each with why.
+    pub fn breaches(&self, rule: &RollbackRule) -> Vec<(String, String)> {
+        let mut samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        while samples.front().is_some_and(|s| now.duration_since(s.at) > rule.window) {
+            samples.pop_front();
+        }
+        let mut by_route: BTreeMap<&str, (u64, u64, Vec<f64>)> = BTreeMap::new();
+        for sample in samples.iter() {
+            let entry = by_route.entry(&sample.route).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(sample.failed);
+            entry.2.push(sample.millis);
+        }
+        let window = humantime::format_duration(rule.window);
+        let mut out = Vec::new();
+        for (route, (served, failed, mut millis)) in by_route {
+            if served < rule.min_requests {
+                continue;
+            }
+            let rate = failed as f64 / served as f64;
+            if let Some(limit) = rule.error_rate.filter(|limit| rate > *limit) {
+                out.push((
+                    route.to_string(),
+                    format!(
+                        "error rate {:.1}% over {window} ({failed} of {served}) > {:.1}%",
+                        rate * 100.0,
+                        limit * 100.0
+                    ),
+                ));
+                continue;
+            }
+            if let Some(limit) = rule.p95 {
+                millis.sort_by(f64::total_cmp);
+                let index = ((millis.len() as f64 * 0.95).ceil() as usize).clamp(1, millis.len()) - 1;
+                let p95 = millis[index];
+                if p95 > limit.as_secs_f64() * 1000.0 {
+                    out.push((
+                        route.to_string(),
+                        format!("p95 {p95:.0} ms over {window} > {}", humantime::format_duration(limit)),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets what was seen (after a rollback, the candidate starts afresh).
+    pub fn clear(&self) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+}
+
+impl Modes {
+    /// The switch that rolls `route` back: to shadow, for the route alone
+    /// if it has its own mode, else for all routes.
+    pub fn rollback_for(&self, route: &str, reason: String) -> Option<Switch> {
+        if !self.for_route(route).candidate_serves() {
+            return None;
+        }
+        Some(Switch {
+            mode: Mode::Shadow,
+            route: self.routes.contains_key(route).then(|| route.to_string()),
+            reason,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rollback_rule_needs_enough_requests_and_a_breach() {
+        let rule = RollbackRule {
+            error_rate: Some(0.1),
+            p95: Some(std::time::Duration::from_millis(500)),
+            window: std::time::Duration::from_secs(60),
+            min_requests: 10,
+        };
+        let health = ServingHealth::default();
+        for n in 0..9 {
+            health.record("a", n < 5, std::time::Duration::from_millis(10));
+        }
+        assert!(health.breaches(&rule).is_empty(), "9 requests are too few to judge");
+        health.record("a", false, std::time::Duration::from_millis(10));
+        let breaches = health.breaches(&rule);
+        assert_eq!(breaches.len(), 1);
+        assert!(breaches[0].1.starts_with("error rate 50.0%"), "{breaches:?}");
+        let slow = ServingHealth::default();
+        for _ in 0..20 {
+            slow.record("b", false, std::time::Duration::from_secs(2));
+        }
+        assert!(slow.breaches(&rule)[0].1.starts_with("p95 2000 ms"));
+        let healthy = ServingHealth::default();
+        for _ in 0..50 {
+            healthy.record("c", false, std::time::Duration::from_millis(20));
+        }
+        assert!(healthy.breaches(&rule).is_empty());
+    }
+
+    #[test]
+    fn a_rollback_goes_back_to_shadow_where_the_candidate_serves() {
+        let mut modes = Modes::default();
+        assert_eq!(modes.rollback_for("a", "r".into()), None, "nothing to roll back");
+        modes.apply(&Switch {
+            mode: Mode::Candidate,
+            route: Some("a".into()),
+            reason: String::new(),
+        });
+        assert_eq!(modes.rollback_for("a", "r".into()).unwrap().route.as_deref(), Some("a"));
+        modes.apply(&Switch {
+            mode: Mode::CandidateFallback,
+            route: None,
+            reason: String::new(),
+        });
+        assert_eq!(modes.rollback_for("b", "r".into()).unwrap().route, None);
+    }
 
     fn switch(mode: Mode, route: Option<&str>) -> Switch {
         Switch {

@@ -29,7 +29,7 @@ use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, CapturedResponse, FailureKind, SideResult, SkipReason};
 use crate::idmap::Side;
 use crate::mirror::{CaptureBuf, DirectRequest, LostWrite, Mirror, Plan, PrimaryObserver};
-use crate::mode::{Mode, ModeTable};
+use crate::mode::{Mode, ModeTable, ServingHealth};
 use crate::route::{is_safe, MirrorPolicy, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, Upstream};
@@ -60,6 +60,8 @@ pub struct ProxyState {
     pub shadow: Upstream,
     pub mirror: Arc<Mirror>,
     pub modes: Arc<ModeTable>,
+    /// What the candidate does while it serves (for `[rollback]`).
+    pub health: Arc<ServingHealth>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -78,6 +80,7 @@ impl ProxyState {
             shadow,
             mirror,
             modes,
+            health: Arc::new(ServingHealth::default()),
             metrics,
         }
     }
@@ -253,6 +256,12 @@ async fn forward(
     let answer = upstream
         .send(parts.method.clone(), &send_path, send_headers, send_body)
         .await;
+    if serving == Side::Shadow {
+        let failed = answer
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error());
+        state.health.record(&route_name, failed, started.elapsed());
+    }
     if let Some((fallback_headers, fallback_body)) = fallback {
         let failed = match &answer {
             Err(_) => true,

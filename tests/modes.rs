@@ -302,3 +302,49 @@ async fn while_the_candidate_serves_writes_reach_the_old_primary_with_its_own_id
         "the legacy never saw the candidate's ID: {legacy_paths:?}"
     );
 }
+
+#[tokio::test]
+async fn automatic_rollback_fires_on_a_failing_candidate_and_not_on_a_healthy_one() {
+    let primary = backend(side_backend("legacy")).await;
+    let shadow = backend(side_backend("candidate")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let rule = "[rollback]\nerror_rate = 0.2\nwindow = \"30s\"\nmin_requests = 10\n";
+    let proxy = start(&primary, &shadow, &store, rule).await;
+    switch(proxy.admin_addr, json!({"mode": "candidate"})).await;
+    for _ in 0..30 {
+        assert_eq!(side_of(proxy.proxy_addr, "/fine").await, (200, "candidate".into()));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let modes = client()
+        .get(format!("http://{}/api/mode", proxy.admin_addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&modes).unwrap()["global"],
+        "candidate",
+        "a healthy candidate stays"
+    );
+
+    // Now the candidate fails: 30 of the 60 requests it served, above 20%.
+    for _ in 0..30 {
+        side_of(proxy.proxy_addr, "/flaky").await;
+    }
+    let started = std::time::Instant::now();
+    while side_of(proxy.proxy_addr, "/fine").await.1 != "legacy" {
+        assert!(started.elapsed() < Duration::from_secs(5), "no rollback");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.shutdown().await;
+    let store = cutover::store::Store::open(&store, &cutover::store::StoreOptions::default())
+        .await
+        .unwrap();
+    let rollbacks = store.events("rollback").await.unwrap();
+    assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
+    assert!(rollbacks[0].1.contains("error rate"), "{rollbacks:?}");
+}
