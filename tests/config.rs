@@ -156,7 +156,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
@@ -212,6 +212,11 @@ fn broken_configs_point_at_the_key() {
             "[[route]]",
             "[noise]\nmin_observations = 0\n\n[[route]]",
             "config/tomos.toml: noise.min_observations: must be at least 1",
+        ),
+        (
+            "[[route]]",
+            "[rollback]\nwindow = \"5m\"\n\n[[route]]",
+            "config/tomos.toml: rollback: give error_rate (a fraction) and/or p95 (a duration): what makes the candidate fail",
         ),
         (
             "[[route]]",
