@@ -174,6 +174,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::clone(&modes),
         metrics.clone(),
     ));
+    for sweep in config.sweeps.clone() {
+        tokio::spawn(run_sweep(
+            sweep,
+            Arc::downgrade(&mirror),
+            config.store.clone(),
+            shutdown_tx.subscribe(),
+        ));
+    }
     if let Some(rule) = config.rollback.clone() {
         tokio::spawn(watch_rollback(
             rule,
@@ -576,6 +584,52 @@ async fn watch_rollback(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Runs one `[[sweep]]` once per `every` across every instance on the store
+/// (whoever claims the run in the store does it), until shutdown.
+async fn run_sweep(
+    sweep: crate::config::Sweep,
+    mirror: std::sync::Weak<crate::mirror::Mirror>,
+    config: WriterConfig,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let every_ms = i64::try_from(sweep.every.as_millis()).unwrap_or(i64::MAX);
+    // Look often enough to run close to on time; the claim keeps it to once per `every`.
+    let look = (sweep.every / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(30),
+    );
+    let mut store: Option<Store> = None;
+    loop {
+        if store.is_none() {
+            store = Store::open(&config.url, &config.options).await.ok();
+        }
+        let claimed = match &store {
+            Some(opened) => match opened.claim_sweep(&sweep.name, every_ms, crate::drift::now_ms()).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    warn!(sweep = %sweep.name, error = %err, "cannot claim the sweep's run");
+                    store = None;
+                    false
+                }
+            },
+            None => false,
+        };
+        if claimed {
+            let Some(mirror) = mirror.upgrade() else { return };
+            tokio::select! {
+                run = mirror.sweep_once(&sweep) => info!(
+                    sweep = %sweep.name, sent = run.sent, unmapped = run.unmapped, deferred = run.deferred, "sweep done"
+                ),
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(look) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
 }

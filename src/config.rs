@@ -64,6 +64,8 @@ pub struct Config {
     pub readiness: crate::report::Readiness,
     /// `[rollback]`: when the serving candidate is switched back automatically.
     pub rollback: Option<crate::mode::RollbackRule>,
+    /// `[[sweep]]`: synthetic comparisons on a schedule.
+    pub sweeps: Vec<Sweep>,
     pub routes: RouteTable,
     /// The first 16 hex digits of the config text's SHA-256, so a report can
     /// say which configuration produced its evidence.
@@ -76,6 +78,19 @@ pub struct IdMapConfig {
     /// Mapping files imported at startup (JSON or CSV), resolved against the config's folder.
     pub import: Vec<PathBuf>,
     pub canonical: crate::idmap::Canonical,
+}
+
+/// `[[sweep]]`: one synthetic read (or one per ID of a kind), sent to both
+/// sides every `every`, compared and recorded with source `sweep`.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub name: String,
+    pub request: crate::route::Verify,
+    pub every: Duration,
+    /// With `ids`, the one placeholder takes each primary ID of this kind.
+    pub ids: Option<String>,
+    /// Sweep requests per second (each side).
+    pub rate: RateLimit,
 }
 
 /// `[admin]`: access to the admin API.
@@ -206,6 +221,8 @@ struct RawConfig {
     #[serde(default)]
     readiness: RawReadiness,
     rollback: Option<RawRollback>,
+    #[serde(default, rename = "sweep")]
+    sweeps: Vec<RawSweep>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -260,6 +277,17 @@ struct RawUpstream {
     write_tries: Option<u32>,
     #[serde(default)]
     replay_headers: BTreeMap<String, String>,
+}
+
+/// One `[[sweep]]`: synthetic reads sent to both sides on a schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Option<String>,
+    request: String,
+    every: Option<String>,
+    ids: Option<String>,
+    rate: Option<String>,
 }
 
 /// `[rollback]`: switch back when the serving candidate misbehaves.
@@ -669,10 +697,12 @@ impl Config {
         let idmap = ctx.idmap(raw.idmap)?;
         let readiness = ctx.readiness(raw.readiness)?;
         let rollback = raw.rollback.map(|raw| ctx.rollback(raw)).transpose()?;
+        let sweeps = ctx.sweeps(raw.sweeps, &routes)?;
         Ok(Config {
             idmap,
             readiness,
             rollback,
+            sweeps,
             fingerprint: crate::compare::short_hash(text.as_bytes()),
             source: source.to_string(),
             listen,
@@ -1119,6 +1149,56 @@ impl Ctx<'_> {
             rules.recheck = Some(parse_duration(&text).map_err(|message| invalid("compare.recheck".into(), message))?);
         }
         Ok(rules)
+    }
+
+    fn sweeps(&self, raws: Vec<RawSweep>, routes: &RouteTable) -> Result<Vec<Sweep>, ConfigError> {
+        let mut sweeps: Vec<Sweep> = Vec::with_capacity(raws.len());
+        for (index, raw) in raws.into_iter().enumerate() {
+            let key = |field: &str| format!("sweep[{index}].{field}");
+            let mut request = crate::route::Verify::parse(&raw.request)
+                .map_err(|err| self.invalid(key("request"), err.to_string()))?;
+            if !crate::route::is_safe(&request.method) {
+                return Err(self.invalid(key("request"), "a sweep only reads: use GET or HEAD"));
+            }
+            let placeholders: Vec<String> = request.placeholders().map(str::to_string).collect();
+            match (&raw.ids, placeholders.as_slice()) {
+                (None, []) => {}
+                (Some(kind), [_]) if !kind.is_empty() && kind.chars().all(is_label_char) => {}
+                (Some(kind), [_]) => {
+                    return Err(self.invalid(
+                        key("ids"),
+                        format!("expected an ID kind like \"tasks\", got \"{kind}\""),
+                    ))
+                }
+                (None, _) => {
+                    return Err(self.invalid(
+                        key("request"),
+                        "a {placeholder} needs `ids = \"kind\"` (the IDs to read one by one come from the ID map)",
+                    ))
+                }
+                (Some(_), _) => {
+                    return Err(self.invalid(key("request"), "with `ids`, the request has exactly one {placeholder}"))
+                }
+            }
+            let probe = request.path(&|_| Some("id".to_string())).unwrap_or_default();
+            if let Some(route) = routes.find(&request.method, &probe) {
+                request.route = route.name.clone();
+                request.rules = Arc::clone(&route.compare);
+            }
+            let name = raw.name.unwrap_or_else(|| raw.request.clone());
+            if sweeps.iter().any(|sweep| sweep.name == name) {
+                return Err(self.invalid(key("name"), format!("another sweep is named \"{name}\"")));
+            }
+            sweeps.push(Sweep {
+                name,
+                every: self.duration(&key("every"), raw.every.as_deref().unwrap_or("10m"))?,
+                rate: parse_rate(raw.rate.as_deref().unwrap_or("1/s"))
+                    .map_err(|message| self.invalid(key("rate"), message))?,
+                ids: raw.ids,
+                request,
+            });
+        }
+        Ok(sweeps)
     }
 
     fn rollback(&self, raw: RawRollback) -> Result<crate::mode::RollbackRule, ConfigError> {

@@ -210,6 +210,17 @@ impl IdMap {
         kinds.get(kind)?.forward.get(primary.as_ref()).cloned()
     }
 
+    /// Every primary ID of a kind, sorted.
+    pub fn primary_ids_of(&self, kind: &str) -> Vec<String> {
+        let kinds = self.kinds.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ids: Vec<String> = kinds
+            .get(kind)
+            .map(|sides| sides.forward.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
     /// How many pairs each kind holds, sorted by kind.
     pub fn counts(&self) -> Vec<(String, usize)> {
         let kinds = self.kinds.read().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -30,9 +30,11 @@ pub const WRITE_DRIFT_TOTAL: &str = "cutover_write_drift_total";
 pub const DRIFT_OPEN: &str = "cutover_drift_open";
 pub const IDMAP_ENTRIES: &str = "cutover_idmap_entries";
 pub const FALLBACK_TOTAL: &str = "cutover_fallback_total";
+pub const SWEEPS_TOTAL: &str = "cutover_sweeps_total";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
+    SWEEPS_TOTAL,
     FALLBACK_TOTAL,
     WRITE_DRIFT_TOTAL,
     DRIFT_OPEN,
@@ -78,6 +80,7 @@ pub struct Metrics {
     drift_open: IntGauge,
     idmap_entries: IntGaugeVec,
     fallback_total: IntCounterVec,
+    sweeps_total: IntCounterVec,
     mode: IntGaugeVec,
 }
 
@@ -163,6 +166,14 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(fallback_total.clone()))?;
+        let sweeps_total = IntCounterVec::new(
+            Opts::new(
+                SWEEPS_TOTAL,
+                "Synthetic sweep requests compared, by route and outcome (apart from cutover_requests_total).",
+            ),
+            &["route", "outcome"],
+        )?;
+        registry.register(Box::new(sweeps_total.clone()))?;
         let idmap_entries = IntGaugeVec::new(Opts::new(IDMAP_ENTRIES, "ID pairs known, by kind."), &["kind"])?;
         registry.register(Box::new(write_drift_total.clone()))?;
         registry.register(Box::new(drift_open.clone()))?;
@@ -198,6 +209,7 @@ impl Metrics {
             drift_open,
             idmap_entries,
             fallback_total,
+            sweeps_total,
             mode,
         })
     }
@@ -230,6 +242,10 @@ impl Metrics {
 
     pub fn record_shadow_error(&self, route: &str, kind: &str) {
         self.shadow_errors_total.with_label_values(&[route, kind]).inc();
+    }
+
+    pub fn record_sweep(&self, route: &str, outcome: Outcome) {
+        self.sweeps_total.with_label_values(&[route, outcome.label()]).inc();
     }
 
     pub fn record_fallback(&self, route: &str) {
@@ -327,6 +343,7 @@ mod tests {
         metrics.record_unmapped_id("tasks");
         metrics.record_drift("r");
         metrics.record_fallback("r");
+        metrics.record_sweep("r", Outcome::Match);
         metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
         let text = metrics.encode();
         for name in ALL {

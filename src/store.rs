@@ -583,6 +583,33 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// Claims a sweep's run: true for exactly one claimant per `every`,
+    /// across every instance on this store (the claim is a `sweep` event).
+    pub async fn claim_sweep(&self, name: &str, every_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let detail = serde_json::json!({ "sweep": name }).to_string();
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Two claims at once would both see none: take turns per sweep.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+                .bind(&detail)
+                .fetch_one(&mut *tx)
+                .await?;
+        }
+        // One statement: SQLite runs it under its write lock.
+        let claimed = sqlx::query(
+            "INSERT INTO events (at_ms, kind, detail) SELECT $1, 'sweep', $2 \
+             WHERE NOT EXISTS (SELECT 1 FROM events WHERE kind = 'sweep' AND detail = $2 AND at_ms > $3)",
+        )
+        .bind(now_ms)
+        .bind(&detail)
+        .bind(now_ms - every_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(claimed == 1)
+    }
+
     /// `events` rows of a kind after an id, oldest first: (id, at_ms, detail).
     pub async fn events_after(&self, kind: &str, after_id: i64) -> Result<Vec<(i64, i64, String)>, StoreError> {
         let rows = sqlx::query("SELECT id, at_ms, detail FROM events WHERE kind = $1 AND id > $2 ORDER BY id")

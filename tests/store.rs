@@ -321,6 +321,41 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
     assert_eq!(store.drifted_entities().await.unwrap(), ["tasks:p2"]);
 }
 
+/// A sweep's run is claimed once per interval, whoever asks.
+async fn claims_a_sweep_once_per_interval(store: &Store) {
+    assert!(store.claim_sweep("nightly", 1000, 10_000).await.unwrap());
+    assert!(
+        !store.claim_sweep("nightly", 1000, 10_500).await.unwrap(),
+        "within the interval"
+    );
+    assert!(
+        store.claim_sweep("other", 1000, 10_500).await.unwrap(),
+        "sweeps are claimed apart"
+    );
+    assert!(
+        store.claim_sweep("nightly", 1000, 11_001).await.unwrap(),
+        "the next interval"
+    );
+    let claims = futures_util::future::join_all((0..8).map(|_| store.claim_sweep("raced", 60_000, 20_000))).await;
+    assert_eq!(claims.into_iter().filter(|claim| *claim.as_ref().unwrap()).count(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_claims_a_sweep_once_per_interval() {
+    let (store, _dir) = sqlite_store().await;
+    claims_a_sweep_once_per_interval(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_claims_a_sweep_once_per_interval() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &options()).await.unwrap();
+    claims_a_sweep_once_per_interval(&store).await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_keeps_id_pairs_and_the_write_ledger() {
     let (store, _dir) = sqlite_store().await;

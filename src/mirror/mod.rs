@@ -13,9 +13,11 @@
 //! or runs after the client's answer), or let memory grow with load.
 
 mod lanes;
+mod sweep;
 mod writes;
 
 pub use lanes::{Lanes, PendingWrite, Scope};
+pub use sweep::{SweepRun, SWEEP_MARKER};
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -1382,7 +1384,12 @@ impl Recorder {
         self.keep(exchange, &judgement);
         let metrics = &self.metrics;
         let method = method_label(&exchange.request.method);
-        metrics.record_outcome(&exchange.route, method, judgement.outcome);
+        if exchange.source == "sweep" {
+            // Synthetic: counted apart, so traffic figures stay the clients'.
+            metrics.record_sweep(&exchange.route, judgement.outcome);
+        } else {
+            metrics.record_outcome(&exchange.route, method, judgement.outcome);
+        }
         if let Some(elapsed) = exchange.primary.elapsed() {
             metrics.observe_upstream(&self.primary_name, &exchange.route, elapsed.as_secs_f64());
         }

@@ -62,15 +62,16 @@ pub fn markdown(report: &Report) -> String {
     }
     out.push_str("\n## Routes\n\n");
     out.push_str(
-        "| route | requests | compared | matched | diverged | racy / transient | skipped | match rate (95% CI) | primary p50/p95/p99 | shadow p50/p95/p99 | speedup | errors p/s | 429 p/s | cache hits p/s |\n\
-         |---|---:|---:|---:|---:|---:|---|---|---|---|---:|---|---|---|\n",
+        "| route | requests | of which sweeps | compared | matched | diverged | racy / transient | skipped | match rate (95% CI) | primary p50/p95/p99 | shadow p50/p95/p99 | speedup | errors p/s | 429 p/s | cache hits p/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---|---|---|\n",
     );
     for route in &report.routes {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
             cell(&route.route),
             route.requests,
+            sweeps(route),
             route.compared,
             route.matched,
             route.diverged,
@@ -241,18 +242,19 @@ pub fn html(report: &Report) -> String {
     }
     out.push_str(
         "</tbody></table></section><section><h2>Routes</h2><table class=\"wide\"><thead><tr>\
-        <th>route</th><th>requests</th><th>compared</th><th>matched</th><th>diverged</th><th>racy / transient</th>\
+        <th>route</th><th>requests</th><th>of which sweeps</th><th>compared</th><th>matched</th><th>diverged</th><th>racy / transient</th>\
         <th>skipped</th><th>match rate (95% CI)</th><th>primary p50/p95/p99</th><th>shadow p50/p95/p99</th>\
         <th>speedup</th><th>errors p/s</th><th>429 p/s</th><th>cache hits p/s</th></tr></thead><tbody>",
     );
     for route in &report.routes {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
              <td>{} / {}</td><td>{} / {}</td><td>{}</td></tr>",
             esc(&route.route),
             route.requests,
+            sweeps(route),
             route.compared,
             route.matched,
             route.diverged,
@@ -432,6 +434,11 @@ fn fingerprints(report: &Report) -> String {
     } else {
         format!(" Config {}.", report.config_fingerprints.join(", "))
     }
+}
+
+/// Synthetic sweep requests among a route's requests, shown apart from traffic.
+fn sweeps(route: &RouteReport) -> u64 {
+    route.by_source.get("sweep").copied().unwrap_or(0)
 }
 
 fn skipped(route: &RouteReport) -> String {
