@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             samples_per_group: config.store.options.samples_per_group,
             ids: Arc::clone(&ids),
             write_tries: config.shadow.write_tries,
+            store: config.store.clone(),
         },
     )?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -173,6 +174,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::clone(&mirror),
         Arc::clone(&modes),
         metrics.clone(),
+    ));
+    tokio::spawn(follow_pairs(
+        config.store.clone(),
+        Arc::clone(&ids),
+        metrics.clone(),
+        shutdown_tx.subscribe(),
     ));
     for sweep in config.sweeps.clone() {
         tokio::spawn(run_sweep(
@@ -630,6 +637,38 @@ async fn run_sweep(
         tokio::select! {
             _ = tokio::time::sleep(look) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Brings in the ID pairs other instances on the store learned, every
+/// second (a pair a request needs sooner is read through on the miss).
+async fn follow_pairs(config: WriterConfig, ids: Arc<IdMap>, metrics: Metrics, mut stopping: watch::Receiver<bool>) {
+    // Overlap the windows: instances' clocks and commits are not in lockstep.
+    const OVERLAP_MS: i64 = 10_000;
+    let mut since = crate::drift::now_ms() - OVERLAP_MS;
+    let mut store: Option<Store> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        if store.is_none() {
+            store = Store::open(&config.url, &config.options).await.ok();
+        }
+        let Some(opened) = &store else { continue };
+        match opened.id_pairs_since(since).await {
+            Ok(pairs) => {
+                let mut added = false;
+                for (pair, created_ms) in pairs {
+                    since = since.max(created_ms - OVERLAP_MS);
+                    added |= ids.insert(&pair).unwrap_or(false);
+                }
+                if added {
+                    metrics.set_idmap_entries(&ids.counts());
+                }
+            }
+            Err(_) => store = None,
         }
     }
 }

@@ -31,6 +31,8 @@ use crate::upstream::Upstream;
 /// Marks a request as a replay of a drifted write.
 pub const REPLAY_MARKER: &str = "x-cutover-replay";
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// A replay claim older than this is taken to be abandoned.
+const CLAIM_STALE_MS: i64 = 5 * 60 * 1000;
 /// The most of a replay's answer read (to learn IDs from it).
 const ANSWER_LIMIT: usize = 4 * 1024 * 1024;
 
@@ -184,12 +186,27 @@ impl Replayer {
             shadow_status: None,
             message: String::new(),
         };
+        // One replayer per row, whichever instance or command asks.
+        if !self.store.claim_replay(row.id, now_ms(), CLAIM_STALE_MS).await? {
+            result.message = "being replayed elsewhere".into();
+            return Ok(result);
+        }
+        let outcome = self.replay_claimed(row, result).await;
+        if outcome.is_err() {
+            // Give the row back: a later replay may take it.
+            self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+        }
+        outcome
+    }
+
+    async fn replay_claimed(&self, row: &LedgerRow, mut result: Replayed) -> Result<Replayed, DriftError> {
         let detail: Option<DriftDetail> = row.replay.as_deref().and_then(|text| serde_json::from_str(text).ok());
         let Some(request) = detail.as_ref().and_then(|detail| detail.request.as_ref()) else {
             result.message = format!(
                 "cannot be replayed ({}); resolve it by hand",
                 detail.map_or_else(|| "no replay data".to_string(), |detail| detail.reason)
             );
+            self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
             return Ok(result);
         };
         let route = self.routes.iter().find(|route| route.name == row.route);

@@ -472,6 +472,54 @@ impl Store {
         Ok(added)
     }
 
+    /// The pair holding `id` on side `known` (the primary's or the shadow's ID).
+    pub async fn id_pair_of(
+        &self,
+        kind: &str,
+        id: &str,
+        known: crate::idmap::Side,
+    ) -> Result<Option<crate::idmap::IdPair>, StoreError> {
+        let query = match known {
+            crate::idmap::Side::Primary => {
+                "SELECT primary_id, shadow_id FROM id_map WHERE kind = $1 AND primary_id = $2"
+            }
+            crate::idmap::Side::Shadow => "SELECT primary_id, shadow_id FROM id_map WHERE kind = $1 AND shadow_id = $2",
+        };
+        let row = sqlx::query(query)
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(crate::idmap::IdPair {
+                kind: kind.to_string(),
+                primary_id: row.try_get(0)?,
+                shadow_id: row.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// ID pairs created at or after a time (other instances' learning).
+    pub async fn id_pairs_since(&self, created_ms: i64) -> Result<Vec<(crate::idmap::IdPair, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, primary_id, shadow_id, created_ms FROM id_map WHERE created_ms >= $1")
+            .bind(created_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    crate::idmap::IdPair {
+                        kind: row.try_get(0)?,
+                        primary_id: row.try_get(1)?,
+                        shadow_id: row.try_get(2)?,
+                    },
+                    row.try_get(3)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every ID pair, oldest first.
     pub async fn id_pairs(&self) -> Result<Vec<(crate::idmap::IdPair, String)>, StoreError> {
         let rows =
@@ -531,6 +579,22 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Takes a drifted row for replay, so no other instance replays it too;
+    /// a claim older than `stale_ms` (its replayer died) can be taken over.
+    pub async fn claim_replay(&self, id: i64, now_ms: i64, stale_ms: i64) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE write_ledger SET state = 'replaying', updated_ms = $2 \
+             WHERE id = $1 AND (state = 'drift' OR (state = 'replaying' AND updated_ms < $3))",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(now_ms - stale_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
     }
 
     /// Records a replay's result on a ledger row.

@@ -319,6 +319,16 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
         (4, Some(200), 99)
     );
     assert_eq!(store.drifted_entities().await.unwrap(), ["tasks:p2"]);
+    // A replay claims its row: a second replayer (another instance) does not get it…
+    let open = store.ledger(Some("drift"), 10).await.unwrap()[0].id;
+    assert!(store.claim_replay(open, 1_000, 60_000).await.unwrap());
+    assert!(!store.claim_replay(open, 2_000, 60_000).await.unwrap());
+    assert!(
+        !store.claim_replay(settled[0].id, 2_000, 60_000).await.unwrap(),
+        "reconciled rows are not replayed"
+    );
+    // …unless the claim went stale (its replayer died).
+    assert!(store.claim_replay(open, 70_000, 60_000).await.unwrap());
 }
 
 /// A sweep's run is claimed once per interval, whoever asks.

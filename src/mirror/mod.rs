@@ -53,6 +53,8 @@ pub struct Evidence {
     pub ids: Arc<IdMap>,
     /// Tries per mirrored write (`[shadow] write_tries`).
     pub write_tries: u32,
+    /// The store the ID map is shared through (read-through on a miss).
+    pub store: crate::store::WriterConfig,
 }
 
 /// Longest body excerpt kept in a sample.
@@ -359,6 +361,68 @@ pub struct Mirror {
     /// Writes whose shadow answer will teach an ID pair, still on their way.
     learning: Arc<AtomicUsize>,
     write_tries: u32,
+    /// ID pairs other instances learned, read through the store on a miss.
+    pairs: Arc<SharedPairs>,
+}
+
+/// The store side of the ID map: pairs this instance learns are written at
+/// once (another instance may need them for the next request), and a miss
+/// is looked up there before an ID is called unmapped.
+struct SharedPairs {
+    config: crate::store::WriterConfig,
+    store: tokio::sync::OnceCell<crate::store::Store>,
+    /// Recent misses, not asked again for a while (an unmapped ID is usually asked for repeatedly).
+    misses: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// How long a miss in the store is believed.
+const MISS_TTL: Duration = Duration::from_secs(5);
+
+impl SharedPairs {
+    async fn store(&self) -> Option<&crate::store::Store> {
+        self.store
+            .get_or_try_init(|| crate::store::Store::open(&self.config.url, &self.config.options))
+            .await
+            .ok()
+    }
+
+    /// Looks an ID up in the store; a pair found is added to `ids`.
+    async fn find(&self, ids: &IdMap, kind: &str, id: &str, known: Side) -> bool {
+        let key = (kind.to_string(), id.to_string());
+        {
+            let mut misses = self.misses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            misses.retain(|_, at| at.elapsed() < MISS_TTL);
+            if misses.contains_key(&key) {
+                return false;
+            }
+        }
+        let Some(store) = self.store().await else { return false };
+        match store.id_pair_of(kind, id, known).await {
+            Ok(Some(pair)) => ids.insert(&pair).is_ok(),
+            _ => {
+                let mut misses = self.misses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if misses.len() < 100_000 {
+                    misses.insert(key, Instant::now());
+                }
+                false
+            }
+        }
+    }
+
+    /// Writes learned pairs now (the exchange's record writes them too, later).
+    fn publish(self: &Arc<Self>, pairs: Vec<crate::idmap::IdPair>) {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Some(store) = shared.store().await {
+                if let Err(err) = store
+                    .insert_id_pairs(&pairs, "learned", unix_ms(SystemTime::now()))
+                    .await
+                {
+                    debug!(error = %err, "learned pairs reach the store with their exchange instead");
+                }
+            }
+        });
+    }
 }
 
 /// What a comparison thread needs to judge, count and keep an exchange.
@@ -541,6 +605,11 @@ impl Mirror {
             drifted,
             learning: Arc::new(AtomicUsize::new(0)),
             write_tries: evidence.write_tries,
+            pairs: Arc::new(SharedPairs {
+                config: evidence.store,
+                store: tokio::sync::OnceCell::new(),
+                misses: Mutex::new(HashMap::new()),
+            }),
         };
         let mirror = Arc::new(mirror);
         tokio::spawn(recheck_loop(Arc::downgrade(&mirror), recorder, recheck_rx));
@@ -743,6 +812,31 @@ impl Mirror {
         let translation = &writes.translation;
         let apply = || translation.to_side(&self.ids, to, &request.path_and_query, &request.body);
         let mut translated = apply();
+        // Another instance may have learned the pair: ask the store. A write
+        // keeps asking (bounded): the create it follows may still be on its
+        // way through another instance.
+        if !translated.unmapped.is_empty() {
+            let patient = !is_safe(&request.method);
+            let deadline = Instant::now() + self.config.write_wait;
+            loop {
+                let mut found = false;
+                for (kind, id) in &translated.unmapped {
+                    found |= self.pairs.find(&self.ids, kind, id, to.other()).await;
+                }
+                if found {
+                    translated = apply();
+                }
+                if translated.unmapped.is_empty() || !patient || Instant::now() >= deadline {
+                    break;
+                }
+                self.pairs
+                    .misses
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clear();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         if !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
             let mut changes = self.ids.watch();
             let deadline = tokio::time::Instant::now() + self.config.write_wait;

@@ -314,6 +314,7 @@ impl Mirror {
         }
         if !learned.is_empty() {
             self.metrics.set_idmap_entries(&self.ids.counts());
+            self.pairs.publish(learned.clone());
         }
         learned
     }
