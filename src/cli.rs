@@ -342,15 +342,16 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let running = crate::app::start(config).await?;
-        info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "cutover is serving");
+        // Listen for SIGHUP before saying we serve: its default action would end the process.
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot listen for SIGHUP")?;
-        let stop = wait_for_stop_signal();
+        let stop = wait_for_stop_signal()?;
+        let running = crate::app::start(config).await?;
+        info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "cutover is serving");
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                result = &mut stop => break result?,
+                () = &mut stop => break,
                 _ = hangup.recv() => {
                     // The outcome is logged either way; a refused reload keeps the old config.
                     let _ = running.reloader.reload().await;
@@ -363,13 +364,18 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
-        _ = terminate.recv() => Ok(()),
-    }
+/// Listens for SIGTERM and SIGINT from now on (not from the first poll:
+/// a signal's default action would end the process without draining).
+fn wait_for_stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 fn migrate(url: &str) -> anyhow::Result<()> {

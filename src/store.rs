@@ -389,7 +389,10 @@ impl Store {
                      summary, first_seen_ms, last_seen_ms, count) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) \
                      ON CONFLICT (group_key) DO UPDATE SET count = divergence_groups.count + 1, \
-                     last_seen_ms = excluded.last_seen_ms",
+                     first_seen_ms = CASE WHEN excluded.first_seen_ms < divergence_groups.first_seen_ms \
+                     THEN excluded.first_seen_ms ELSE divergence_groups.first_seen_ms END, \
+                     last_seen_ms = CASE WHEN excluded.last_seen_ms > divergence_groups.last_seen_ms \
+                     THEN excluded.last_seen_ms ELSE divergence_groups.last_seen_ms END",
                 )
                 .bind(&group.key)
                 .bind(&group.route)

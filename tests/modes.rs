@@ -143,7 +143,7 @@ async fn a_switch_reaches_every_instance_on_the_store_including_from_the_command
     let primary = backend(side_backend("legacy")).await;
     let shadow = backend(side_backend("candidate")).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let store = shared_store(dir.path()).await;
     let a = start(&primary, &shadow, &store, "").await;
     let b = start(&primary, &shadow, &store, "").await;
     switch(a.admin_addr, json!({"mode": "candidate"})).await;
@@ -184,6 +184,7 @@ async fn a_switch_reaches_every_instance_on_the_store_including_from_the_command
     assert_eq!(shadow.requests().len(), before);
     a.shutdown().await;
     b.shutdown().await;
+    drop_shared_store(&store).await;
 }
 
 #[tokio::test]

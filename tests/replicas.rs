@@ -9,23 +9,6 @@ use common::tasks::{Scheme, TaskApi, ROUTES};
 use common::*;
 use serde_json::{json, Value};
 
-/// A store both instances share: a fresh Postgres database, or a SQLite file.
-async fn shared_store(dir: &std::path::Path) -> String {
-    match std::env::var("CUTOVER_TEST_POSTGRES_URL") {
-        Ok(admin_url) => {
-            let name = format!("cutover_replicas_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&admin_url).await.expect("CI's Postgres answers");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
-                .await
-                .unwrap();
-            let (base, _) = admin_url.rsplit_once('/').unwrap();
-            format!("{base}/{name}")
-        }
-        Err(_) => format!("sqlite://{}", dir.join("cutover.db").display()),
-    }
-}
-
 #[tokio::test]
 async fn a_create_through_one_replica_and_an_update_through_another_translate_the_id() {
     let legacy = TaskApi::new(Scheme::Legacy);
@@ -102,13 +85,5 @@ async fn a_create_through_one_replica_and_an_update_through_another_translate_th
     a.shutdown().await;
     b.shutdown().await;
     assert_eq!(candidate.tasks()["t-1"].title, "renamed through B");
-    if let (Ok(admin_url), Some(name)) = (std::env::var("CUTOVER_TEST_POSTGRES_URL"), store.rsplit('/').next()) {
-        if store.starts_with("postgres") {
-            let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-    }
+    drop_shared_store(&store).await;
 }

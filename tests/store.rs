@@ -350,6 +350,38 @@ async fn claims_a_sweep_once_per_interval(store: &Store) {
     assert_eq!(claims.into_iter().filter(|claim| *claim.as_ref().unwrap()).count(), 1);
 }
 
+/// Replicas write to one group at the same time: every exchange counts once.
+async fn concurrent_writers_count_a_group_exactly(store: &Store) {
+    let group = group("feedfacefeedface", "/tasks/*/title", "value_changed", "medium");
+    let writes = (0..20).map(|n| {
+        let record = exchange(&format!("c{n}"), 1_000 + n, "diverged", vec![group.clone()]);
+        async move { store.record(&[record]).await }
+    });
+    for written in futures_util::future::join_all(writes).await {
+        written.unwrap();
+    }
+    let groups = store.groups().await.unwrap();
+    let counted = groups.iter().find(|g| g.key == "feedfacefeedface").unwrap();
+    assert_eq!(counted.count, 20);
+    assert_eq!((counted.first_seen_ms, counted.last_seen_ms), (1_000, 1_019));
+}
+
+#[tokio::test]
+async fn sqlite_counts_a_group_exactly_under_concurrent_writers() {
+    let (store, _dir) = sqlite_store().await;
+    concurrent_writers_count_a_group_exactly(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_counts_a_group_exactly_under_concurrent_writers() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &options()).await.unwrap();
+    concurrent_writers_count_a_group_exactly(&store).await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_claims_a_sweep_once_per_interval() {
     let (store, _dir) = sqlite_store().await;

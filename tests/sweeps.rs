@@ -128,13 +128,14 @@ async fn two_instances_on_one_store_run_a_sweep_once_per_interval() {
     let primary = backend(json_backend()).await;
     let shadow = backend(json_backend()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let store = shared_store(dir.path()).await;
     let started = std::time::Instant::now();
     let a = start(&primary, &shadow, dir.path(), &store).await;
     let b = start(&primary, &shadow, dir.path(), &store).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     a.shutdown().await;
     b.shutdown().await;
+    drop_shared_store(&store).await;
     let elapsed = started.elapsed().as_secs_f64();
     let lists = primary
         .requests()

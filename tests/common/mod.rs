@@ -324,3 +324,36 @@ impl ServeProcess {
         (self.child.wait().unwrap().code(), rest)
     }
 }
+
+/// A store both instances share: a fresh Postgres database, or a SQLite file.
+pub async fn shared_store(dir: &std::path::Path) -> String {
+    match std::env::var("CUTOVER_TEST_POSTGRES_URL") {
+        Ok(admin_url) => {
+            let name = format!("cutover_replicas_{}", uuid::Uuid::new_v4().simple());
+            let admin = sqlx::PgPool::connect(&admin_url).await.expect("CI's Postgres answers");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let (base, _) = admin_url.rsplit_once('/').unwrap();
+            format!("{base}/{name}")
+        }
+        Err(_) => format!("sqlite://{}", dir.join("cutover.db").display()),
+    }
+}
+
+/// Drops the Postgres database `shared_store` made (a SQLite file goes with its directory).
+pub async fn drop_shared_store(store: &str) {
+    let (Ok(admin_url), true) = (
+        std::env::var("CUTOVER_TEST_POSTGRES_URL"),
+        store.starts_with("postgres"),
+    ) else {
+        return;
+    };
+    let name = store.rsplit('/').next().unwrap_or_default();
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
