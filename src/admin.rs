@@ -228,13 +228,7 @@ async fn api_route(
         }
         (Method::POST, ["divergences", key, "triage"]) => {
             let key = key.to_string();
-            let body = Limited::new(request.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
-                .to_bytes();
-            let triage: Value =
-                serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))?;
+            let triage = json_body(request).await?;
             let status = triage["status"].as_str().unwrap_or_default();
             if !TRIAGE_STATES.contains(&status) {
                 return Err(bad_request(&format!(
@@ -262,24 +256,12 @@ async fn api_route(
             ))
         }
         (Method::GET, ["mode"]) => {
-            let modes = state
-                .modes
-                .as_ref()
-                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "modes are not available here"))?;
+            let modes = state.modes.as_ref().ok_or_else(|| unavailable("switching modes"))?;
             Ok(json_response(StatusCode::OK, &json!(modes.current())))
         }
         (Method::POST, ["mode"]) => {
-            let modes = state
-                .modes
-                .as_ref()
-                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "modes are not available here"))?;
-            let body = Limited::new(request.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
-                .to_bytes();
-            let asked: Value =
-                serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))?;
+            let modes = state.modes.as_ref().ok_or_else(|| unavailable("switching modes"))?;
+            let asked = json_body(request).await?;
             let mode = asked["mode"]
                 .as_str()
                 .and_then(crate::mode::Mode::parse)
@@ -306,10 +288,7 @@ async fn api_route(
             Ok(json_response(StatusCode::OK, &json!(modes.current())))
         }
         (Method::POST, ["reload"]) => {
-            let reloader = state
-                .reloader
-                .as_ref()
-                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "reload is not available here"))?;
+            let reloader = state.reloader.as_ref().ok_or_else(|| unavailable("reload"))?;
             match reloader.reload().await {
                 Ok(summary) => Ok(json_response(
                     StatusCode::OK,
@@ -331,13 +310,7 @@ async fn api_route(
             Ok(json_response(StatusCode::OK, &json!({ "open": open })))
         }
         (Method::POST, ["drift", "replay"]) => {
-            let body = Limited::new(request.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
-                .to_bytes();
-            let asked: Value =
-                serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))?;
+            let asked = json_body(request).await?;
             let selection = match (asked["all"].as_bool(), asked["id"].as_i64()) {
                 (Some(true), None) => crate::drift::Selection::All,
                 (None | Some(false), Some(id)) => crate::drift::Selection::One(id),
@@ -396,10 +369,7 @@ async fn replay(
     state: &AdminState,
     selection: crate::drift::Selection,
 ) -> Result<Vec<crate::drift::Replayed>, ApiError> {
-    let control = state
-        .drift
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replay is not available here"))?;
+    let control = state.drift.as_ref().ok_or_else(|| unavailable("replay"))?;
     let _one_at_a_time = control.replaying.lock().await;
     let store = state.store().await?.clone();
     let replayer = crate::drift::Replayer {
@@ -538,6 +508,21 @@ async fn ready(state: &AdminState) -> Response<ResponseBody> {
         );
     }
     response
+}
+
+/// A request's JSON body (at most 64 KiB).
+async fn json_body(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let body = Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))
+}
+
+/// A part of the running instance this admin listener was not given.
+fn unavailable(what: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{what} is not available here"))
 }
 
 fn store_failed(err: crate::store::StoreError) -> ApiError {

@@ -509,18 +509,7 @@ impl Store {
             .bind(created_ms)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    crate::idmap::IdPair {
-                        kind: row.try_get(0)?,
-                        primary_id: row.try_get(1)?,
-                        shadow_id: row.try_get(2)?,
-                    },
-                    row.try_get(3)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(pair_row).collect()
     }
 
     /// Every ID pair, oldest first.
@@ -529,18 +518,7 @@ impl Store {
             sqlx::query("SELECT kind, primary_id, shadow_id, origin FROM id_map ORDER BY created_ms, kind, primary_id")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    crate::idmap::IdPair {
-                        kind: row.try_get(0)?,
-                        primary_id: row.try_get(1)?,
-                        shadow_id: row.try_get(2)?,
-                    },
-                    row.try_get(3)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(pair_row).collect()
     }
 
     /// Write ledger rows in a state (`drift`, …), in the order they reached
@@ -960,6 +938,21 @@ async fn insert_pairs(
         .rows_affected();
     }
     Ok(added)
+}
+
+/// (pair, fourth column) from `kind, primary_id, shadow_id, …`.
+fn pair_row<T>(row: &AnyRow) -> Result<(crate::idmap::IdPair, T), StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    Ok((
+        crate::idmap::IdPair {
+            kind: row.try_get(0)?,
+            primary_id: row.try_get(1)?,
+            shadow_id: row.try_get(2)?,
+        },
+        row.try_get(3)?,
+    ))
 }
 
 fn group_row(row: &AnyRow) -> Result<GroupRow, StoreError> {

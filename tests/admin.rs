@@ -304,22 +304,14 @@ async fn the_report_is_served_with_the_token() {
 async fn the_health_command_checks_the_admin_listener() {
     let primary = fixed(200, &[], b"x").await;
     let proxy = ProxySetup::new(primary.url(), primary.url()).start().await;
-    let run = |admin: String| {
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-                .args(["health", "--admin", &admin])
-                .output()
-                .unwrap()
-        })
-    };
-    let healthy = run(proxy.admin_addr.to_string()).await.unwrap();
+    let healthy = run_cutover(&["health", "--admin", &proxy.admin_addr.to_string()]).await;
     assert_eq!(
         healthy.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&healthy.stderr)
     );
-    let down = run(closed_port().await.to_string()).await.unwrap();
+    let down = run_cutover(&["health", "--admin", &closed_port().await.to_string()]).await;
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("does not answer"));
 }

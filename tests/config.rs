@@ -156,7 +156,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `sweep`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
@@ -212,6 +212,16 @@ fn broken_configs_point_at_the_key() {
             "[[route]]",
             "[noise]\nmin_observations = 0\n\n[[route]]",
             "config/tomos.toml: noise.min_observations: must be at least 1",
+        ),
+        (
+            "[[route]]",
+            "[[sweep]]\nrequest = \"POST /api/task\"\n\n[[route]]",
+            "config/tomos.toml: sweep[0].request: a sweep only reads: use GET or HEAD",
+        ),
+        (
+            "[[route]]",
+            "[[sweep]]\nrequest = \"GET /api/task/{id}\"\n\n[[route]]",
+            "config/tomos.toml: sweep[0].request: a {placeholder} needs `ids = \"kind\"` (the IDs to read one by one come from the ID map)",
         ),
         (
             "[[route]]",

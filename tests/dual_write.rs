@@ -16,20 +16,6 @@ use cutover::metrics::{DRIFT_OPEN, IDMAP_UNMAPPED_TOTAL, REQUESTS_TOTAL, WRITE_D
 use cutover::store::{Store, StoreOptions};
 use serde_json::{json, Value};
 
-/// Runs the real `cutover` binary off the runtime (the test backends it
-/// talks to are served by this test's runtime).
-async fn cutover(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 /// Polls until `check` holds (outcomes are recorded after the client's answer).
 async fn eventually<F, Fut>(what: &str, check: F)
 where
@@ -365,11 +351,11 @@ async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
     rig.shadow_api.down.store(false, std::sync::atomic::Ordering::SeqCst);
     let config = rig.dir.path().join("cutover.toml");
     std::fs::write(&config, rig.setup().toml()).unwrap();
-    let listed = cutover(&["drift", "list", "-c", config.to_str().unwrap()]).await;
+    let listed = run_cutover(&["drift", "list", "-c", config.to_str().unwrap()]).await;
     let listing = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listing.lines().count(), 3, "{listing}");
     assert!(listing.contains("held: an earlier write to tasks:"), "{listing}");
-    let replay = cutover(&["drift", "replay", "--all", "-c", config.to_str().unwrap()]).await;
+    let replay = run_cutover(&["drift", "replay", "--all", "-c", config.to_str().unwrap()]).await;
     let replayed = String::from_utf8_lossy(&replay.stdout);
     assert_eq!(
         replay.status.code(),
@@ -500,7 +486,7 @@ async fn a_mapping_file_imports_its_good_rows_and_names_the_bad_ones_by_line() {
         "{\n  \"tasks\": {\n    \"p-1\": \"t-1\",\n    \"p-2\": 2,\n    \"p-3\": \"t-3\"\n  },\n  \"tags\": \"oops\"\n}\n",
     )
     .unwrap();
-    let import = cutover(&["idmap", "import", file.to_str().unwrap(), "--store", &rig.store_url]).await;
+    let import = run_cutover(&["idmap", "import", file.to_str().unwrap(), "--store", &rig.store_url]).await;
     let stderr = String::from_utf8_lossy(&import.stderr);
     let stdout = String::from_utf8_lossy(&import.stdout);
     assert_eq!(import.status.code(), Some(1), "rows were skipped: {stdout}{stderr}");
@@ -524,7 +510,7 @@ async fn a_mapping_file_imports_its_good_rows_and_names_the_bad_ones_by_line() {
     // Importing again adds nothing; a conflicting CSV row is reported, not applied.
     let csv = rig.dir.path().join("more.csv");
     std::fs::write(&csv, "kind,primary_id,shadow_id\ntasks,p-1,t-9\ntasks,p-4,t-4\n").unwrap();
-    let import = cutover(&["idmap", "import", csv.to_str().unwrap(), "--store", &rig.store_url]).await;
+    let import = run_cutover(&["idmap", "import", csv.to_str().unwrap(), "--store", &rig.store_url]).await;
     let stderr = String::from_utf8_lossy(&import.stderr);
     assert!(
         stderr.contains(":2: skipped: tasks: primary \"p-1\" is already paired with shadow \"t-1\""),

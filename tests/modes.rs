@@ -155,17 +155,7 @@ async fn a_switch_reaches_every_instance_on_the_store_including_from_the_command
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cli = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-                .args(["switch", "primary-only", "--store", &store])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let cli = run_cutover(&["switch", "primary-only", "--store", &store]).await;
     assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
     let started = std::time::Instant::now();
     for replica in [&a, &b] {

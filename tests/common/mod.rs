@@ -357,3 +357,17 @@ pub async fn drop_shared_store(store: &str) {
         .await
         .unwrap();
 }
+
+/// Runs the real `cutover` binary off the runtime (the test backends it
+/// talks to are served by this test's runtime).
+pub async fn run_cutover(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
