@@ -11,7 +11,7 @@
 //! happens in the mirror's own tasks), or keep a lane once it is idle.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ struct Lane {
 pub struct Lanes {
     lanes: Mutex<HashMap<String, Lane>>,
     /// Pending writes of every entity (and of none, such as creates).
-    all_pending: Mutex<usize>,
+    all_pending: AtomicUsize,
     /// Bumped whenever a write stops being pending.
     settled: watch::Sender<u64>,
     /// Writes planned so far, so a read can tell whether one began while it ran.
@@ -45,7 +45,7 @@ impl Default for Lanes {
     fn default() -> Self {
         Lanes {
             lanes: Mutex::new(HashMap::new()),
-            all_pending: Mutex::new(0),
+            all_pending: AtomicUsize::new(0),
             settled: watch::Sender::new(0),
             started: AtomicU64::new(0),
         }
@@ -67,7 +67,7 @@ impl Lanes {
     /// Registers a write as pending (called by the proxy when it plans the write).
     pub fn begin(self: &Arc<Self>, entity: Option<String>) -> PendingWrite {
         self.started.fetch_add(1, Ordering::AcqRel);
-        *lock(&self.all_pending) += 1;
+        self.all_pending.fetch_add(1, Ordering::AcqRel);
         if let Some(entity) = &entity {
             let mut lanes = lock(&self.lanes);
             let lane = lanes.entry(entity.clone()).or_insert_with(|| Lane {
@@ -95,7 +95,8 @@ impl Lanes {
     /// Writes pending in a scope.
     pub fn pending(&self, scope: &Scope) -> usize {
         match scope {
-            Scope::Everything => *lock(&self.all_pending),
+            // Read by every mirrored read without an entity: an atomic, not a lock.
+            Scope::Everything => self.all_pending.load(Ordering::Acquire),
             Scope::Entity(entity) => lock(&self.lanes).get(entity).map_or(0, |lane| lane.pending),
         }
     }
@@ -207,7 +208,7 @@ impl PendingWrite {
                 lanes.remove(entity);
             }
         }
-        *lock(&self.lanes.all_pending) -= 1;
+        self.lanes.all_pending.fetch_sub(1, Ordering::AcqRel);
         self.lanes.settled.send_modify(|count| *count += 1);
     }
 }
