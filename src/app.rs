@@ -167,14 +167,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let modes = ModeTable::new();
-    let state = Arc::new(ProxyState::new(
+    let mut proxy_state = ProxyState::new(
         config.routes.clone(),
         primary,
         Upstream::new(&config.shadow)?,
         Arc::clone(&mirror),
         Arc::clone(&modes),
         metrics.clone(),
-    ));
+    );
+    proxy_state.body_read_timeout = config.listen.body_read_timeout;
+    let state = Arc::new(proxy_state);
     tokio::spawn(follow_pairs(
         config.store.clone(),
         Arc::clone(&ids),

@@ -130,6 +130,8 @@ pub struct ListenConfig {
     pub shutdown_grace: Duration,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a client may pause while sending a request body that is read before forwarding.
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +240,8 @@ struct RawListen {
     shutdown_grace: String,
     #[serde(default = "default_header_read_timeout")]
     header_read_timeout: String,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout: String,
 }
 
 impl Default for RawListen {
@@ -247,6 +251,7 @@ impl Default for RawListen {
             admin: default_admin_addr(),
             shutdown_grace: default_shutdown_grace(),
             header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }
@@ -259,6 +264,9 @@ fn default_admin_addr() -> String {
 }
 fn default_shutdown_grace() -> String {
     "10s".into()
+}
+fn default_body_read_timeout() -> String {
+    "30s".into()
 }
 fn default_header_read_timeout() -> String {
     "10s".into()
@@ -650,6 +658,7 @@ impl Config {
             admin: ctx.socket_addr("listen.admin", &raw.listen.admin)?,
             shutdown_grace: ctx.duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
             header_read_timeout: ctx.duration("listen.header_read_timeout", &raw.listen.header_read_timeout)?,
+            body_read_timeout: ctx.duration("listen.body_read_timeout", &raw.listen.body_read_timeout)?,
         };
         if listen.proxy == listen.admin && listen.proxy.port() != 0 {
             return Err(ctx.invalid(

@@ -60,6 +60,8 @@ pub struct ProxyState {
     pub shadow: Upstream,
     pub mirror: Arc<Mirror>,
     pub modes: Arc<ModeTable>,
+    /// How long a client may pause while sending a body that is read before forwarding.
+    pub body_read_timeout: std::time::Duration,
     /// What the candidate does while it serves (for `[rollback]`).
     pub health: Arc<ServingHealth>,
     metrics: crate::metrics::Metrics,
@@ -80,6 +82,7 @@ impl ProxyState {
             shadow,
             mirror,
             modes,
+            body_read_timeout: std::time::Duration::from_secs(30),
             health: Arc::new(ServingHealth::default()),
             metrics,
         }
@@ -119,6 +122,9 @@ async fn forward(
     route_name: String,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
+    if let Some(refusal) = refuse_ambiguous(&parts) {
+        return json_error(StatusCode::BAD_REQUEST, refusal, None, &request_id);
+    }
     let Some(path_and_query) = parts
         .uri
         .path_and_query()
@@ -174,19 +180,27 @@ async fn forward(
         ),
         Plan::Mirror(ticket) => {
             let mut request_capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
-            let read = read_bounded(body, &mut request_capture).await;
+            let read = read_bounded(body, &mut request_capture, state.body_read_timeout).await;
             match (read, request_capture.finish()) {
                 (Err(err), _) => {
                     warn!(error = %err, "could not read the request body");
                     drop(ticket);
                     // Dropped unfinished, the observer records the request as abandoned.
                     drop(state.mirror.direct_observer(direct(), SkipReason::ClientDisconnected));
-                    return json_error(
-                        StatusCode::BAD_REQUEST,
+                    let status = match err {
+                        BodyReadError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+                        BodyReadError::Broken(_) => StatusCode::BAD_REQUEST,
+                    };
+                    let mut refused = json_error(
+                        status,
                         &format!("could not read the request body: {err}"),
                         None,
                         &request_id,
                     );
+                    refused
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    return refused;
                 }
                 (Ok(rest), Err(reason)) => {
                     drop(ticket);
@@ -338,6 +352,25 @@ async fn forward(
     }
 }
 
+/// Requests a client could mean one way and an upstream read another,
+/// refused before either upstream sees them.
+fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {
+    // Content-Length is settled by the listener already: it refuses
+    // conflicting values and drops it when Transfer-Encoding frames the body.
+    let headers = &parts.headers;
+    // HTTP/1 absolute-form aimed at another host than the Host header names
+    // (HTTP/2 always carries an authority; it is the Host there).
+    if parts.version <= Version::HTTP_11 {
+        if let Some(authority) = parts.uri.authority() {
+            let host = headers.get(HOST).and_then(|value| value.to_str().ok());
+            if host.is_none_or(|host| !host.eq_ignore_ascii_case(authority.as_str())) {
+                return Some("an absolute request target must name the same host as the Host header");
+            }
+        }
+    }
+    None
+}
+
 /// The response as the upstream gave it, minus hop-by-hop fields, not observed.
 fn pass_through(response: reqwest::Response) -> Response<ResponseBody> {
     let response: http::Response<reqwest::Body> = response.into();
@@ -349,13 +382,19 @@ fn pass_through(response: reqwest::Response) -> Response<ResponseBody> {
 
 /// Reads a request body into `capture` until it ends or the capture gives
 /// up; returns what remains to be sent (the captured prefix plus the rest).
-async fn read_bounded(mut body: Incoming, capture: &mut CaptureBuf) -> Result<PrefixedBody, hyper::Error> {
+async fn read_bounded(
+    mut body: Incoming,
+    capture: &mut CaptureBuf,
+    pause: std::time::Duration,
+) -> Result<PrefixedBody, BodyReadError> {
     let mut prefix: Vec<Bytes> = Vec::new();
     while capture.overflow().is_none() {
-        match body.frame().await {
-            None => break,
-            Some(frame) => {
-                if let Ok(data) = frame?.into_data() {
+        // A client that stops sending (slowloris) is cut, not waited for.
+        match tokio::time::timeout(pause, body.frame()).await {
+            Err(_) => return Err(BodyReadError::TooSlow(pause)),
+            Ok(None) => break,
+            Ok(Some(frame)) => {
+                if let Ok(data) = frame.map_err(BodyReadError::Broken)?.into_data() {
                     capture.push(&data);
                     prefix.push(data);
                 }
@@ -363,6 +402,15 @@ async fn read_bounded(mut body: Incoming, capture: &mut CaptureBuf) -> Result<Pr
         }
     }
     Ok(PrefixedBody { prefix, rest: body })
+}
+
+/// Why a request body could not be read before forwarding.
+#[derive(Debug, thiserror::Error)]
+enum BodyReadError {
+    #[error("the client sent nothing for {}", humantime::format_duration(*.0))]
+    TooSlow(std::time::Duration),
+    #[error("{0}")]
+    Broken(hyper::Error),
 }
 
 /// A request body whose first chunks were already read.
