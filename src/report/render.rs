@@ -134,36 +134,20 @@ pub fn markdown(report: &Report) -> String {
             }
         }
     }
-    out.push_str("\n## Writes\n\n");
-    let _ = writeln!(
-        out,
-        "{} mirrored writes in the window: {} ok, {} drift, {} reconciled. Open drift now: {}.",
-        report.writes.ok + report.writes.drift + report.writes.reconciled,
-        report.writes.ok,
-        report.writes.drift,
-        report.writes.reconciled,
-        report.writes.open_drift
-    );
+    let _ = writeln!(out, "\n## Writes\n\n{}", writes_sentence(report));
     out.push_str("\n## ID map\n\n");
     if report.idmap.kinds.is_empty() {
         out.push_str("No ID pairs.\n");
-    } else {
-        for (kind, origins) in &report.idmap.kinds {
-            let parts: Vec<String> = origins.iter().map(|(origin, n)| format!("{n} {origin}")).collect();
-            let _ = writeln!(out, "- {kind}: {}", parts.join(", "));
-        }
     }
-    let unmapped: u64 = report.idmap.unmapped_by_route.values().sum();
-    let _ = writeln!(
-        out,
-        "\nRequests with an unmapped ID: {unmapped} in the window, {} recently.",
-        report.idmap.unmapped_recent
-    );
+    for line in idmap_lines(report) {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "\n{}", unmapped_sentence(report));
     out.push_str("\n## Learned noise awaiting confirmation\n\n");
     if report.noise.is_empty() {
         out.push_str("None.\n");
     } else {
-        out.push_str("Value changes at these paths were set aside as noise. Confirm each (add it to the route's `ignore`) or veto it (`not_noise`).\n\n");
+        let _ = writeln!(out, "{NOISE_INTRO}\n");
         for noise in &report.noise {
             let _ = writeln!(
                 out,
@@ -343,36 +327,27 @@ pub fn html(report: &Report) -> String {
     }
     let _ = write!(
         out,
-        "</section><section><h2>Writes</h2><p>{} mirrored writes in the window: {} ok, {} drift, {} reconciled. \
-         Open drift now: <strong>{}</strong>.</p></section>",
-        report.writes.ok + report.writes.drift + report.writes.reconciled,
-        report.writes.ok,
-        report.writes.drift,
-        report.writes.reconciled,
-        report.writes.open_drift
+        "</section><section><h2>Writes</h2><p>{}</p></section><section><h2>ID map</h2>",
+        esc(&writes_sentence(report))
     );
-    out.push_str("<section><h2>ID map</h2>");
     if report.idmap.kinds.is_empty() {
         out.push_str("<p>No ID pairs.</p>");
     } else {
         out.push_str("<ul>");
-        for (kind, origins) in &report.idmap.kinds {
-            let parts: Vec<String> = origins.iter().map(|(origin, n)| format!("{n} {origin}")).collect();
-            let _ = write!(out, "<li>{}: {}</li>", esc(kind), esc(&parts.join(", ")));
+        for line in idmap_lines(report) {
+            let _ = write!(out, "<li>{}</li>", esc(&line));
         }
         out.push_str("</ul>");
     }
-    let unmapped: u64 = report.idmap.unmapped_by_route.values().sum();
     let _ = write!(
         out,
-        "<p>Requests with an unmapped ID: {unmapped} in the window, {} recently.</p></section>",
-        report.idmap.unmapped_recent
+        "<p>{}</p></section><section><h2>Learned noise awaiting confirmation</h2>",
+        esc(&unmapped_sentence(report))
     );
-    out.push_str("<section><h2>Learned noise awaiting confirmation</h2>");
     if report.noise.is_empty() {
         out.push_str("<p>None.</p>");
     } else {
-        out.push_str("<p>Value changes at these paths were set aside as noise. Confirm each (add it to the route's <code>ignore</code>) or veto it (<code>not_noise</code>).</p><ul>");
+        let _ = write!(out, "<p>{}</p><ul>", esc(NOISE_INTRO));
         for noise in &report.noise {
             let _ = write!(
                 out,
@@ -412,6 +387,43 @@ th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}ta
 pre.diff{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}pre.diff .add{color:#1a7f37}pre.diff .del{color:#cf222e}pre.diff .hunk{color:#8250df}\
 figure{margin:8px 0}figure svg{max-width:100%;height:auto}footer{margin-top:32px}\
 @media print{body{margin:0;max-width:none}section{break-inside:avoid}details{display:block}figure{break-inside:avoid}a{color:inherit}}";
+
+const NOISE_INTRO: &str = "Value changes at these paths were set aside as noise. Confirm each (add it to the \
+                           route's ignore) or veto it (not_noise).";
+
+/// The write ledger in one sentence (both formats).
+fn writes_sentence(report: &Report) -> String {
+    let writes = &report.writes;
+    format!(
+        "{} mirrored writes in the window: {} ok, {} drift, {} reconciled. Open drift now: {}.",
+        writes.ok + writes.drift + writes.reconciled,
+        writes.ok,
+        writes.drift,
+        writes.reconciled,
+        writes.open_drift
+    )
+}
+
+/// One line per ID kind: how many pairs, by origin.
+fn idmap_lines(report: &Report) -> Vec<String> {
+    report
+        .idmap
+        .kinds
+        .iter()
+        .map(|(kind, origins)| {
+            let parts: Vec<String> = origins.iter().map(|(origin, n)| format!("{n} {origin}")).collect();
+            format!("{kind}: {}", parts.join(", "))
+        })
+        .collect()
+}
+
+fn unmapped_sentence(report: &Report) -> String {
+    let unmapped: u64 = report.idmap.unmapped_by_route.values().sum();
+    format!(
+        "Requests with an unmapped ID: {unmapped} in the window, {} recently.",
+        report.idmap.unmapped_recent
+    )
+}
 
 fn status_class(status: Status) -> &'static str {
     match status {
