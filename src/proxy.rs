@@ -254,10 +254,8 @@ async fn forward(
             )
         })
         .unwrap_or_default();
-    let send_path = translated
-        .path_and_query
-        .clone()
-        .unwrap_or_else(|| path_and_query.clone());
+    // Borrowed: the untranslated path costs no copy on the hot path.
+    let send_path = translated.path_and_query.as_deref().unwrap_or(&path_and_query);
     let fallback = (mode == Mode::CandidateFallback).then(|| (headers.clone(), body_copy.clone()));
     let mut send_headers = headers;
     let send_body = match translated.body {
@@ -268,7 +266,7 @@ async fn forward(
         None => primary_body,
     };
     let answer = upstream
-        .send(parts.method.clone(), &send_path, send_headers, send_body)
+        .send(parts.method.clone(), send_path, send_headers, send_body)
         .await;
     if serving == Side::Shadow {
         let failed = answer
