@@ -143,9 +143,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
     )?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let instance = instance_name(&config);
     tokio::spawn(load_from_store(
         config.store.clone(),
-        config.fingerprint.clone(),
+        Lifecycle {
+            fingerprint: config.fingerprint.clone(),
+            instance: instance.clone(),
+        },
         Arc::clone(&ids),
         imported,
         mirror.drifted(),
@@ -261,6 +265,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
 
     let writer_metrics = metrics.clone();
+    let store_config = config.store.clone();
     let stopped = tokio::spawn(async move {
         let began = Instant::now();
         let finished = proxy_task.await.unwrap_or(false);
@@ -288,6 +293,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             exchanges_unrecorded,
             records_unwritten,
         };
+        record_stop(&store_config, &instance, &report).await;
         if report.connections_cut || report.exchanges_unrecorded > 0 || report.records_unwritten > 0 {
             warn!(
                 connections_cut = report.connections_cut,
@@ -311,13 +317,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// What the `start` event says of this run.
+struct Lifecycle {
+    /// The config's SHA-256 prefix.
+    fingerprint: String,
+    /// Who this instance is across restarts (see [`instance_name`]).
+    instance: String,
+}
+
 /// Brings the in-memory state up from the store, retrying until it answers:
 /// the ID pairs learned before (and the imported ones, persisted), the
 /// entities whose writes are held behind drift, the open-drift gauge; then
 /// records the start as an `events` row. Readiness waits for it.
 async fn load_from_store(
     config: WriterConfig,
-    fingerprint: String,
+    lifecycle: Lifecycle,
     ids: Arc<IdMap>,
     imported: Vec<IdPair>,
     drifted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -326,7 +340,7 @@ async fn load_from_store(
 ) {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match load_once(&config, &fingerprint, &ids, &imported, &drifted, &metrics).await {
+        match load_once(&config, &lifecycle, &ids, &imported, &drifted, &metrics).await {
             Ok(()) => {
                 ready.store(true, std::sync::atomic::Ordering::Release);
                 return;
@@ -342,7 +356,7 @@ async fn load_from_store(
 
 async fn load_once(
     config: &WriterConfig,
-    fingerprint: &str,
+    lifecycle: &Lifecycle,
     ids: &IdMap,
     imported: &[IdPair],
     drifted: &std::sync::Mutex<std::collections::HashSet<String>>,
@@ -365,10 +379,22 @@ async fn load_once(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend(held);
     metrics.drift_open().set(store.ledger_count("drift").await?);
+    let Lifecycle { fingerprint, instance } = lifecycle;
+    if let Some((started_ms, kind)) = store.last_lifecycle_event(instance, LIFECYCLE_SCAN).await? {
+        if kind == "start" {
+            // The last run of this instance started and never recorded its stop:
+            // killed, crashed or cut off from the store at shutdown. Whatever it
+            // had in memory (queued comparisons, buffered records) is gone.
+            warn!(instance = %instance, "the previous run of this instance ended without a clean stop");
+            let detail = serde_json::json!({ "instance": instance, "previous_start_ms": started_ms });
+            store.add_event("unclean_restart", &detail, now).await?;
+        }
+    }
     let detail = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config": fingerprint,
         "idmap_conflicts": conflicts,
+        "instance": instance,
     });
     store.add_event("start", &detail, now).await?;
     store.close().await;
@@ -377,6 +403,52 @@ async fn load_once(
         "ID map and ledger loaded from the store"
     );
     Ok(())
+}
+
+/// How many of the latest lifecycle events a start looks through for its
+/// own instance's last one (other replicas' are in between).
+const LIFECYCLE_SCAN: i64 = 500;
+
+/// Who this instance is across restarts: the host, the config file and the
+/// proxy listen address. Two processes with all three equal are taken as
+/// one instance restarting.
+fn instance_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|host| host.trim().to_string())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string());
+    let file = std::fs::canonicalize(&config.source)
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| config.source.clone());
+    format!("{host} {file} {}", config.listen.proxy)
+}
+
+/// Records the stop as an `events` row (with what the grace period left
+/// undone), so the next start knows this run ended cleanly.
+async fn record_stop(config: &WriterConfig, instance: &str, report: &ShutdownReport) {
+    let detail = serde_json::json!({
+        "instance": instance,
+        "connections_cut": report.connections_cut,
+        "exchanges_unrecorded": report.exchanges_unrecorded,
+        "records_unwritten": report.records_unwritten,
+    });
+    if config.url.contains(":memory:") {
+        // An in-memory store ends with the process; no later start reads it.
+        return;
+    }
+    let attempt = async {
+        let store = Store::open(&config.url, &config.options).await?;
+        store.add_event("stop", &detail, crate::drift::now_ms()).await?;
+        store.close().await;
+        Ok::<(), crate::store::StoreError>(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), attempt).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(error = %err, "could not record the stop in the store"),
+        Err(_) => warn!("could not record the stop in the store: it did not answer within 3s"),
+    }
 }
 
 /// Why a reload was refused (the configuration in force stays).

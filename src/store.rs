@@ -628,6 +628,26 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// The latest `start` or `stop` event of one instance (its detail's
+    /// `instance`), newest first among the last `scan` lifecycle events.
+    pub async fn last_lifecycle_event(&self, instance: &str, scan: i64) -> Result<Option<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, kind, detail FROM events WHERE kind IN ('start', 'stop') ORDER BY id DESC LIMIT $1",
+        )
+        .bind(scan)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let detail: String = row.try_get(2)?;
+            let of_instance = serde_json::from_str::<serde_json::Value>(&detail)
+                .is_ok_and(|detail| detail["instance"].as_str() == Some(instance));
+            if of_instance {
+                return Ok(Some((row.try_get(0)?, row.try_get(1)?)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Claims a sweep's run: true for exactly one claimant per `every`,
     /// across every instance on this store (the claim is a `sweep` event).
     pub async fn claim_sweep(&self, name: &str, every_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
@@ -1086,6 +1106,8 @@ async fn write_loop(
     metrics: crate::metrics::Metrics,
 ) {
     let mut store: Option<Store> = None;
+    // Whether the store ever answered: if not, stopping does not wait for it.
+    let mut answered_once = false;
     let mut batch: Vec<Record> = Vec::with_capacity(config.batch);
     let mut backoff = RETRY_MIN;
     loop {
@@ -1122,6 +1144,7 @@ async fn write_loop(
                     Ok(opened) => {
                         tracing::info!(store = %redact_url(&config.url), "store connected");
                         store = Some(opened);
+                        answered_once = true;
                         continue;
                     }
                     Err(err) => Err(err),
@@ -1137,11 +1160,18 @@ async fn write_loop(
                 Err(err) => {
                     metrics.store_write_failures().inc();
                     tracing::warn!(error = %err, retry_in = ?backoff, pending = metrics.store_pending().get(), "store write failed");
+                    // A connection whose write failed may be left inside a
+                    // transaction it cannot end (SQLite after an I/O error
+                    // at COMMIT): later "successful" writes on it would never
+                    // be committed. The retry starts from fresh connections.
+                    if let Some(failed) = store.take() {
+                        failed.close().await;
+                    }
                     let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff + jitter) => {}
                         _ = stopping.wait_for(|stop| *stop) => {
-                            if store.is_none() {
+                            if !answered_once {
                                 return;
                             }
                         }

@@ -273,7 +273,7 @@ impl Report {
             events: evidence
                 .events
                 .iter()
-                .filter(|(_, kind, _)| kind != "start")
+                .filter(|(_, kind, _)| kind != "start" && kind != "stop")
                 .map(|(at, kind, detail)| Event {
                     at: time(*at),
                     kind: kind.clone(),

@@ -285,32 +285,66 @@ pub struct ServeProcess {
     pub child: std::process::Child,
     /// The proxy's address, read from the "cutover is serving" log line.
     pub proxy: String,
+    /// The admin listener's address, from the same line.
+    pub admin: String,
     /// The log lines still to come.
     pub logs: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    /// The log lines before "cutover is serving" (startup runs on).
+    pub before_serving: Vec<String>,
 }
 
 impl ServeProcess {
     /// Writes `setup`'s config to `dir` and runs `cutover serve` on it.
     pub fn start(setup: &ProxySetup, dir: &std::path::Path, rust_log: &str) -> ServeProcess {
-        use std::io::BufRead;
         let config = dir.join(format!("cutover-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&config, setup.toml()).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["--log-format", "json", "serve", "-c", config.to_str().unwrap()])
+        ServeProcess::run(&config, rust_log, &[])
+    }
+
+    /// Runs `cutover serve -c config`, behind `wrapper` (a command that
+    /// execs its arguments) when it is not empty.
+    pub fn run(config: &std::path::Path, rust_log: &str, wrapper: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let binary = env!("CARGO_BIN_EXE_cutover");
+        let args = ["--log-format", "json", "serve", "-c", config.to_str().unwrap()];
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(rest).arg(binary).args(args);
+                command
+            }
+            None => {
+                let mut command = std::process::Command::new(binary);
+                command.args(args);
+                command
+            }
+        };
+        let mut child = command
             .env("RUST_LOG", rust_log)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut logs = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         // Port 0 picks a free port; the first info line says which.
-        let proxy = loop {
+        let mut before_serving = Vec::new();
+        let (proxy, admin) = loop {
             let line = logs.next().expect("cutover logged nothing").unwrap();
             let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if entry["message"] == "cutover is serving" {
-                break entry["proxy"].as_str().unwrap().to_string();
+                break (
+                    entry["proxy"].as_str().unwrap().to_string(),
+                    entry["admin"].as_str().unwrap().to_string(),
+                );
             }
+            before_serving.push(line);
         };
-        ServeProcess { child, proxy, logs }
+        ServeProcess {
+            child,
+            proxy,
+            admin,
+            logs,
+            before_serving,
+        }
     }
 
     /// Sends SIGTERM; returns the exit code and the remaining log lines.

@@ -1,0 +1,488 @@
+//! Soak run: the real `cutover serve` binary in front of a well-behaved
+//! primary and a shadow that misbehaves on a schedule, at a fixed request
+//! rate, for a bounded time. It checks what issue #10 asks of a long run:
+//!
+//! - every client answer is the primary's (status and body), none fails;
+//! - resident memory at the end is within 10% of the memory after warm-up
+//!   (the first full cycle of misbehaviour), and file descriptors do not grow;
+//! - the outcomes cutover counted, and the exchanges it stored, add up to the
+//!   requests sent.
+//!
+//! The shadow's schedule repeats: slow (answers after 800 ms), down
+//! (connections refused, open ones dropped), errors (500), garbage (bytes
+//! that are not HTTP), healthy. Memory and descriptors are sampled at the
+//! end of each cycle, when the shadow has been healthy for a phase.
+//!
+//! Usage (scripts/soak.sh runs it):
+//! `cargo run --release --example soak -- --binary target/release/cutover --duration 30m --rate 200`
+
+use std::convert::Infallible;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Slow,
+    Down,
+    Errors,
+    Garbage,
+    Healthy,
+}
+
+const CYCLE: [Phase; 5] = [Phase::Slow, Phase::Down, Phase::Errors, Phase::Garbage, Phase::Healthy];
+const SLOW_ANSWER: Duration = Duration::from_millis(800);
+
+struct Options {
+    binary: String,
+    duration: Duration,
+    phase: Duration,
+    rate: u32,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        binary: "target/release/cutover".to_string(),
+        duration: Duration::from_secs(30 * 60),
+        phase: Duration::ZERO,
+        rate: 200,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--binary" => options.binary = value()?,
+            "--duration" => options.duration = cutover::config::parse_duration(&value()?)?,
+            "--phase" => options.phase = cutover::config::parse_duration(&value()?)?,
+            "--rate" => options.rate = value()?.parse().map_err(|err| format!("--rate: {err}"))?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; use --binary PATH --duration 30m --rate 200 [--phase 60s]"
+                ))
+            }
+        }
+    }
+    if options.phase.is_zero() {
+        // Six cycles of five phases, whatever the duration.
+        options.phase = options.duration / 30;
+    }
+    if options.phase < Duration::from_secs(2) || options.rate == 0 {
+        return Err("each phase needs at least 2s (--duration 1m or more) and --rate at least 1".into());
+    }
+    Ok(options)
+}
+
+fn task_list() -> Bytes {
+    let tasks: Vec<_> = (0..8)
+        .map(|index| serde_json::json!({"id": format!("task-{index}"), "title": format!("Task {index}"), "status": "open", "tags": ["work"]}))
+        .collect();
+    Bytes::from(serde_json::json!({ "success": true, "tasks": tasks }).to_string())
+}
+
+fn task(id: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "id": id, "title": format!("Task {id}"), "status": "open" }).to_string())
+}
+
+/// The answer both backends give when they behave.
+fn answer(method: &http::Method, path: &str) -> (StatusCode, Bytes) {
+    match (method.as_str(), path.strip_prefix("/api/")) {
+        ("GET", Some("tasks")) => (StatusCode::OK, task_list()),
+        ("GET", Some(rest)) if rest.starts_with("task/") => (StatusCode::OK, task(&rest["task/".len()..])),
+        ("POST", Some("task")) => (StatusCode::CREATED, Bytes::from_static(br#"{"success":true}"#)),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(br#"{"error":"not found"}"#)),
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn serve_primary() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let (status, body) = answer(request.method(), request.uri().path());
+                    Ok::<_, Infallible>(json(status, body))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The shadow: behaves as the phase says. A phase change drops every open
+/// connection (as a restart would); `Down` closes the listener itself.
+async fn serve_shadow(mut phase: watch::Receiver<Phase>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut listener = Some(listener);
+        loop {
+            let current = *phase.borrow_and_update();
+            if current == Phase::Down {
+                listener = None;
+            } else if listener.is_none() {
+                match TcpListener::bind(addr).await {
+                    Ok(bound) => listener = Some(bound),
+                    Err(err) => eprintln!("soak: shadow cannot listen again on {addr}: {err}"),
+                }
+            }
+            let Some(open) = listener.as_ref() else {
+                if phase.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            tokio::select! {
+                changed = phase.changed() => if changed.is_err() { return },
+                accepted = open.accept() => {
+                    let Ok((mut stream, _)) = accepted else { continue };
+                    let mut connection_phase = phase.clone();
+                    tokio::spawn(async move {
+                        if current == Phase::Garbage {
+                            let _ = stream.write_all(b"\x16\x03\x01garbage, not HTTP\r\n\r\n").await;
+                            return;
+                        }
+                        let service = service_fn(move |request: Request<Incoming>| async move {
+                            if current == Phase::Errors {
+                                return Ok::<_, Infallible>(json(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    Bytes::from_static(br#"{"error":"database unavailable"}"#),
+                                ));
+                            }
+                            if current == Phase::Slow {
+                                tokio::time::sleep(SLOW_ANSWER).await;
+                            }
+                            let (status, body) = answer(request.method(), request.uri().path());
+                            Ok(json(status, body))
+                        });
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = connection => {}
+                            _ = connection_phase.changed() => {}
+                        }
+                    });
+                }
+            }
+        }
+    });
+    Ok(addr)
+}
+
+fn config(primary: SocketAddr, shadow: SocketAddr, store: &std::path::Path) -> String {
+    format!(
+        r#"
+[listen]
+proxy = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+shutdown_grace = "20s"
+
+[primary]
+name = "legacy"
+url = "http://{primary}"
+timeout = "5s"
+
+[shadow]
+name = "candidate"
+url = "http://{shadow}"
+timeout = "2s"
+write_tries = 2
+
+[store]
+url = "sqlite://{store}"
+
+[[route]]
+name = "list-tasks"
+match = "GET /api/tasks"
+
+[[route]]
+name = "get-task"
+match = "GET /api/task/{{id}}"
+
+[[route]]
+name = "create-task"
+match = "POST /api/task"
+mirror = "dual-write"
+"#,
+        store = store.display()
+    )
+}
+
+/// What /proc says about the process: resident memory (KiB) and open descriptors.
+fn sample(pid: u32) -> (u64, usize) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    (rss, fds)
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    answered_right: AtomicU64,
+    answered_wrong: AtomicU64,
+    failed: AtomicU64,
+}
+
+async fn one_request(client: reqwest::Client, proxy: SocketAddr, index: u64, tally: Arc<Tally>) {
+    let (method, path) = match index % 10 {
+        0 => (http::Method::POST, "/api/task".to_string()),
+        1 | 2 => (http::Method::GET, format!("/api/task/{}", index % 50)),
+        _ => (http::Method::GET, "/api/tasks".to_string()),
+    };
+    let expected = answer(&method, &path);
+    let mut request = client.request(method, format!("http://{proxy}{path}"));
+    if expected.0 == StatusCode::CREATED {
+        request = request
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"task":"soak {index}"}}"#));
+    }
+    tally.sent.fetch_add(1, Ordering::Relaxed);
+    let result = async {
+        let response = request.send().await?;
+        let status = response.status();
+        Ok::<_, reqwest::Error>((status, response.bytes().await?))
+    }
+    .await;
+    let counter = match result {
+        Ok((status, body)) if status.as_u16() == expected.0.as_u16() && body == expected.1 => &tally.answered_right,
+        Ok((status, _)) => {
+            eprintln!("soak: {path}: the client got {status}, not the primary's answer");
+            &tally.answered_wrong
+        }
+        Err(err) => {
+            eprintln!("soak: {path}: {err}");
+            &tally.failed
+        }
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn metric_sum(client: &reqwest::Client, admin: SocketAddr, name: &str) -> Result<f64, reqwest::Error> {
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = options()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work = tempfile::tempdir()?;
+    let (phase_tx, phase_rx) = watch::channel(CYCLE[0]);
+    let primary = serve_primary().await?;
+    let shadow = serve_shadow(phase_rx).await?;
+    let config_path = work.path().join("soak.toml");
+    let store_path = work.path().join("soak.db");
+    std::fs::write(&config_path, config(primary, shadow, &store_path))?;
+
+    let mut child = std::process::Command::new(&options.binary)
+        .args(["--log-format", "json", "serve", "-c"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn,cutover=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot start {}: {err}", options.binary))?;
+    let pid = child.id();
+    let mut lines = std::io::BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+    let (proxy, admin): (SocketAddr, SocketAddr) = loop {
+        let line = lines.next().ok_or("cutover exited before serving")??;
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if entry["message"] == "cutover is serving" {
+            break (
+                entry["proxy"].as_str().unwrap_or_default().parse()?,
+                entry["admin"].as_str().unwrap_or_default().parse()?,
+            );
+        }
+    };
+    let warnings = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&warnings);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#) {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+
+    let cycles = (options.duration.as_secs_f64() / (options.phase.as_secs_f64() * CYCLE.len() as f64))
+        .floor()
+        .max(2.0) as usize;
+    println!(
+        "soak: {} cycles of {:?} phases ({:?} in all) at {} req/s; shadow schedule {CYCLE:?}",
+        cycles,
+        options.phase,
+        options.phase * (cycles * CYCLE.len()) as u32,
+        options.rate
+    );
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let tally = Arc::new(Tally::default());
+    let load = {
+        let client = client.clone();
+        let tally = Arc::clone(&tally);
+        let rate = options.rate;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            for index in 0u64.. {
+                ticks.tick().await;
+                tokio::spawn(one_request(client.clone(), proxy, index, Arc::clone(&tally)));
+            }
+        })
+    };
+
+    let began = Instant::now();
+    let mut samples = Vec::new();
+    for cycle in 0..cycles {
+        for phase in CYCLE {
+            let _ = phase_tx.send(phase);
+            tokio::time::sleep(options.phase).await;
+        }
+        let (rss, fds) = sample(pid);
+        println!(
+            "soak: cycle {:>2} at {:>6.0}s: rss {:>7} KiB, fds {:>4}, sent {}",
+            cycle + 1,
+            began.elapsed().as_secs_f64(),
+            rss,
+            fds,
+            tally.sent.load(Ordering::Relaxed)
+        );
+        samples.push((rss, fds));
+    }
+    load.abort();
+
+    // Every sent request is answered, then counted and stored.
+    let sent = tally.sent.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tally.answered_right.load(Ordering::Relaxed)
+        + tally.answered_wrong.load(Ordering::Relaxed)
+        + tally.failed.load(Ordering::Relaxed)
+        < sent
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut outcomes = 0.0;
+    while Instant::now() < deadline {
+        outcomes = metric_sum(&client, admin, cutover::metrics::REQUESTS_TOTAL).await?;
+        if outcomes >= sent as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lost = metric_sum(&client, admin, cutover::metrics::STORE_RECORDS_LOST_TOTAL).await?;
+    let shed = metric_sum(&client, admin, cutover::metrics::MIRROR_DROPPED_TOTAL).await?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let exit = child.wait()?;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", store_path.display())).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM exchanges")
+        .fetch_one(&pool)
+        .await?;
+    let by_outcome: Vec<(String, i64)> =
+        sqlx::query_as("SELECT outcome, COUNT(*) FROM exchanges GROUP BY outcome ORDER BY outcome")
+            .fetch_all(&pool)
+            .await?;
+    pool.close().await;
+
+    let (warm_rss, warm_fds) = samples[0];
+    let (end_rss, end_fds) = samples[samples.len() - 1];
+    let peak_rss = samples.iter().map(|(rss, _)| *rss).max().unwrap_or(0);
+    let growth = end_rss as f64 / warm_rss.max(1) as f64 - 1.0;
+    let right = tally.answered_right.load(Ordering::Relaxed);
+    let wrong = tally.answered_wrong.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    println!("soak: requests sent {sent}: primary's answer {right}, other answer {wrong}, failed {failed}");
+    println!("soak: outcomes counted {outcomes}, exchanges stored {stored} {by_outcome:?}, records lost {lost}, comparisons shed {shed}");
+    println!(
+        "soak: rss after warm-up {warm_rss} KiB, at the end {end_rss} KiB ({:+.1}%), peak at a cycle end {peak_rss} KiB",
+        growth * 100.0
+    );
+    println!("soak: fds after warm-up {warm_fds}, at the end {end_fds}");
+    println!(
+        "soak: cutover exited with {exit}, logged {} warnings",
+        warnings.load(Ordering::Relaxed)
+    );
+
+    let mut failures = Vec::new();
+    if wrong > 0 || failed > 0 {
+        failures.push(format!(
+            "{} client requests did not get the primary's answer",
+            wrong + failed
+        ));
+    }
+    if growth > 0.10 {
+        failures.push(format!("memory grew {:.1}% after warm-up (limit 10%)", growth * 100.0));
+    }
+    if end_fds > warm_fds + FD_SLACK {
+        failures.push(format!("file descriptors grew from {warm_fds} to {end_fds}"));
+    }
+    if outcomes != sent as f64 || stored != sent as i64 {
+        failures.push(format!(
+            "sent {sent}, but {outcomes} outcomes counted and {stored} stored"
+        ));
+    }
+    if !exit.success() {
+        failures.push(format!("cutover exited with {exit}"));
+    }
+    if failures.is_empty() {
+        println!("soak: PASS");
+        Ok(())
+    } else {
+        for failure in &failures {
+            println!("soak: FAIL: {failure}");
+        }
+        std::process::exit(1)
+    }
+}
+
+/// Descriptors that come and go with the pools (a keep-alive connection
+/// closed a moment earlier or later) are not growth.
+const FD_SLACK: usize = 4;
