@@ -109,6 +109,79 @@ pub struct ExchangeRecord {
     pub ledger: Option<LedgerRecord>,
 }
 
+impl ExchangeRecord {
+    /// Whether the exchange is a row and nothing else: no groups, samples,
+    /// learned IDs or ledger row need its id.
+    fn is_plain(&self) -> bool {
+        self.groups.is_empty() && self.samples.is_empty() && self.learned_ids.is_empty() && self.ledger.is_none()
+    }
+}
+
+/// The columns of an `exchanges` row, in the order [`bind_exchange`] binds them.
+const EXCHANGE_COLUMNS: [&str; 14] = [
+    "at_ms",
+    "request_id",
+    "route",
+    "method",
+    "path",
+    "source",
+    "primary_status",
+    "shadow_status",
+    "primary_ms",
+    "shadow_ms",
+    "outcome",
+    "reason",
+    "primary_cache",
+    "shadow_cache",
+];
+
+/// Rows per multi-row insert: 14 parameters each stays far below SQLite's
+/// (32,766) and PostgreSQL's (65,535) limits.
+const ROWS_PER_INSERT: usize = 100;
+
+/// `INSERT INTO exchanges (…) VALUES ($1, …), ($15, …), …` for `rows` rows.
+fn multi_row_insert(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO exchanges ({}) VALUES ", EXCHANGE_COLUMNS.join(", "));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..EXCHANGE_COLUMNS.len() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * EXCHANGE_COLUMNS.len() + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn single_row_insert() -> String {
+    format!("{} RETURNING id", multi_row_insert(1))
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_exchange<'q>(query: Query<'q>, exchange: &'q ExchangeRecord) -> Query<'q> {
+    query
+        .bind(exchange.at_ms)
+        .bind(&exchange.request_id)
+        .bind(&exchange.route)
+        .bind(&exchange.method)
+        .bind(&exchange.path)
+        .bind(&exchange.source)
+        .bind(exchange.primary_status)
+        .bind(exchange.shadow_status)
+        .bind(exchange.primary_ms)
+        .bind(exchange.shadow_ms)
+        .bind(&exchange.outcome)
+        .bind(&exchange.reason)
+        .bind(&exchange.primary_cache)
+        .bind(&exchange.shadow_cache)
+}
+
 /// What the writer writes.
 // Nearly every record is an exchange: boxing it would cost an allocation
 // per request to save space only on the rare noise snapshot.
@@ -339,7 +412,29 @@ impl Store {
     /// Writes a batch of records in one transaction.
     pub async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for record in batch {
+        // Most exchanges are a row and nothing else (a match): those go in
+        // multi-row statements, one round trip for many rows instead of one
+        // each. The rest need their row id for what hangs off them.
+        let is_plain = |record: &&Record| match record {
+            Record::Exchange(exchange) => exchange.is_plain(),
+            Record::Noise(_) => false,
+        };
+        let plain: Vec<&ExchangeRecord> = batch
+            .iter()
+            .filter(is_plain)
+            .filter_map(|record| match record {
+                Record::Exchange(exchange) => Some(exchange),
+                Record::Noise(_) => None,
+            })
+            .collect();
+        for rows in plain.chunks(ROWS_PER_INSERT) {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(multi_row_insert(rows.len())));
+            for exchange in rows {
+                query = bind_exchange(query, exchange);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for record in batch.iter().filter(|record| !is_plain(record)) {
             let exchange = match record {
                 Record::Exchange(exchange) => exchange,
                 Record::Noise(noise) => {
@@ -361,27 +456,9 @@ impl Store {
                     continue;
                 }
             };
-            let row = sqlx::query(
-                "INSERT INTO exchanges (at_ms, request_id, route, method, path, source, primary_status, \
-                 shadow_status, primary_ms, shadow_ms, outcome, reason, primary_cache, shadow_cache) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-            )
-            .bind(exchange.at_ms)
-            .bind(&exchange.request_id)
-            .bind(&exchange.route)
-            .bind(&exchange.method)
-            .bind(&exchange.path)
-            .bind(&exchange.source)
-            .bind(exchange.primary_status)
-            .bind(exchange.shadow_status)
-            .bind(exchange.primary_ms)
-            .bind(exchange.shadow_ms)
-            .bind(&exchange.outcome)
-            .bind(&exchange.reason)
-            .bind(&exchange.primary_cache)
-            .bind(&exchange.shadow_cache)
-            .fetch_one(&mut *tx)
-            .await?;
+            let row = bind_exchange(sqlx::query(sqlx::AssertSqlSafe(single_row_insert())), exchange)
+                .fetch_one(&mut *tx)
+                .await?;
             let exchange_id: i64 = row.try_get(0)?;
             for group in &exchange.groups {
                 sqlx::query(

@@ -230,5 +230,16 @@ async fn secrets_stay_out_of_the_logs() {
         for line in &logs {
             assert!(!line.contains("hunter2"), "{name}: a secret reached the logs: {line}");
         }
+        // What is logged about a request carries its span: id and route name.
+        let in_requests: Vec<serde_json::Value> = logs
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["span"]["name"] == "request")
+            .collect();
+        assert!(!in_requests.is_empty(), "{name}: request logs carry the request span");
+        for entry in &in_requests {
+            assert_eq!(entry["span"]["request_id"].as_str().map(str::len), Some(36), "{entry}");
+            assert_eq!(entry["span"]["route"], "unmatched", "{entry}");
+        }
     }
 }

@@ -442,3 +442,76 @@ async fn a_bad_store_url_names_what_is_expected() {
         "store URL \"mysql://localhost/db\": expected sqlite://PATH or postgres://…"
     );
 }
+
+/// Matches are written many rows per statement; every column of every row
+/// lands where it belongs, in batches bigger than one statement and mixed
+/// with exchanges that need their row id.
+async fn batched_rows_keep_every_column(store: &Store, url: &str) {
+    let title = group("bbbb000000000001", "/title", "value_changed", "medium");
+    let mut batch = Vec::new();
+    for index in 0..250i64 {
+        let mut plain = exchange(&format!("m{index}"), 10_000 + index, "match", vec![]);
+        plain.primary_status = Some(200 + index % 3);
+        plain.shadow_ms = (index % 2 == 0).then_some(index as f64 + 0.5);
+        plain.reason = (index % 5 == 0).then(|| format!("reason-{index}"));
+        plain.shadow_cache = (index % 7 == 0).then(|| "hit".to_string());
+        batch.push(plain);
+        if index == 120 {
+            batch.push(exchange("d1", 10_120, "diverged", vec![title.clone()]));
+        }
+    }
+    store.record(&batch).await.unwrap();
+    assert_eq!(store.exchange_count().await.unwrap(), 251);
+    assert_eq!(store.groups_of("d1").await.unwrap(), vec![title.key.clone()]);
+
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT request_id, at_ms, primary_status, shadow_ms, reason, shadow_cache, outcome, route \
+         FROM exchanges WHERE request_id LIKE 'm%' ORDER BY at_ms",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 250);
+    for (index, row) in rows.iter().enumerate() {
+        use sqlx::Row;
+        let index = index as i64;
+        assert_eq!(row.get::<String, _>(0), format!("m{index}"));
+        assert_eq!(row.get::<i64, _>(1), 10_000 + index);
+        assert_eq!(row.get::<Option<i64>, _>(2), Some(200 + index % 3));
+        assert_eq!(
+            row.get::<Option<f64>, _>(3),
+            (index % 2 == 0).then_some(index as f64 + 0.5)
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>(4),
+            (index % 5 == 0).then(|| format!("reason-{index}"))
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>(5),
+            (index % 7 == 0).then(|| "hit".to_string())
+        );
+        assert_eq!(row.get::<String, _>(6), "match");
+        assert_eq!(row.get::<String, _>(7), "all-tasks");
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_batches_matches_without_misplacing_a_column() {
+    let (store, dir) = sqlite_store().await;
+    let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    batched_rows_keep_every_column(&store, &url).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_batches_matches_without_misplacing_a_column() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &options()).await.unwrap();
+    batched_rows_keep_every_column(&store, &database.url).await;
+    store.close().await;
+}
