@@ -154,3 +154,54 @@ async fn a_body_that_trickles_is_cut_and_the_primary_never_gets_half_of_it() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn invalid_utf8_in_paths_and_queries_is_refused_raw_and_passed_through_percent_encoded() {
+    let primary = fixed(200, &[("content-type", "application/json")], br#"{"a":1}"#).await;
+    let shadow = fixed(200, &[("content-type", "application/json")], br#"{"a":1}"#).await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = r#"
+[[route]]
+name = "task"
+match = "GET /api/task/{id}"
+"#;
+    let proxy = setup.start().await;
+    // Raw bytes that are not UTF-8 (nor ASCII) are not a valid request target.
+    let answer = raw(
+        proxy.proxy_addr,
+        b"GET /api/task/caf\xe9?q=\xff\xfe HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 400"),
+        "{}",
+        status_line(&answer)
+    );
+    assert!(primary.requests().is_empty() && shadow.requests().is_empty());
+
+    // Percent-encoded bytes that decode to invalid UTF-8 are a valid target:
+    // both sides get it exactly as sent, and it is matched and compared.
+    let target = "/api/task/caf%E9%FF?q=%ff%fe&name=%C3%28";
+    let answer = raw(
+        proxy.proxy_addr,
+        format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        status_line(&answer)
+    );
+    assert!(answer.ends_with(r#"{"a":1}"#), "{answer}");
+    let outcome = wait_for_metric(
+        proxy.admin_addr,
+        cutover::metrics::REQUESTS_TOTAL,
+        &[("route", "task"), ("outcome", "match")],
+        1.0,
+    )
+    .await;
+    assert_eq!(outcome, 1.0);
+    assert_eq!(primary.requests()[0].path_and_query, target);
+    assert_eq!(shadow.requests()[0].path_and_query, target);
+    proxy.shutdown().await;
+}
