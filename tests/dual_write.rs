@@ -103,19 +103,7 @@ impl Rig {
 }
 
 async fn send(proxy: std::net::SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = client().request(
-        http::Method::from_bytes(method.as_bytes()).unwrap(),
-        format!("http://{proxy}{path}"),
-    );
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.bytes().await.unwrap_or_default();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    send_json(proxy, method, path, body).await.unwrap()
 }
 
 async fn outcomes(admin: std::net::SocketAddr, route: &str, outcome: &str) -> f64 {

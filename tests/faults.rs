@@ -231,22 +231,6 @@ impl Drop for Supervised {
     }
 }
 
-async fn send(proxy: &str, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), reqwest::Error> {
-    let mut request = client().request(
-        http::Method::from_bytes(method.as_bytes()).unwrap(),
-        format!("http://{proxy}{path}"),
-    );
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let body = response.bytes().await?;
-    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-}
-
 async fn integrity(store_url: &str) -> String {
     let pool = sqlx::SqlitePool::connect(store_url).await.unwrap();
     let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
@@ -280,7 +264,7 @@ async fn kill_9_mid_traffic_leaves_a_sound_store_and_the_restart_is_an_event() {
     first.until_ready().await;
     let mut created = Vec::new();
     for index in 0..10 {
-        let (status, body) = send(
+        let (status, body) = send_json(
             &first.proxy,
             "POST",
             "/api/task",
@@ -304,13 +288,13 @@ async fn kill_9_mid_traffic_leaves_a_sound_store_and_the_restart_is_an_event() {
     let flood = tokio::spawn(async move {
         let mut served = 0;
         for index in 0.. {
-            let create = send(
+            let create = send_json(
                 &proxy,
                 "POST",
                 "/api/task",
                 Some(json!({"task": format!("flood {index}")})),
             );
-            let list = send(&proxy, "GET", "/api/all-tasks", None);
+            let list = send_json(&proxy, "GET", "/api/all-tasks", None);
             match tokio::join!(create, list) {
                 (Ok(_), Ok(_)) => served += 2,
                 _ => return served,
@@ -354,7 +338,7 @@ async fn kill_9_mid_traffic_leaves_a_sound_store_and_the_restart_is_an_event() {
 
     // The restarted instance translates through the pairs learned before the kill.
     let target = &created[3];
-    let (status, _) = send(
+    let (status, _) = send_json(
         &second.proxy,
         "PATCH",
         &format!("/api/task/{target}"),
@@ -423,16 +407,7 @@ async fn a_full_disk_under_sqlite_keeps_serving_buffers_and_catches_up() {
     // ignored, as a process on a really full disk gets ENOSPC and no signal).
     let instance = Supervised::start(&config, &["sh", "-c", "trap '' XFSZ; exec \"$@\"", "sh"]);
     instance.until_ready().await;
-    let get = |count: usize| {
-        let proxy = instance.proxy.clone();
-        async move {
-            for _ in 0..count {
-                let response = client().get(format!("http://{proxy}/api/tasks")).send().await.unwrap();
-                assert_eq!(response.status(), 200);
-                assert_eq!(&response.bytes().await.unwrap()[..], PRIMARY_BODY);
-            }
-        }
-    };
+    let get = |count: usize| get_expecting(&instance.proxy, "/api/tasks", count, PRIMARY_BODY);
     get(10).await;
     let store = open(&store_url).await;
     eventually("the first ten are stored", || async {
@@ -538,17 +513,8 @@ async fn a_postgres_store_that_disappears_and_returns_loses_nothing() {
     let readiness = || async { client().get(&ready).send().await.unwrap().status().as_u16() };
     eventually("ready", || async { readiness().await == 200 }).await;
 
-    let get = |count: usize| async move {
-        for _ in 0..count {
-            let response = client()
-                .get(format!("http://{}/api/tasks", proxy.proxy_addr))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200, "served whatever the store does");
-            assert_eq!(&response.bytes().await.unwrap()[..], PRIMARY_BODY);
-        }
-    };
+    // Served whatever the store does.
+    let get = |count: usize| get_expecting(proxy.proxy_addr, "/api/tasks", count, PRIMARY_BODY);
     get(10).await;
     let store = open(&direct).await;
     eventually("the first ten are stored", || async {

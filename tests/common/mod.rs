@@ -405,3 +405,35 @@ pub async fn run_cutover(args: &[&str]) -> std::process::Output {
     .await
     .unwrap()
 }
+
+/// Sends a request with an optional JSON body through `proxy`; returns the
+/// status and the body as JSON (Null when it is not JSON).
+pub async fn send_json(
+    proxy: impl std::fmt::Display,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let mut request = client().request(
+        Method::from_bytes(method.as_bytes()).unwrap(),
+        format!("http://{proxy}{path}"),
+    );
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+}
+
+/// GETs `path` through `proxy` `count` times; each answer must be 200 with `body`.
+pub async fn get_expecting(proxy: impl std::fmt::Display, path: &str, count: usize, body: &[u8]) {
+    for _ in 0..count {
+        let response = client().get(format!("http://{proxy}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(&response.bytes().await.unwrap()[..], body, "{path}");
+    }
+}
