@@ -117,6 +117,16 @@ impl ExchangeRecord {
     }
 }
 
+impl Record {
+    /// The exchange, when it is a row and nothing else.
+    fn plain_exchange(&self) -> Option<&ExchangeRecord> {
+        match self {
+            Record::Exchange(exchange) if exchange.is_plain() => Some(exchange),
+            _ => None,
+        }
+    }
+}
+
 /// The columns of an `exchanges` row, in the order [`bind_exchange`] binds them.
 const EXCHANGE_COLUMNS: [&str; 14] = [
     "at_ms",
@@ -158,9 +168,10 @@ fn multi_row_insert(rows: usize) -> String {
     sql
 }
 
-fn single_row_insert() -> String {
-    format!("{} RETURNING id", multi_row_insert(1))
-}
+/// The statements every batch uses, built once.
+static FULL_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| multi_row_insert(ROWS_PER_INSERT));
+static SINGLE_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} RETURNING id", multi_row_insert(1)));
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
@@ -415,26 +426,20 @@ impl Store {
         // Most exchanges are a row and nothing else (a match): those go in
         // multi-row statements, one round trip for many rows instead of one
         // each. The rest need their row id for what hangs off them.
-        let is_plain = |record: &&Record| match record {
-            Record::Exchange(exchange) => exchange.is_plain(),
-            Record::Noise(_) => false,
-        };
-        let plain: Vec<&ExchangeRecord> = batch
-            .iter()
-            .filter(is_plain)
-            .filter_map(|record| match record {
-                Record::Exchange(exchange) => Some(exchange),
-                Record::Noise(_) => None,
-            })
-            .collect();
+        let plain: Vec<&ExchangeRecord> = batch.iter().filter_map(Record::plain_exchange).collect();
         for rows in plain.chunks(ROWS_PER_INSERT) {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(multi_row_insert(rows.len())));
+            let sql = if rows.len() == ROWS_PER_INSERT {
+                FULL_INSERT.clone()
+            } else {
+                multi_row_insert(rows.len())
+            };
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for exchange in rows {
                 query = bind_exchange(query, exchange);
             }
             query.execute(&mut *tx).await?;
         }
-        for record in batch.iter().filter(|record| !is_plain(record)) {
+        for record in batch.iter().filter(|record| record.plain_exchange().is_none()) {
             let exchange = match record {
                 Record::Exchange(exchange) => exchange,
                 Record::Noise(noise) => {
@@ -456,7 +461,7 @@ impl Store {
                     continue;
                 }
             };
-            let row = bind_exchange(sqlx::query(sqlx::AssertSqlSafe(single_row_insert())), exchange)
+            let row = bind_exchange(sqlx::query(sqlx::AssertSqlSafe(SINGLE_INSERT.clone())), exchange)
                 .fetch_one(&mut *tx)
                 .await?;
             let exchange_id: i64 = row.try_get(0)?;
