@@ -443,6 +443,12 @@ impl Mirror {
         };
         let mut shadow_headers = headers.clone();
         shadow_headers.insert(crate::proxy::SHADOW_MARKER, HeaderValue::from_static("1"));
+        // A read-back is a read: it waits for the writes in flight (the
+        // client may already be updating what it created) and a difference
+        // that overlapped a write is racy, as for any mirrored read.
+        let scope = super::lanes::Scope::Everything;
+        let clear = self.lanes.pending(&scope) == 0 || self.lanes.wait_clear(&scope, self.config.write_wait).await;
+        let writes_started = self.lanes.started();
         let started_at = SystemTime::now();
         let primary_request = request(primary_path);
         let shadow_request = request(shadow_path);
@@ -465,7 +471,7 @@ impl Mirror {
             reservation,
             source: "verify",
             unmapped: Vec::new(),
-            racy: false,
+            racy: !clear || self.lanes.started() != writes_started,
             write: None,
         };
         self.hand_to_workers(exchange, ticket);
