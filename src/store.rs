@@ -149,8 +149,13 @@ const EXCHANGE_COLUMNS: [&str; 14] = [
 /// (32,766) and PostgreSQL's (65,535) limits.
 const ROWS_PER_INSERT: usize = 100;
 
-/// `INSERT INTO exchanges (…) VALUES ($1, …), ($15, …), …` for `rows` rows.
-fn multi_row_insert(rows: usize) -> String {
+/// `INSERT INTO exchanges (…) VALUES (…), (…), …` for `rows` rows, with
+/// the backend's placeholders: `$1, $2, …` for PostgreSQL, plain `?` for
+/// SQLite. Numbered placeholders are named parameters to SQLite, and
+/// binding each one looks its name up in a list as long as the statement:
+/// quadratic in the row count (measured: a fifth of the machine's CPU at
+/// 10,000 rows/s with 100-row statements). Anonymous ones bind in order.
+fn multi_row_insert(rows: usize, backend: Backend) -> String {
     let mut sql = format!("INSERT INTO exchanges ({}) VALUES ", EXCHANGE_COLUMNS.join(", "));
     for row in 0..rows {
         if row > 0 {
@@ -161,17 +166,41 @@ fn multi_row_insert(rows: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", row * EXCHANGE_COLUMNS.len() + column + 1));
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => sql.push_str(&format!("${}", row * EXCHANGE_COLUMNS.len() + column + 1)),
+            }
         }
         sql.push(')');
     }
     sql
 }
 
-/// The statements every batch uses, built once.
-static FULL_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| multi_row_insert(ROWS_PER_INSERT));
-static SINGLE_INSERT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{} RETURNING id", multi_row_insert(1)));
+/// The statements every batch uses, built once per backend.
+struct ExchangeInserts {
+    full: String,
+    single: String,
+}
+
+impl ExchangeInserts {
+    fn of(backend: Backend) -> &'static ExchangeInserts {
+        static SQLITE: std::sync::LazyLock<ExchangeInserts> =
+            std::sync::LazyLock::new(|| ExchangeInserts::build(Backend::Sqlite));
+        static POSTGRES: std::sync::LazyLock<ExchangeInserts> =
+            std::sync::LazyLock::new(|| ExchangeInserts::build(Backend::Postgres));
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+
+    fn build(backend: Backend) -> ExchangeInserts {
+        ExchangeInserts {
+            full: multi_row_insert(ROWS_PER_INSERT, backend),
+            single: format!("{} RETURNING id", multi_row_insert(1, backend)),
+        }
+    }
+}
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
@@ -427,11 +456,12 @@ impl Store {
         // multi-row statements, one round trip for many rows instead of one
         // each. The rest need their row id for what hangs off them.
         let plain: Vec<&ExchangeRecord> = batch.iter().filter_map(Record::plain_exchange).collect();
+        let inserts = ExchangeInserts::of(self.backend);
         for rows in plain.chunks(ROWS_PER_INSERT) {
             let sql = if rows.len() == ROWS_PER_INSERT {
-                FULL_INSERT.clone()
+                inserts.full.clone()
             } else {
-                multi_row_insert(rows.len())
+                multi_row_insert(rows.len(), self.backend)
             };
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for exchange in rows {
@@ -461,7 +491,7 @@ impl Store {
                     continue;
                 }
             };
-            let row = bind_exchange(sqlx::query(sqlx::AssertSqlSafe(SINGLE_INSERT.clone())), exchange)
+            let row = bind_exchange(sqlx::query(sqlx::AssertSqlSafe(inserts.single.clone())), exchange)
                 .fetch_one(&mut *tx)
                 .await?;
             let exchange_id: i64 = row.try_get(0)?;
@@ -1096,6 +1126,22 @@ mod tests {
             "postgres://cutover:%5Bredacted%5D@db.internal:5432/cutover?sslmode=require"
         );
     }
+
+    #[test]
+    fn multi_row_inserts_number_placeholders_for_postgres_only() {
+        let columns = EXCHANGE_COLUMNS.len();
+        let sqlite = multi_row_insert(3, Backend::Sqlite);
+        assert_eq!(sqlite.matches('?').count(), 3 * columns);
+        assert!(!sqlite.contains('$'), "{sqlite}");
+        let postgres = multi_row_insert(3, Backend::Postgres);
+        assert!(!postgres.contains('?'), "{postgres}");
+        let last = format!("${})", 3 * columns);
+        assert!(postgres.ends_with(&last), "{postgres}");
+        assert!(
+            postgres.contains(&format!("${}), (${}", columns, columns + 1)),
+            "{postgres}"
+        );
+    }
 }
 
 /// How the writer batches and where it writes.
@@ -1211,11 +1257,26 @@ async fn write_loop(
                 }
             }
         }
+        // The batch fills by looking at the inbox every FILL_CHECK, not by
+        // waiting on it: a waiting receiver is woken by every record, and
+        // the comparison threads that send them are outside the runtime, so
+        // each wake-up is a thread hand-off (measured: a third of the
+        // comparison threads' time went to waking this task).
         let deadline = tokio::time::Instant::now() + config.flush;
-        while batch.len() < config.batch && !*stopping.borrow() {
-            match tokio::time::timeout_at(deadline, records.recv()).await {
-                Ok(Some(record)) => batch.push(record),
-                Ok(None) | Err(_) => break,
+        loop {
+            while batch.len() < config.batch {
+                match records.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if batch.len() >= config.batch || now >= deadline || *stopping.borrow() || records.is_closed() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.min(now + FILL_CHECK)) => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
             }
         }
         // Write the batch, retrying while the database is away; the inbox keeps buffering meanwhile.
@@ -1296,4 +1357,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Retry delays of the writer (doubling, with up to 50% jitter).
 const RETRY_MIN: Duration = Duration::from_millis(100);
+/// How often a filling batch takes what arrived in the inbox.
+const FILL_CHECK: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(30);
