@@ -589,3 +589,99 @@ fn a_field_spelled_differently_with_the_same_value_is_one_rename() {
     let kinds: Vec<Kind> = unrelated.differences.iter().map(|d| d.kind).collect();
     assert_eq!(kinds, [Kind::MissingInShadow, Kind::ExtraInShadow]);
 }
+
+/// What a judgement rests on: each difference's place and kind, whether the
+/// bodies were incomparable, and the IDs the map did not know.
+fn verdict(comparison: &Comparison) -> (Vec<(String, Kind)>, bool, usize) {
+    let places = comparison
+        .differences
+        .iter()
+        .map(|d| (d.path.clone(), d.kind))
+        .collect();
+    (places, comparison.incomparable.is_some(), comparison.unmapped.len())
+}
+
+#[test]
+fn identical_answers_get_the_verdict_the_full_comparison_gives() {
+    // Byte-identical answers skip parsing on the hot path (no patch asked
+    // for): the verdict must be the one the full comparison (with a patch,
+    // which always parses) reaches, including where equal bytes are not a
+    // match (bytes that do not decode).
+    let id_map = Map(HashMap::from([(
+        ("users".to_string(), "u-1".to_string()),
+        "pg-1".to_string(),
+    )]));
+    let no_rules = CompareRules::new();
+    let owner_is_an_id = rules(|r| r.add("i", "/owner", Rule::Id("users".into())).unwrap());
+    let json_type = [("content-type", "application/json")];
+    let gzip = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(br#"{"a": 1}"#).unwrap();
+        encoder.finish().unwrap()
+    };
+    let cases: Vec<(&str, &CompareRules, CapturedResponse, bool)> = vec![
+        (
+            "plain JSON",
+            &no_rules,
+            json_response(&json!({"a": [1, 2], "b": "x"})),
+            true,
+        ),
+        // Through the map, or as the same value: either is the same entity.
+        (
+            "a mapped ID",
+            &owner_is_an_id,
+            json_response(&json!({"owner": "u-1"})),
+            true,
+        ),
+        // An ID the map does not know, but the same on both sides.
+        (
+            "an unmapped ID",
+            &owner_is_an_id,
+            json_response(&json!({"owner": "u-9"})),
+            true,
+        ),
+        (
+            "invalid UTF-8 declared as JSON",
+            &no_rules,
+            response(200, &json_type, &b"{\"a\": \"\xff\"}"[..]),
+            false,
+        ),
+        (
+            "a gzip-coded body",
+            &no_rules,
+            response(
+                200,
+                &[("content-type", "application/json"), ("content-encoding", "gzip")],
+                gzip,
+            ),
+            true,
+        ),
+        (
+            "text",
+            &no_rules,
+            response(200, &[("content-type", "text/plain")], "hello"),
+            true,
+        ),
+        ("empty", &no_rules, response(204, &[], ""), true),
+    ];
+    for (case, rules, answer, matches) in cases {
+        let full = compare_with(rules, &id_map, &answer, &answer);
+        let ctx = Context {
+            route: "tasks",
+            method: &Method::GET,
+            rules,
+            ids: &id_map,
+            decode_limit: 1 << 20,
+            want_patch: false,
+        };
+        let hot = compare_responses(&ctx, &answer, &answer);
+        assert_eq!(verdict(&hot), verdict(&full), "{case}");
+        assert_eq!(
+            hot.is_match() && hot.unmapped.is_empty(),
+            matches,
+            "{case}: {:?}",
+            verdict(&hot)
+        );
+    }
+}

@@ -21,6 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -92,6 +93,9 @@ pub struct LearnedNoise {
 struct Remembered {
     at: Instant,
     write_epoch: u64,
+    /// The answer's bytes (shared with the capture, not copied): an
+    /// identical answer is recognized without parsing it.
+    body: Bytes,
     doc: Value,
     bytes: usize,
 }
@@ -133,19 +137,38 @@ impl NoiseLearner {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notes the primary's normalized answer to a request. `write_epoch`
-    /// counts the writes the proxy has seen: answers on either side of a
-    /// write are never compared for noise.
+    /// Notes the primary's answer to a request: its body, and `doc`, which
+    /// gives its normalized JSON document (None: not JSON, nothing to
+    /// learn). `write_epoch` counts the writes the proxy has seen: answers
+    /// on either side of a write are never compared for noise.
+    ///
+    /// An answer with the same bytes as the one remembered for the request
+    /// has no volatile field to show: it only refreshes the memory, and
+    /// `doc` is not called (most answers repeat; parsing them is the cost).
     pub fn observe_primary(
         &self,
         route: &str,
         rules: &CompareRules,
         request: u64,
         write_epoch: u64,
-        doc: Value,
-        bytes: usize,
+        body: &Bytes,
+        doc: impl FnOnce() -> Option<Value>,
     ) {
         let now = Instant::now();
+        {
+            let mut state = self.lock();
+            if let Some(previous) = state.recent.get_mut(&request) {
+                if previous.body == *body {
+                    previous.at = now;
+                    previous.write_epoch = write_epoch;
+                    return;
+                }
+            }
+        }
+        let Some(doc) = doc() else {
+            return;
+        };
+        let bytes = body.len();
         let mut state = self.lock();
         if let Some(previous) = state.recent.get(&request) {
             if now.duration_since(previous.at) <= self.config.window && previous.write_epoch == write_epoch {
@@ -173,6 +196,7 @@ impl NoiseLearner {
             Remembered {
                 at: now,
                 write_epoch,
+                body: body.clone(),
                 doc,
                 bytes,
             },
@@ -280,6 +304,12 @@ mod tests {
         }
     }
 
+    /// The primary answered `doc` (as its JSON text) to `request`.
+    fn observe(noise: &NoiseLearner, rules: &CompareRules, request: u64, epoch: u64, doc: Value) {
+        let body = Bytes::from(doc.to_string());
+        noise.observe_primary("r", rules, request, epoch, &body, || Some(doc));
+    }
+
     fn learner() -> NoiseLearner {
         NoiseLearner::new(NoiseConfig {
             min_observations: 2,
@@ -293,10 +323,10 @@ mod tests {
         let rules = CompareRules::new();
         let request = fingerprint("GET", "/tasks", b"");
         let doc = |n: u32| json!({"tasks": [{"id": "a", "generatedAt": n, "title": "t"}]});
-        noise.observe_primary("r", &rules, request, 0, doc(1), 10);
-        noise.observe_primary("r", &rules, request, 0, doc(2), 10);
+        observe(&noise, &rules, request, 0, doc(1));
+        observe(&noise, &rules, request, 0, doc(2));
         assert!(!noise.is_noise("r", &difference("/tasks/*/generatedAt", Kind::ValueChanged)));
-        noise.observe_primary("r", &rules, request, 0, doc(3), 10);
+        observe(&noise, &rules, request, 0, doc(3));
         assert!(noise.is_noise("r", &difference("/tasks/*/generatedAt", Kind::ValueChanged)));
         assert!(!noise.is_noise("r", &difference("/tasks/*/title", Kind::ValueChanged)));
         assert!(!noise.is_noise("other-route", &difference("/tasks/*/generatedAt", Kind::ValueChanged)));
@@ -316,7 +346,7 @@ mod tests {
         let rules = CompareRules::new();
         let request = fingerprint("GET", "/tasks", b"");
         for epoch in 0..5 {
-            noise.observe_primary("r", &rules, request, epoch, json!({"title": format!("v{epoch}")}), 10);
+            observe(&noise, &rules, request, epoch, json!({"title": format!("v{epoch}")}));
         }
         assert!(noise.learned().is_empty());
     }
@@ -328,7 +358,7 @@ mod tests {
         rules.add_not_noise("not_noise[0]", "/price").unwrap();
         let request = fingerprint("GET", "/p", b"");
         for n in 0..4 {
-            noise.observe_primary("r", &rules, request, 0, json!({"price": n, "at": n}), 10);
+            observe(&noise, &rules, request, 0, json!({"price": n, "at": n}));
         }
         let patterns: Vec<_> = noise.learned().into_iter().map(|l| l.pattern).collect();
         assert_eq!(patterns, ["/at"]);
@@ -337,16 +367,35 @@ mod tests {
     #[test]
     fn remembered_answers_stay_within_the_memory_budget() {
         let noise = NoiseLearner::new(NoiseConfig {
-            memory: 25,
+            memory: 20,
             ..NoiseConfig::default()
         });
         let rules = CompareRules::new();
         for n in 0..10u64 {
-            noise.observe_primary("r", &rules, n, 0, json!({"n": n}), 10);
+            observe(&noise, &rules, n, 0, json!({"n": n}));
         }
         let state = noise.lock();
-        assert_eq!(state.recent.len(), 2);
-        assert!(state.bytes <= 25);
+        assert_eq!(state.recent.len(), 2, "{{\"n\":N}} is 7 bytes: two fit in 20");
+        assert!(state.bytes <= 20);
+    }
+
+    #[test]
+    fn a_repeated_answer_is_recognized_by_its_bytes_without_being_parsed() {
+        let noise = learner();
+        let rules = CompareRules::new();
+        let request = fingerprint("GET", "/tasks", b"");
+        observe(&noise, &rules, request, 0, json!({"at": 1}));
+        let same = Bytes::from(json!({"at": 1}).to_string());
+        for _ in 0..3 {
+            noise.observe_primary("r", &rules, request, 0, &same, || {
+                panic!("an identical answer was parsed")
+            });
+        }
+        assert!(noise.learned().is_empty());
+        // A change after the repeats is still seen, against what was remembered.
+        observe(&noise, &rules, request, 0, json!({"at": 2}));
+        observe(&noise, &rules, request, 0, json!({"at": 3}));
+        assert!(noise.is_noise("r", &difference("/at", Kind::ValueChanged)));
     }
 
     #[test]

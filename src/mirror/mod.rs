@@ -1527,20 +1527,22 @@ impl Recorder {
     }
 
     fn learn(&self, exchange: &Exchange, primary_document: Option<serde_json::Value>) {
-        if let (Some(document), SideResult::Complete(primary)) = (primary_document, &exchange.primary) {
+        if let SideResult::Complete(primary) = &exchange.primary {
             let request = fingerprint(
                 exchange.request.method.as_str(),
                 &exchange.request.path_and_query,
                 &exchange.request.body,
             );
-            let bytes = primary.body.len();
+            // The comparison may have judged without parsing (identical answers).
+            let document =
+                || primary_document.or_else(|| compare::normalized_json(primary, &exchange.rules, self.decode_limit));
             self.noise.observe_primary(
                 &exchange.route,
                 &exchange.rules,
                 request,
                 exchange.write_epoch,
+                &primary.body,
                 document,
-                bytes,
             );
         }
         if let (SideResult::Complete(first), Some(SideResult::Complete(second))) =
