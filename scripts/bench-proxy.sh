@@ -7,10 +7,18 @@
 #   latency:    oha at a fixed rate with latency correction, p50 and p99,
 #               in steady state (mirror queue drained after the saturation
 #               run, then 2 s of unmeasured warm-up at the same rate)
+#   CPU:        the proxy's own CPU time (user + system, from /proc) per
+#               request during the fixed-rate run: steadier than either
+#               figure above on a shared machine
 #
-# Prints b/a ratios, how many connections cutover held open to the shadow
-# during the load (pooling: a handful, never one per request), and
-# cutover's own outcome counts (every request compared, none dropped).
+# Besides cutover it measures the floor of cutover's stack (hyper and tokio
+# forwarding, with and without mirroring, and nothing else: see
+# examples/bench_floor.rs) and, when nginx is installed, nginx plain and
+# with its mirror module. Prints each one's ratio to the direct connection,
+# how many connections cutover held open to the shadow during the load
+# (pooled, never one per request), and cutover's outcome counts (at
+# saturation the comparison threads, which only use idle CPU, fall behind
+# and shed: counted as skipped with reason queue_full).
 #
 # Needs wrk (apt-get install wrk) and oha (cargo install oha).
 # Everything runs on loopback and stops by itself.
@@ -27,12 +35,16 @@ PRIMARY_PORT=18081
 SHADOW_PORT=18082
 PROXY_PORT=18080
 ADMIN_PORT=18990
+FLOOR_MIRROR_PORT=18061
+FLOOR_PLAIN_PORT=18062
+NGINX_MIRROR_PORT=18071
+NGINX_PLAIN_PORT=18072
 
 for tool in wrk oha; do
     command -v "$tool" >/dev/null || { echo "bench-proxy: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
 done
 
-cargo build --release --quiet --bin cutover --example backend
+cargo build --release --quiet --bin cutover --example backend --example bench_floor
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -40,6 +52,37 @@ trap cleanup EXIT
 
 target/release/examples/backend --listen 127.0.0.1:$PRIMARY_PORT --name bench 2>/dev/null & pids+=($!)
 target/release/examples/backend --listen 127.0.0.1:$SHADOW_PORT --name bench 2>/dev/null & pids+=($!)
+declare -A pid_of=()
+target/release/examples/bench_floor --listen 127.0.0.1:$FLOOR_MIRROR_PORT --primary "http://127.0.0.1:$PRIMARY_PORT" \
+    --shadow "http://127.0.0.1:$SHADOW_PORT" 2>/dev/null & pids+=($!); pid_of[floor-mirror]=$!
+target/release/examples/bench_floor --listen 127.0.0.1:$FLOOR_PLAIN_PORT --primary "http://127.0.0.1:$PRIMARY_PORT" 2>/dev/null & pids+=($!); pid_of[floor-plain]=$!
+if command -v nginx >/dev/null; then
+    # One worker process: nginx's usual setting for a machine this size would be two.
+    cat > "$work/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    upstream primary { server 127.0.0.1:$PRIMARY_PORT; keepalive 64; }
+    upstream shadow { server 127.0.0.1:$SHADOW_PORT; keepalive 64; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    server {
+        listen 127.0.0.1:$NGINX_PLAIN_PORT;
+        location / { proxy_pass http://primary; }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_MIRROR_PORT;
+        location / { mirror /mirror; proxy_pass http://primary; }
+        location = /mirror { internal; proxy_pass http://shadow\$request_uri; }
+    }
+}
+EOF
+    nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null & pids+=($!)
+fi
 cat > "$work/bench.toml" <<EOF
 [listen]
 proxy = "127.0.0.1:$PROXY_PORT"
@@ -53,6 +96,9 @@ url = "http://127.0.0.1:$PRIMARY_PORT"
 name = "shadow"
 url = "http://127.0.0.1:$SHADOW_PORT"
 
+[store]
+url = "sqlite://$work/cutover.db"
+
 [mirror]
 queue = 10000
 unmatched = "reads"
@@ -62,15 +108,28 @@ name = "json"
 match = "GET /json/*"
 mirror = "compare"
 EOF
-RUST_LOG=warn target/release/cutover serve -c "$work/bench.toml" 2>"$work/cutover.log" & pids+=($!)
+RUST_LOG=warn target/release/cutover serve -c "$work/bench.toml" 2>"$work/cutover.log" & pids+=($!); pid_of[cutover]=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null && break; sleep 0.1; done
 
 rps() { # URL -> requests/s at saturation
     wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$1" | awk '/Requests\/sec/ {print $2}'
 }
-percentiles() { # URL -> "p50_ms p99_ms" at the fixed rate, latency-corrected
-    oha -z "${SECONDS_PER_RUN}s" -q "$RATE" -c "$CONNECTIONS" --latency-correction --no-tui --output-format json "$1" \
-        | python3 -c 'import json,sys; d=json.load(sys.stdin)["latencyPercentiles"]; print(d["p50"]*1000, d["p99"]*1000)'
+cpu_ticks() { # PID -> its user + system clock ticks so far (0 without a PID)
+    if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi
+}
+percentiles() { # URL [PID] -> "p50_ms p99_ms cpu_us_per_request" at the fixed rate, latency-corrected
+    local before after
+    before=$(cpu_ticks "${2:-}")
+    oha -z "${SECONDS_PER_RUN}s" -q "$RATE" -c "$CONNECTIONS" --latency-correction --no-tui --output-format json "$1" >"$work/oha.json"
+    after=$(cpu_ticks "${2:-}")
+    python3 - "$work/oha.json" "$((after - before))" "$(getconf CLK_TCK)" "${2:-}" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ticks, hz, pid = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+requests = sum(d["statusCodeDistribution"].values())
+cpu = ticks / hz * 1e6 / requests if pid and requests else float("nan")
+print(d["latencyPercentiles"]["p50"] * 1000, d["latencyPercentiles"]["p99"] * 1000, cpu)
+EOF
 }
 drained() { # waits (at most 60 s) until cutover has no mirrored exchange in flight
     for _ in $(seq 600); do
@@ -79,33 +138,54 @@ drained() { # waits (at most 60 s) until cutover has no mirrored exchange in fli
         sleep 0.1
     done
 }
-steady_percentiles() { # latency at the fixed rate in steady state: queue drained, then a short unmeasured warm-up
+steady_percentiles() { # URL [PID]: latency at the fixed rate in steady state: queue drained, then a short unmeasured warm-up
     drained
     oha -z 2s -q "$RATE" -c "$CONNECTIONS" --no-tui "$1" >/dev/null
-    percentiles "$1"
+    percentiles "$@"
 }
 mean() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print(sum(v)/len(v))' "$@"; }
 
-printf '%-6s %12s %12s %7s | %9s %9s %9s %9s | %8s\n' body direct_rps proxy_rps ratio d_p50ms p_p50ms d_p99ms p_p99ms p99_add
+# What is measured besides the direct connection and cutover: the floor of
+# cutover's own stack (examples/bench_floor.rs: hyper and tokio forwarding
+# and mirroring with nothing else), and nginx, plain and with its mirror
+# module, when nginx is installed (the reference points of issue #2).
+targets=(cutover floor-mirror floor-plain)
+if command -v nginx >/dev/null; then
+    targets+=(nginx-mirror nginx-plain)
+fi
+port_of() {
+    case "$1" in
+        direct) echo $PRIMARY_PORT ;; cutover) echo $PROXY_PORT ;;
+        floor-mirror) echo $FLOOR_MIRROR_PORT ;; floor-plain) echo $FLOOR_PLAIN_PORT ;;
+        nginx-mirror) echo $NGINX_MIRROR_PORT ;; nginx-plain) echo $NGINX_PLAIN_PORT ;;
+    esac
+}
+
+printf '%-6s %-13s %10s %7s | %9s %9s %8s | %8s\n' body via rps ratio p50ms p99ms p99_add cpu_us
 for size in 1k 64k; do
-    direct="http://127.0.0.1:$PRIMARY_PORT/json/$size"
-    proxied="http://127.0.0.1:$PROXY_PORT/json/$size"
-    curl -sf "$direct" >/dev/null && curl -sf "$proxied" >/dev/null
-    d_rps=(); p_rps=(); d50=(); p50=(); d99=(); p99=()
-    for _ in $(seq "$ROUNDS"); do
-        d_rps+=("$(rps "$direct")")
-        p_rps+=("$(rps "$proxied")")
-        oha -z 2s -q "$RATE" -c "$CONNECTIONS" --no-tui "$direct" >/dev/null
-        read -r a b <<<"$(percentiles "$direct")"; d50+=("$a"); d99+=("$b")
-        read -r a b <<<"$(steady_percentiles "$proxied")"; p50+=("$a"); p99+=("$b")
+    declare -A rps_of=() p50_of=() p99_of=() cpu_of=()
+    for target in direct "${targets[@]}"; do
+        curl -sf "http://127.0.0.1:$(port_of "$target")/json/$size" >/dev/null
     done
-    dr=$(mean "${d_rps[@]}"); pr=$(mean "${p_rps[@]}")
-    dp50=$(mean "${d50[@]}"); pp50=$(mean "${p50[@]}"); dp99=$(mean "${d99[@]}"); pp99=$(mean "${p99[@]}")
-    python3 - "$size" "$dr" "$pr" "$dp50" "$pp50" "$dp99" "$pp99" <<'EOF'
+    for _ in $(seq "$ROUNDS"); do
+        for target in direct "${targets[@]}"; do
+            url="http://127.0.0.1:$(port_of "$target")/json/$size"
+            rps_of[$target]+=" $(rps "$url")"
+            read -r a b c <<<"$(steady_percentiles "$url" "${pid_of[$target]:-}")"
+            p50_of[$target]+=" $a"; p99_of[$target]+=" $b"; cpu_of[$target]+=" $c"
+        done
+    done
+    d_rps=$(mean ${rps_of[direct]}); d_p99=$(mean ${p99_of[direct]})
+    for target in direct "${targets[@]}"; do
+        python3 - "$size" "$target" "$(mean ${rps_of[$target]})" "$d_rps" "$(mean ${p50_of[$target]})" "$(mean ${p99_of[$target]})" "$d_p99" "$(mean ${cpu_of[$target]})" <<'EOF'
 import sys
-size, dr, pr, d50, p50, d99, p99 = sys.argv[1], *map(float, sys.argv[2:])
-print(f"{size:<6} {dr:12.0f} {pr:12.0f} {pr/dr:6.2f}x | {d50:9.3f} {p50:9.3f} {d99:9.3f} {p99:9.3f} | {p99-d99:+7.3f}ms")
+size, target = sys.argv[1:3]
+rps, d_rps, p50, p99, d_p99, cpu = map(float, sys.argv[3:])
+cpu = "-" if cpu != cpu else f"{cpu:.0f}"
+print(f"{size:<6} {target:<13} {rps:10.0f} {rps/d_rps:6.2f}x | {p50:9.3f} {p99:9.3f} {p99-d_p99:+7.3f}ms | {cpu:>8}")
 EOF
+    done
+    unset rps_of p50_of p99_of cpu_of
 done
 
 # Pooling: connections held to the shadow while a short load runs.
