@@ -28,9 +28,21 @@ fn json_response(value: &Value) -> CapturedResponse {
     response(200, &[("content-type", "application/json")], value.to_string())
 }
 
+/// The full comparison, with a patch (which always parses both bodies).
 fn compare_with(
     rules: &CompareRules,
     ids: &dyn IdLookup,
+    primary: &CapturedResponse,
+    shadow: &CapturedResponse,
+) -> Comparison {
+    compare_for(rules, ids, true, primary, shadow)
+}
+
+/// The comparison with or without a patch (the proxy asks for none).
+fn compare_for(
+    rules: &CompareRules,
+    ids: &dyn IdLookup,
+    want_patch: bool,
     primary: &CapturedResponse,
     shadow: &CapturedResponse,
 ) -> Comparison {
@@ -40,7 +52,7 @@ fn compare_with(
         rules,
         ids,
         decode_limit: 1 << 20,
-        want_patch: true,
+        want_patch,
     };
     compare_responses(&ctx, primary, shadow)
 }
@@ -667,15 +679,7 @@ fn identical_answers_get_the_verdict_the_full_comparison_gives() {
     ];
     for (case, rules, answer, matches) in cases {
         let full = compare_with(rules, &id_map, &answer, &answer);
-        let ctx = Context {
-            route: "tasks",
-            method: &Method::GET,
-            rules,
-            ids: &id_map,
-            decode_limit: 1 << 20,
-            want_patch: false,
-        };
-        let hot = compare_responses(&ctx, &answer, &answer);
+        let hot = compare_for(rules, &id_map, false, &answer, &answer);
         assert_eq!(verdict(&hot), verdict(&full), "{case}");
         assert_eq!(
             hot.is_match() && hot.unmapped.is_empty(),
