@@ -98,15 +98,25 @@ struct Remembered {
     body: Bytes,
     doc: Value,
     bytes: usize,
+    /// Which of the request's entries in `order` is this one's.
+    generation: u64,
 }
 
 #[derive(Default)]
 struct State {
     recent: HashMap<u64, Remembered>,
-    order: VecDeque<u64>,
+    /// Requests oldest first, as (request, generation). An answer replaced
+    /// leaves its entry behind, stale, instead of being searched for (a
+    /// scan of every remembered request per changed answer); eviction skips
+    /// stale entries, and they are swept once they outnumber live ones.
+    order: VecDeque<(u64, u64)>,
+    generations: u64,
     bytes: usize,
     volatile: HashMap<(String, String, Side), (u32, SystemTime, SystemTime)>,
 }
+
+/// Stale entries of `State::order` tolerated beyond one per live one.
+const STALE_SLACK: usize = 64;
 
 /// The noise learner of one running instance.
 pub struct NoiseLearner {
@@ -181,16 +191,29 @@ impl NoiseLearner {
         }
         if let Some(old) = state.recent.remove(&request) {
             state.bytes -= old.bytes;
-            state.order.retain(|key| *key != request);
         }
         while state.bytes + bytes > self.config.memory {
-            let Some(oldest) = state.order.pop_front() else { break };
-            if let Some(old) = state.recent.remove(&oldest) {
-                state.bytes -= old.bytes;
+            let Some((oldest, generation)) = state.order.pop_front() else {
+                break;
+            };
+            if state
+                .recent
+                .get(&oldest)
+                .is_some_and(|old| old.generation == generation)
+            {
+                if let Some(old) = state.recent.remove(&oldest) {
+                    state.bytes -= old.bytes;
+                }
             }
         }
+        state.generations += 1;
+        let generation = state.generations;
         state.bytes += bytes;
-        state.order.push_back(request);
+        state.order.push_back((request, generation));
+        if state.order.len() > 2 * state.recent.len() + STALE_SLACK {
+            let State { recent, order, .. } = &mut *state;
+            order.retain(|(key, generation)| recent.get(key).is_some_and(|live| live.generation == *generation));
+        }
         state.recent.insert(
             request,
             Remembered {
@@ -199,6 +222,7 @@ impl NoiseLearner {
                 body: body.clone(),
                 doc,
                 bytes,
+                generation,
             },
         );
     }
@@ -377,6 +401,30 @@ mod tests {
         let state = noise.lock();
         assert_eq!(state.recent.len(), 2, "{{\"n\":N}} is 7 bytes: two fit in 20");
         assert!(state.bytes <= 20);
+    }
+
+    #[test]
+    fn the_oldest_request_is_forgotten_first_however_often_another_changes() {
+        let noise = NoiseLearner::new(NoiseConfig {
+            memory: 3 * 9,
+            ..NoiseConfig::default()
+        });
+        let rules = CompareRules::new();
+        observe(&noise, &rules, 1, 0, json!({"n": 100}));
+        observe(&noise, &rules, 2, 0, json!({"n": 200}));
+        for n in 300..1000 {
+            observe(&noise, &rules, 3, 0, json!({"n": n}));
+        }
+        observe(&noise, &rules, 4, 0, json!({"n": 400}));
+        let state = noise.lock();
+        let mut remembered: Vec<u64> = state.recent.keys().copied().collect();
+        remembered.sort();
+        assert_eq!(remembered, [2, 3, 4], "{{\"n\":NNN}} is 9 bytes: three fit");
+        assert!(
+            state.order.len() <= 2 * state.recent.len() + STALE_SLACK,
+            "{}",
+            state.order.len()
+        );
     }
 
     #[test]
