@@ -235,8 +235,9 @@ mirror = "dual-write"
     )
 }
 
-/// What /proc says about the process: resident memory (KiB) and open descriptors.
-fn sample(pid: u32) -> (u64, usize) {
+/// What /proc says about the process: resident memory (KiB) and open
+/// descriptors, as (sockets, everything else).
+fn sample(pid: u32) -> (u64, (usize, usize)) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
@@ -246,10 +247,20 @@ fn sample(pid: u32) -> (u64, usize) {
                 .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| dir.count())
-        .unwrap_or(0);
-    (rss, fds)
+    let (mut sockets, mut others) = (0, 0);
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("socket:") {
+            sockets += 1;
+        } else {
+            others += 1;
+        }
+    }
+    (rss, (sockets, others))
 }
 
 #[derive(Default)]
@@ -398,13 +409,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         seen.observe(sample(pid), true);
         println!(
-            "soak: cycle {:>2} at {:>6.0}s: rss peak {:>7} KiB, last {:>7} KiB; fds peak {:>4}, fewest while healthy {:>4}; sent {}",
+            "soak: cycle {:>2} at {:>6.0}s: rss peak {:>7} KiB, last {:>7} KiB; fds peak {:>4}, fewest while healthy: {:>3} sockets, {:>3} others; sent {}",
             cycle + 1,
             began.elapsed().as_secs_f64(),
             seen.peak_rss,
             seen.last_rss,
             seen.peak_fds,
-            seen.healthy_fds,
+            seen.healthy_sockets,
+            seen.healthy_others,
             tally.sent.load(Ordering::Relaxed)
         );
         cycles_seen.push(seen);
@@ -462,8 +474,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         end.last_rss
     );
     println!(
-        "soak: fds while the shadow is healthy: at fewest {} in the warm-up cycle, {} in the last",
-        warm.healthy_fds, end.healthy_fds
+        "soak: fds while the shadow is healthy, at fewest: {} sockets and {} others in the warm-up cycle, {} and {} in the last",
+        warm.healthy_sockets, warm.healthy_others, end.healthy_sockets, end.healthy_others
     );
     println!(
         "soak: cutover exited with {exit}, logged {} warnings",
@@ -480,10 +492,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if growth > 0.10 {
         failures.push(format!("memory grew {:.1}% after warm-up (limit 10%)", growth * 100.0));
     }
-    if end.healthy_fds > warm.healthy_fds + FD_SLACK {
+    if end.healthy_others > warm.healthy_others + FILE_SLACK {
         failures.push(format!(
-            "file descriptors grew: at fewest {} while healthy in the last cycle, {} in the first",
-            end.healthy_fds, warm.healthy_fds
+            "descriptors other than sockets grew: at fewest {} while healthy in the last cycle, {} in the first",
+            end.healthy_others, warm.healthy_others
+        ));
+    }
+    if end.healthy_sockets > warm.healthy_sockets + SOCKET_SLACK {
+        failures.push(format!(
+            "sockets grew: at fewest {} while healthy in the last cycle, {} in the first",
+            end.healthy_sockets, warm.healthy_sockets
         ));
     }
     if outcomes != sent as f64 || stored != sent as i64 {
@@ -505,8 +523,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// A connection opening or closing as the sample is taken is not growth.
-const FD_SLACK: usize = 2;
+/// A file opened or closed as the sample is taken is not growth.
+const FILE_SLACK: usize = 1;
+/// Pooled connections (client keep-alive, both upstreams) outlive the
+/// phase that opened them by chance: measured on a 2-minute soak, the
+/// fewest sockets while healthy went 35, 45, 39, 38, 39, 39 over the
+/// cycles with no trend. A leak of one per request is thousands.
+const SOCKET_SLACK: usize = 16;
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 /// One cycle, as /proc saw it.
@@ -515,9 +538,11 @@ struct CycleSample {
     peak_rss: u64,
     peak_fds: usize,
     last_rss: u64,
-    /// The fewest descriptors while the shadow was healthy: the baseline
-    /// (listeners, store files, warm pools) that a leak would raise.
-    healthy_fds: usize,
+    /// The fewest sockets and other descriptors while the shadow was
+    /// healthy: the baseline (listeners, warm pools; store files, pipes)
+    /// that a leak would raise.
+    healthy_sockets: usize,
+    healthy_others: usize,
 }
 
 impl Default for CycleSample {
@@ -526,18 +551,20 @@ impl Default for CycleSample {
             peak_rss: 0,
             peak_fds: 0,
             last_rss: 0,
-            healthy_fds: usize::MAX,
+            healthy_sockets: usize::MAX,
+            healthy_others: usize::MAX,
         }
     }
 }
 
 impl CycleSample {
-    fn observe(&mut self, (rss, fds): (u64, usize), healthy: bool) {
+    fn observe(&mut self, (rss, (sockets, others)): (u64, (usize, usize)), healthy: bool) {
         self.peak_rss = self.peak_rss.max(rss);
-        self.peak_fds = self.peak_fds.max(fds);
+        self.peak_fds = self.peak_fds.max(sockets + others);
         self.last_rss = rss;
         if healthy {
-            self.healthy_fds = self.healthy_fds.min(fds);
+            self.healthy_sockets = self.healthy_sockets.min(sockets);
+            self.healthy_others = self.healthy_others.min(others);
         }
     }
 }
