@@ -483,8 +483,10 @@ fn identical_as_decoded(ctx: &Context<'_>, primary: &CapturedResponse, shadow: &
             .and_then(|value| media_type(value).1);
         !coded && charset.is_none_or(|charset| charset == "utf-8")
     };
-    let content_type = |headers: &http::HeaderMap| headers.get(http::header::CONTENT_TYPE).cloned();
-    plain(&primary.headers) && plain(&shadow.headers) && content_type(&primary.headers) == content_type(&shadow.headers)
+    let content_type = http::header::CONTENT_TYPE;
+    primary.headers.get(&content_type) == shadow.headers.get(&content_type)
+        && plain(&primary.headers)
+        && plain(&shadow.headers)
 }
 
 fn default_severity(kind: Kind) -> Severity {
