@@ -26,7 +26,7 @@ use crate::idmap::{IdMap, Side};
 use crate::proxy::SHADOW_MARKER;
 use crate::route::RouteTable;
 use crate::store::{LedgerRow, Store, StoreError};
-use crate::upstream::Upstream;
+use crate::upstream::{OutgoingBody, Upstream};
 
 /// Marks a request as a replay of a drifted write.
 pub const REPLAY_MARKER: &str = "x-cutover-replay";
@@ -250,17 +250,18 @@ impl Replayer {
             Side::Shadow => &self.shadow,
             Side::Primary => &self.primary,
         };
-        let answer = target.send(method, &path, headers, reqwest::Body::from(body)).await;
+        let answer = target.send(method, &path, headers, OutgoingBody::from(body)).await;
         let (status, answer_body) = match answer {
             Err(failure) => {
                 result.message = format!("{} failed: {}", target.name(), failure.message);
                 self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
                 return Ok(result);
             }
-            Ok(mut response) => {
+            Ok(response) => {
                 let status = response.status().as_u16();
+                let mut body = response.into_body();
                 let mut collected = Vec::new();
-                while let Ok(Some(chunk)) = response.chunk().await {
+                while let Ok(Some(chunk)) = body.chunk().await {
                     if collected.len() + chunk.len() > ANSWER_LIMIT {
                         break;
                     }

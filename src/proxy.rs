@@ -32,7 +32,7 @@ use crate::mirror::{CaptureBuf, DirectRequest, LostWrite, Mirror, Plan, PrimaryO
 use crate::mode::{Mode, ModeTable, ServingHealth};
 use crate::route::{is_safe, MirrorPolicy, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
-use crate::upstream::{Failure, Upstream};
+use crate::upstream::{Failure, OutgoingBody, Upstream, UpstreamBody};
 
 /// The header every shadow request carries so the backend can suppress side effects.
 pub const SHADOW_MARKER: &str = "x-cutover-shadow";
@@ -174,7 +174,7 @@ async fn forward(
     let mut body_copy: Option<Bytes> = None;
     let (primary_body, observer, capture) = match plan {
         Plan::Skip(reason) => (
-            reqwest::Body::wrap(body),
+            OutgoingBody::streaming(body),
             state.mirror.direct_observer(direct(), reason),
             None,
         ),
@@ -205,7 +205,7 @@ async fn forward(
                 (Ok(rest), Err(reason)) => {
                     drop(ticket);
                     (
-                        reqwest::Body::wrap(rest),
+                        OutgoingBody::streaming(rest),
                         state.mirror.direct_observer(direct(), reason),
                         None,
                     )
@@ -231,7 +231,7 @@ async fn forward(
                         serving,
                     );
                     let capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
-                    (reqwest::Body::wrap(rest), observer, Some(capture))
+                    (OutgoingBody::streaming(rest), observer, Some(capture))
                 }
             }
         }
@@ -261,7 +261,7 @@ async fn forward(
     let send_body = match translated.body {
         Some(body) => {
             send_headers.remove(http::header::CONTENT_LENGTH);
-            reqwest::Body::from(body)
+            OutgoingBody::from(Bytes::from(body))
         }
         None => primary_body,
     };
@@ -300,7 +300,7 @@ async fn forward(
             );
             state.metrics.record_fallback(&route_name);
             observer.finish(served, None);
-            let body = reqwest::Body::from(fallback_body.unwrap_or_default());
+            let body = OutgoingBody::from(fallback_body.unwrap_or_default());
             return match state
                 .primary
                 .send(parts.method.clone(), &path_and_query, fallback_headers, body)
@@ -325,7 +325,6 @@ async fn forward(
             upstream_error(upstream.name(), &failure, &request_id)
         }
         Ok(response) => {
-            let response: http::Response<reqwest::Body> = response.into();
             let (mut head, body) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);
             // hyper speaks the client's protocol; the upstream's version is not ours to copy.
@@ -370,8 +369,7 @@ fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {
 }
 
 /// The response as the upstream gave it, minus hop-by-hop fields, not observed.
-fn pass_through(response: reqwest::Response) -> Response<ResponseBody> {
-    let response: http::Response<reqwest::Body> = response.into();
+fn pass_through(response: Response<UpstreamBody>) -> Response<ResponseBody> {
     let (mut head, body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
     head.version = Version::HTTP_11;
@@ -447,7 +445,7 @@ impl Body for PrefixedBody {
 
 /// The primary's answer on its way to the client, observed as it passes.
 struct ObservedBody {
-    inner: reqwest::Body,
+    inner: UpstreamBody,
     capture: Option<CaptureBuf>,
     pending: Option<Pending>,
 }
@@ -525,10 +523,9 @@ impl Body for ObservedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(err)) => {
+            Some(Err(failure)) => {
                 // The client's connection is aborted with the classified
                 // message (which leaves out the URL and its query).
-                let failure = crate::upstream::classify(err);
                 this.fail(failure.message.clone());
                 Poll::Ready(Some(Err(failure.message.into())))
             }

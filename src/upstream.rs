@@ -1,23 +1,42 @@
-//! An HTTP client for one backend: pooled connections, TLS (rustls, system
-//! roots plus an optional CA file, always verified), connect and header
-//! timeouts, the backend's own Host header and base-path prefix.
+//! An HTTP client for one backend: pooled connections (hyper-util's client,
+//! called directly), TLS (rustls, the system's roots plus an optional CA
+//! file, always verified, HTTP/2 when the backend offers it), connect,
+//! answer and idle-body timeouts, the backend's own Host header and
+//! base-path prefix.
 //!
-//! Requests go out as given, with one exception that is reqwest's: a request
-//! with no `Accept` header is sent with `Accept: */*`, which RFC 9110 §12.5.1
-//! defines as meaning the same. Redirects are never followed and no proxy
-//! from the environment is used: the upstream answers, nothing else.
+//! Requests go out as given: method, path, query and headers byte for byte
+//! (no header is added but Host, when the request has none). Redirects are
+//! never followed and no proxy from the environment is used: the upstream
+//! answers, nothing else.
 //!
 //! Must never: know which side (primary or shadow) it serves, follow a
-//! redirect, or connect anywhere but the configured URL.
+//! redirect, connect anywhere but the configured URL, or put the request's
+//! URL in a failure message (its query may carry secrets).
 
-use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderMap, HeaderValue, Method};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use crate::config::UpstreamConfig;
 use crate::exchange::FailureKind;
+use crate::server::BoxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -28,46 +47,53 @@ pub enum UpstreamError {
         #[source]
         source: std::io::Error,
     },
-    #[error("upstream \"{upstream}\": ca_file {path} holds no usable PEM certificate: {source}")]
+    #[error("upstream \"{upstream}\": ca_file {path} holds no usable PEM certificate{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     CaCert {
         upstream: String,
         path: String,
-        #[source]
-        source: reqwest::Error,
+        detail: Option<String>,
     },
-    #[error("upstream \"{upstream}\": cannot build its HTTP client: {source}")]
-    Client {
+    #[error("upstream \"{upstream}\": cannot set up TLS: {source}")]
+    Tls {
         upstream: String,
         #[source]
-        source: reqwest::Error,
+        source: rustls::Error,
     },
+    #[error("upstream \"{upstream}\": its URL has no host to connect to")]
+    NoHost { upstream: String },
 }
 
 /// Why a request to an upstream got no answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
 }
 
+type Connector = HttpsConnector<HttpConnector>;
+
 /// One backend and the pooled client that talks to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     name: String,
-    /// The configured URL, parsed once: each request's URL is a copy with
-    /// its path and query set (parsing the whole URL, host and all, for
-    /// every request cost 5% of the proxy's CPU).
-    base: reqwest::Url,
+    scheme: Scheme,
+    /// Host and port only: credentials in the URL become `credentials`.
+    authority: Authority,
     /// The base URL's path without a trailing '/', so a request path joins it.
     base_path: String,
-    client: reqwest::Client,
+    client: Client<Connector, OutgoingBody>,
     timeout: Duration,
     host: Option<HeaderValue>,
+    /// `Authorization: Basic …` from the URL's user and password (which come
+    /// from the environment, never the file), for requests without their own.
+    credentials: Option<HeaderValue>,
 }
 
 /// A reqwest client builder that can be built: reqwest is compiled without
 /// a bundled crypto provider, and cutover uses ring. Installing it again
-/// fails harmlessly. Every HTTP client in cutover starts here.
+/// fails harmlessly. cutover's own HTTP clients (the CLI talking to the admin
+/// API, the demo's traffic) start here; upstreams use [`Upstream`].
 pub fn client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy()
@@ -75,36 +101,44 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
-        let mut builder = client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true);
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
-                upstream: config.name.clone(),
-                path: path.display().to_string(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| UpstreamError::CaCert {
-                upstream: config.name.clone(),
-                path: path.display().to_string(),
-                source,
-            })?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder.build().map_err(|source| UpstreamError::Client {
+        let url = &config.url;
+        let no_host = || UpstreamError::NoHost {
             upstream: config.name.clone(),
-            source,
-        })?;
+        };
+        let host = url.host_str().filter(|host| !host.is_empty()).ok_or_else(no_host)?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let authority = Authority::try_from(authority).map_err(|_| no_host())?;
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(config)?)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
         Ok(Upstream {
             name: config.name.clone(),
-            base: config.url.clone(),
-            base_path: config.url.path().trim_end_matches('/').to_string(),
+            scheme,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_string(),
             client,
             timeout: config.timeout,
             host: config.host.clone(),
+            credentials: basic_credentials(url),
         })
     }
 
@@ -118,65 +152,281 @@ impl Upstream {
 
     /// Sends a request and waits for the response headers (at most the
     /// upstream's `timeout`). `headers` must already be free of hop-by-hop
-    /// fields and of the client's Host.
+    /// fields and of the client's Host. The answer's body fails with a
+    /// timeout when the upstream sends nothing for that long.
     pub async fn send(
         &self,
         method: Method,
         path_and_query: &str,
         mut headers: HeaderMap,
-        body: reqwest::Body,
-    ) -> Result<reqwest::Response, Failure> {
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (path_and_query, None),
-        };
-        let mut url = self.base.clone();
-        if self.base_path.is_empty() {
-            url.set_path(path);
+        body: OutgoingBody,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let target = if self.base_path.is_empty() {
+            PathAndQuery::try_from(path_and_query)
         } else {
-            url.set_path(&format!("{}{path}", self.base_path));
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
         }
-        url.set_query(query);
+        .map_err(|err| Failure {
+            kind: FailureKind::Protocol,
+            message: format!("not a valid request target: {err}"),
+        })?;
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|err| Failure {
+                kind: FailureKind::Protocol,
+                message: format!("not a valid request target: {err}"),
+            })?;
         if let Some(host) = &self.host {
             headers.insert(HOST, host.clone());
         }
-        let mut request = reqwest::Request::new(method, url);
+        if let Some(credentials) = &self.credentials {
+            headers
+                .entry(http::header::AUTHORIZATION)
+                .or_insert_with(|| credentials.clone());
+        }
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        *request.body_mut() = Some(body);
-        let no_answer = || Failure {
-            kind: FailureKind::Timeout,
-            message: format!("no answer within {}", humantime::format_duration(self.timeout)),
-        };
-        match tokio::time::timeout(self.timeout, self.client.execute(request)).await {
-            Err(_) => Err(no_answer()),
-            // reqwest's read timeout (the same duration) may fire first.
-            Ok(Err(err)) if err.is_timeout() => Err(no_answer()),
-            Ok(Err(err)) => Err(classify(err)),
-            Ok(Ok(response)) => Ok(response),
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Err(no_answer_within(self.timeout)),
+            Ok(Err(err)) => Err(classify(&err, Phase::Request)),
+            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody {
+                inner: body,
+                idle: self.timeout,
+                timer: None,
+                armed: false,
+            })),
         }
     }
 }
 
-/// Maps a reqwest error to a failure kind and a message naming its causes.
-/// The request URL is left out: its query may carry secrets, and the
-/// message reaches logs and the client's 502 body.
-pub fn classify(err: reqwest::Error) -> Failure {
-    let err = err.without_url();
-    let kind = if err.is_timeout() {
+fn no_answer_within(timeout: Duration) -> Failure {
+    Failure {
+        kind: FailureKind::Timeout,
+        message: format!("no answer within {}", humantime::format_duration(timeout)),
+    }
+}
+
+/// Verified TLS: the system's roots plus the upstream's `ca_file`, if any.
+fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::debug!(upstream = %config.name, %error, "a system root certificate could not be loaded");
+    }
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
+            upstream: config.name.clone(),
+            path: path.display().to_string(),
+            source,
+        })?;
+        let unusable = |detail: Option<String>| UpstreamError::CaCert {
+            upstream: config.name.clone(),
+            path: path.display().to_string(),
+            detail,
+        };
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| unusable(Some(err.to_string())))?;
+        if certs.is_empty() {
+            return Err(unusable(None));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|err| unusable(Some(err.to_string())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| UpstreamError::Tls {
+            upstream: config.name.clone(),
+            source,
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The `Authorization` value a URL's user and password stand for.
+fn basic_credentials(url: &reqwest::Url) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        decode(url.password().unwrap_or_default())
+    );
+    let mut value = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))
+    .ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// What an upstream is sent: bytes at hand (no allocation, exact length),
+/// or a body still streaming in from the client.
+pub enum OutgoingBody {
+    Buffered(Option<Bytes>),
+    Streaming(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl OutgoingBody {
+    pub fn streaming<B>(body: B) -> OutgoingBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        OutgoingBody::Streaming(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl From<Bytes> for OutgoingBody {
+    fn from(bytes: Bytes) -> OutgoingBody {
+        OutgoingBody::Buffered(Some(bytes).filter(|bytes| !bytes.is_empty()))
+    }
+}
+
+impl Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            OutgoingBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            OutgoingBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutgoingBody::Buffered(bytes) => bytes.is_none(),
+            OutgoingBody::Streaming(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OutgoingBody::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
+            OutgoingBody::Streaming(body) => body.size_hint(),
+        }
+    }
+}
+
+/// An upstream's answer body: fails with a timeout when the upstream sends
+/// nothing for its `timeout`, and with a classified failure (no URL in it)
+/// when the connection breaks.
+pub struct UpstreamBody {
+    inner: Incoming,
+    idle: Duration,
+    /// Made the first time the body waits, then reset: most answers arrive
+    /// without waiting and never need one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the timer counts from the current wait (it is re-armed after data).
+    armed: bool,
+}
+
+impl UpstreamBody {
+    /// The next chunk of data, `None` at the end (trailers are skipped).
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Failure;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Failure>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|frame| frame.map_err(|err| classify(&err, Phase::Body))));
+        }
+        let deadline = tokio::time::Instant::now() + this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.armed {
+            timer.as_mut().reset(deadline);
+            this.armed = true;
+        }
+        ready!(timer.as_mut().poll(cx));
+        let mut failure = no_answer_within(this.idle);
+        failure.message = format!(
+            "the body stalled: nothing for {}",
+            humantime::format_duration(this.idle)
+        );
+        Poll::Ready(Some(Err(failure)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Where an error happened: asking (connecting, sending, waiting for the
+/// head) or reading the answer's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Request,
+    Body,
+}
+
+/// Maps a client or body error to a failure kind and a message naming its
+/// causes. hyper's errors never carry the request URL.
+fn classify(err: &(dyn std::error::Error + 'static), phase: Phase) -> Failure {
+    let mut timed_out = false;
+    let mut connect = false;
+    let mut message = err.to_string();
+    let mut current = Some(err);
+    let mut first = true;
+    while let Some(cause) = current {
+        if let Some(client) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= client.is_connect();
+        }
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            timed_out |= hyper.is_timeout();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        if !first {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+        }
+        first = false;
+        current = cause.source();
+    }
+    let kind = if timed_out {
         FailureKind::Timeout
-    } else if err.is_connect() {
+    } else if connect {
         FailureKind::Connect
-    } else if err.is_body() || err.is_decode() {
+    } else if phase == Phase::Body {
         FailureKind::Body
     } else {
         FailureKind::Protocol
     };
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
     Failure { kind, message }
 }

@@ -57,6 +57,8 @@ enum Misbehaviour {
     ResetBeforeAnswer,
     /// Starts a chunked answer, then resets mid-body: killed mid-response.
     ResetMidBody,
+    /// Starts a chunked answer, then sends nothing more, holding the connection open.
+    StallMidBody,
 }
 
 async fn misbehaving_server(how: Misbehaviour) -> SocketAddr {
@@ -86,6 +88,14 @@ async fn misbehaving_server(how: Misbehaviour) -> SocketAddr {
                             .await;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         let _ = stream.set_zero_linger();
+                    }
+                    Misbehaviour::StallMidBody => {
+                        let _ = stream
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"tas\r\n",
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
                 }
             });
@@ -131,9 +141,13 @@ async fn a_primary_that_dies_mid_answer_is_cut_off_for_the_client_as_it_would_be
         Misbehaviour::TruncatedBody,
         Misbehaviour::ResetMidBody,
         Misbehaviour::ResetBeforeAnswer,
+        Misbehaviour::StallMidBody,
     ] {
         let primary = misbehaving_server(how).await;
-        let proxy = ProxySetup::new(format!("http://{primary}"), shadow.url()).start().await;
+        let mut setup = ProxySetup::new(format!("http://{primary}"), shadow.url());
+        // A stalled body is cut once the primary has sent nothing for its timeout.
+        setup.primary_timeout = "300ms";
+        let proxy = setup.start().await;
         let response = client()
             .get(format!("http://{}/api/tasks", proxy.proxy_addr))
             .send()
@@ -147,7 +161,9 @@ async fn a_primary_that_dies_mid_answer_is_cut_off_for_the_client_as_it_would_be
             // The head was already on its way: the client gets it, then a
             // body that ends early, never a body that looks complete.
             assert_eq!(response.status(), 200, "{how:?}");
-            assert!(response.bytes().await.is_err(), "{how:?}: the client sees the cut");
+            // Bounded so a body that is never cut fails the test instead of hanging it.
+            let rest = tokio::time::timeout(Duration::from_secs(30), response.bytes()).await;
+            assert!(rest.is_ok_and(|body| body.is_err()), "{how:?}: the client sees the cut");
         }
         let errors = wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "primary_error")], 1.0).await;
         assert_eq!(errors, 1.0, "{how:?}: recorded as primary_error");

@@ -642,3 +642,61 @@ async fn an_upstream_base_path_prefixes_every_request() {
     assert_eq!(primary.requests()[0].path_and_query, "/legacy/api/x?q=1");
     assert_eq!(shadow.requests()[0].path_and_query, "/v2/api/x?q=1");
 }
+
+/// Sends one raw HTTP/1.1 request (no client library adds a header of its
+/// own) and returns the whole answer as text.
+async fn raw_request(proxy: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn requests_reach_upstreams_as_sent_and_url_credentials_authorize_only_requests_without_their_own() {
+    let primary = fixed(200, &[], b"x").await;
+    let shadow = fixed(200, &[], b"x").await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    // Credentials come from the environment, percent-encoded as in any URL.
+    setup.env = vec![("CUTOVER_PRIMARY_URL", format!("http://svc:p%40ss@{}/", primary.addr))];
+    let proxy = setup.start().await;
+
+    let plain = raw_request(
+        proxy.proxy_addr,
+        "GET /api/x/../y?q=%2F HTTP/1.1\r\nhost: tasks.example\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    let own = raw_request(
+        proxy.proxy_addr,
+        "GET /api/z HTTP/1.1\r\nhost: tasks.example\r\nauthorization: Bearer client-token\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "match")], 2.0).await;
+
+    let (first, second) = (&primary.requests()[0], &primary.requests()[1]);
+    assert_eq!(
+        first.path_and_query, "/api/x/../y?q=%2F",
+        "the target is not normalized"
+    );
+    assert!(first.headers.get("accept").is_none(), "no Accept is added");
+    // base64 of "svc:p@ss"
+    assert_eq!(first.headers["authorization"], "Basic c3ZjOnBAc3M=");
+    assert_eq!(
+        first.headers["host"],
+        primary.addr.to_string(),
+        "credentials never reach Host"
+    );
+    assert_eq!(second.headers["authorization"], "Bearer client-token");
+    for seen in shadow.requests() {
+        assert!(seen.headers.get("accept").is_none());
+        assert_ne!(
+            seen.headers.get("authorization").map(|v| v.to_str().unwrap()),
+            Some("Basic c3ZjOnBAc3M="),
+            "one upstream's credentials never go to the other"
+        );
+    }
+}

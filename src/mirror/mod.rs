@@ -61,7 +61,7 @@ pub struct Evidence {
 const EXCERPT_LIMIT: usize = 4096;
 /// Longest unified diff kept in a sample.
 const DIFF_LIMIT: usize = 64 * 1024;
-use crate::upstream::Upstream;
+use crate::upstream::{OutgoingBody, Upstream};
 
 /// A shared byte budget for captured bodies.
 #[derive(Debug)]
@@ -755,23 +755,25 @@ impl Mirror {
         let scope = entity.map_or(Scope::Everything, Scope::Entity);
         let clear = self.lanes.pending(&scope) == 0 || self.lanes.wait_clear(&scope, self.config.write_wait).await;
         let mirrored_to = serving.other();
-        let (mirrored_request, unmapped) = self.translate(&writes, &request, shadow_headers, mirrored_to).await;
+        let ((mirrored_request, mirrored_headers), unmapped) =
+            self.translate(&writes, &request, shadow_headers, mirrored_to).await;
         // Asking twice learns the shadow's own noise: only while it is the mirrored side.
         let ask_twice = serving == Side::Primary
             && self.noise.config().active
             && rules.learn_noise
             && rand::random::<f64>() < self.noise.config().active_sample;
         let upstream = self.upstream(mirrored_to);
-        let (mirrored, mirrored_reservation) = self
-            .call(upstream, &mirrored_request.0, mirrored_request.1.clone())
-            .await;
+        // Copied only for the few requests asked twice.
+        let repeat_headers = ask_twice.then(|| mirrored_headers.clone());
+        let (mirrored, mirrored_reservation) = self.call(upstream, &mirrored_request, mirrored_headers).await;
         reservation.absorb(mirrored_reservation);
-        let shadow_repeat = if ask_twice && matches!(mirrored, SideResult::Complete(_)) {
-            let (repeat, repeat_reservation) = self.call(upstream, &mirrored_request.0, mirrored_request.1).await;
-            reservation.absorb(repeat_reservation);
-            Some(repeat)
-        } else {
-            None
+        let shadow_repeat = match repeat_headers {
+            Some(headers) if matches!(mirrored, SideResult::Complete(_)) => {
+                let (repeat, repeat_reservation) = self.call(upstream, &mirrored_request, headers).await;
+                reservation.absorb(repeat_reservation);
+                Some(repeat)
+            }
+            _ => None,
         };
         let (served, held, _) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
         if let Some(held) = held {
@@ -910,29 +912,25 @@ impl Mirror {
         let mut capture = CaptureBuf::new(self.config.max_body, &self.budget);
         let deadline = upstream.timeout();
         let attempt = async {
-            let mut response = upstream
+            let response = upstream
                 .send(
                     request.method.clone(),
                     &request.path_and_query,
                     headers,
-                    reqwest::Body::from(request.body.clone()),
+                    OutgoingBody::from(request.body.clone()),
                 )
                 .await
                 .map_err(|failure| (failure.kind, failure.message))?;
-            let status = response.status();
-            let headers = std::mem::take(response.headers_mut());
+            let (head, mut body) = response.into_parts();
             loop {
-                match response.chunk().await {
+                match body.chunk().await {
                     Ok(Some(chunk)) => {
                         if !capture.push(&chunk) {
-                            return Ok(Err(status));
+                            return Ok(Err(head.status));
                         }
                     }
-                    Ok(None) => return Ok(Ok((status, headers))),
-                    Err(err) => {
-                        let failure = crate::upstream::classify(err);
-                        return Err((failure.kind, failure.message));
-                    }
+                    Ok(None) => return Ok(Ok((head.status, head.headers))),
+                    Err(failure) => return Err((failure.kind, failure.message)),
                 }
             }
         };
