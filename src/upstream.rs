@@ -161,24 +161,22 @@ impl Upstream {
         mut headers: HeaderMap,
         body: OutgoingBody,
     ) -> Result<Response<UpstreamBody>, Failure> {
+        let invalid_target = |err: &dyn std::fmt::Display| Failure {
+            kind: FailureKind::Protocol,
+            message: format!("not a valid request target: {err}"),
+        };
         let target = if self.base_path.is_empty() {
             PathAndQuery::try_from(path_and_query)
         } else {
             PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
         }
-        .map_err(|err| Failure {
-            kind: FailureKind::Protocol,
-            message: format!("not a valid request target: {err}"),
-        })?;
+        .map_err(|err| invalid_target(&err))?;
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(target)
             .build()
-            .map_err(|err| Failure {
-                kind: FailureKind::Protocol,
-                message: format!("not a valid request target: {err}"),
-            })?;
+            .map_err(|err| invalid_target(&err))?;
         if let Some(host) = &self.host {
             headers.insert(HOST, host.clone());
         }
@@ -429,4 +427,40 @@ fn classify(err: &(dyn std::error::Error + 'static), phase: Phase) -> Failure {
         FailureKind::Protocol
     };
     Failure { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_at_hand_have_an_exact_length_and_empty_bytes_are_no_body() {
+        let empty = OutgoingBody::from(Bytes::new());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        let some = OutgoingBody::from(Bytes::from_static(b"{\"a\":1}"));
+        assert!(!some.is_end_stream());
+        assert_eq!(some.size_hint().exact(), Some(7));
+    }
+
+    #[test]
+    fn failures_are_classified_by_cause_and_phase() {
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out");
+        assert_eq!(classify(&timed_out, Phase::Request).kind, FailureKind::Timeout);
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(classify(&reset, Phase::Request).kind, FailureKind::Protocol);
+        let failure = classify(&reset, Phase::Body);
+        assert_eq!(failure.kind, FailureKind::Body);
+        assert_eq!(failure.message, "reset by peer");
+    }
+
+    #[test]
+    fn url_credentials_become_basic_authorization_decoded_first() {
+        let url = reqwest::Url::parse("http://svc:p%40ss@backend.internal/").unwrap();
+        let value = basic_credentials(&url).unwrap();
+        assert_eq!(value, "Basic c3ZjOnBAc3M=");
+        assert!(value.is_sensitive(), "kept out of debug output");
+        let plain = reqwest::Url::parse("http://backend.internal/").unwrap();
+        assert!(basic_credentials(&plain).is_none());
+    }
 }
