@@ -80,22 +80,17 @@ async fn misbehaving_server(how: Misbehaviour) -> SocketAddr {
                     Misbehaviour::ResetBeforeAnswer => {
                         let _ = stream.set_zero_linger();
                     }
-                    Misbehaviour::ResetMidBody => {
+                    Misbehaviour::ResetMidBody | Misbehaviour::StallMidBody => {
                         let _ = stream
                             .write_all(
                                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"tas\r\n",
                             )
                             .await;
+                        if let Misbehaviour::StallMidBody = how {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         let _ = stream.set_zero_linger();
-                    }
-                    Misbehaviour::StallMidBody => {
-                        let _ = stream
-                            .write_all(
-                                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"tas\r\n",
-                            )
-                            .await;
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
                 }
             });

@@ -10,22 +10,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Sends raw bytes and returns what came back until the connection closed
-/// or went quiet.
-async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 fn status_line(answer: &str) -> &str {
     answer.lines().next().unwrap_or_default()
 }

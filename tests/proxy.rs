@@ -643,17 +643,6 @@ async fn an_upstream_base_path_prefixes_every_request() {
     assert_eq!(shadow.requests()[0].path_and_query, "/v2/api/x?q=1");
 }
 
-/// Sends one raw HTTP/1.1 request (no client library adds a header of its
-/// own) and returns the whole answer as text.
-async fn raw_request(proxy: std::net::SocketAddr, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn requests_reach_upstreams_as_sent_and_url_credentials_authorize_only_requests_without_their_own() {
     let primary = fixed(200, &[], b"x").await;
@@ -663,15 +652,15 @@ async fn requests_reach_upstreams_as_sent_and_url_credentials_authorize_only_req
     setup.env = vec![("CUTOVER_PRIMARY_URL", format!("http://svc:p%40ss@{}/", primary.addr))];
     let proxy = setup.start().await;
 
-    let plain = raw_request(
+    let plain = raw(
         proxy.proxy_addr,
-        "GET /api/x/../y?q=%2F HTTP/1.1\r\nhost: tasks.example\r\nconnection: close\r\n\r\n",
+        b"GET /api/x/../y?q=%2F HTTP/1.1\r\nhost: tasks.example\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
-    let own = raw_request(
+    let own = raw(
         proxy.proxy_addr,
-        "GET /api/z HTTP/1.1\r\nhost: tasks.example\r\nauthorization: Bearer client-token\r\nconnection: close\r\n\r\n",
+        b"GET /api/z HTTP/1.1\r\nhost: tasks.example\r\nauthorization: Bearer client-token\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(own.starts_with("HTTP/1.1 200"), "{own}");

@@ -437,3 +437,19 @@ pub async fn get_expecting(proxy: impl std::fmt::Display, path: &str, count: usi
         assert_eq!(&response.bytes().await.unwrap()[..], body, "{path}");
     }
 }
+
+/// Sends raw bytes (no client library adds a header of its own) and returns
+/// what came back until the connection closed or went quiet.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
