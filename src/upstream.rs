@@ -120,8 +120,15 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
+        let (tls, trusted_roots) = tls_config(config)?;
+        if scheme == Scheme::HTTPS && trusted_roots == 0 {
+            tracing::warn!(
+                upstream = %config.name,
+                "no trusted root certificate (none on the system, no ca_file): every TLS connection will be refused"
+            );
+        }
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(config)?)
+            .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
@@ -209,8 +216,9 @@ fn no_answer_within(timeout: Duration) -> Failure {
     }
 }
 
-/// Verified TLS: the system's roots plus the upstream's `ca_file`, if any.
-fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamError> {
+/// Verified TLS: the system's roots plus the upstream's `ca_file`, if any;
+/// and how many roots that is.
+fn tls_config(config: &UpstreamConfig) -> Result<(rustls::ClientConfig, usize), UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {
@@ -238,15 +246,17 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamE
             roots.add(cert).map_err(|err| unusable(Some(err.to_string())))?;
         }
     }
+    let trusted_roots = roots.len();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|source| UpstreamError::Tls {
             upstream: config.name.clone(),
             source,
         })?
         .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    Ok((tls, trusted_roots))
 }
 
 /// The `Authorization` value a URL's user and password stand for.

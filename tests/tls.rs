@@ -132,3 +132,20 @@ async fn an_untrusted_certificate_is_refused_never_ignored() {
         "no request went over the untrusted connection"
     );
 }
+
+#[tokio::test]
+async fn a_ca_file_without_a_certificate_stops_startup_naming_the_upstream_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let Err(err) = cutover::app::start(config("https://localhost:1", Some(&ca))).await else {
+        panic!("a proxy started with an unusable ca_file");
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "upstream \"legacy\": ca_file {} holds no usable PEM certificate",
+            ca.display()
+        )
+    );
+}
