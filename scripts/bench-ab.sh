@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Two cutover builds side by side, measured interleaved on the same
+# backends, so a change is judged against its base in one run (on a shared
+# machine, throughput moves ±20% between runs; CPU per request is steadier).
+#
+# Per round and build: CPU time per request at a fixed rate (process
+# user + system time from /proc, over oha at RATE req/s for 8 s after a
+# 2 s warm-up) with the p99 there, then requests/s at saturation (wrk).
+# 1 KB JSON body, mirroring and comparison on for every request, SQLite store.
+#
+# Usage: scripts/bench-ab.sh BIN_A BIN_B [ROUNDS] [RATE]
+#   e.g. git worktree add /tmp/base HEAD~1 && (cd /tmp/base && cargo build --release --bin cutover)
+#        scripts/bench-ab.sh /tmp/base/target/release/cutover target/release/cutover 3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$1; B=$2; ROUNDS=${3:-3}; RATE=${4:-4000}
+for tool in wrk oha; do
+    command -v "$tool" >/dev/null || { echo "bench-ab: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
+done
+cargo build --release --quiet --example backend
+work=$(mktemp -d); pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+target/release/examples/backend --listen 127.0.0.1:18181 --name bench 2>/dev/null & pids+=($!)
+target/release/examples/backend --listen 127.0.0.1:18182 --name bench 2>/dev/null & pids+=($!)
+start() { # BIN PORT ADMIN_PORT -> starts cutover, records its pid in $work/PORT.pid
+    cat >"$work/$2.toml" <<TOML
+[listen]
+proxy = "127.0.0.1:$2"
+admin = "127.0.0.1:$3"
+
+[primary]
+name = "primary"
+url = "http://127.0.0.1:18181"
+
+[shadow]
+name = "shadow"
+url = "http://127.0.0.1:18182"
+
+[store]
+url = "sqlite://$work/$2.db"
+
+[mirror]
+queue = 10000
+unmatched = "reads"
+
+[[route]]
+name = "json"
+match = "GET /json/*"
+mirror = "compare"
+TOML
+    RUST_LOG=warn "$1" serve -c "$work/$2.toml" 2>"$work/$2.log" & pids+=($!)
+    echo $! >"$work/$2.pid"
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$3/healthz" >/dev/null && return; sleep 0.1; done
+    echo "bench-ab: $1 did not start; its log:" >&2; cat "$work/$2.log" >&2; exit 1
+}
+start "$A" 18180 18990
+start "$B" 18185 18995
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu() { # PID PORT -> "µs/request p99"
+    oha -z 2s -q "$RATE" -c 32 --no-tui "http://127.0.0.1:$2/json/1k" >/dev/null
+    local before after result
+    before=$(ticks "$1")
+    result=$(oha -z 8s -q "$RATE" -c 32 --latency-correction --no-tui --output-format json "http://127.0.0.1:$2/json/1k" |
+        python3 -c 'import json, sys; d = json.load(sys.stdin); print(sum(d["statusCodeDistribution"].values()), d["latencyPercentiles"]["p99"] * 1000)')
+    after=$(ticks "$1")
+    python3 -c "import sys; n, p99 = sys.argv[1], sys.argv[2]; print(f'{($after - $before) / $(getconf CLK_TCK) * 1e6 / int(n):6.1f} us/req, p99 {float(p99):.3f} ms')" $result
+}
+rps() { wrk -t1 -c32 -d6s "http://127.0.0.1:$1/json/1k" | awk '/Requests\/sec/ {print $2}'; }
+echo "A = $A"; echo "B = $B"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round: A $(cpu "$(cat "$work/18180.pid")" 18180), $(rps 18180) req/s | B $(cpu "$(cat "$work/18185.pid")" 18185), $(rps 18185) req/s"
+    sleep 2
+done
