@@ -13,6 +13,7 @@
 #        scripts/bench-ab.sh /tmp/base/target/release/cutover target/release/cutover 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-config.sh
 A=$1; B=$2; ROUNDS=${3:-3}; RATE=${4:-4000}
 for tool in wrk oha; do
     command -v "$tool" >/dev/null || { echo "bench-ab: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
@@ -24,31 +25,7 @@ trap cleanup EXIT
 target/release/examples/backend --listen 127.0.0.1:18181 --name bench 2>/dev/null & pids+=($!)
 target/release/examples/backend --listen 127.0.0.1:18182 --name bench 2>/dev/null & pids+=($!)
 start() { # BIN PORT ADMIN_PORT -> starts cutover, records its pid in $work/PORT.pid
-    cat >"$work/$2.toml" <<TOML
-[listen]
-proxy = "127.0.0.1:$2"
-admin = "127.0.0.1:$3"
-
-[primary]
-name = "primary"
-url = "http://127.0.0.1:18181"
-
-[shadow]
-name = "shadow"
-url = "http://127.0.0.1:18182"
-
-[store]
-url = "sqlite://$work/$2.db"
-
-[mirror]
-queue = 10000
-unmatched = "reads"
-
-[[route]]
-name = "json"
-match = "GET /json/*"
-mirror = "compare"
-TOML
+    bench_config "$2" "$3" 18181 18182 "$work/$2.db" >"$work/$2.toml"
     RUST_LOG=warn "$1" serve -c "$work/$2.toml" 2>"$work/$2.log" & pids+=($!)
     echo $! >"$work/$2.pid"
     for _ in $(seq 50); do curl -sf "http://127.0.0.1:$3/healthz" >/dev/null && return; sleep 0.1; done

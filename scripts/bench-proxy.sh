@@ -26,6 +26,7 @@
 # Usage: scripts/bench-proxy.sh [SECONDS_PER_RUN] [FIXED_RATE] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-config.sh
 
 SECONDS_PER_RUN=${1:-8}
 RATE=${2:-2000}
@@ -83,31 +84,7 @@ http {
 EOF
     nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null & pids+=($!)
 fi
-cat > "$work/bench.toml" <<EOF
-[listen]
-proxy = "127.0.0.1:$PROXY_PORT"
-admin = "127.0.0.1:$ADMIN_PORT"
-
-[primary]
-name = "primary"
-url = "http://127.0.0.1:$PRIMARY_PORT"
-
-[shadow]
-name = "shadow"
-url = "http://127.0.0.1:$SHADOW_PORT"
-
-[store]
-url = "sqlite://$work/cutover.db"
-
-[mirror]
-queue = 10000
-unmatched = "reads"
-
-[[route]]
-name = "json"
-match = "GET /json/*"
-mirror = "compare"
-EOF
+bench_config $PROXY_PORT $ADMIN_PORT $PRIMARY_PORT $SHADOW_PORT "$work/cutover.db" >"$work/bench.toml"
 RUST_LOG=warn target/release/cutover serve -c "$work/bench.toml" 2>"$work/cutover.log" & pids+=($!); pid_of[cutover]=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null && break; sleep 0.1; done
 
