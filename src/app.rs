@@ -108,6 +108,8 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 /// Starts an instance: both listeners are bound when this returns.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
+    // One pooled client per backend: the proxy, the mirror and replay share
+    // it (clones share the pool), and the system's roots are read once each.
     let primary = Upstream::new(&config.primary)?;
     let shadow = Upstream::new(&config.shadow)?;
     let ids = Arc::new(IdMap::new(config.idmap.canonical));
@@ -130,7 +132,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.mirror.clone(),
         config.noise.clone(),
         primary.clone(),
-        shadow,
+        shadow.clone(),
         config.shadow.rate_limit,
         metrics.clone(),
         Evidence {
@@ -173,8 +175,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let modes = ModeTable::new();
     let mut proxy_state = ProxyState::new(
         config.routes.clone(),
-        primary,
-        Upstream::new(&config.shadow)?,
+        primary.clone(),
+        shadow.clone(),
         Arc::clone(&mirror),
         Arc::clone(&modes),
         metrics.clone(),
@@ -236,8 +238,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         primary_address,
     );
     admin_state.drift = Some(DriftControl {
-        shadow: Upstream::new(&config.shadow)?,
-        primary: Upstream::new(&config.primary)?,
+        shadow,
+        primary,
         ids: Arc::clone(&ids),
         routes: config.routes.clone(),
         replay_headers: config.shadow.replay_headers.clone(),

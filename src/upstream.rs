@@ -292,11 +292,16 @@ pub enum OutgoingBody {
 }
 
 impl OutgoingBody {
+    /// A body still to be read; one already at its end (most GETs) is no
+    /// body, and costs no allocation.
     pub fn streaming<B>(body: B) -> OutgoingBody
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if body.is_end_stream() {
+            return OutgoingBody::Buffered(None);
+        }
         OutgoingBody::Streaming(body.map_err(Into::into).boxed_unsync())
     }
 }
@@ -368,21 +373,18 @@ impl Body for UpstreamBody {
             this.armed = false;
             return Poll::Ready(frame.map(|frame| frame.map_err(|err| classify(&err, Phase::Body))));
         }
-        let deadline = tokio::time::Instant::now() + this.idle;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.armed {
-            timer.as_mut().reset(deadline);
-            this.armed = true;
+        // The wait counts from the first Pending after data, not from each poll.
+        let fresh_wait = !std::mem::replace(&mut this.armed, true);
+        let idle = this.idle;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if fresh_wait {
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
         }
         ready!(timer.as_mut().poll(cx));
-        let mut failure = no_answer_within(this.idle);
-        failure.message = format!(
-            "the body stalled: nothing for {}",
-            humantime::format_duration(this.idle)
-        );
-        Poll::Ready(Some(Err(failure)))
+        Poll::Ready(Some(Err(Failure {
+            kind: FailureKind::Timeout,
+            message: format!("the body stalled: nothing for {}", humantime::format_duration(idle)),
+        })))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -451,6 +453,14 @@ mod tests {
         let some = OutgoingBody::from(Bytes::from_static(b"{\"a\":1}"));
         assert!(!some.is_end_stream());
         assert_eq!(some.size_hint().exact(), Some(7));
+        let ended = OutgoingBody::streaming(http_body_util::Empty::<Bytes>::new());
+        assert!(
+            matches!(ended, OutgoingBody::Buffered(None)),
+            "an ended body needs no box"
+        );
+        let full = OutgoingBody::streaming(http_body_util::Full::new(Bytes::from_static(b"x")));
+        assert!(matches!(full, OutgoingBody::Streaming(_)));
+        assert_eq!(full.size_hint().exact(), Some(1));
     }
 
     #[test]
