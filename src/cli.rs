@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use std::sync::Arc;
@@ -340,6 +340,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    raise_open_file_limit(config.mirror.max_in_flight);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Listen for SIGHUP before saying we serve: its default action would end the process.
@@ -362,6 +363,30 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime
+/// does): every client, primary and shadow connection is a file, and the
+/// usual soft limit of 1,024 is spent by a few hundred clients and a slow
+/// shadow. Warns when even the hard limit leaves little beside the
+/// mirror's own connections.
+fn raise_open_file_limit(max_in_flight: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let mirror = u64::try_from(2 * max_in_flight).unwrap_or(u64::MAX);
+            if limit < mirror.saturating_add(1024) {
+                warn!(
+                    limit,
+                    mirror_connections = mirror,
+                    "the open files limit leaves little room for clients beside the mirror's connections \
+                     (mirror.max_in_flight to each upstream); raise it (LimitNOFILE, ulimit -n)"
+                );
+            } else {
+                info!(limit, "open files limit");
+            }
+        }
+        Err(err) => warn!(error = %err, "cannot read or raise the open files limit"),
+    }
 }
 
 /// Listens for SIGTERM and SIGINT from now on (not from the first poll:

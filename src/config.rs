@@ -187,6 +187,9 @@ pub struct MirrorConfig {
     /// How long a mirrored read waits for pending shadow writes to its
     /// entity (or a translation for the pair a pending create will teach).
     pub write_wait: Duration,
+    /// Most requests the mirror has outstanding to one upstream at once: it
+    /// bounds the connections (and file descriptors) a slow shadow can take.
+    pub max_in_flight: usize,
 }
 
 /// The scheduling class of comparison threads.
@@ -367,6 +370,8 @@ struct RawMirror {
     compare_priority: String,
     #[serde(default = "default_write_wait")]
     write_wait: String,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: usize,
 }
 
 impl Default for RawMirror {
@@ -380,6 +385,7 @@ impl Default for RawMirror {
             workers: default_workers(),
             write_wait: default_write_wait(),
             compare_priority: default_compare_priority(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -404,6 +410,9 @@ fn default_write_wait() -> String {
 }
 fn default_workers() -> usize {
     1
+}
+fn default_max_in_flight() -> usize {
+    256
 }
 fn default_compare_priority() -> String {
     "idle".into()
@@ -900,6 +909,12 @@ impl Ctx<'_> {
         if raw.workers == 0 || raw.workers > 64 {
             return Err(self.invalid("mirror.workers", "expected 1 to 64 comparison threads"));
         }
+        if raw.max_in_flight == 0 || raw.max_in_flight > 65_536 {
+            return Err(self.invalid(
+                "mirror.max_in_flight",
+                "expected 1 to 65536 requests in flight to one upstream",
+            ));
+        }
         let max_body = self.size("mirror.max_body", &raw.max_body)?;
         let max_buffered = self.size("mirror.max_buffered", &raw.max_buffered)?;
         let max_decoded = self.size("mirror.max_decoded", &raw.max_decoded)?;
@@ -950,6 +965,7 @@ impl Ctx<'_> {
             unmatched,
             workers: raw.workers,
             write_wait: self.duration("mirror.write_wait", &raw.write_wait)?,
+            max_in_flight: raw.max_in_flight,
         })
     }
 

@@ -38,10 +38,13 @@ pub enum SkipReason {
     /// A write held back from the shadow because an earlier write to the
     /// same entity drifted; it waits in the ledger for replay, in order.
     HeldByDrift,
+    /// The mirror already had `[mirror] max_in_flight` requests outstanding
+    /// to the side this read would have gone to (a slow or stalled shadow).
+    InFlightFull,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 9] = [
+    pub const ALL: [SkipReason; 10] = [
         SkipReason::BodyTooLarge,
         SkipReason::SampledOut,
         SkipReason::QueueFull,
@@ -51,6 +54,7 @@ impl SkipReason {
         SkipReason::Incomparable,
         SkipReason::UnmappedId,
         SkipReason::HeldByDrift,
+        SkipReason::InFlightFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -64,6 +68,7 @@ impl SkipReason {
             SkipReason::Incomparable => "incomparable",
             SkipReason::UnmappedId => "unmapped_id",
             SkipReason::HeldByDrift => "held_by_drift",
+            SkipReason::InFlightFull => "in_flight_full",
         }
     }
 }
@@ -237,6 +242,8 @@ pub enum SideResult {
     },
     /// The client left before this side's answer was complete.
     Abandoned,
+    /// This side was never asked (see the reason).
+    NotAsked(SkipReason),
 }
 
 impl SideResult {
@@ -246,7 +253,7 @@ impl SideResult {
             SideResult::Complete(resp) => resp.status.is_server_error(),
             SideResult::Uncaptured { status, .. } => status.is_server_error(),
             SideResult::Failed { .. } => true,
-            SideResult::Abandoned => false,
+            SideResult::Abandoned | SideResult::NotAsked(_) => false,
         }
     }
 
@@ -254,7 +261,7 @@ impl SideResult {
         match self {
             SideResult::Complete(resp) => Some(resp.elapsed),
             SideResult::Uncaptured { elapsed, .. } | SideResult::Failed { elapsed, .. } => Some(*elapsed),
-            SideResult::Abandoned => None,
+            SideResult::Abandoned | SideResult::NotAsked(_) => None,
         }
     }
 }
@@ -312,7 +319,8 @@ mod tests {
                 "client_disconnected",
                 "incomparable",
                 "unmapped_id",
-                "held_by_drift"
+                "held_by_drift",
+                "in_flight_full"
             ]
         );
         assert_eq!(Outcome::Skipped(SkipReason::QueueFull).label(), "skipped");

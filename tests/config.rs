@@ -34,6 +34,7 @@ fn the_base_config_is_valid_and_defaults_apply() {
     assert_eq!(config.primary.timeout, std::time::Duration::from_secs(30));
     assert_eq!(config.shadow.timeout, std::time::Duration::from_secs(10));
     assert_eq!(config.mirror.queue, 10_000);
+    assert_eq!(config.mirror.max_in_flight, 256);
     assert_eq!(config.mirror.max_body, 1 << 20);
     assert_eq!(config.mirror.unmatched, cutover::config::Unmatched::Reads);
     assert_eq!(config.shadow.url.path(), "/v2");
@@ -125,13 +126,18 @@ fn broken_configs_point_at_the_key() {
         ),
         (
             "[[route]]",
+            "[mirror]\nmax_in_flight = 0\n\n[[route]]",
+            "config/tomos.toml: mirror.max_in_flight: expected 1 to 65536 requests in flight to one upstream",
+        ),
+        (
+            "[[route]]",
             "[mirror]\nmax_body = \"2MiB\"\nmax_buffered = \"1MiB\"\n\n[[route]]",
             "config/tomos.toml: mirror.max_buffered: must be at least mirror.max_body (2MiB), or no body could ever be compared",
         ),
         (
             "[[route]]",
             "[mirror]\nquue = 5\n\n[[route]]",
-            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers`, `compare_priority`, `write_wait` (line 15, column 1)",
+            "config/tomos.toml: mirror.quue: unknown field `quue`, expected one of `queue`, `max_body`, `max_buffered`, `max_decoded`, `unmatched`, `workers`, `compare_priority`, `write_wait`, `max_in_flight` (line 15, column 1)",
         ),
         (
             "[[route]]",

@@ -578,6 +578,62 @@ async fn writes_wait_for_the_shadow_rate_limit_and_reads_beyond_it_are_skipped()
 }
 
 #[tokio::test]
+async fn writes_wait_for_a_slot_under_max_in_flight_and_none_is_dropped() {
+    let shadow_api = TaskApi::new(Scheme::Candidate).with_write_delay(Duration::from_millis(200));
+    let rig = Rig::new(TaskApi::new(Scheme::Legacy), shadow_api).await;
+    let mut map = String::new();
+    for n in 1..=4 {
+        rig.primary_api.seed(&format!("p-{n}"), "slow shadow");
+        rig.shadow_api.seed(&format!("t-{n}"), "slow shadow");
+        map.push_str(&format!("tasks,p-{n},t-{n}\n"));
+    }
+    let file = rig.dir.path().join("map.csv");
+    std::fs::write(&file, map).unwrap();
+    let mut setup = rig.setup();
+    setup.mirror = "write_wait = \"2s\"\nmax_in_flight = 1";
+    let toml = setup.toml().replace(
+        "[store]",
+        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
+    );
+    let config = cutover::config::Config::parse(&toml, "test.toml", &|_| None).unwrap();
+    let proxy = cutover::app::start(config).await.unwrap();
+    // Four entities, four lanes: only the in-flight bound keeps them apart.
+    let writes: Vec<_> = (1..=4)
+        .map(|n| {
+            let addr = proxy.proxy_addr;
+            tokio::spawn(async move {
+                send(
+                    addr,
+                    "PATCH",
+                    &format!("/api/task/p-{n}"),
+                    Some(json!({"title": "done"})),
+                )
+                .await
+            })
+        })
+        .collect();
+    for write in writes {
+        assert_eq!(write.await.unwrap().0, 200);
+    }
+    let admin = proxy.admin_addr;
+    eventually("every write reached the shadow", || async {
+        outcomes(admin, "update-task", "match").await >= 4.0
+    })
+    .await;
+    let text = metrics_text(admin).await;
+    assert_eq!(
+        metric(&text, "cutover_mirror_dropped_total", &[("reason", "in_flight_full")]),
+        0.0,
+        "a write waits for a slot, it is never skipped: {text}"
+    );
+    assert_eq!(metric(&text, WRITE_DRIFT_TOTAL, &[]), 0.0, "{text}");
+    proxy.shutdown().await;
+    for n in 1..=4 {
+        assert_eq!(rig.shadow_api.tasks()[&format!("t-{n}")].title, "done");
+    }
+}
+
+#[tokio::test]
 async fn a_replay_through_the_admin_api_releases_the_held_entity() {
     let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
     rig.primary_api.seed("p-1", "one");

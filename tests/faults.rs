@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -127,6 +128,87 @@ async fn a_shadow_that_dies_mid_answer_or_resets_changes_nothing_the_client_sees
         );
         proxy.shutdown().await;
     }
+}
+
+/// A shadow that holds every request until opened, counting how many it
+/// holds at once.
+struct StalledShadow {
+    held: AtomicUsize,
+    most_held: AtomicUsize,
+    open: tokio::sync::Semaphore,
+}
+
+#[tokio::test]
+async fn a_stalled_shadow_holds_at_most_max_in_flight_reads_and_the_rest_are_skipped_at_once() {
+    let primary = fixed(200, &[("content-type", "application/json")], PRIMARY_BODY).await;
+    let stall = Arc::new(StalledShadow {
+        held: AtomicUsize::new(0),
+        most_held: AtomicUsize::new(0),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let held_by_shadow = Arc::clone(&stall);
+    let shadow = backend(move |_| {
+        let stall = Arc::clone(&held_by_shadow);
+        async move {
+            let now = stall.held.fetch_add(1, Ordering::SeqCst) + 1;
+            stall.most_held.fetch_max(now, Ordering::SeqCst);
+            drop(stall.open.acquire().await.unwrap());
+            stall.held.fetch_sub(1, Ordering::SeqCst);
+            let json = [("content-type".to_string(), "application/json".to_string())];
+            respond(200, &json, bytes::Bytes::from_static(PRIMARY_BODY))
+        }
+    })
+    .await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.shadow_timeout = "60s";
+    setup.mirror = "max_in_flight = 2";
+    let proxy = setup.start().await;
+    let get = || async {
+        let response = client()
+            .get(format!("http://{}/api/tasks", proxy.proxy_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(&response.bytes().await.unwrap()[..], PRIMARY_BODY);
+    };
+    for _ in 0..6 {
+        get().await;
+    }
+    let admin = proxy.admin_addr;
+    // Two reads hold both slots; the other four do not queue behind them.
+    let skipped = wait_for_metric(
+        admin,
+        "cutover_mirror_dropped_total",
+        &[("reason", "in_flight_full")],
+        4.0,
+    )
+    .await;
+    assert_eq!(skipped, 4.0);
+    eventually("the two admitted reads reach the shadow", || async {
+        stall.held.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    stall.open.add_permits(1_000);
+    assert_eq!(
+        wait_for_metric(admin, REQUESTS_TOTAL, &[("outcome", "match")], 2.0).await,
+        2.0
+    );
+    // The slots are given back: the next read is mirrored again.
+    get().await;
+    assert_eq!(
+        wait_for_metric(admin, REQUESTS_TOTAL, &[("outcome", "match")], 3.0).await,
+        3.0
+    );
+    let text = metrics_text(admin).await;
+    assert_eq!(metric(&text, REQUESTS_TOTAL, &[("outcome", "skipped")]), 4.0, "{text}");
+    assert_eq!(
+        stall.most_held.load(Ordering::SeqCst),
+        2,
+        "never more than max_in_flight at the shadow"
+    );
+    assert_eq!(shadow.requests().len(), 3);
+    proxy.shutdown().await;
 }
 
 #[tokio::test]

@@ -583,9 +583,9 @@ pub fn judge(exchange: &Exchange, ctx: &Context<'_>, noise: &dyn NoiseFilter) ->
     }
     let (primary, shadow) = match (primary, shadow) {
         (SideResult::Complete(p), SideResult::Complete(s)) => (p, s),
-        (SideResult::Uncaptured { reason, .. }, _) | (_, SideResult::Uncaptured { reason, .. }) => {
-            return Judgement::of(Outcome::Skipped(*reason))
-        }
+        (SideResult::Uncaptured { reason, .. }, _)
+        | (_, SideResult::Uncaptured { reason, .. })
+        | (_, SideResult::NotAsked(reason)) => return Judgement::of(Outcome::Skipped(*reason)),
         // Failed sides are errors and an abandoned primary is handled above;
         // an abandoned shadow only happens when its task was cut off.
         _ => return Judgement::of(Outcome::Skipped(SkipReason::ClientDisconnected)),

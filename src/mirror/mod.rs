@@ -340,6 +340,10 @@ pub struct Mirror {
     /// The primary: for rechecks, and mirrored to while the candidate serves.
     primary: Upstream,
     shadow: Upstream,
+    /// Requests outstanding to each upstream, bounded by `max_in_flight`:
+    /// a slow shadow must not take every connection and file descriptor.
+    primary_in_flight: Semaphore,
+    shadow_in_flight: Semaphore,
     config: MirrorConfig,
     slots: Arc<Semaphore>,
     budget: Arc<MemoryBudget>,
@@ -589,6 +593,8 @@ impl Mirror {
         let mirror = Mirror {
             primary,
             shadow,
+            primary_in_flight: Semaphore::new(config.max_in_flight),
+            shadow_in_flight: Semaphore::new(config.max_in_flight),
             slots: Arc::new(Semaphore::new(config.queue)),
             budget: MemoryBudget::new(config.max_buffered),
             rate_limit: rate_limit.map(RateLimiter::new),
@@ -762,14 +768,15 @@ impl Mirror {
             && self.noise.config().active
             && rules.learn_noise
             && rand::random::<f64>() < self.noise.config().active_sample;
-        let upstream = self.upstream(mirrored_to);
         // Copied only for the few requests asked twice.
         let repeat_headers = ask_twice.then(|| mirrored_headers.clone());
-        let (mirrored, mirrored_reservation) = self.call(upstream, &mirrored_request, mirrored_headers).await;
+        let (mirrored, mirrored_reservation) = self
+            .call_if_free(mirrored_to, &mirrored_request, mirrored_headers)
+            .await;
         reservation.absorb(mirrored_reservation);
         let shadow_repeat = match repeat_headers {
             Some(headers) if matches!(mirrored, SideResult::Complete(_)) => {
-                let (repeat, repeat_reservation) = self.call(upstream, &mirrored_request, headers).await;
+                let (repeat, repeat_reservation) = self.call_if_free(mirrored_to, &mirrored_request, headers).await;
                 reservation.absorb(repeat_reservation);
                 Some(repeat)
             }
@@ -900,9 +907,37 @@ impl Mirror {
         }
     }
 
+    fn in_flight(&self, side: Side) -> &Semaphore {
+        match side {
+            Side::Primary => &self.primary_in_flight,
+            Side::Shadow => &self.shadow_in_flight,
+        }
+    }
+
+    /// Sends the captured request to a side once fewer than `max_in_flight`
+    /// requests are outstanding to it (writes, rechecks, sweeps: they wait).
+    async fn call(&self, to: Side, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, Reservation) {
+        // Never closed; a closed semaphore would only mean no bound.
+        let _slot = self.in_flight(to).acquire().await.ok();
+        self.exchange_with(self.upstream(to), request, headers).await
+    }
+
+    /// Sends the captured request to a side only if a slot under
+    /// `max_in_flight` is free now; a read does not wait for a slow shadow,
+    /// it is skipped (`in_flight_full`).
+    async fn call_if_free(&self, to: Side, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, Reservation) {
+        let Ok(_slot) = self.in_flight(to).try_acquire() else {
+            return (
+                SideResult::NotAsked(SkipReason::InFlightFull),
+                Reservation::empty(&self.budget),
+            );
+        };
+        self.exchange_with(self.upstream(to), request, headers).await
+    }
+
     /// Sends the captured request to an upstream; the whole exchange
     /// (headers and body) must finish within that upstream's timeout.
-    async fn call(
+    async fn exchange_with(
         &self,
         upstream: &Upstream,
         request: &CapturedRequest,
@@ -1047,8 +1082,8 @@ async fn recheck_loop(
             let mut shadow_headers = request.headers.clone();
             shadow_headers.insert(crate::proxy::SHADOW_MARKER, http::HeaderValue::from_static("1"));
             let ((primary, held_p), (shadow, held_s)) = tokio::join!(
-                mirror.call(&mirror.primary, request, request.headers.clone()),
-                mirror.call(&mirror.shadow, request, shadow_headers),
+                mirror.call(Side::Primary, request, request.headers.clone()),
+                mirror.call(Side::Shadow, request, shadow_headers),
             );
             let mut reservation = Reservation::empty(&mirror.budget);
             reservation.absorb(held_p);
@@ -1103,7 +1138,7 @@ fn status_of(side: &SideResult) -> Option<i64> {
     match side {
         SideResult::Complete(response) => Some(i64::from(response.status.as_u16())),
         SideResult::Uncaptured { status, .. } => Some(i64::from(status.as_u16())),
-        SideResult::Failed { .. } | SideResult::Abandoned => None,
+        SideResult::Failed { .. } | SideResult::Abandoned | SideResult::NotAsked(_) => None,
     }
 }
 

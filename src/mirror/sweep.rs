@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderValue};
 use super::{Mirror, Reservation, Ticket};
 use crate::config::Sweep;
 use crate::exchange::{CapturedRequest, Exchange};
+use crate::idmap::Side;
 
 /// Marks a request as a sweep's, on both sides.
 pub const SWEEP_MARKER: &str = "x-cutover-sweep";
@@ -86,8 +87,8 @@ impl Mirror {
             let (primary_request, shadow_request) = (request(primary_path), request(shadow_path));
             let started_at = SystemTime::now();
             let ((primary, held_p), (shadow, held_s)) = tokio::join!(
-                self.call(&self.primary, &primary_request, headers.clone()),
-                self.call(&self.shadow, &shadow_request, shadow_headers),
+                self.call(Side::Primary, &primary_request, headers.clone()),
+                self.call(Side::Shadow, &shadow_request, shadow_headers),
             );
             let mut reservation = Reservation::empty(&self.budget);
             reservation.absorb(held_p);

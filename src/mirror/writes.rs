@@ -144,9 +144,7 @@ impl Mirror {
         if let Ok(key) = HeaderValue::from_str(&idempotency_key) {
             headers.insert(IDEMPOTENCY_KEY, key);
         }
-        let (mirrored, attempts, mirrored_reservation) = self
-            .send_write(self.upstream(mirrored_to), &mirrored_request, headers)
-            .await;
+        let (mirrored, attempts, mirrored_reservation) = self.send_write(mirrored_to, &mirrored_request, headers).await;
         reservation.absorb(mirrored_reservation);
         let learned = self.learn(&writes, serving, &created, &mirrored, &request_id, &route);
         // Later writes may now run; the pairs this one taught are in the map for them.
@@ -244,14 +242,14 @@ impl Mirror {
     /// 502/503/504 with exponential backoff and jitter.
     async fn send_write(
         &self,
-        upstream: &crate::upstream::Upstream,
+        to: Side,
         request: &CapturedRequest,
         headers: HeaderMap,
     ) -> (SideResult, u32, super::Reservation) {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (result, reservation) = self.call(upstream, request, headers.clone()).await;
+            let (result, reservation) = self.call(to, request, headers.clone()).await;
             let retry = match &result {
                 SideResult::Failed {
                     kind: FailureKind::Connect,
@@ -453,8 +451,8 @@ impl Mirror {
         let primary_request = request(primary_path);
         let shadow_request = request(shadow_path);
         let ((primary, held_p), (shadow, held_s)) = tokio::join!(
-            self.call(&self.primary, &primary_request, headers.clone()),
-            self.call(&self.shadow, &shadow_request, shadow_headers),
+            self.call(Side::Primary, &primary_request, headers.clone()),
+            self.call(Side::Shadow, &shadow_request, shadow_headers),
         );
         let mut reservation = held_p;
         reservation.absorb(held_s);
