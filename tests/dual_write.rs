@@ -65,6 +65,25 @@ impl Rig {
         setup
     }
 
+    /// Starts the proxy with `setup` and an ID-mapping file `name` holding `contents`.
+    async fn start_with_map(&self, setup: &ProxySetup, name: &str, contents: &str) -> cutover::app::Running {
+        let file = self.dir.path().join(name);
+        std::fs::write(&file, contents).unwrap();
+        let toml = setup.toml().replace(
+            "[store]",
+            &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
+        );
+        let env = |name: &str| {
+            setup
+                .env
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let config = cutover::config::Config::parse(&toml, "test.toml", &env).unwrap();
+        cutover::app::start(config).await.unwrap()
+    }
+
     async fn store(&self) -> Store {
         Store::open(&self.store_url, &StoreOptions::default()).await.unwrap()
     }
@@ -521,16 +540,9 @@ async fn writes_wait_for_the_shadow_rate_limit_and_reads_beyond_it_are_skipped()
     let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
     rig.primary_api.seed("p-1", "rate limited");
     rig.shadow_api.seed("t-1", "rate limited");
-    let file = rig.dir.path().join("map.csv");
-    std::fs::write(&file, "tasks,p-1,t-1\n").unwrap();
     let mut setup = rig.setup();
     setup.shadow_extra = "rate_limit = \"4/s\"";
-    let toml = setup.toml().replace(
-        "[store]",
-        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
-    );
-    let config = cutover::config::Config::parse(&toml, "test.toml", &|_| None).unwrap();
-    let proxy = cutover::app::start(config).await.unwrap();
+    let proxy = rig.start_with_map(&setup, "map.csv", "tasks,p-1,t-1\n").await;
     let started = std::time::Instant::now();
     for n in 0..8 {
         let (status, _) = send(
@@ -587,16 +599,9 @@ async fn writes_wait_for_a_slot_under_max_in_flight_and_none_is_dropped() {
         rig.shadow_api.seed(&format!("t-{n}"), "slow shadow");
         map.push_str(&format!("tasks,p-{n},t-{n}\n"));
     }
-    let file = rig.dir.path().join("map.csv");
-    std::fs::write(&file, map).unwrap();
     let mut setup = rig.setup();
     setup.mirror = "write_wait = \"2s\"\nmax_in_flight = 1";
-    let toml = setup.toml().replace(
-        "[store]",
-        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
-    );
-    let config = cutover::config::Config::parse(&toml, "test.toml", &|_| None).unwrap();
-    let proxy = cutover::app::start(config).await.unwrap();
+    let proxy = rig.start_with_map(&setup, "map.csv", &map).await;
     // Four entities, four lanes: only the in-flight bound keeps them apart.
     let writes: Vec<_> = (1..=4)
         .map(|n| {
@@ -638,17 +643,11 @@ async fn a_replay_through_the_admin_api_releases_the_held_entity() {
     let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
     rig.primary_api.seed("p-1", "one");
     rig.shadow_api.seed("t-1", "one");
-    let file = rig.dir.path().join("map.json");
-    std::fs::write(&file, r#"{"tasks": {"p-1": "t-1"}}"#).unwrap();
     let mut setup = rig.setup();
     setup.shadow_extra = "write_tries = 1";
-    let toml = setup.toml().replace(
-        "[store]",
-        &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", file.display()),
-    );
-    let env = |name: &str| (name == "CUTOVER_ADMIN_TOKEN").then(|| "t0ken".to_string());
-    let config = cutover::config::Config::parse(&toml, "test.toml", &env).unwrap();
-    let proxy = cutover::app::start(config).await.unwrap();
+    let proxy = rig
+        .start_with_map(&setup, "map.json", r#"{"tasks": {"p-1": "t-1"}}"#)
+        .await;
     let admin = proxy.admin_addr;
     rig.shadow_api.down.store(true, std::sync::atomic::Ordering::SeqCst);
     send(

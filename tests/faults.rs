@@ -163,18 +163,7 @@ async fn a_stalled_shadow_holds_at_most_max_in_flight_reads_and_the_rest_are_ski
     setup.shadow_timeout = "60s";
     setup.mirror = "max_in_flight = 2";
     let proxy = setup.start().await;
-    let get = || async {
-        let response = client()
-            .get(format!("http://{}/api/tasks", proxy.proxy_addr))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(&response.bytes().await.unwrap()[..], PRIMARY_BODY);
-    };
-    for _ in 0..6 {
-        get().await;
-    }
+    get_expecting(proxy.proxy_addr, "/api/tasks", 6, PRIMARY_BODY).await;
     let admin = proxy.admin_addr;
     // Two reads hold both slots; the other four do not queue behind them.
     let skipped = wait_for_metric(
@@ -195,7 +184,7 @@ async fn a_stalled_shadow_holds_at_most_max_in_flight_reads_and_the_rest_are_ski
         2.0
     );
     // The slots are given back: the next read is mirrored again.
-    get().await;
+    get_expecting(proxy.proxy_addr, "/api/tasks", 1, PRIMARY_BODY).await;
     assert_eq!(
         wait_for_metric(admin, REQUESTS_TOTAL, &[("outcome", "match")], 3.0).await,
         3.0
