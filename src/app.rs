@@ -76,6 +76,60 @@ pub struct ShutdownReport {
     pub records_unwritten: i64,
 }
 
+/// Connections the admin listener holds open at most: enough for probes,
+/// scrapers and an operator, and kept apart from the proxy's, so that health
+/// checks answer while the proxy port is saturated.
+pub const ADMIN_MAX_CONNECTIONS: u32 = 64;
+
+/// Descriptors kept back from client connections for everything else a
+/// process opens: the store's files, logs, DNS, the runtime's own.
+const DESCRIPTORS_SPARE: u64 = 256;
+
+/// The soft limit on open files, when it can be read.
+fn open_files_limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft)
+}
+
+/// Each listener's connection limits. The proxy's cap is lowered, with a
+/// warning, to what the open-files limit leaves after the admin listener's
+/// connections, the mirror's upstream connections (two upstreams, for
+/// `max_in_flight` each), the store's pool and a spare: clients that fill
+/// the proxy port then never take the descriptors health checks need.
+pub fn connection_limits(config: &Config, open_files: Option<u64>) -> (server::ConnectionLimits, server::ConnectionLimits) {
+    let configured = config.listen.max_connections;
+    let reserved = u64::from(ADMIN_MAX_CONNECTIONS)
+        + 2 * config.mirror.max_in_flight as u64
+        + u64::from(config.store.options.max_connections)
+        + DESCRIPTORS_SPARE;
+    let max_connections = match open_files {
+        Some(limit) if limit.saturating_sub(reserved) < u64::from(configured) => {
+            let lowered = u32::try_from(limit.saturating_sub(reserved)).unwrap_or(u32::MAX).max(1);
+            warn!(
+                configured,
+                lowered,
+                open_files_limit = limit,
+                reserved,
+                "listen.max_connections is above what the open files limit leaves for clients; \
+                 using the lower figure (raise LimitNOFILE or ulimit -n to serve more)"
+            );
+            lowered
+        }
+        _ => configured,
+    };
+    let proxy = server::ConnectionLimits {
+        listener: "proxy",
+        header_read_timeout: config.listen.header_read_timeout,
+        idle_timeout: config.listen.idle_timeout,
+        max_connections,
+    };
+    let admin = server::ConnectionLimits {
+        listener: "admin",
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        ..proxy.clone()
+    };
+    (proxy, admin)
+}
+
 /// A running instance.
 pub struct Running {
     pub proxy_addr: SocketAddr,
@@ -215,15 +269,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let reload_target = Arc::clone(&state);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    for unreachable in config.routes.unreachable() {
+        warn!(
+            route = %unreachable.route,
+            covered_by = %unreachable.covered_by,
+            "a route can never match: an earlier route takes every request it would"
+        );
+    }
     let grace = config.listen.shutdown_grace;
-    let header_timeout = config.listen.header_read_timeout;
+    let (proxy_limits, admin_limits) = connection_limits(&config, open_files_limit());
 
     let proxy_task = tokio::spawn(server::serve(
         proxy_listener,
         move |peer, request| proxy::handle(Arc::clone(&state), peer, request),
         shutdown_rx,
-        header_timeout,
+        proxy_limits,
         grace,
+        Some(metrics.clone()),
     ));
     let primary_address = (
         config.primary.url.host_str().unwrap_or_default().to_string(),
@@ -262,8 +324,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_listener,
         move |peer, request| admin::handle(Arc::clone(&admin_state), peer, request),
         admin_stop_rx,
-        header_timeout,
+        admin_limits,
         grace,
+        Some(metrics.clone()),
     ));
 
     let writer_metrics = metrics.clone();

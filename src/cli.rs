@@ -346,6 +346,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         // Listen for SIGHUP before saying we serve: its default action would end the process.
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot listen for SIGHUP")?;
+        ignore_file_size_signal()?;
         let stop = wait_for_stop_signal()?;
         let running = crate::app::start(config).await?;
         info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "cutover is serving");
@@ -389,6 +390,18 @@ fn raise_open_file_limit(max_in_flight: usize) {
     }
 }
 
+/// SIGXFSZ's default action ends the process when a file outgrows the
+/// file-size limit (RLIMIT_FSIZE). With a handler installed the write fails
+/// with EFBIG instead, which the store treats as a full disk: it buffers and
+/// retries, and the proxy keeps serving. Tokio's handler stays installed for
+/// the life of the process; the signal itself carries nothing to act on.
+fn ignore_file_size_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut file_size = signal(SignalKind::from_raw(libc::SIGXFSZ)).context("cannot handle SIGXFSZ")?;
+    tokio::spawn(async move { while file_size.recv().await.is_some() {} });
+    Ok(())
+}
+
 /// Listens for SIGTERM and SIGINT from now on (not from the first poll:
 /// a signal's default action would end the process without draining).
 fn wait_for_stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
@@ -425,6 +438,7 @@ fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::R
         keep_running,
     };
     runtime()?.block_on(async {
+        ignore_file_size_signal()?;
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -833,6 +847,12 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
             }
         }
         println!("    {:<18} {:<40} {policy}{sample}{ids}", route.name, route.match_text);
+    }
+    for unreachable in config.routes.unreachable() {
+        println!(
+            "  warning: route \"{}\" can never match: route \"{}\" comes first and takes every request it would",
+            unreachable.route, unreachable.covered_by
+        );
     }
     Ok(())
 }

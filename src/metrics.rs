@@ -31,9 +31,13 @@ pub const DRIFT_OPEN: &str = "cutover_drift_open";
 pub const IDMAP_ENTRIES: &str = "cutover_idmap_entries";
 pub const FALLBACK_TOTAL: &str = "cutover_fallback_total";
 pub const SWEEPS_TOTAL: &str = "cutover_sweeps_total";
+pub const CONNECTIONS_OPEN: &str = "cutover_connections_open";
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "cutover_connections_closed_total";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
+    CONNECTIONS_OPEN,
+    CONNECTIONS_CLOSED_TOTAL,
     SWEEPS_TOTAL,
     FALLBACK_TOTAL,
     WRITE_DRIFT_TOTAL,
@@ -82,6 +86,31 @@ pub struct Metrics {
     fallback_total: IntCounterVec,
     sweeps_total: IntCounterVec,
     mode: IntGaugeVec,
+    connections_open: IntGaugeVec,
+    connections_closed: IntCounterVec,
+}
+
+/// Why cutover closed a client connection itself (besides shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// `listen.max_connections` (or the admin's cap) was reached: refused at once.
+    Refused,
+    /// No request head began within `listen.header_read_timeout`.
+    Silent,
+    /// Nothing was sent either way for `listen.idle_timeout`.
+    Idle,
+}
+
+impl ConnectionClose {
+    pub const ALL: [ConnectionClose; 3] = [ConnectionClose::Refused, ConnectionClose::Silent, ConnectionClose::Idle];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionClose::Refused => "refused",
+            ConnectionClose::Silent => "silent",
+            ConnectionClose::Idle => "idle",
+        }
+    }
 }
 
 impl Metrics {
@@ -190,6 +219,25 @@ impl Metrics {
         registry.register(Box::new(mirror_dropped_total.clone()))?;
         registry.register(Box::new(shadow_errors_total.clone()))?;
         registry.register(Box::new(build_info))?;
+        let connections_open = IntGaugeVec::new(
+            Opts::new(CONNECTIONS_OPEN, "Client connections open, by listener (proxy, admin)."),
+            &["listener"],
+        )?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                CONNECTIONS_CLOSED_TOTAL,
+                "Client connections cutover closed itself, by listener and reason (refused, silent, idle).",
+            ),
+            &["listener", "reason"],
+        )?;
+        for listener in ["proxy", "admin"] {
+            connections_open.with_label_values(&[listener]);
+            for reason in ConnectionClose::ALL {
+                connections_closed.with_label_values(&[listener, reason.label()]);
+            }
+        }
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
         for reason in SkipReason::ALL {
             mirror_dropped_total.with_label_values(&[reason.label()]);
         }
@@ -211,7 +259,20 @@ impl Metrics {
             fallback_total,
             sweeps_total,
             mode,
+            connections_open,
+            connections_closed,
         })
+    }
+
+    /// The open-connections gauge of one listener (`proxy` or `admin`).
+    pub fn connections_open(&self, listener: &str) -> IntGauge {
+        self.connections_open.with_label_values(&[listener])
+    }
+
+    pub fn record_connection_closed(&self, listener: &str, reason: ConnectionClose) {
+        self.connections_closed
+            .with_label_values(&[listener, reason.label()])
+            .inc();
     }
 
     /// Counts one request's outcome (and, when skipped, its reason).

@@ -38,6 +38,15 @@ use crate::upstream::{Failure, OutgoingBody, Upstream, UpstreamBody};
 pub const SHADOW_MARKER: &str = "x-cutover-shadow";
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// Headers only cutover may set. A client's own are removed before either
+/// side sees the request: a primary that suppresses side effects on the
+/// shadow marker must never do so for real traffic.
+const MARKERS: [&str; 3] = [
+    SHADOW_MARKER,
+    crate::drift::REPLAY_MARKER,
+    crate::mirror::SWEEP_MARKER,
+];
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
 /// and `keep-alive`); fields named in `Connection` are removed too.
 const HOP_BY_HOP: [&str; 8] = [
@@ -326,6 +335,7 @@ async fn forward(
         }
         Ok(response) => {
             let (mut head, body) = response.into_parts();
+            reframe(&mut head.headers);
             strip_hop_by_hop(&mut head.headers);
             // hyper speaks the client's protocol; the upstream's version is not ours to copy.
             head.version = Version::HTTP_11;
@@ -355,6 +365,20 @@ fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {
     // Content-Length is settled by the listener already: it refuses
     // conflicting values and drops it when Transfer-Encoding frames the body.
     let headers = &parts.headers;
+    // Raw bytes outside ASCII are not a request target (RFC 9112 §3.2,
+    // RFC 3986 §2): they arrive percent-encoded or not at all.
+    if parts.uri.path_and_query().is_some_and(|target| !target.as_str().is_ascii()) {
+        return Some("the request target has bytes outside ASCII; percent-encode them");
+    }
+    // HTTP/1.1 needs exactly one Host (RFC 9112 §3.2); HTTP/2 carries its
+    // authority in :authority instead, and HTTP/1.0 may leave it out.
+    let hosts = headers.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Some("a request must have one Host header, not several");
+    }
+    if hosts == 0 && parts.version == Version::HTTP_11 {
+        return Some("an HTTP/1.1 request must have a Host header");
+    }
     // HTTP/1 absolute-form aimed at another host than the Host header names
     // (HTTP/2 always carries an authority; it is the Host there).
     if parts.version <= Version::HTTP_11 {
@@ -371,6 +395,7 @@ fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {
 /// The response as the upstream gave it, minus hop-by-hop fields, not observed.
 fn pass_through(response: Response<UpstreamBody>) -> Response<ResponseBody> {
     let (mut head, body) = response.into_parts();
+    reframe(&mut head.headers);
     strip_hop_by_hop(&mut head.headers);
     head.version = Version::HTTP_11;
     Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync())
@@ -565,6 +590,15 @@ fn request_id_of(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
 }
 
+/// An answer framed by Transfer-Encoding is framed by it alone (RFC 9112
+/// §6.3): a Content-Length beside it is a lie about the body (and a
+/// smuggling shape), so it is dropped and the client's framing is hyper's.
+fn reframe(headers: &mut HeaderMap) {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+}
+
 /// Removes hop-by-hop fields, including every field `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -587,6 +621,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn forwarded_headers(incoming: &HeaderMap, authority: Option<&str>, client: SocketAddr, request_id: &str) -> HeaderMap {
     let mut headers = incoming.clone();
     strip_hop_by_hop(&mut headers);
+    for marker in MARKERS {
+        headers.remove(marker);
+    }
     let host = headers
         .remove(HOST)
         .and_then(|value| value.to_str().ok().map(str::to_string))

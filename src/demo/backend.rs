@@ -80,8 +80,14 @@ impl TaskApi {
             listener,
             move |_, request| handle(flavor, Arc::clone(&shared), request),
             stopping,
-            Duration::from_secs(10),
+            server::ConnectionLimits {
+                listener: "demo",
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 1024,
+            },
             Duration::from_secs(2),
+            None,
         ));
         Ok(TaskApi { addr, tasks, stop })
     }

@@ -15,6 +15,8 @@ use http::{HeaderName, Method};
 use crate::compare::rules::CompareRules;
 use crate::idmap::{LearnRule, Translation};
 
+pub mod normalize;
+
 /// The route label of requests that no `[[route]]` matches.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -155,6 +157,12 @@ impl PathTemplate {
 
     /// Whether a request path (without its query) matches the template.
     pub fn matches(&self, path: &str) -> bool {
+        self.matches_folding(path, false)
+    }
+
+    /// As [`PathTemplate::matches`], with literal segments compared
+    /// regardless of ASCII case when `fold_case` is set.
+    pub fn matches_folding(&self, path: &str, fold_case: bool) -> bool {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
@@ -163,7 +171,7 @@ impl PathTemplate {
             match segment {
                 Segment::Rest => return true,
                 Segment::Literal(literal) => match parts.next() {
-                    Some(part) if part == literal => {}
+                    Some(part) if part == literal || (fold_case && part.eq_ignore_ascii_case(literal)) => {}
                     _ => return false,
                 },
                 Segment::Param { .. } | Segment::Any => match parts.next() {
@@ -173,6 +181,32 @@ impl PathTemplate {
             }
         }
         parts.next().is_none()
+    }
+
+    /// Whether every path this template matches is matched by `self` too.
+    fn covers(&self, other: &PathTemplate, fold_case: bool) -> bool {
+        let mut theirs = other.segments.iter();
+        for segment in &self.segments {
+            if *segment == Segment::Rest {
+                return true;
+            }
+            let Some(their) = theirs.next() else {
+                return false;
+            };
+            let covered = match (segment, their) {
+                (_, Segment::Rest) => false,
+                (Segment::Literal(mine), Segment::Literal(their)) => {
+                    mine == their || (fold_case && mine.eq_ignore_ascii_case(their))
+                }
+                (Segment::Literal(_), _) => false,
+                (_, Segment::Literal(their)) => !their.is_empty(),
+                _ => true,
+            };
+            if !covered {
+                return false;
+            }
+        }
+        theirs.next().is_none()
     }
 }
 
@@ -208,6 +242,15 @@ impl MethodMatch {
         match self {
             MethodMatch::Any => true,
             MethodMatch::OneOf(methods) => methods.contains(method),
+        }
+    }
+
+    /// Whether every method `other` accepts is accepted here too.
+    fn covers(&self, other: &MethodMatch) -> bool {
+        match (self, other) {
+            (MethodMatch::Any, _) => true,
+            (MethodMatch::OneOf(_), MethodMatch::Any) => false,
+            (MethodMatch::OneOf(mine), MethodMatch::OneOf(theirs)) => theirs.iter().all(|m| mine.contains(m)),
         }
     }
 }
@@ -383,15 +426,57 @@ impl Route {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// `listen.case_insensitive_paths`: literal segments match in any ASCII case.
+    fold_case: bool,
+}
+
+/// A route no request can reach, because an earlier one takes all its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    pub route: String,
+    pub covered_by: String,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> RouteTable {
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            fold_case: false,
+        }
     }
 
+    /// Literal path segments match regardless of ASCII case.
+    pub fn folding_case(mut self, fold_case: bool) -> RouteTable {
+        self.fold_case = fold_case;
+        self
+    }
+
+    /// The first route matching the request, judged on the path's canonical
+    /// spelling ([`normalize::route_path`]), never on the raw one: a route
+    /// cannot be stepped around by `//`, `/./`, `%63` or a trailing slash.
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| route.matches(method, path))
+        let path = normalize::route_path(path, self.fold_case);
+        self.routes.iter().find(|route| {
+            route.methods.accepts(method) && route.template.matches_folding(&path, self.fold_case)
+        })
+    }
+
+    /// Routes that can never match: an earlier route accepts every method
+    /// and every path they do.
+    pub fn unreachable(&self) -> Vec<Unreachable> {
+        let mut found = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            let earlier = self.routes[..index].iter().find(|earlier| {
+                earlier.methods.covers(&route.methods) && earlier.template.covers(&route.template, self.fold_case)
+            });
+            if let Some(earlier) = earlier {
+                found.push(Unreachable {
+                    route: route.name.clone(),
+                    covered_by: earlier.name.clone(),
+                });
+            }
+        }
+        found
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -500,6 +585,50 @@ mod tests {
         assert_eq!(found.name, "complete");
         assert_eq!(table.find(&Method::PATCH, "/api/task/1").unwrap().name, "any-task");
         assert!(table.find(&Method::GET, "/elsewhere").is_none());
+    }
+
+    #[test]
+    fn path_variants_fall_in_the_route_their_canonical_path_does() {
+        let table = RouteTable::new(vec![
+            Route::new("charge", "POST /q/charge", MirrorPolicy::Off, 1.0, None).unwrap(),
+            Route::new("rest", "* /**", MirrorPolicy::DualWrite, 1.0, None).unwrap(),
+        ]);
+        for variant in [
+            "/q/charge/",
+            "//q/charge",
+            "/q/./charge",
+            "/q/%63harge",
+            "/q/x/../charge",
+        ] {
+            assert_eq!(table.find(&Method::POST, variant).unwrap().name, "charge", "{variant}");
+        }
+        assert_eq!(table.find(&Method::POST, "/Q/charge").unwrap().name, "rest");
+        let folding = table.folding_case(true);
+        assert_eq!(folding.find(&Method::POST, "/Q/Charge").unwrap().name, "charge");
+    }
+
+    #[test]
+    fn a_route_behind_one_that_takes_all_its_requests_is_unreachable() {
+        let table = RouteTable::new(vec![
+            Route::new("task", "GET /api/task/{id}", MirrorPolicy::Compare, 1.0, None).unwrap(),
+            Route::new("everything", "* /api/**", MirrorPolicy::Compare, 1.0, None).unwrap(),
+            Route::new("one-task", "GET|HEAD /api/task/today", MirrorPolicy::Compare, 1.0, None).unwrap(),
+            Route::new("task-get", "GET /api/task/today", MirrorPolicy::Compare, 1.0, None).unwrap(),
+            Route::new("outside", "GET /health", MirrorPolicy::Compare, 1.0, None).unwrap(),
+        ]);
+        assert_eq!(
+            table.unreachable(),
+            [
+                Unreachable {
+                    route: "one-task".into(),
+                    covered_by: "everything".into()
+                },
+                Unreachable {
+                    route: "task-get".into(),
+                    covered_by: "task".into()
+                },
+            ]
+        );
     }
 
     #[test]

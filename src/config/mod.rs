@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use serde::Deserialize;
+use ranges::Bounds;
 
 use crate::compare::noise::NoiseConfig;
 use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
@@ -26,6 +27,8 @@ use crate::compare::Severity;
 use crate::redact::Redactor;
 use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
 use crate::store::{StoreOptions, WriterConfig};
+
+pub mod ranges;
 
 /// Environment variables that override an upstream's `url` (for URLs that
 /// carry credentials, which the file must not).
@@ -132,6 +135,12 @@ pub struct ListenConfig {
     pub header_read_timeout: Duration,
     /// How long a client may pause while sending a request body that is read before forwarding.
     pub body_read_timeout: Duration,
+    /// How long a connection may send and receive nothing before it is closed.
+    pub idle_timeout: Duration,
+    /// Client connections open at once on the proxy port; more are closed at once.
+    pub max_connections: u32,
+    /// Route `match` paths compare letters regardless of ASCII case.
+    pub case_insensitive_paths: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +254,12 @@ struct RawListen {
     header_read_timeout: String,
     #[serde(default = "default_body_read_timeout")]
     body_read_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: u32,
+    #[serde(default)]
+    case_insensitive_paths: bool,
 }
 
 impl Default for RawListen {
@@ -255,6 +270,9 @@ impl Default for RawListen {
             shutdown_grace: default_shutdown_grace(),
             header_read_timeout: default_header_read_timeout(),
             body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            case_insensitive_paths: false,
         }
     }
 }
@@ -270,6 +288,12 @@ fn default_shutdown_grace() -> String {
 }
 fn default_body_read_timeout() -> String {
     "30s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+fn default_max_connections() -> u32 {
+    10_000
 }
 fn default_header_read_timeout() -> String {
     "10s".into()
@@ -665,10 +689,27 @@ impl Config {
         let listen = ListenConfig {
             proxy: ctx.socket_addr("listen.proxy", &raw.listen.proxy)?,
             admin: ctx.socket_addr("listen.admin", &raw.listen.admin)?,
-            shutdown_grace: ctx.duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
-            header_read_timeout: ctx.duration("listen.header_read_timeout", &raw.listen.header_read_timeout)?,
-            body_read_timeout: ctx.duration("listen.body_read_timeout", &raw.listen.body_read_timeout)?,
+            shutdown_grace: ctx.duration("listen.shutdown_grace", &raw.listen.shutdown_grace, ranges::SHUTDOWN_GRACE)?,
+            header_read_timeout: ctx.duration(
+                "listen.header_read_timeout",
+                &raw.listen.header_read_timeout,
+                ranges::HEADER_READ_TIMEOUT,
+            )?,
+            body_read_timeout: ctx.duration(
+                "listen.body_read_timeout",
+                &raw.listen.body_read_timeout,
+                ranges::BODY_READ_TIMEOUT,
+            )?,
+            idle_timeout: ctx.duration("listen.idle_timeout", &raw.listen.idle_timeout, ranges::IDLE_TIMEOUT)?,
+            max_connections: raw.listen.max_connections,
+            case_insensitive_paths: raw.listen.case_insensitive_paths,
         };
+        if !(1..=1_000_000).contains(&listen.max_connections) {
+            return Err(ctx.invalid(
+                "listen.max_connections",
+                format!("expected 1 to 1000000 connections, got {}", listen.max_connections),
+            ));
+        }
         if listen.proxy == listen.admin && listen.proxy.port() != 0 {
             return Err(ctx.invalid(
                 "listen.admin",
@@ -711,7 +752,7 @@ impl Config {
         }
         let token = env(&token_env).filter(|token| !token.is_empty()).map(Secret::new);
         let admin = AdminConfig { token_env, token };
-        let routes = ctx.routes(raw.routes)?;
+        let routes = ctx.routes(raw.routes)?.folding_case(listen.case_insensitive_paths);
         let idmap = ctx.idmap(raw.idmap)?;
         let readiness = ctx.readiness(raw.readiness)?;
         let rollback = raw.rollback.map(|raw| ctx.rollback(raw)).transpose()?;
@@ -792,12 +833,16 @@ impl Ctx<'_> {
         })
     }
 
-    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
-        parse_duration(value).map_err(|message| self.invalid(key, message))
+    fn duration(&self, key: &str, value: &str, bounds: Bounds<Duration>) -> Result<Duration, ConfigError> {
+        parse_duration(value)
+            .and_then(|duration| ranges::check_duration(duration, bounds))
+            .map_err(|message| self.invalid(key, message))
     }
 
-    fn size(&self, key: &str, value: &str) -> Result<usize, ConfigError> {
-        parse_size(value).map_err(|message| self.invalid(key, message))
+    fn size(&self, key: &str, value: &str, bounds: Bounds<usize>) -> Result<usize, ConfigError> {
+        parse_size(value)
+            .and_then(|size| ranges::check_size(size, bounds))
+            .map_err(|message| self.invalid(key, message))
     }
 
     fn upstream(
@@ -854,8 +899,16 @@ impl Ctx<'_> {
                 format!("contains credentials; secrets never go in the file: set ${var} instead"),
             ));
         }
-        let timeout = self.duration(&key("timeout"), raw.timeout.as_deref().unwrap_or(default_timeout))?;
-        let connect_timeout = self.duration(&key("connect_timeout"), raw.connect_timeout.as_deref().unwrap_or("5s"))?;
+        let timeout = self.duration(
+            &key("timeout"),
+            raw.timeout.as_deref().unwrap_or(default_timeout),
+            ranges::UPSTREAM_TIMEOUT,
+        )?;
+        let connect_timeout = self.duration(
+            &key("connect_timeout"),
+            raw.connect_timeout.as_deref().unwrap_or("5s"),
+            ranges::CONNECT_TIMEOUT,
+        )?;
         let host = match raw.host {
             None => None,
             Some(host) => Some(
@@ -915,9 +968,9 @@ impl Ctx<'_> {
                 "expected 1 to 65536 requests in flight to one upstream",
             ));
         }
-        let max_body = self.size("mirror.max_body", &raw.max_body)?;
-        let max_buffered = self.size("mirror.max_buffered", &raw.max_buffered)?;
-        let max_decoded = self.size("mirror.max_decoded", &raw.max_decoded)?;
+        let max_body = self.size("mirror.max_body", &raw.max_body, ranges::BODY_SIZE)?;
+        let max_buffered = self.size("mirror.max_buffered", &raw.max_buffered, ranges::BUFFERED_SIZE)?;
+        let max_decoded = self.size("mirror.max_decoded", &raw.max_decoded, ranges::BODY_SIZE)?;
         if max_decoded < max_body {
             return Err(self.invalid(
                 "mirror.max_decoded",
@@ -964,7 +1017,7 @@ impl Ctx<'_> {
             max_decoded,
             unmatched,
             workers: raw.workers,
-            write_wait: self.duration("mirror.write_wait", &raw.write_wait)?,
+            write_wait: self.duration("mirror.write_wait", &raw.write_wait, ranges::WRITE_WAIT)?,
             max_in_flight: raw.max_in_flight,
         })
     }
@@ -993,12 +1046,12 @@ impl Ctx<'_> {
             url,
             options: StoreOptions {
                 max_connections: raw.max_connections,
-                acquire_timeout: self.duration("store.acquire_timeout", &raw.acquire_timeout)?,
+                acquire_timeout: self.duration("store.acquire_timeout", &raw.acquire_timeout, ranges::ACQUIRE_TIMEOUT)?,
                 samples_per_group: raw.samples_per_group,
             },
-            retention: self.duration("store.retention", &raw.retention)?,
+            retention: self.duration("store.retention", &raw.retention, ranges::RETENTION)?,
             batch: raw.batch,
-            flush: self.duration("store.flush", &raw.flush)?,
+            flush: self.duration("store.flush", &raw.flush, ranges::FLUSH)?,
             buffer: raw.buffer,
         })
     }
@@ -1039,9 +1092,9 @@ impl Ctx<'_> {
             ));
         }
         Ok(NoiseConfig {
-            window: self.duration("noise.window", &raw.window)?,
+            window: self.duration("noise.window", &raw.window, ranges::NOISE_WINDOW)?,
             min_observations: raw.min_observations,
-            memory: self.size("noise.memory", &raw.memory)?,
+            memory: self.size("noise.memory", &raw.memory, ranges::NOISE_MEMORY)?,
             active: raw.active,
             active_sample: raw.active_sample,
         })
@@ -1087,7 +1140,9 @@ impl Ctx<'_> {
         }
         for (path, text) in &raw.time_tolerance {
             let key = format!("compare.time_tolerance.\"{path}\"");
-            let duration = parse_duration(text).map_err(|message| invalid(key.clone(), message))?;
+            let duration = parse_duration(text)
+                .and_then(|duration| ranges::check_duration(duration, ranges::TIME_TOLERANCE))
+                .map_err(|message| invalid(key.clone(), message))?;
             rules
                 .add(&key, path, Rule::TimeTolerance(duration))
                 .map_err(rule_error)?;
@@ -1171,7 +1226,11 @@ impl Ctx<'_> {
         }
         rules.learn_noise = raw.learn_noise;
         if let Some(text) = raw.recheck {
-            rules.recheck = Some(parse_duration(&text).map_err(|message| invalid("compare.recheck".into(), message))?);
+            rules.recheck = Some(
+                parse_duration(&text)
+                    .and_then(|duration| ranges::check_duration(duration, ranges::RECHECK))
+                    .map_err(|message| invalid("compare.recheck".into(), message))?,
+            );
         }
         Ok(rules)
     }
@@ -1216,7 +1275,7 @@ impl Ctx<'_> {
             }
             sweeps.push(Sweep {
                 name,
-                every: self.duration(&key("every"), raw.every.as_deref().unwrap_or("10m"))?,
+                every: self.duration(&key("every"), raw.every.as_deref().unwrap_or("10m"), ranges::SWEEP_EVERY)?,
                 rate: parse_rate(raw.rate.as_deref().unwrap_or("1/s"))
                     .map_err(|message| self.invalid(key("rate"), message))?,
                 ids: raw.ids,
@@ -1241,8 +1300,15 @@ impl Ctx<'_> {
         }
         Ok(crate::mode::RollbackRule {
             error_rate: raw.error_rate,
-            p95: raw.p95.map(|text| self.duration("rollback.p95", &text)).transpose()?,
-            window: self.duration("rollback.window", raw.window.as_deref().unwrap_or("5m"))?,
+            p95: raw
+                .p95
+                .map(|text| self.duration("rollback.p95", &text, ranges::LATENCY_LIMIT))
+                .transpose()?,
+            window: self.duration(
+                "rollback.window",
+                raw.window.as_deref().unwrap_or("5m"),
+                ranges::ROLLBACK_WINDOW,
+            )?,
             min_requests: raw.min_requests.unwrap_or(20),
         })
     }
@@ -1254,12 +1320,17 @@ impl Ctx<'_> {
             Some(value) if (0.0..=1.0).contains(&value) => Ok(value),
             Some(value) => Err(self.invalid(key, format!("expected a fraction from 0.0 to 1.0, got {value}"))),
         };
-        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+        let duration = |key: &str, value: Option<String>, default: Duration, bounds| match value {
             None => Ok(default),
-            Some(text) => self.duration(key, &text),
+            Some(text) => self.duration(key, &text, bounds),
         };
         Ok(crate::report::Readiness {
-            min_duration: duration("readiness.min_duration", raw.min_duration, defaults.min_duration)?,
+            min_duration: duration(
+                "readiness.min_duration",
+                raw.min_duration,
+                defaults.min_duration,
+                ranges::READINESS_WINDOW,
+            )?,
             min_compared_per_route: raw.min_compared_per_route.unwrap_or(defaults.min_compared_per_route),
             min_match_rate: fraction("readiness.min_match_rate", raw.min_match_rate, defaults.min_match_rate)?,
             max_shadow_error_rate: fraction(
@@ -1267,11 +1338,17 @@ impl Ctx<'_> {
                 raw.max_shadow_error_rate,
                 defaults.max_shadow_error_rate,
             )?,
-            shadow_p95_max: duration("readiness.shadow_p95_max", raw.shadow_p95_max, defaults.shadow_p95_max)?,
+            shadow_p95_max: duration(
+                "readiness.shadow_p95_max",
+                raw.shadow_p95_max,
+                defaults.shadow_p95_max,
+                ranges::LATENCY_LIMIT,
+            )?,
             unmapped_window: duration(
                 "readiness.unmapped_window",
                 raw.unmapped_window,
                 defaults.unmapped_window,
+                ranges::READINESS_WINDOW,
             )?,
         })
     }
