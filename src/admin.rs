@@ -97,6 +97,8 @@ pub struct DriftControl {
     pub ids: Arc<crate::idmap::IdMap>,
     pub routes: crate::route::RouteTable,
     pub replay_headers: Vec<(http::HeaderName, Secret)>,
+    /// Opens sealed replay requests (`CUTOVER_REPLAY_KEY`).
+    pub seal: Option<crate::seal::SealKey>,
     /// Entities whose writes the mirror holds behind drift; released when reconciled.
     pub drifted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// One replay at a time.
@@ -271,9 +273,22 @@ async fn api_route(
                         asked["mode"]
                     ))
                 })?;
+            let route = match &asked["route"] {
+                Value::Null => None,
+                Value::String(name) => Some(name.clone()),
+                other => return Err(bad_request(&format!("route must be a route's name, got {other}"))),
+            };
+            if let (Some(name), Some(reloader)) = (&route, &state.reloader) {
+                if !reloader.has_route(name) {
+                    return Err(bad_request(&format!(
+                        "no route named \"{name}\"; the routes are: {}",
+                        reloader.route_names().join(", ")
+                    )));
+                }
+            }
             let switch = crate::mode::Switch {
                 mode,
-                route: asked["route"].as_str().map(str::to_string),
+                route,
                 reason: asked["reason"].as_str().unwrap_or("manual").to_string(),
             };
             let detail = serde_json::to_value(&switch).unwrap_or_default();
@@ -379,6 +394,7 @@ async fn replay(
         routes: control.routes.clone(),
         replay_headers: control.replay_headers.clone(),
         store: store.clone(),
+        seal: control.seal.clone(),
     };
     let replayed = replayer.replay(selection).await.map_err(|err| match err {
         crate::drift::DriftError::Store(err) => store_failed(err),
@@ -420,6 +436,7 @@ fn drift_json(row: &crate::store::LedgerRow) -> Value {
         "attempts": row.attempts,
         "reason": detail.as_ref().map(|d| d.reason.clone()),
         "replayable": detail.as_ref().is_some_and(|d| d.request.is_some()),
+        "not_replayable": detail.as_ref().and_then(|d| d.not_replayable.clone()),
     })
 }
 

@@ -95,7 +95,10 @@ fn open_files_limit() -> Option<u64> {
 /// connections, the mirror's upstream connections (two upstreams, for
 /// `max_in_flight` each), the store's pool and a spare: clients that fill
 /// the proxy port then never take the descriptors health checks need.
-pub fn connection_limits(config: &Config, open_files: Option<u64>) -> (server::ConnectionLimits, server::ConnectionLimits) {
+pub fn connection_limits(
+    config: &Config,
+    open_files: Option<u64>,
+) -> (server::ConnectionLimits, server::ConnectionLimits) {
     let configured = config.listen.max_connections;
     let reserved = u64::from(ADMIN_MAX_CONNECTIONS)
         + 2 * config.mirror.max_in_flight as u64
@@ -205,6 +208,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Lifecycle {
             fingerprint: config.fingerprint.clone(),
             instance: instance.clone(),
+            route_names: route_names(&config),
         },
         Arc::clone(&ids),
         imported,
@@ -305,6 +309,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ids: Arc::clone(&ids),
         routes: config.routes.clone(),
         replay_headers: config.shadow.replay_headers.clone(),
+        seal: config.redact.seal().cloned(),
         drifted: mirror.drifted(),
         replaying: tokio::sync::Mutex::new(()),
     });
@@ -316,6 +321,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         proxy: reload_target,
         store: OnceCell::new(),
         admin: std::sync::OnceLock::new(),
+        instance: instance.clone(),
     });
     admin_state.reloader = Some(Arc::clone(&reloader));
     let admin_state = Arc::new(admin_state);
@@ -388,6 +394,13 @@ struct Lifecycle {
     fingerprint: String,
     /// Who this instance is across restarts (see [`instance_name`]).
     instance: String,
+    /// The routes it serves, announced so that `cutover switch --route`
+    /// without a config can check a name against what instances serve.
+    route_names: Vec<String>,
+}
+
+fn route_names(config: &Config) -> Vec<String> {
+    config.routes.iter().map(|route| route.name.clone()).collect()
 }
 
 /// Brings the in-memory state up from the store, retrying until it answers:
@@ -444,7 +457,9 @@ async fn load_once(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend(held);
     metrics.drift_open().set(store.ledger_count("drift").await?);
-    let Lifecycle { fingerprint, instance } = lifecycle;
+    let Lifecycle {
+        fingerprint, instance, ..
+    } = lifecycle;
     if let Some((started_ms, kind)) = store.last_lifecycle_event(instance, LIFECYCLE_SCAN).await? {
         if kind == "start" {
             // The last run of this instance started and never recorded its stop:
@@ -460,6 +475,7 @@ async fn load_once(
         "config": fingerprint,
         "idmap_conflicts": conflicts,
         "instance": instance,
+        "route_names": lifecycle.route_names,
     });
     store.add_event("start", &detail, now).await?;
     store.close().await;
@@ -542,9 +558,20 @@ pub struct Reloader {
     proxy: Arc<ProxyState>,
     store: OnceCell<Store>,
     admin: std::sync::OnceLock<std::sync::Weak<AdminState>>,
+    instance: String,
 }
 
 impl Reloader {
+    /// Whether the configuration in force has a route of this name.
+    pub fn has_route(&self, name: &str) -> bool {
+        self.lock().routes.iter().any(|route| route.name == name)
+    }
+
+    /// The names of the routes in force, for error messages.
+    pub fn route_names(&self) -> Vec<String> {
+        route_names(&self.lock())
+    }
+
     pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let path = self.lock().source.clone();
         let next = match Config::load(std::path::Path::new(&path)) {
@@ -596,7 +623,12 @@ impl Reloader {
         let store_config = next.store.clone();
         *self.lock() = next;
         info!(config = %summary.fingerprint, routes = summary.routes, "configuration reloaded");
-        let detail = serde_json::json!({"config": summary.fingerprint, "routes": summary.routes});
+        let detail = serde_json::json!({
+            "config": summary.fingerprint,
+            "routes": summary.routes,
+            "route_names": route_names(&self.lock()),
+            "instance": self.instance,
+        });
         let store = self
             .store
             .get_or_try_init(|| Store::open(&store_config.url, &store_config.options))

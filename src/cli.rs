@@ -525,6 +525,20 @@ fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyhow::Result<(
     }
     runtime()?.block_on(async {
         let store = at.open(config.as_ref()).await?;
+        if let (None, Some(route)) = (&config, &route) {
+            // No config to check against: the instances on the store say what they serve.
+            match store.announced_routes(500).await? {
+                None => anyhow::bail!(
+                    "cannot check route \"{route}\": no instance on this store has announced its routes; \
+                     pass -c CONFIG to check it against the config"
+                ),
+                Some(names) if !names.contains(route) => anyhow::bail!(
+                    "no route named \"{route}\" on this store's instances; their routes are: {}",
+                    names.join(", ")
+                ),
+                Some(_) => {}
+            }
+        }
         let switch = crate::mode::Switch {
             mode,
             route: route.clone(),
@@ -698,6 +712,7 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
                     routes: config.routes.clone(),
                     replay_headers: config.shadow.replay_headers.clone(),
                     store: store.clone(),
+                    seal: config.redact.seal().cloned(),
                 };
                 let selection = match (id, all) {
                     (Some(id), _) => crate::drift::Selection::One(id),

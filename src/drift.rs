@@ -43,17 +43,27 @@ pub struct DriftDetail {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<ReplayRequest>,
+    /// Why no request was kept to replay, when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_replayable: Option<String>,
 }
 
 /// A write as the primary received it, secrets left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayRequest {
     pub method: String,
-    /// The primary-side path and query (IDs untranslated, secret query values redacted).
+    /// The primary-side path and query (IDs untranslated). Exactly as sent,
+    /// unless the request carried a secret: then redacted, for people to
+    /// read, and the real one is in `sealed`.
     pub path: String,
-    /// Headers to send again (secret and hop-by-hop headers left out).
+    /// Headers to send again (secret, framing and hop-by-hop headers left out).
     pub headers: Vec<(String, String)>,
+    /// The body exactly as sent; empty when it is in `sealed`.
     pub body_base64: String,
+    /// A request that carried a secret: its [`Sealed`] path and body,
+    /// sealed under `CUTOVER_REPLAY_KEY` ([`crate::seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
     pub idempotency_key: String,
     /// What the side that served the client answered.
     pub served_status: Option<u16>,
@@ -65,18 +75,53 @@ pub struct ReplayRequest {
     pub target: crate::idmap::Side,
 }
 
+/// The part of a replayed request that is sealed when it holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub path: String,
+    pub body_base64: String,
+}
+
 impl ReplayRequest {
     pub fn body(&self) -> Bytes {
-        base64::engine::general_purpose::STANDARD
-            .decode(&self.body_base64)
-            .map(Bytes::from)
-            .unwrap_or_default()
+        decode_body(&self.body_base64)
+    }
+
+    /// The path and body to send: as kept, or opened from `sealed`.
+    pub fn to_send(&self, seal: Option<&crate::seal::SealKey>) -> Result<(String, Bytes), String> {
+        let Some(sealed) = &self.sealed else {
+            return Ok((self.path.clone(), self.body()));
+        };
+        let key = seal.ok_or_else(|| {
+            format!(
+                "its request carries a secret and is sealed; set {} to the key it was sealed with",
+                crate::seal::REPLAY_KEY_ENV
+            )
+        })?;
+        let opened = key
+            .open(sealed)
+            .map_err(|err| format!("its sealed request {err} ({})", crate::seal::REPLAY_KEY_ENV))?;
+        let inner: Sealed =
+            serde_json::from_slice(&opened).map_err(|err| format!("its sealed request is not readable: {err}"))?;
+        Ok((inner.path, decode_body(&inner.body_base64)))
     }
 
     pub fn encode_body(body: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(body)
     }
 }
+
+fn decode_body(text: &str) -> Bytes {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+/// Request headers a replay never copies: the body is sent anew, so its
+/// framing is the client library's, not the original's (a kept
+/// Content-Length would not match a body translated through the ID map).
+pub const NOT_REPLAYED_HEADERS: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
 /// Whether a status counts as the write having been applied.
 pub fn applied(status: Option<u16>) -> bool {
@@ -120,6 +165,8 @@ pub struct Replayer {
     pub routes: RouteTable,
     pub replay_headers: Vec<(HeaderName, Secret)>,
     pub store: Store,
+    /// Opens sealed requests (`CUTOVER_REPLAY_KEY`).
+    pub seal: Option<crate::seal::SealKey>,
 }
 
 impl Replayer {
@@ -204,18 +251,28 @@ impl Replayer {
         let Some(request) = detail.as_ref().and_then(|detail| detail.request.as_ref()) else {
             result.message = format!(
                 "cannot be replayed ({}); resolve it by hand",
-                detail.map_or_else(|| "no replay data".to_string(), |detail| detail.reason)
+                detail.map_or_else(
+                    || "no replay data".to_string(),
+                    |detail| detail.not_replayable.unwrap_or(detail.reason)
+                )
             );
             self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
             return Ok(result);
         };
+        let (sent_path, body) = match request.to_send(self.seal.as_ref()) {
+            Ok(opened) => opened,
+            Err(message) => {
+                result.message = format!("not sent: {message}");
+                self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+                return Ok(result);
+            }
+        };
         let route = self.routes.iter().find(|route| route.name == row.route);
-        let body = request.body();
         let translated = match route {
             Some(route) => route
                 .writes
                 .translation
-                .to_side(&self.ids, request.target, &request.path, &body),
+                .to_side(&self.ids, request.target, &sent_path, &body),
             None => Default::default(),
         };
         if let Some((kind, id)) = translated.unmapped.first() {
@@ -223,12 +280,14 @@ impl Replayer {
             self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
             return Ok(result);
         }
-        let path = translated.path_and_query.unwrap_or_else(|| request.path.clone());
-        let body_changed = translated.body.is_some();
+        let path = translated.path_and_query.unwrap_or(sent_path);
         let body = translated.body.map(Bytes::from).unwrap_or(body);
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
-            if body_changed && name.eq_ignore_ascii_case("content-length") {
+            if NOT_REPLAYED_HEADERS
+                .iter()
+                .any(|framing| name.eq_ignore_ascii_case(framing))
+            {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -346,11 +405,13 @@ mod tests {
                 path: "/api/task/p1".into(),
                 headers: vec![("content-type".into(), "application/json".into())],
                 body_base64: ReplayRequest::encode_body(&[0, 159, 146, 150]),
+                sealed: None,
                 idempotency_key: "cutover-abc".into(),
                 served_status: Some(200),
                 created_ids: vec![("tasks".into(), vec!["p1".into()])],
                 target: Side::Primary,
             }),
+            not_replayable: None,
         };
         let text = serde_json::to_string(&detail).unwrap();
         let back: DriftDetail = serde_json::from_str(&text).unwrap();

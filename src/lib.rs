@@ -42,6 +42,7 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod route;
+pub mod seal;
 pub mod server;
 pub mod store;
 pub mod upstream;

@@ -41,11 +41,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Headers only cutover may set. A client's own are removed before either
 /// side sees the request: a primary that suppresses side effects on the
 /// shadow marker must never do so for real traffic.
-const MARKERS: [&str; 3] = [
-    SHADOW_MARKER,
-    crate::drift::REPLAY_MARKER,
-    crate::mirror::SWEEP_MARKER,
-];
+const MARKERS: [&str; 3] = [SHADOW_MARKER, crate::drift::REPLAY_MARKER, crate::mirror::SWEEP_MARKER];
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
 /// and `keep-alive`); fields named in `Connection` are removed too.
@@ -367,7 +363,11 @@ fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {
     let headers = &parts.headers;
     // Raw bytes outside ASCII are not a request target (RFC 9112 §3.2,
     // RFC 3986 §2): they arrive percent-encoded or not at all.
-    if parts.uri.path_and_query().is_some_and(|target| !target.as_str().is_ascii()) {
+    if parts
+        .uri
+        .path_and_query()
+        .is_some_and(|target| !target.as_str().is_ascii())
+    {
         return Some("the request target has bytes outside ASCII; percent-encode them");
     }
     // HTTP/1.1 needs exactly one Host (RFC 9112 §3.2); HTTP/2 carries its

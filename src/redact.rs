@@ -42,6 +42,8 @@ pub struct Redactor {
     headers: Vec<String>,
     query: Vec<String>,
     json: PatternSet<()>,
+    /// Seals what a replay needs where redacting it would change the request.
+    seal: Option<crate::seal::SealKey>,
 }
 
 impl Redactor {
@@ -61,6 +63,42 @@ impl Redactor {
             ),
             query: lower(&mut DEFAULT_QUERY.iter().copied().chain(query.iter().map(String::as_str))),
             json: set,
+            seal: None,
+        }
+    }
+
+    /// The same rules, with a key that seals replay data (`CUTOVER_REPLAY_KEY`).
+    pub fn with_seal(mut self, seal: Option<crate::seal::SealKey>) -> Redactor {
+        self.seal = seal;
+        self
+    }
+
+    /// The key that seals replay data, when one is set.
+    pub fn seal(&self) -> Option<&crate::seal::SealKey> {
+        self.seal.as_ref()
+    }
+
+    /// What in a request its kept form would have to redact: `None` when
+    /// its path, query and body can be kept exactly as sent. A request that
+    /// carries a secret is never kept redacted for replay: replaying the
+    /// placeholder would write `[redacted]` into the other side.
+    pub fn secret_in_request(&self, path_and_query: &str, headers: &HeaderMap, body: &[u8]) -> Option<&'static str> {
+        if self.path(path_and_query) != path_and_query {
+            return Some("a secret query value");
+        }
+        if body.is_empty() {
+            return None;
+        }
+        if let Ok(document) = serde_json::from_slice::<Value>(body) {
+            return (self.json(document.clone()) != document).then_some("a secret JSON field");
+        }
+        let is_form = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| crate::compare::decode::media_type(value).0 == "application/x-www-form-urlencoded");
+        match std::str::from_utf8(body) {
+            Ok(text) if is_form && self.form(text) != text => Some("a secret form field"),
+            _ => None,
         }
     }
 

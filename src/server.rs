@@ -79,7 +79,9 @@ where
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
-    let open = metrics.as_ref().map(|metrics| metrics.connections_open(limits.listener));
+    let open = metrics
+        .as_ref()
+        .map(|metrics| metrics.connections_open(limits.listener));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -760,6 +760,36 @@ impl Store {
         Ok(None)
     }
 
+    /// The route names the instances on this store last announced (in their
+    /// `start` and `config_reload` events): the newest announcement of each
+    /// instance, united. `None` when no instance has announced any.
+    pub async fn announced_routes(&self, scan: i64) -> Result<Option<Vec<String>>, StoreError> {
+        let rows =
+            sqlx::query("SELECT detail FROM events WHERE kind IN ('start', 'config_reload') ORDER BY id DESC LIMIT $1")
+                .bind(scan)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut seen_instances = std::collections::HashSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        let mut announced = false;
+        for row in &rows {
+            let detail: String = row.try_get(0)?;
+            let Ok(detail) = serde_json::from_str::<serde_json::Value>(&detail) else {
+                continue;
+            };
+            let Some(routes) = detail["route_names"].as_array() else {
+                continue;
+            };
+            let instance = detail["instance"].as_str().unwrap_or_default().to_string();
+            if !seen_instances.insert(instance) {
+                continue;
+            }
+            announced = true;
+            names.extend(routes.iter().filter_map(|name| name.as_str().map(str::to_string)));
+        }
+        Ok(announced.then(|| names.into_iter().collect()))
+    }
+
     /// Claims a sweep's run: true for exactly one claimant per `every`,
     /// across every instance on this store (the claim is a `sweep` event).
     pub async fn claim_sweep(&self, name: &str, every_ms: i64, now_ms: i64) -> Result<bool, StoreError> {

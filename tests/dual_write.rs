@@ -16,21 +16,6 @@ use cutover::metrics::{DRIFT_OPEN, IDMAP_UNMAPPED_TOTAL, REQUESTS_TOTAL, WRITE_D
 use cutover::store::{Store, StoreOptions};
 use serde_json::{json, Value};
 
-/// Polls until `check` holds (outcomes are recorded after the client's answer).
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 struct Rig {
     primary_api: TaskApi,
     shadow_api: TaskApi,

@@ -22,21 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const PRIMARY_BODY: &[u8] = br#"{"tasks":[{"id":"a","title":"write tests"}]}"#;
 
-/// Polls `check` until it holds; panics with `what` after about 20 s.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 /// Reads one request head (these tests send no bodies to raw servers).
 async fn read_head(stream: &mut TcpStream) {
     let mut head = Vec::new();

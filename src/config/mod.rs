@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use serde::Deserialize;
 use ranges::Bounds;
+use serde::Deserialize;
 
 use crate::compare::noise::NoiseConfig;
 use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
@@ -689,7 +689,11 @@ impl Config {
         let listen = ListenConfig {
             proxy: ctx.socket_addr("listen.proxy", &raw.listen.proxy)?,
             admin: ctx.socket_addr("listen.admin", &raw.listen.admin)?,
-            shutdown_grace: ctx.duration("listen.shutdown_grace", &raw.listen.shutdown_grace, ranges::SHUTDOWN_GRACE)?,
+            shutdown_grace: ctx.duration(
+                "listen.shutdown_grace",
+                &raw.listen.shutdown_grace,
+                ranges::SHUTDOWN_GRACE,
+            )?,
             header_read_timeout: ctx.duration(
                 "listen.header_read_timeout",
                 &raw.listen.header_read_timeout,
@@ -742,7 +746,12 @@ impl Config {
         let mirror = ctx.mirror(raw.mirror)?;
         let noise = ctx.noise(raw.noise)?;
         let store = ctx.store(raw.store, env(STORE_URL_ENV))?;
-        let redact = ctx.redact(raw.redact)?;
+        let seal = env(crate::seal::REPLAY_KEY_ENV)
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| crate::seal::SealKey::parse(&text))
+            .transpose()
+            .map_err(|err| ctx.invalid(format!("${}", crate::seal::REPLAY_KEY_ENV), err.to_string()))?;
+        let redact = ctx.redact(raw.redact)?.with_seal(seal);
         let token_env = raw.admin.token_env;
         if token_env.is_empty() || !token_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ctx.invalid(
@@ -1046,7 +1055,11 @@ impl Ctx<'_> {
             url,
             options: StoreOptions {
                 max_connections: raw.max_connections,
-                acquire_timeout: self.duration("store.acquire_timeout", &raw.acquire_timeout, ranges::ACQUIRE_TIMEOUT)?,
+                acquire_timeout: self.duration(
+                    "store.acquire_timeout",
+                    &raw.acquire_timeout,
+                    ranges::ACQUIRE_TIMEOUT,
+                )?,
                 samples_per_group: raw.samples_per_group,
             },
             retention: self.duration("store.retention", &raw.retention, ranges::RETENTION)?,
@@ -1275,7 +1288,11 @@ impl Ctx<'_> {
             }
             sweeps.push(Sweep {
                 name,
-                every: self.duration(&key("every"), raw.every.as_deref().unwrap_or("10m"), ranges::SWEEP_EVERY)?,
+                every: self.duration(
+                    &key("every"),
+                    raw.every.as_deref().unwrap_or("10m"),
+                    ranges::SWEEP_EVERY,
+                )?,
                 rate: parse_rate(raw.rate.as_deref().unwrap_or("1/s"))
                     .map_err(|message| self.invalid(key("rate"), message))?,
                 ids: raw.ids,

@@ -71,9 +71,15 @@ const GIB: usize = 1024 * MIB;
 /// `mirror.max_body`, `mirror.max_decoded`: one body held in memory.
 pub const BODY_SIZE: Bounds<usize> = Bounds { min: 0, max: GIB };
 /// `mirror.max_buffered`: every captured body at once.
-pub const BUFFERED_SIZE: Bounds<usize> = Bounds { min: KIB, max: 64 * GIB };
+pub const BUFFERED_SIZE: Bounds<usize> = Bounds {
+    min: KIB,
+    max: 64 * GIB,
+};
 /// `noise.memory`.
-pub const NOISE_MEMORY: Bounds<usize> = Bounds { min: KIB, max: 16 * GIB };
+pub const NOISE_MEMORY: Bounds<usize> = Bounds {
+    min: KIB,
+    max: 16 * GIB,
+};
 
 /// Why a value is outside its bounds, for the config error.
 pub fn check_duration(value: Duration, bounds: Bounds<Duration>) -> Result<Duration, String> {
@@ -92,12 +98,23 @@ pub fn check_duration(value: Duration, bounds: Bounds<Duration>) -> Result<Durat
 pub fn check_size(value: usize, bounds: Bounds<usize>) -> Result<usize, String> {
     if value < bounds.min || value > bounds.max {
         return Err(format!(
-            "must be from {} to {}, got {value} bytes",
-            bytesize::ByteSize(bounds.min as u64).display().iec(),
-            bytesize::ByteSize(bounds.max as u64).display().iec()
+            "must be from {} to {}, got {}",
+            spell_size(bounds.min),
+            spell_size(bounds.max),
+            spell_size(value)
         ));
     }
     Ok(value)
+}
+
+/// A size as a config would write it: `"1GiB"`, `"64KiB"`, `"100 bytes"`.
+fn spell_size(size: usize) -> String {
+    for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+        if size >= unit && size % unit == 0 {
+            return format!("{}{name}", size / unit);
+        }
+    }
+    format!("{size} bytes")
 }
 
 fn spell(duration: Duration) -> String {
@@ -120,9 +137,19 @@ mod tests {
         );
         assert_eq!(
             check_duration(secs(u64::MAX), HEADER_READ_TIMEOUT).unwrap_err(),
-            format!("must be from 100ms to 10m, got {}", humantime::format_duration(secs(u64::MAX)))
+            format!(
+                "must be from 100ms to 10m, got {}",
+                humantime::format_duration(secs(u64::MAX))
+            )
         );
-        assert!(check_size(2 * GIB, BODY_SIZE).unwrap_err().starts_with("must be from 0 B to 1 GiB"));
+        assert_eq!(
+            check_size(2 * GIB, BODY_SIZE).unwrap_err(),
+            "must be from 0 bytes to 1GiB, got 2GiB"
+        );
+        assert_eq!(
+            check_size(1000, BUFFERED_SIZE).unwrap_err(),
+            "must be from 1KiB to 64GiB, got 1000 bytes"
+        );
     }
 
     #[test]

@@ -1276,6 +1276,7 @@ impl Recorder {
             let detail = crate::drift::DriftDetail {
                 reason: format!("not mirrored: {}", reason.label()),
                 request: None,
+                not_replayable: None,
             };
             let (primary, shadow) = request.serving.arrange(Some(result), None);
             LedgerRecord {

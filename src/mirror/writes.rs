@@ -318,7 +318,10 @@ impl Mirror {
     }
 
     /// What a replay of this write needs, as the ledger keeps it: secret
-    /// headers left out, secret query values and JSON fields redacted.
+    /// and framing headers left out, path and body exactly as sent. A
+    /// request with a secret in its query or body is sealed under the
+    /// replay key, or, without one, kept as not replayable with the reason:
+    /// it is never kept redacted, since a replay would send the placeholder.
     fn replay_detail(
         &self,
         reason: &str,
@@ -332,25 +335,45 @@ impl Mirror {
         let headers = request
             .headers
             .iter()
-            .filter(|(name, _)| !redactor.is_secret_header(name.as_str()) && *name != http::header::HOST)
+            .filter(|(name, _)| {
+                !redactor.is_secret_header(name.as_str())
+                    && !crate::drift::NOT_REPLAYED_HEADERS.contains(&name.as_str())
+            })
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect();
-        let body = match serde_json::from_slice::<serde_json::Value>(&request.body) {
-            Ok(document) => serde_json::to_vec(&redactor.json(document)).unwrap_or_default(),
-            Err(_) => request.body.to_vec(),
+        let secret = redactor.secret_in_request(&request.path_and_query, &request.headers, &request.body);
+        let mut kept = ReplayRequest {
+            method: request.method.to_string(),
+            path: request.path_and_query.clone(),
+            headers,
+            body_base64: ReplayRequest::encode_body(&request.body),
+            sealed: None,
+            idempotency_key: idempotency_key.to_string(),
+            served_status,
+            created_ids,
+            target,
         };
+        let mut not_replayable = None;
+        if let Some(secret) = secret {
+            let sealed = crate::drift::Sealed {
+                path: std::mem::take(&mut kept.path),
+                body_base64: std::mem::take(&mut kept.body_base64),
+            };
+            kept.path = redactor.path(&request.path_and_query);
+            match (redactor.seal(), serde_json::to_vec(&sealed)) {
+                (Some(key), Ok(plain)) => kept.sealed = Some(key.seal(&plain)),
+                _ => {
+                    not_replayable = Some(format!(
+                        "not replayable: the request carries {secret}, and without {} it is not kept",
+                        crate::seal::REPLAY_KEY_ENV
+                    ))
+                }
+            }
+        }
         let detail = DriftDetail {
             reason: reason.to_string(),
-            request: Some(ReplayRequest {
-                method: request.method.to_string(),
-                path: redactor.path(&request.path_and_query),
-                headers,
-                body_base64: ReplayRequest::encode_body(&body),
-                idempotency_key: idempotency_key.to_string(),
-                served_status,
-                created_ids,
-                target,
-            }),
+            request: not_replayable.is_none().then_some(kept),
+            not_replayable,
         };
         serde_json::to_string(&detail).unwrap_or_default()
     }

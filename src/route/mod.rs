@@ -456,9 +456,9 @@ impl RouteTable {
     /// cannot be stepped around by `//`, `/./`, `%63` or a trailing slash.
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
         let path = normalize::route_path(path, self.fold_case);
-        self.routes.iter().find(|route| {
-            route.methods.accepts(method) && route.template.matches_folding(&path, self.fold_case)
-        })
+        self.routes
+            .iter()
+            .find(|route| route.methods.accepts(method) && route.template.matches_folding(&path, self.fold_case))
     }
 
     /// Routes that can never match: an earlier route accepts every method

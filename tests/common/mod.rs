@@ -453,3 +453,19 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     }
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// Polls `check` until it holds; panics with `what` after about 20 s
+/// (outcomes and store rows land after the client's answer).
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
