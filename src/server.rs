@@ -189,13 +189,21 @@ async fn serve_connection<H, F>(
                 }
                 return;
             }
-            () = tokio::time::sleep_until(idle_until), if !closing => {
-                if activity.last() + limits.idle_timeout <= Instant::now() {
-                    count_closed(metrics.as_ref(), &limits, ConnectionClose::Idle);
-                    debug!(%peer, listener = limits.listener, "connection closed: idle");
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
+            () = tokio::time::sleep_until(idle_until) => {
+                if activity.last() + limits.idle_timeout > Instant::now() {
+                    continue;
                 }
+                if closing {
+                    // Asked to close and silent for another idle period (an
+                    // HTTP/2 peer that never acknowledges GOAWAY's ping):
+                    // dropped, which closes the socket.
+                    debug!(%peer, listener = limits.listener, "connection dropped: silent while closing");
+                    return;
+                }
+                count_closed(metrics.as_ref(), &limits, ConnectionClose::Idle);
+                debug!(%peer, listener = limits.listener, "connection closed: idle");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
             }
             changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {

@@ -125,6 +125,41 @@ fn broken_configs_point_at_the_key() {
             "config/tomos.toml: mirror.queue: must be at least 1",
         ),
         (
+            "admin = \"127.0.0.1:9901\"",
+            "admin = \"127.0.0.1:9901\"\nheader_read_timeout = \"18446744073709551615s\"",
+            "config/tomos.toml: listen.header_read_timeout: must be from 100ms to 10m, got \"18446744073709551615s\"",
+        ),
+        (
+            "admin = \"127.0.0.1:9901\"",
+            "admin = \"127.0.0.1:9901\"\nmax_connections = 0",
+            "config/tomos.toml: listen.max_connections: expected 1 to 1000000 connections, got 0",
+        ),
+        (
+            "admin = \"127.0.0.1:9901\"",
+            "admin = \"127.0.0.1:9901\"\nidle_timeout = \"0s\"",
+            "config/tomos.toml: listen.idle_timeout: must be from 1s to 1day, got \"0s\"",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\ntimeout = \"0s\"",
+            "config/tomos.toml: primary.timeout: must be from 1ms to 1h, got \"0s\"",
+        ),
+        (
+            "[[route]]",
+            "[store]\nflush = \"18446744073709551615s\"\n\n[[route]]",
+            "config/tomos.toml: store.flush: must be from 1ms to 1m, got \"18446744073709551615s\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[route.compare]\nrecheck = \"18446744073709551615s\"",
+            "config/tomos.toml: route \"update-task\": compare.recheck: must be from 1ms to 10m, got \"18446744073709551615s\"",
+        ),
+        (
+            "[[route]]",
+            "[mirror]\nmax_body = \"2GiB\"\n\n[[route]]",
+            "config/tomos.toml: mirror.max_body: must be from 0 bytes to 1GiB, got \"2GiB\"",
+        ),
+        (
             "[[route]]",
             "[mirror]\nmax_in_flight = 0\n\n[[route]]",
             "config/tomos.toml: mirror.max_in_flight: expected 1 to 65536 requests in flight to one upstream",

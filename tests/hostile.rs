@@ -189,3 +189,162 @@ match = "GET /api/task/{id}"
     assert_eq!(shadow.requests()[0].path_and_query, target);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn marker_headers_sent_by_a_client_reach_neither_side() {
+    let primary = fixed(200, &[], b"ok").await;
+    let shadow = fixed(200, &[], b"ok").await;
+    let proxy = ProxySetup::new(primary.url(), shadow.url()).start().await;
+    let answer = raw(
+        proxy.proxy_addr,
+        b"GET /x HTTP/1.1\r\nHost: h\r\nX-Cutover-Shadow: 1\r\nx-cutover-replay: 1\r\nX-CUTOVER-SWEEP: 1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&answer).starts_with("HTTP/1.1 200"), "{answer}");
+    eventually("the shadow got its copy", || async { shadow.requests().len() == 1 }).await;
+    let to_primary = &primary.requests()[0].headers;
+    for marker in ["x-cutover-shadow", "x-cutover-replay", "x-cutover-sweep"] {
+        assert!(
+            to_primary.get(marker).is_none(),
+            "the primary got the client's {marker}"
+        );
+    }
+    let to_shadow = &shadow.requests()[0].headers;
+    assert_eq!(
+        to_shadow["x-cutover-shadow"], "1",
+        "the shadow's marker is cutover's own"
+    );
+    assert!(to_shadow.get("x-cutover-replay").is_none() && to_shadow.get("x-cutover-sweep").is_none());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_route_with_mirroring_off_cannot_be_reached_on_the_shadow_through_path_variants() {
+    let primary = fixed(200, &[("content-type", "application/json")], b"{}").await;
+    let shadow = fixed(200, &[("content-type", "application/json")], b"{}").await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = r#"
+[[route]]
+name = "charge"
+match = "POST /q/charge"
+mirror = "off"
+
+[[route]]
+name = "rest"
+match = "* /**"
+mirror = "dual-write"
+"#;
+    let proxy = setup.start().await;
+    let variants = [
+        "/q/charge",
+        "/q/charge/",
+        "//q/charge",
+        "/q/./charge",
+        "/q/%63harge",
+        "/q/x/../charge",
+    ];
+    for variant in variants {
+        let request =
+            format!("POST {variant} HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+        let answer = raw(proxy.proxy_addr, request.as_bytes()).await;
+        assert!(status_line(&answer).starts_with("HTTP/1.1 200"), "{variant}: {answer}");
+    }
+    let sent: Vec<String> = primary
+        .requests()
+        .iter()
+        .map(|seen| seen.path_and_query.clone())
+        .collect();
+    assert_eq!(sent, variants, "the primary gets each path exactly as sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mirrored: Vec<String> = shadow
+        .requests()
+        .iter()
+        .map(|seen| seen.path_and_query.clone())
+        .collect();
+    assert!(mirrored.is_empty(), "these reached the shadow: {mirrored:?}");
+    // Case counts unless the config says it does not: /Q/charge is another path.
+    raw(
+        proxy.proxy_addr,
+        b"POST /Q/charge HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await;
+    eventually("/Q/charge is dual-written under rest", || async {
+        shadow.requests().len() == 1
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+/// A primary that frames its answer with both Content-Length and chunked.
+async fn both_framings_primary() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                    )
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_answer_with_content_length_and_chunked_reaches_the_client_whole_and_framed_once() {
+    let primary = both_framings_primary().await;
+    let shadow = fixed(200, &[], b"hello").await;
+    let proxy = ProxySetup::new(format!("http://{primary}"), shadow.url()).start().await;
+    let answer = raw(
+        proxy.proxy_addr,
+        b"GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status_line(&answer).starts_with("HTTP/1.1 200"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length: 3"),
+        "the primary's lying length was passed on: {head}"
+    );
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body.replace("5\r\n", "").replace("\r\n0\r\n\r\n", "")
+    } else {
+        body.to_string()
+    };
+    assert_eq!(body, "hello");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_without_one_host_or_with_raw_non_ascii_targets_get_400_and_reach_nobody() {
+    let primary = fixed(200, &[], b"ok").await;
+    let shadow = fixed(200, &[], b"ok").await;
+    let proxy = ProxySetup::new(primary.url(), shadow.url()).start().await;
+    let cases: [&[u8]; 3] = [
+        b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET /echo/caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    ];
+    for case in cases {
+        let answer = raw(proxy.proxy_addr, case).await;
+        assert!(
+            status_line(&answer).starts_with("HTTP/1.1 400"),
+            "{:?} → {answer}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    assert!(primary.requests().is_empty() && shadow.requests().is_empty());
+    // HTTP/1.0 may leave Host out.
+    let answer = raw(proxy.proxy_addr, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(status_line(&answer).ends_with(" 200 OK"), "{answer}");
+    proxy.shutdown().await;
+}

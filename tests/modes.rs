@@ -339,3 +339,57 @@ async fn automatic_rollback_fires_on_a_failing_candidate_and_not_on_a_healthy_on
     assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
     assert!(rollbacks[0].1.contains("error rate"), "{rollbacks:?}");
 }
+
+#[tokio::test]
+async fn a_switch_naming_a_route_that_does_not_exist_is_refused_by_the_api_and_the_cli() {
+    let primary = backend(side_backend("legacy")).await;
+    let shadow = backend(side_backend("candidate")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let proxy = start(&primary, &shadow, &store, ROUTES).await;
+    let answer = client()
+        .post(format!("http://{}/api/mode", proxy.admin_addr))
+        .bearer_auth(TOKEN)
+        .body(json!({"mode": "candidate", "route": "updat-task"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let body = String::from_utf8_lossy(&answer.bytes().await.unwrap()).into_owned();
+    assert!(body.contains("no route named \\\"updat-task\\\""), "{body}");
+    assert!(body.contains("update-task"), "the routes in force are named: {body}");
+    let current: Value = client()
+        .get(format!("http://{}/api/mode", proxy.admin_addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|body| serde_json::from_slice(&body).unwrap())
+        .unwrap();
+    assert!(
+        current["routes"].as_object().is_none_or(|routes| routes.is_empty()),
+        "{current}"
+    );
+
+    // The CLI without a config checks the name against what the instances announced.
+    let opened = cutover::store::Store::open(&store, &Default::default()).await.unwrap();
+    eventually("the instance announced its routes", || async {
+        opened.announced_routes(500).await.unwrap().is_some()
+    })
+    .await;
+    opened.close().await;
+    let store_row = format!("--store={store}");
+    let refused = run_cutover(&["switch", "candidate", "--route", "updat-task", &store_row]).await;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no route named \"updat-task\""), "{said}");
+    let accepted = run_cutover(&["switch", "candidate", "--route", "update-task", &store_row]).await;
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    proxy.shutdown().await;
+}

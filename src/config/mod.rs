@@ -843,15 +843,11 @@ impl Ctx<'_> {
     }
 
     fn duration(&self, key: &str, value: &str, bounds: Bounds<Duration>) -> Result<Duration, ConfigError> {
-        parse_duration(value)
-            .and_then(|duration| ranges::check_duration(duration, bounds))
-            .map_err(|message| self.invalid(key, message))
+        ranges::duration_within(value, bounds).map_err(|message| self.invalid(key, message))
     }
 
     fn size(&self, key: &str, value: &str, bounds: Bounds<usize>) -> Result<usize, ConfigError> {
-        parse_size(value)
-            .and_then(|size| ranges::check_size(size, bounds))
-            .map_err(|message| self.invalid(key, message))
+        ranges::size_within(value, bounds).map_err(|message| self.invalid(key, message))
     }
 
     fn upstream(
@@ -1153,8 +1149,7 @@ impl Ctx<'_> {
         }
         for (path, text) in &raw.time_tolerance {
             let key = format!("compare.time_tolerance.\"{path}\"");
-            let duration = parse_duration(text)
-                .and_then(|duration| ranges::check_duration(duration, ranges::TIME_TOLERANCE))
+            let duration = ranges::duration_within(text, ranges::TIME_TOLERANCE)
                 .map_err(|message| invalid(key.clone(), message))?;
             rules
                 .add(&key, path, Rule::TimeTolerance(duration))
@@ -1240,8 +1235,7 @@ impl Ctx<'_> {
         rules.learn_noise = raw.learn_noise;
         if let Some(text) = raw.recheck {
             rules.recheck = Some(
-                parse_duration(&text)
-                    .and_then(|duration| ranges::check_duration(duration, ranges::RECHECK))
+                ranges::duration_within(&text, ranges::RECHECK)
                     .map_err(|message| invalid("compare.recheck".into(), message))?,
             );
         }

@@ -81,27 +81,27 @@ pub const NOISE_MEMORY: Bounds<usize> = Bounds {
     max: 16 * GIB,
 };
 
-/// Why a value is outside its bounds, for the config error.
-pub fn check_duration(value: Duration, bounds: Bounds<Duration>) -> Result<Duration, String> {
+/// A duration setting's value: parsed, and within its bounds.
+pub fn duration_within(text: &str, bounds: Bounds<Duration>) -> Result<Duration, String> {
+    let value = super::parse_duration(text)?;
     if value < bounds.min || value > bounds.max {
         return Err(format!(
-            "must be from {} to {}, got {}",
+            "must be from {} to {}, got \"{text}\"",
             spell(bounds.min),
-            spell(bounds.max),
-            spell(value)
+            spell(bounds.max)
         ));
     }
     Ok(value)
 }
 
-/// Why a size is outside its bounds, for the config error.
-pub fn check_size(value: usize, bounds: Bounds<usize>) -> Result<usize, String> {
+/// A size setting's value: parsed, and within its bounds.
+pub fn size_within(text: &str, bounds: Bounds<usize>) -> Result<usize, String> {
+    let value = super::parse_size(text)?;
     if value < bounds.min || value > bounds.max {
         return Err(format!(
-            "must be from {} to {}, got {}",
+            "must be from {} to {}, got \"{text}\"",
             spell_size(bounds.min),
-            spell_size(bounds.max),
-            spell_size(value)
+            spell_size(bounds.max)
         ));
     }
     Ok(value)
@@ -130,25 +130,22 @@ mod tests {
 
     #[test]
     fn values_outside_their_bounds_are_refused_with_both_ends() {
-        assert_eq!(check_duration(secs(5), UPSTREAM_TIMEOUT), Ok(secs(5)));
+        assert_eq!(duration_within("5s", UPSTREAM_TIMEOUT), Ok(secs(5)));
         assert_eq!(
-            check_duration(secs(0), UPSTREAM_TIMEOUT).unwrap_err(),
-            "must be from 1ms to 1h, got 0s"
+            duration_within("0s", UPSTREAM_TIMEOUT).unwrap_err(),
+            "must be from 1ms to 1h, got \"0s\""
         );
         assert_eq!(
-            check_duration(secs(u64::MAX), HEADER_READ_TIMEOUT).unwrap_err(),
-            format!(
-                "must be from 100ms to 10m, got {}",
-                humantime::format_duration(secs(u64::MAX))
-            )
+            duration_within("18446744073709551615s", HEADER_READ_TIMEOUT).unwrap_err(),
+            "must be from 100ms to 10m, got \"18446744073709551615s\""
         );
         assert_eq!(
-            check_size(2 * GIB, BODY_SIZE).unwrap_err(),
-            "must be from 0 bytes to 1GiB, got 2GiB"
+            size_within("2GiB", BODY_SIZE).unwrap_err(),
+            "must be from 0 bytes to 1GiB, got \"2GiB\""
         );
         assert_eq!(
-            check_size(1000, BUFFERED_SIZE).unwrap_err(),
-            "must be from 1KiB to 64GiB, got 1000 bytes"
+            size_within("1000", BUFFERED_SIZE).unwrap_err(),
+            "must be from 1KiB to 64GiB, got \"1000\""
         );
     }
 
