@@ -50,8 +50,9 @@ fn is_canonical(path: &str, fold_case: bool) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
+    let foldable = fold_case && path.bytes().any(|byte| byte.is_ascii_uppercase());
     !path.contains('%')
-        && !(fold_case && path.bytes().any(|byte| byte.is_ascii_uppercase()))
+        && !foldable
         && rest.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
