@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use common::tasks::{Scheme, Task, TaskApi, ROUTES};

@@ -51,9 +51,7 @@ fn is_canonical(path: &str, fold_case: bool) -> bool {
         return false;
     };
     let foldable = fold_case && path.bytes().any(|byte| byte.is_ascii_uppercase());
-    !path.contains('%')
-        && !foldable
-        && rest.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
+    !path.contains('%') && !foldable && rest.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
 /// Decodes `%XX` where XX spells an unreserved character (ALPHA, DIGIT,
