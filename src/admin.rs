@@ -87,6 +87,9 @@ pub struct AdminState {
     pub modes: Option<Arc<crate::mode::ModeTable>>,
     /// Set once the ID map and ledger are loaded from the store; readiness waits for it.
     pub loaded: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The store writer: readiness reports its writes failing, which a
+    /// ping (a read) does not see.
+    pub writer: Option<Arc<crate::store::Writer>>,
     store: OnceCell<Store>,
 }
 
@@ -126,6 +129,7 @@ impl AdminState {
             drift: None,
             modes: None,
             loaded: None,
+            writer: None,
             store: OnceCell::new(),
         }
     }
@@ -479,7 +483,11 @@ async fn ready(state: &AdminState) -> Response<ResponseBody> {
     let store = match state.store().await {
         Ok(store) => store.ping().await.map_err(|err| err.to_string()),
         Err(_) => Err("cannot connect".to_string()),
-    };
+    }
+    .and_then(|()| match state.writer.as_ref().and_then(|writer| writer.failing()) {
+        Some(failing) => Err(failing),
+        None => Ok(()),
+    });
     let (host, port) = &state.primary;
     let primary = match tokio::time::timeout(
         Duration::from_secs(2),

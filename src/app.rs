@@ -73,7 +73,36 @@ pub struct ShutdownReport {
     /// Mirrored exchanges not yet recorded when the grace period ended.
     pub exchanges_unrecorded: usize,
     /// Records not written to the store when the grace period ended.
-    pub records_unwritten: i64,
+    pub unwritten: crate::store::Unwritten,
+}
+
+/// Stops the store writer within `grace`: past it, the writer stops
+/// retrying and says what it could not write. A writer stuck inside one
+/// write is ended after another ten seconds, and what it held is known
+/// only as a count (the pending gauge).
+async fn stop_writer(
+    writer: &Writer,
+    mut task: tokio::task::JoinHandle<crate::store::Unwritten>,
+    grace: std::time::Duration,
+    metrics: &Metrics,
+) -> crate::store::Unwritten {
+    writer.stop();
+    if let Ok(done) = tokio::time::timeout(grace, &mut task).await {
+        return done.unwrap_or_default();
+    }
+    writer.give_up();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), &mut task).await {
+        Ok(done) => done.unwrap_or_default(),
+        Err(_) => {
+            task.abort();
+            let pending = metrics.store_pending().get().max(0).unsigned_abs();
+            metrics.store_records_lost().inc_by(pending);
+            crate::store::Unwritten {
+                records: pending,
+                ..Default::default()
+            }
+        }
+    }
 }
 
 /// Connections the admin listener holds open at most: enough for probes,
@@ -151,7 +180,7 @@ impl Running {
         self.stopped.await.unwrap_or(ShutdownReport {
             connections_cut: true,
             exchanges_unrecorded: 0,
-            records_unwritten: 0,
+            unwritten: crate::store::Unwritten::default(),
         })
     }
 }
@@ -185,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     metrics.set_idmap_entries(&ids.counts());
     let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
+    let instance = instance_name(&config);
     let (mirror, workers) = Mirror::start(
         config.mirror.clone(),
         config.noise.clone(),
@@ -199,16 +229,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ids: Arc::clone(&ids),
             write_tries: config.shadow.write_tries,
             store: config.store.clone(),
+            instance: instance.clone(),
         },
     )?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let instance = instance_name(&config);
     tokio::spawn(load_from_store(
         config.store.clone(),
         Lifecycle {
             fingerprint: config.fingerprint.clone(),
             instance: instance.clone(),
             route_names: route_names(&config),
+            started_ms: crate::drift::now_ms(),
         },
         Arc::clone(&ids),
         imported,
@@ -314,6 +345,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         replaying: tokio::sync::Mutex::new(()),
     });
     admin_state.loaded = Some(ready);
+    admin_state.writer = Some(Arc::clone(&writer));
     admin_state.modes = Some(Arc::clone(&modes));
     admin_state.readiness = std::sync::RwLock::new(config.readiness.clone());
     let reloader = Arc::new(Reloader {
@@ -348,28 +380,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             warn!("comparison workers did not stop cleanly");
         }
         // Everything recorded is queued for the store: write it, within what is left of the grace period.
-        writer.stop();
         let store_grace = grace
             .saturating_sub(began.elapsed())
             .max(std::time::Duration::from_secs(1));
-        let mut writer_task = writer_task;
-        if tokio::time::timeout(store_grace, &mut writer_task).await.is_err() {
-            writer_task.abort();
-        }
-        let records_unwritten = writer_metrics.store_pending().get();
+        let unwritten = stop_writer(&writer, writer_task, store_grace, &writer_metrics).await;
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
         let report = ShutdownReport {
             connections_cut: !finished,
             exchanges_unrecorded,
-            records_unwritten,
+            unwritten,
         };
         record_stop(&store_config, &instance, &report).await;
-        if report.connections_cut || report.exchanges_unrecorded > 0 || report.records_unwritten > 0 {
+        if unwritten.records > 0 {
+            warn!(
+                records = unwritten.records,
+                exchanges = unwritten.exchanges,
+                ledger_rows = unwritten.ledger_rows,
+                id_pairs = unwritten.id_pairs,
+                noise_snapshots = unwritten.noise_snapshots,
+                write_intents = unwritten.write_intents,
+                "records were not written to the store before the stop: they are lost"
+            );
+        }
+        if report.connections_cut || report.exchanges_unrecorded > 0 || unwritten.records > 0 {
             warn!(
                 connections_cut = report.connections_cut,
                 exchanges_unrecorded = report.exchanges_unrecorded,
-                records_unwritten = report.records_unwritten,
+                records_unwritten = unwritten.records,
                 "shutdown grace period ended with work left"
             );
         } else {
@@ -397,6 +435,9 @@ struct Lifecycle {
     /// The routes it serves, announced so that `cutover switch --route`
     /// without a config can check a name against what instances serve.
     route_names: Vec<String>,
+    /// When this run started: writes left pending from before it are an
+    /// earlier run's.
+    started_ms: i64,
 }
 
 fn route_names(config: &Config) -> Vec<String> {
@@ -451,22 +492,32 @@ async fn load_once(
         }
     }
     metrics.set_idmap_entries(&ids.counts());
+    let Lifecycle {
+        fingerprint, instance, ..
+    } = lifecycle;
+    // What an earlier run of this instance sent and never heard back about
+    // is in doubt: that run has ended, since this one took its name.
+    let in_doubt = store.settle_in_doubt(instance, lifecycle.started_ms, now).await?;
+    if in_doubt > 0 {
+        warn!(instance = %instance, writes = in_doubt, "writes in flight when the previous run ended are now drift (unclean_restart)");
+    }
     let held = store.drifted_entities().await?;
     drifted
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend(held);
     metrics.drift_open().set(store.ledger_count("drift").await?);
-    let Lifecycle {
-        fingerprint, instance, ..
-    } = lifecycle;
     if let Some((started_ms, kind)) = store.last_lifecycle_event(instance, LIFECYCLE_SCAN).await? {
         if kind == "start" {
             // The last run of this instance started and never recorded its stop:
             // killed, crashed or cut off from the store at shutdown. Whatever it
             // had in memory (queued comparisons, buffered records) is gone.
             warn!(instance = %instance, "the previous run of this instance ended without a clean stop");
-            let detail = serde_json::json!({ "instance": instance, "previous_start_ms": started_ms });
+            let detail = serde_json::json!({
+                "instance": instance,
+                "previous_start_ms": started_ms,
+                "writes_in_doubt": in_doubt,
+            });
             store.add_event("unclean_restart", &detail, now).await?;
         }
     }
@@ -475,6 +526,7 @@ async fn load_once(
         "config": fingerprint,
         "idmap_conflicts": conflicts,
         "instance": instance,
+        "writes_in_doubt": in_doubt,
         "route_names": lifecycle.route_names,
     });
     store.add_event("start", &detail, now).await?;
@@ -513,7 +565,8 @@ async fn record_stop(config: &WriterConfig, instance: &str, report: &ShutdownRep
         "instance": instance,
         "connections_cut": report.connections_cut,
         "exchanges_unrecorded": report.exchanges_unrecorded,
-        "records_unwritten": report.records_unwritten,
+        "records_unwritten": report.unwritten.records,
+        "unwritten": report.unwritten,
     });
     if config.url.contains(":memory:") {
         // An in-memory store ends with the process; no later start reads it.

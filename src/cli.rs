@@ -361,7 +361,22 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             }
         }
         info!("stopping: finishing in-flight requests and draining the mirror queue");
-        running.shutdown().await;
+        let report = running.shutdown().await;
+        let lost = report.unwritten;
+        if lost.records > 0 {
+            let uncompared = match report.exchanges_unrecorded {
+                0 => String::new(),
+                count => format!("; {count} exchanges were still being compared and were never recorded"),
+            };
+            anyhow::bail!(
+                "{} records were not written to the store before the stop ({} exchanges, {} write ledger rows, \
+                 {} ID pairs): they are lost; see the log above for why the store refused them{uncompared}",
+                lost.records,
+                lost.exchanges,
+                lost.ledger_rows,
+                lost.id_pairs
+            );
+        }
         Ok(())
     })
 }

@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key.
-//! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy.
+//! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key;
+//!   `config::ranges` bounds every duration and size.
+//! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy, matched on
+//!   the canonical path (`route::normalize`).
 //! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only), global or per route.
 //! - [`proxy`]: the hot path: forward to the primary, stream its answer back, capture.
 //! - [`upstream`]: one pooled HTTP(S) client per backend.
@@ -17,11 +19,14 @@
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
 //! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
+//! - [`seal`]: replay data that holds a secret, sealed under `CUTOVER_REPLAY_KEY`.
 //! - [`report`]: the readiness report: evidence from the store, gates, verdict, HTML/Markdown/JSON.
 //! - [`metrics`]: the Prometheus registry and metric names.
-//! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations.
+//! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations;
+//!   `store::writer` batches records into it and says what a stop left unwritten.
 //! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store.
-//! - [`server`]: HTTP/1.1 + h2c listener plumbing with graceful shutdown.
+//! - [`server`]: HTTP/1.1 + h2c listener plumbing: connection cap, first-byte and idle
+//!   timeouts, graceful shutdown.
 //! - [`app`]: starts and stops one instance.
 //! - [`cli`]: the `cutover` command line.
 #![forbid(unsafe_code)]

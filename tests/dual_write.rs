@@ -323,16 +323,7 @@ async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
     })
     .await;
     let token = "t0ken";
-    let drift = client()
-        .get(format!("http://{admin}/api/drift"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let drift: Value = serde_json::from_slice(&drift).unwrap();
+    let drift = api_get(&admin, "/api/drift", token).await;
     let open = drift["open"].as_array().unwrap();
     assert_eq!(open.len(), 3, "{drift}");
     assert!(open.iter().all(|row| row["replayable"] == true), "{drift}");

@@ -63,7 +63,7 @@ async fn traffic_becomes_rows_and_groups_without_secrets() {
         .unwrap();
     wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[], 5.0).await;
     let report = proxy.shutdown().await;
-    assert_eq!(report.records_unwritten, 0);
+    assert_eq!(report.unwritten.records, 0);
 
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     assert_eq!(store.exchange_count().await.unwrap(), 5, "one row per request");

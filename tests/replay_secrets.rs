@@ -156,16 +156,7 @@ async fn with_a_replay_key_a_write_with_secrets_is_sealed_and_replayed_exactly()
 #[tokio::test]
 async fn without_a_replay_key_a_write_with_secrets_is_kept_unreplayable_and_never_sent() {
     let run = drift_a_login(None).await;
-    let drift = client()
-        .get(format!("http://{}/api/drift", run.proxy.admin_addr))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let drift: Value = serde_json::from_slice(&drift).unwrap();
+    let drift = api_get(run.proxy.admin_addr, "/api/drift", "t0ken").await;
     let row = &drift["open"][0];
     assert_eq!(row["replayable"], false, "{drift}");
     let why = row["not_replayable"].as_str().unwrap_or_default();

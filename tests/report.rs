@@ -234,6 +234,7 @@ async fn open_drift_unmapped_ids_slow_or_failing_shadows_are_each_no_go() {
         attempts: 3,
         replay: None,
         seq: 1,
+        intent: None,
     });
     store.record(&[write]).await.unwrap();
     let drifted = report(&store, &Readiness::default()).await;

@@ -257,6 +257,7 @@ fn write(request_id: &str, at_ms: i64, entity: &str, state: &str) -> ExchangeRec
         attempts: 3,
         replay: (state == "drift").then(|| r#"{"reason":"shadow down"}"#.to_string()),
         seq: at_ms,
+        intent: None,
     });
     record
 }

@@ -55,6 +55,8 @@ pub struct Evidence {
     pub write_tries: u32,
     /// The store the ID map is shared through (read-through on a miss).
     pub store: crate::store::WriterConfig,
+    /// Who this instance is across restarts: its pending writes carry it.
+    pub instance: String,
 }
 
 /// Longest body excerpt kept in a sample.
@@ -367,6 +369,10 @@ pub struct Mirror {
     write_tries: u32,
     /// ID pairs other instances learned, read through the store on a miss.
     pairs: Arc<SharedPairs>,
+    /// This instance's name, on the ledger rows of its writes.
+    instance: String,
+    /// This run's key prefix for write intents (random: unique across restarts).
+    run: String,
 }
 
 /// The store side of the ID map: pairs this instance learns are written at
@@ -411,21 +417,6 @@ impl SharedPairs {
                 false
             }
         }
-    }
-
-    /// Writes learned pairs now (the exchange's record writes them too, later).
-    fn publish(self: &Arc<Self>, pairs: Vec<crate::idmap::IdPair>) {
-        let shared = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Some(store) = shared.store().await {
-                if let Err(err) = store
-                    .insert_id_pairs(&pairs, "learned", unix_ms(SystemTime::now()))
-                    .await
-                {
-                    debug!(error = %err, "learned pairs reach the store with their exchange instead");
-                }
-            }
-        });
     }
 }
 
@@ -616,6 +607,8 @@ impl Mirror {
                 store: tokio::sync::OnceCell::new(),
                 misses: Mutex::new(HashMap::new()),
             }),
+            instance: evidence.instance,
+            run: format!("{:016x}", rand::random::<u64>()),
         };
         let mirror = Arc::new(mirror);
         tokio::spawn(recheck_loop(Arc::downgrade(&mirror), recorder, recheck_rx));
@@ -1129,7 +1122,7 @@ fn clip(text: &str, limit: usize) -> String {
     format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
 }
 
-fn unix_ms(at: SystemTime) -> i64 {
+pub(super) fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
@@ -1289,6 +1282,7 @@ impl Recorder {
                 attempts: 0,
                 seq: i64::try_from(lanes::next_order()).unwrap_or(i64::MAX),
                 replay: applied.then(|| serde_json::to_string(&detail).unwrap_or_default()),
+                intent: None,
             }
         });
         if let Some(ledger) = ledger.as_ref().filter(|ledger| ledger.state == "drift") {

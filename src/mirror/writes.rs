@@ -23,7 +23,17 @@ use crate::exchange::{
 };
 use crate::idmap::{IdPair, Side};
 use crate::route::{Verify, WriteRules};
-use crate::store::LedgerRecord;
+use crate::store::{Commit, IntentRecord, LedgerRecord, Record, LEDGER_PENDING};
+
+/// Why a write left pending by a run that ended is drift at the next start.
+const IN_DOUBT_AT_RESTART: &str =
+    "unclean_restart: cutover ended before this write reached the other side or was answered there; \
+     whether it was applied there is unknown";
+
+/// How long a write waits for its ledger row to be committed while the
+/// store is healthy (a failing store holds no write back: the record waits
+/// in the writer's buffer, counted).
+const DURABLE_WAIT: Duration = Duration::from_secs(2);
 
 /// The first retry's delay; each next one doubles, plus up to 50% jitter.
 const RETRY_BASE: Duration = Duration::from_millis(100);
@@ -69,6 +79,7 @@ impl Mirror {
             .as_mut()
             .map_or_else(super::lanes::next_order, |pending| pending.order());
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let intent = format!("{}#{seq}", self.run);
         let ledger = |state: &str, mirrored: Option<&SideResult>, attempts: i64, replay: Option<String>| {
             let (primary, shadow) = serving.arrange(Some(&served), mirrored);
             LedgerRecord {
@@ -81,6 +92,7 @@ impl Mirror {
                 state: state.into(),
                 attempts,
                 replay,
+                intent: Some(intent.clone()),
             }
         };
         let failed_outcome = match serving {
@@ -121,6 +133,21 @@ impl Mirror {
         let Some(mut pending) = pending else {
             return;
         };
+        // In the ledger before it waits its turn and goes out: if cutover
+        // dies before the answer, the next start finds it pending and calls
+        // it drift (every path from here settles the row).
+        let in_doubt = detail(IN_DOUBT_AT_RESTART, created.clone());
+        let intent_row = |row: LedgerRecord, learned_ids: Vec<IdPair>| IntentRecord {
+            instance: self.instance.clone(),
+            at_ms: super::unix_ms(started_at),
+            route: route.clone(),
+            method: direct.method.to_string(),
+            path: self.recorder.redactor.path(&direct.path_and_query),
+            ledger: row,
+            learned_ids,
+        };
+        self.durable(intent_row(ledger(LEDGER_PENDING, None, 0, Some(in_doubt)), Vec::new()))
+            .await;
         pending.wait_turn().await;
         let held_by = entity.as_ref().filter(|entity| self.is_held(entity));
         if let Some(entity) = held_by {
@@ -147,9 +174,6 @@ impl Mirror {
         let (mirrored, attempts, mirrored_reservation) = self.send_write(mirrored_to, &mirrored_request, headers).await;
         reservation.absorb(mirrored_reservation);
         let learned = self.learn(&writes, serving, &created, &mirrored, &request_id, &route);
-        // Later writes may now run; the pairs this one taught are in the map for them.
-        drop(learning);
-        pending.finish();
 
         let mirrored_status = status_of(&mirrored).and_then(|status| u16::try_from(status).ok());
         let drifted = applied(served_status) != applied(mirrored_status);
@@ -181,6 +205,11 @@ impl Mirror {
         } else {
             ledger("ok", Some(&mirrored), i64::from(attempts), None)
         };
+        // Later writes to the entity may now be translated and sent: the
+        // answer and the pairs it taught are in the map, and in the store.
+        self.durable(intent_row(row.clone(), learned.clone())).await;
+        drop(learning);
+        pending.finish();
         if !drifted && applied(served_status) {
             if let Some(verify) = &writes.verify {
                 let in_primary_space = self.in_primary_space(serving, &created);
@@ -268,6 +297,19 @@ impl Mirror {
         }
     }
 
+    /// Queues a ledger row and waits for its commit (group commit: the
+    /// client is answered already, and writes to other entities go on).
+    async fn durable(&self, intent: IntentRecord) {
+        let written = self
+            .recorder
+            .writer
+            .write_durably(Record::Intent(intent), DURABLE_WAIT)
+            .await;
+        if written == Commit::Late {
+            warn!("a dual-write's ledger row was not committed within 2s; the write goes on");
+        }
+    }
+
     /// Pairs the IDs the serving side created with the other side's, into the map.
     fn learn(
         &self,
@@ -311,8 +353,9 @@ impl Mirror {
             }
         }
         if !learned.is_empty() {
+            // Other instances read them from the store: the settled intent
+            // writes them before this entity's next write goes out.
             self.metrics.set_idmap_entries(&self.ids.counts());
-            self.pairs.publish(learned.clone());
         }
         learned
     }

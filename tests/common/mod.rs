@@ -114,8 +114,8 @@ pub fn respond(status: u16, headers: &[(String, String)], body: Bytes) -> Respon
     response
 }
 
-/// A server that answers anything with bytes that are not HTTP.
-pub async fn garbage_server() -> SocketAddr {
+/// A server that answers any request with exactly `answer`, then closes.
+pub async fn raw_server(answer: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -126,13 +126,17 @@ pub async fn garbage_server() -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"\x00\x13garbage, not HTTP at all\r\n\r\n\xff\xfe")
-                    .await;
+                let _ = stream.write_all(answer).await;
+                let _ = stream.shutdown().await;
             });
         }
     });
     addr
+}
+
+/// A server that answers anything with bytes that are not HTTP.
+pub async fn garbage_server() -> SocketAddr {
+    raw_server(b"\x00\x13garbage, not HTTP at all\r\n\r\n\xff\xfe").await
 }
 
 /// A loopback address nothing listens on.
@@ -468,4 +472,92 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// A `cutover serve` process whose logs are read as they come (a full
+/// stderr pipe would stall it).
+pub struct Supervised {
+    pub child: std::process::Child,
+    pub proxy: String,
+    pub admin: String,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Supervised {
+    pub fn start(config: &std::path::Path, wrapper: &[&str]) -> Supervised {
+        let process = ServeProcess::run(config, "info", wrapper);
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(process.before_serving));
+        let sink = std::sync::Arc::clone(&logs);
+        let lines = process.logs;
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Supervised {
+            child: process.child,
+            proxy: process.proxy,
+            admin: process.admin,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub async fn until_ready(&self) {
+        let url = format!("http://{}/readyz", self.admin);
+        eventually("the instance is ready", || async {
+            matches!(client().get(&url).send().await, Ok(response) if response.status() == 200)
+        })
+        .await;
+    }
+
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric(&metrics_text(self.admin.parse().unwrap()).await, name, labels)
+    }
+
+    pub fn kill(mut self, signal: &str) -> Option<i32> {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap().code()
+    }
+
+    /// Whether a log line containing `message` arrives within a few seconds.
+    pub async fn logged(&self, message: &str) -> bool {
+        for _ in 0..100 {
+            if self.logs.lock().unwrap().iter().any(|line| line.contains(message)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Supervised {
+    /// A failed assertion must not leave the process behind (it would hold
+    /// the test's output pipe open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET` an admin API path with the bearer token; the answer's JSON.
+pub async fn api_get(admin: impl std::fmt::Display, path: &str, token: &str) -> serde_json::Value {
+    let body = client()
+        .get(format!("http://{admin}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
 }

@@ -11,6 +11,10 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod writer;
+
+pub use writer::{Commit, Unwritten, Writer, WriterConfig};
+
 /// Where the store lives when neither `--store` nor the config says.
 pub const DEFAULT_URL: &str = "sqlite://cutover.db";
 
@@ -231,6 +235,86 @@ pub enum Record {
     Exchange(ExchangeRecord),
     /// A snapshot of the paths learned as noise.
     Noise(Vec<NoiseRecord>),
+    /// A dual-write's ledger row, by its intent (see [`IntentRecord`]).
+    Intent(IntentRecord),
+}
+
+/// A dual-write's ledger row, keyed by its intent: written `pending` before
+/// the write is sent to the other side, then settled with the answer and
+/// the ID pairs it taught before the entity's next write is translated.
+/// The exchange's own record later settles it too, unless it is settled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentRecord {
+    /// The instance that sent the write; its next start settles what it left pending.
+    pub instance: String,
+    pub at_ms: i64,
+    pub route: String,
+    pub method: String,
+    pub path: String,
+    /// With `intent` set; state `pending` until the answer is known.
+    pub ledger: LedgerRecord,
+    pub learned_ids: Vec<crate::idmap::IdPair>,
+}
+
+/// The ledger state of a write sent and not yet answered.
+pub const LEDGER_PENDING: &str = "pending";
+
+/// Inserts or settles a ledger row by its intent; a settled row is never
+/// set back to pending.
+const LEDGER_SETTLE: &str = "ON CONFLICT (intent) DO UPDATE SET primary_status = excluded.primary_status, \
+     shadow_status = excluded.shadow_status, primary_ms = excluded.primary_ms, shadow_ms = excluded.shadow_ms, \
+     state = excluded.state, attempts = excluded.attempts, replay = excluded.replay, updated_ms = excluded.updated_ms \
+     WHERE write_ledger.state = 'pending'";
+
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One `write_ledger` row to insert.
+struct LedgerInsert<'a> {
+    at_ms: i64,
+    route: &'a str,
+    method: &'a str,
+    path: &'a str,
+    ledger: &'a LedgerRecord,
+    instance: Option<&'a str>,
+}
+
+impl LedgerInsert<'_> {
+    async fn insert(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        on_conflict: &'static str,
+    ) -> Result<(), StoreError> {
+        let ledger = self.ledger;
+        let sql = format!(
+            "INSERT INTO write_ledger (at_ms, route, method, path, entity, primary_status, shadow_status, \
+             primary_ms, shadow_ms, state, attempts, replay, updated_ms, seq, intent, instance) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) {on_conflict}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.at_ms)
+            .bind(self.route)
+            .bind(self.method)
+            .bind(self.path)
+            .bind(&ledger.entity)
+            .bind(ledger.primary_status)
+            .bind(ledger.shadow_status)
+            .bind(ledger.primary_ms)
+            .bind(ledger.shadow_ms)
+            .bind(&ledger.state)
+            .bind(ledger.attempts)
+            .bind(&ledger.replay)
+            .bind(unix_ms_now().max(self.at_ms))
+            .bind(ledger.seq)
+            .bind(&ledger.intent)
+            .bind(self.instance)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
 }
 
 /// A path learned as noise.
@@ -259,6 +343,8 @@ pub struct LedgerRecord {
     pub replay: Option<String>,
     /// The order the write reached (or would have reached) the shadow; replay follows it.
     pub seq: i64,
+    /// The key of a dual-write's row written before it was sent (see [`IntentRecord`]).
+    pub intent: Option<String>,
 }
 
 /// A write ledger row as stored.
@@ -451,7 +537,18 @@ impl Store {
 
     /// Writes a batch of records in one transaction.
     pub async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.pool.acquire().await?;
+        let written = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            self.write_in(&mut tx, batch).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        discard_if_failed(connection, written).await
+    }
+
+    async fn write_in(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, batch: &[Record]) -> Result<(), StoreError> {
         // Most exchanges are a row and nothing else (a match): those go in
         // multi-row statements, one round trip for many rows instead of one
         // each. The rest need their row id for what hangs off them.
@@ -467,11 +564,24 @@ impl Store {
             for exchange in rows {
                 query = bind_exchange(query, exchange);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         for record in batch.iter().filter(|record| record.plain_exchange().is_none()) {
             let exchange = match record {
                 Record::Exchange(exchange) => exchange,
+                Record::Intent(intent) => {
+                    let row = LedgerInsert {
+                        at_ms: intent.at_ms,
+                        route: &intent.route,
+                        method: &intent.method,
+                        path: &intent.path,
+                        ledger: &intent.ledger,
+                        instance: Some(&intent.instance),
+                    };
+                    row.insert(tx, LEDGER_SETTLE).await?;
+                    insert_pairs(tx, &intent.learned_ids, "learned", intent.at_ms).await?;
+                    continue;
+                }
                 Record::Noise(noise) => {
                     for learned in noise {
                         sqlx::query(
@@ -485,14 +595,14 @@ impl Store {
                         .bind(learned.observations)
                         .bind(learned.first_seen_ms)
                         .bind(learned.last_seen_ms)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                     }
                     continue;
                 }
             };
             let row = bind_exchange(sqlx::query(inserts.single.as_str()), exchange)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
             let exchange_id: i64 = row.try_get(0)?;
             for group in &exchange.groups {
@@ -515,39 +625,28 @@ impl Store {
                 .bind(&group.severity)
                 .bind(&group.summary)
                 .bind(exchange.at_ms)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 sqlx::query(
                     "INSERT INTO exchange_groups (exchange_id, group_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 )
                 .bind(exchange_id)
                 .bind(&group.key)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             if let Some(ledger) = &exchange.ledger {
-                sqlx::query(
-                    "INSERT INTO write_ledger (at_ms, route, method, path, entity, primary_status, shadow_status, \
-                     primary_ms, shadow_ms, state, attempts, replay, updated_ms, seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $1, $13)",
-                )
-                .bind(exchange.at_ms)
-                .bind(&exchange.route)
-                .bind(&exchange.method)
-                .bind(&exchange.path)
-                .bind(&ledger.entity)
-                .bind(ledger.primary_status)
-                .bind(ledger.shadow_status)
-                .bind(ledger.primary_ms)
-                .bind(ledger.shadow_ms)
-                .bind(&ledger.state)
-                .bind(ledger.attempts)
-                .bind(&ledger.replay)
-                .bind(ledger.seq)
-                .execute(&mut *tx)
-                .await?;
+                let row = LedgerInsert {
+                    at_ms: exchange.at_ms,
+                    route: &exchange.route,
+                    method: &exchange.method,
+                    path: &exchange.path,
+                    ledger,
+                    instance: None,
+                };
+                row.insert(tx, LEDGER_SETTLE).await?;
             }
-            insert_pairs(&mut tx, &exchange.learned_ids, "learned", exchange.at_ms).await?;
+            insert_pairs(tx, &exchange.learned_ids, "learned", exchange.at_ms).await?;
             for sample in &exchange.samples {
                 // The count guard holds across restarts and replicas.
                 sqlx::query(
@@ -565,11 +664,10 @@ impl Store {
                 .bind(&sample.primary_excerpt)
                 .bind(&sample.shadow_excerpt)
                 .bind(i64::from(self.samples_per_group))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -581,10 +679,15 @@ impl Store {
         origin: &str,
         at_ms: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let added = insert_pairs(&mut tx, pairs, origin, at_ms).await?;
-        tx.commit().await?;
-        Ok(added)
+        let mut connection = self.pool.acquire().await?;
+        let added = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            let added = insert_pairs(&mut tx, pairs, origin, at_ms).await?;
+            tx.commit().await?;
+            Ok(added)
+        }
+        .await;
+        discard_if_failed(connection, added).await
     }
 
     /// The pair holding `id` on side `known` (the primary's or the shadow's ID).
@@ -713,6 +816,22 @@ impl Store {
     }
 
     /// How many ledger rows are in a state.
+    /// Turns the writes `instance` left pending before `before_ms` (sent or
+    /// about to be, answer unknown: the run ended while they were in
+    /// flight) into drift. Returns how many.
+    pub async fn settle_in_doubt(&self, instance: &str, before_ms: i64, at_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE write_ledger SET state = 'drift', updated_ms = $1 \
+             WHERE state = 'pending' AND instance = $2 AND at_ms < $3",
+        )
+        .bind(at_ms)
+        .bind(instance)
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     pub async fn ledger_count(&self, state: &str) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM write_ledger WHERE state = $1")
             .bind(state)
@@ -794,27 +913,32 @@ impl Store {
     /// across every instance on this store (the claim is a `sweep` event).
     pub async fn claim_sweep(&self, name: &str, every_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
         let detail = serde_json::json!({ "sweep": name }).to_string();
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            // Two claims at once would both see none: take turns per sweep.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
-                .bind(&detail)
-                .fetch_one(&mut *tx)
-                .await?;
-        }
-        // One statement: SQLite runs it under its write lock.
-        let claimed = sqlx::query(
-            "INSERT INTO events (at_ms, kind, detail) SELECT $1, 'sweep', $2 \
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            if self.backend == Backend::Postgres {
+                // Two claims at once would both see none: take turns per sweep.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+                    .bind(&detail)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
+            // One statement: SQLite runs it under its write lock.
+            let claimed = sqlx::query(
+                "INSERT INTO events (at_ms, kind, detail) SELECT $1, 'sweep', $2 \
              WHERE NOT EXISTS (SELECT 1 FROM events WHERE kind = 'sweep' AND detail = $2 AND at_ms > $3)",
-        )
-        .bind(now_ms)
-        .bind(&detail)
-        .bind(now_ms - every_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(claimed == 1)
+            )
+            .bind(now_ms)
+            .bind(&detail)
+            .bind(now_ms - every_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(claimed == 1)
+        }
+        .await;
+        discard_if_failed(connection, result).await
     }
 
     /// `events` rows of a kind after an id, oldest first: (id, at_ms, detail).
@@ -859,23 +983,28 @@ impl Store {
     /// Deletes exchanges and samples from before `cutoff_ms` (groups and
     /// their counts stay). Returns how many exchanges and samples went.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let samples = sqlx::query("DELETE FROM divergence_samples WHERE at_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM exchange_groups WHERE exchange_id IN (SELECT id FROM exchanges WHERE at_ms < $1)")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?;
-        let exchanges = sqlx::query("DELETE FROM exchanges WHERE at_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok((exchanges, samples))
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            let samples = sqlx::query("DELETE FROM divergence_samples WHERE at_ms < $1")
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM exchange_groups WHERE exchange_id IN (SELECT id FROM exchanges WHERE at_ms < $1)")
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+            let exchanges = sqlx::query("DELETE FROM exchanges WHERE at_ms < $1")
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok((exchanges, samples))
+        }
+        .await;
+        discard_if_failed(connection, result).await
     }
 
     /// How many exchanges are stored.
@@ -1035,25 +1164,30 @@ impl Store {
     /// Sets a group's triage status and note, and records the triage as an event.
     /// Returns false when no such group exists.
     pub async fn triage(&self, key: &str, status: &str, note: Option<&str>, at_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE divergence_groups SET status = $1, note = $2 WHERE group_key = $3")
-            .bind(status)
-            .bind(note)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated == 0 {
-            return Ok(false);
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            let updated = sqlx::query("UPDATE divergence_groups SET status = $1, note = $2 WHERE group_key = $3")
+                .bind(status)
+                .bind(note)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            let detail = serde_json::json!({"group": key, "status": status, "note": note}).to_string();
+            sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, 'triage', $2)")
+                .bind(at_ms)
+                .bind(detail)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
         }
-        let detail = serde_json::json!({"group": key, "status": status, "note": note}).to_string();
-        sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, 'triage', $2)")
-            .bind(at_ms)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        .await;
+        discard_if_failed(connection, result).await
     }
 
     /// Events of a kind, oldest first (detail as JSON text).
@@ -1076,6 +1210,25 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Returns a connection to the pool only when its work succeeded. After an
+/// error inside a transaction (a full disk at COMMIT, above all) SQLite may
+/// have ended the transaction itself or kept it, with its write lock, and
+/// sqlx's count of open transactions can then be wrong either way: put back
+/// in the pool, such a connection made every other writer fail with
+/// "database is locked" until the process ended. Closing it releases
+/// whatever it held, and the pool opens a fresh one when needed.
+async fn discard_if_failed<T>(
+    connection: sqlx::pool::PoolConnection<sqlx::Any>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        if let Err(err) = connection.close().await {
+            tracing::debug!(error = %err, "closing a store connection after a failed write");
+        }
+    }
+    result
 }
 
 async fn insert_pairs(
@@ -1173,220 +1326,3 @@ mod tests {
         );
     }
 }
-
-/// How the writer batches and where it writes.
-#[derive(Debug, Clone)]
-pub struct WriterConfig {
-    pub url: String,
-    pub options: StoreOptions,
-    /// Records written per transaction at most.
-    pub batch: usize,
-    /// Exchanges and samples older than this are pruned (groups stay).
-    pub retention: Duration,
-    /// How long a record may wait for its batch to fill.
-    pub flush: Duration,
-    /// Records held while the database is slow or away; past it they are lost (and counted).
-    pub buffer: usize,
-}
-
-/// The store writer's inbox: never blocks, never awaits.
-pub struct Writer {
-    inbox: tokio::sync::mpsc::Sender<Record>,
-    stop: tokio::sync::watch::Sender<bool>,
-    metrics: crate::metrics::Metrics,
-    last_loss_log: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl Writer {
-    /// Starts the writer task. It connects (and migrates) lazily, retrying,
-    /// so an unreachable database never keeps the proxy from serving.
-    pub fn start(
-        config: WriterConfig,
-        metrics: crate::metrics::Metrics,
-    ) -> (std::sync::Arc<Writer>, tokio::task::JoinHandle<()>) {
-        let (inbox, records) = tokio::sync::mpsc::channel(config.buffer.max(1));
-        let (stop, stopping) = tokio::sync::watch::channel(false);
-        tokio::spawn(prune_loop(config.clone(), stopping.clone()));
-        let task = tokio::spawn(write_loop(config, records, stopping, metrics.clone()));
-        let writer = Writer {
-            inbox,
-            stop,
-            metrics,
-            last_loss_log: std::sync::Mutex::new(None),
-        };
-        (std::sync::Arc::new(writer), task)
-    }
-
-    /// Queues a record for writing; when the buffer is full the record is
-    /// lost, counted in `cutover_store_records_lost_total`, and logged at
-    /// most every ten seconds.
-    pub fn submit(&self, record: ExchangeRecord) {
-        self.submit_record(Record::Exchange(record));
-    }
-
-    /// Queues a snapshot of learned noise (same rules as [`Writer::submit`]).
-    pub fn submit_noise(&self, noise: Vec<NoiseRecord>) {
-        if !noise.is_empty() {
-            self.submit_record(Record::Noise(noise));
-        }
-    }
-
-    fn submit_record(&self, record: Record) {
-        match self.inbox.try_send(record) {
-            Ok(()) => self.metrics.store_pending().inc(),
-            Err(_) => {
-                self.metrics.store_records_lost().inc();
-                let mut last = self
-                    .last_loss_log
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                    *last = Some(std::time::Instant::now());
-                    tracing::warn!(
-                        lost_so_far = self.metrics.store_records_lost().get(),
-                        "store buffer full: records are being dropped (the database is down or too slow)"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Asks the writer to write what it holds and stop.
-    pub fn stop(&self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn write_loop(
-    config: WriterConfig,
-    mut records: tokio::sync::mpsc::Receiver<Record>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-    metrics: crate::metrics::Metrics,
-) {
-    let mut store: Option<Store> = None;
-    // Whether the store ever answered: if not, stopping does not wait for it.
-    let mut answered_once = false;
-    let mut batch: Vec<Record> = Vec::with_capacity(config.batch);
-    let mut backoff = RETRY_MIN;
-    loop {
-        if batch.is_empty() {
-            tokio::select! {
-                received = records.recv() => match received {
-                    Some(record) => batch.push(record),
-                    None => return,
-                },
-                _ = stopping.wait_for(|stop| *stop) => {
-                    // Take what is already queued, write it, and stop.
-                    records.close();
-                    while let Ok(record) = records.try_recv() {
-                        batch.push(record);
-                    }
-                    if batch.is_empty() {
-                        return;
-                    }
-                }
-            }
-        }
-        // The batch fills by looking at the inbox every FILL_CHECK, not by
-        // waiting on it: a waiting receiver is woken by every record, and
-        // the comparison threads that send them are outside the runtime, so
-        // each wake-up is a thread hand-off (measured: a fifth of the
-        // comparison threads' time went to waking this task).
-        let deadline = tokio::time::Instant::now() + config.flush;
-        loop {
-            while batch.len() < config.batch {
-                match records.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if batch.len() >= config.batch || now >= deadline || *stopping.borrow() || records.is_closed() {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline.min(now + FILL_CHECK)) => {}
-                _ = stopping.wait_for(|stop| *stop) => {}
-            }
-        }
-        // Write the batch, retrying while the database is away; the inbox keeps buffering meanwhile.
-        loop {
-            let result = match &store {
-                Some(store) => store.write(&batch).await,
-                None => match Store::open(&config.url, &config.options).await {
-                    Ok(opened) => {
-                        tracing::info!(store = %redact_url(&config.url), "store connected");
-                        store = Some(opened);
-                        answered_once = true;
-                        continue;
-                    }
-                    Err(err) => Err(err),
-                },
-            };
-            match result {
-                Ok(()) => {
-                    metrics.store_pending().sub(batch.len() as i64);
-                    batch.clear();
-                    backoff = RETRY_MIN;
-                    break;
-                }
-                Err(err) => {
-                    metrics.store_write_failures().inc();
-                    tracing::warn!(error = %err, retry_in = ?backoff, pending = metrics.store_pending().get(), "store write failed");
-                    // A connection whose write failed may be left inside a
-                    // transaction it cannot end (SQLite after an I/O error
-                    // at COMMIT): later "successful" writes on it would never
-                    // be committed. The retry starts from fresh connections.
-                    if let Some(failed) = store.take() {
-                        failed.close().await;
-                    }
-                    let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff + jitter) => {}
-                        _ = stopping.wait_for(|stop| *stop) => {
-                            if !answered_once {
-                                return;
-                            }
-                        }
-                    }
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
-            }
-        }
-    }
-}
-
-/// Prunes exchanges and samples past the retention, now and every ten
-/// minutes, on a connection of its own so writes never wait for it.
-async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
-    let mut store: Option<Store> = None;
-    loop {
-        if store.is_none() {
-            store = Store::open(&config.url, &config.options).await.ok();
-        }
-        if let Some(store) = &store {
-            let now = std::time::SystemTime::now();
-            let cutoff = now
-                .checked_sub(config.retention)
-                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
-            match store.prune(cutoff).await {
-                Ok((0, 0)) => {}
-                Ok((exchanges, samples)) => tracing::info!(exchanges, samples, "pruned evidence past the retention"),
-                Err(err) => tracing::warn!(error = %err, "pruning the store failed"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
-        }
-    }
-}
-
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-/// Retry delays of the writer (doubling, with up to 50% jitter).
-const RETRY_MIN: Duration = Duration::from_millis(100);
-/// How often a filling batch takes what arrived in the inbox.
-const FILL_CHECK: Duration = Duration::from_millis(10);
-const RETRY_MAX: Duration = Duration::from_secs(30);
