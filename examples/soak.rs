@@ -8,7 +8,11 @@
 //!   full cycle of misbehaviour), and the fewest file descriptors held while
 //!   the shadow is healthy do not grow from the first cycle to the last;
 //! - the outcomes cutover counted, and the exchanges it stored, add up to the
-//!   requests sent.
+//!   requests sent;
+//! - with `--idle N`, N connections are held open to the proxy sending
+//!   nothing (each reopened as soon as the proxy closes it), and meanwhile
+//!   the admin listener's `/healthz` and `/readyz` answer 200 within 2 s,
+//!   every half second, throughout (issue #18).
 //!
 //! The shadow's schedule repeats: slow (answers after 800 ms), down
 //! (connections refused, open ones dropped), errors (500), garbage (bytes
@@ -53,6 +57,9 @@ struct Options {
     duration: Duration,
     phase: Duration,
     rate: u32,
+    /// Connections held open to the proxy sending nothing, reopened as the
+    /// proxy closes them: the clients that must not take it down.
+    idle: usize,
 }
 
 fn options() -> Result<Options, String> {
@@ -61,6 +68,7 @@ fn options() -> Result<Options, String> {
         duration: Duration::from_secs(30 * 60),
         phase: Duration::ZERO,
         rate: 200,
+        idle: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -70,9 +78,10 @@ fn options() -> Result<Options, String> {
             "--duration" => options.duration = cutover::config::parse_duration(&value()?)?,
             "--phase" => options.phase = cutover::config::parse_duration(&value()?)?,
             "--rate" => options.rate = value()?.parse().map_err(|err| format!("--rate: {err}"))?,
+            "--idle" => options.idle = value()?.parse().map_err(|err| format!("--idle: {err}"))?,
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --binary PATH --duration 30m --rate 200 [--phase 60s]"
+                    "unknown argument {other}; use --binary PATH --duration 30m --rate 200 [--phase 60s] [--idle 1000]"
                 ))
             }
         }
@@ -322,6 +331,8 @@ async fn metric_sum(client: &reqwest::Client, admin: SocketAddr, name: &str) -> 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options()?;
+    // Each idle connection is a descriptor here too.
+    rlimit::increase_nofile_limit(u64::MAX)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let work = tempfile::tempdir()?;
     let (phase_tx, phase_rx) = watch::channel(CYCLE[0]);
@@ -390,6 +401,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
+    let held = Arc::new(AtomicU64::new(0));
+    for _ in 0..options.idle {
+        tokio::spawn(hold_idle(proxy, Arc::clone(&held)));
+    }
+    let health = Arc::new(HealthTally::default());
+    let probes = tokio::spawn(probe_health(client.clone(), admin, Arc::clone(&health)));
+
     let began = Instant::now();
     // Memory and descriptors move with what is in flight (a slow shadow
     // holds captured bodies; pools grow and shrink), so each cycle is
@@ -422,6 +440,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cycles_seen.push(seen);
     }
     load.abort();
+    probes.abort();
 
     // Every sent request is answered, then counted and stored.
     let sent = tally.sent.load(Ordering::Relaxed);
@@ -465,6 +484,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wrong = tally.answered_wrong.load(Ordering::Relaxed);
     let failed = tally.failed.load(Ordering::Relaxed);
     println!("soak: requests sent {sent}: primary's answer {right}, other answer {wrong}, failed {failed}");
+    let (probed, unhealthy) = (
+        health.probes.load(Ordering::Relaxed),
+        health.failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "soak: {} idle connections held ({} opened in all); health checks {probed}, failed {unhealthy}",
+        options.idle,
+        held.load(Ordering::Relaxed)
+    );
     println!("soak: outcomes counted {outcomes}, exchanges stored {stored} {by_outcome:?}, records lost {lost}, comparisons shed {shed}");
     println!(
         "soak: rss high-water mark of the warm-up cycle {} KiB, of the last cycle {} KiB ({:+.1}%); last sample {} KiB",
@@ -498,7 +526,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             end.healthy_others, warm.healthy_others
         ));
     }
-    if end.healthy_sockets > warm.healthy_sockets + SOCKET_SLACK {
+    // Idle connections come and go as the proxy closes them and they are reopened.
+    if end.healthy_sockets > warm.healthy_sockets + SOCKET_SLACK + options.idle {
         failures.push(format!(
             "sockets grew: at fewest {} while healthy in the last cycle, {} in the first",
             end.healthy_sockets, warm.healthy_sockets
@@ -512,6 +541,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !exit.success() {
         failures.push(format!("cutover exited with {exit}"));
     }
+    if unhealthy > 0 || probed == 0 {
+        failures.push(format!(
+            "{unhealthy} of {probed} health checks (/healthz, /readyz) failed"
+        ));
+    }
     if failures.is_empty() {
         println!("soak: PASS");
         Ok(())
@@ -520,6 +554,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("soak: FAIL: {failure}");
         }
         std::process::exit(1)
+    }
+}
+
+/// Holds one connection to the proxy open, sending nothing; when the proxy
+/// closes it (the first byte is late), opens another.
+async fn hold_idle(proxy: SocketAddr, opened: Arc<AtomicU64>) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        match tokio::net::TcpStream::connect(proxy).await {
+            Ok(mut stream) => {
+                opened.fetch_add(1, Ordering::Relaxed);
+                let mut byte = [0u8; 1];
+                let _ = stream.read(&mut byte).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[derive(Default)]
+struct HealthTally {
+    probes: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Asks the admin listener's `/healthz` and `/readyz` every half second;
+/// each must answer 200 within two seconds, however many idle clients the
+/// proxy holds.
+async fn probe_health(client: reqwest::Client, admin: SocketAddr, tally: Arc<HealthTally>) {
+    loop {
+        for path in ["/healthz", "/readyz"] {
+            tally.probes.fetch_add(1, Ordering::Relaxed);
+            let answer = client
+                .get(format!("http://{admin}{path}"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if !matches!(answer, Ok(response) if response.status() == StatusCode::OK) {
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
     }
 }
 

@@ -7,7 +7,9 @@
 # grow, and the outcomes counted and stored equal the requests sent.
 # See examples/soak.rs for what is measured and how.
 #
-# Usage: scripts/soak.sh [DURATION] [RATE]     (defaults: 30m 200)
+# Usage: scripts/soak.sh [DURATION] [RATE] [IDLE]     (defaults: 30m 200 0)
+#   IDLE connections are held open to the proxy sending nothing, and the
+#   health checks must answer throughout.
 #   SOAK_PROFILE=dev builds without optimizations (CI's 2-minute run reuses
 #   the test build instead of compiling everything again for release).
 set -euo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${1:-30m}
 RATE=${2:-200}
+IDLE=${3:-0}
 PROFILE=${SOAK_PROFILE:-release}
 case "$PROFILE" in
   release) dir=release ;;
@@ -23,4 +26,4 @@ case "$PROFILE" in
 esac
 
 cargo build --quiet --profile "$PROFILE" --bin cutover --example soak
-exec "target/$dir/examples/soak" --binary "target/$dir/cutover" --duration "$DURATION" --rate "$RATE"
+exec "target/$dir/examples/soak" --binary "target/$dir/cutover" --duration "$DURATION" --rate "$RATE" --idle "$IDLE"
