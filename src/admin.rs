@@ -21,7 +21,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -244,9 +244,7 @@ async fn api_route(
                 )));
             }
             let note = triage["note"].as_str();
-            let at_ms = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            let at_ms = crate::clock::now_ms();
             let store = state.store().await?;
             if !store.triage(&key, status, note, at_ms).await.map_err(store_failed)? {
                 return Err(no_group(&key));
@@ -300,7 +298,7 @@ async fn api_route(
             let id = state
                 .store()
                 .await?
-                .add_event("mode_switch", &detail, crate::drift::now_ms())
+                .add_event("mode_switch", &detail, crate::clock::now_ms())
                 .await
                 .map_err(store_failed)?;
             crate::app::apply_switch(modes, &state.metrics, id, &detail.to_string());
@@ -357,7 +355,7 @@ async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<
             other => return Err(bad_request(&format!("unknown parameter \"{other}\"; try since=24h"))),
         }
     }
-    let now = crate::drift::now_ms();
+    let now = crate::clock::now_ms();
     let store = state.store().await?;
     let readiness = state
         .readiness
@@ -459,12 +457,7 @@ fn group_filter(query: &str) -> Result<(GroupFilter, u32), ApiError> {
             "since" => {
                 let window = crate::config::parse_duration(&value)
                     .map_err(|message| bad_request(&format!("since: {message}")))?;
-                let since = SystemTime::now().checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-                filter.since_ms = Some(
-                    since
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                );
+                filter.since_ms = Some(crate::clock::ms_ago(window));
             }
             "limit" => {
                 limit = value

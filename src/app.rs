@@ -239,7 +239,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             fingerprint: config.fingerprint.clone(),
             instance: instance.clone(),
             route_names: route_names(&config),
-            started_ms: crate::drift::now_ms(),
+            started_ms: crate::clock::now_ms(),
         },
         Arc::clone(&ids),
         imported,
@@ -482,7 +482,7 @@ async fn load_once(
     metrics: &Metrics,
 ) -> Result<(), crate::store::StoreError> {
     let store = Store::open(&config.url, &config.options).await?;
-    let now = crate::drift::now_ms();
+    let now = crate::clock::now_ms();
     store.insert_id_pairs(imported, "import", now).await?;
     let mut conflicts = 0;
     for (pair, _origin) in store.id_pairs().await? {
@@ -574,7 +574,7 @@ async fn record_stop(config: &WriterConfig, instance: &str, report: &ShutdownRep
     }
     let attempt = async {
         let store = Store::open(&config.url, &config.options).await?;
-        store.add_event("stop", &detail, crate::drift::now_ms()).await?;
+        store.add_event("stop", &detail, crate::clock::now_ms()).await?;
         store.close().await;
         Ok::<(), crate::store::StoreError>(())
     };
@@ -688,7 +688,7 @@ impl Reloader {
             .await;
         match store {
             Ok(store) => {
-                if let Err(err) = store.add_event("config_reload", &detail, crate::drift::now_ms()).await {
+                if let Err(err) = store.add_event("config_reload", &detail, crate::clock::now_ms()).await {
                     warn!(error = %err, "the reload is in force but could not be recorded in the store");
                 }
             }
@@ -795,7 +795,7 @@ async fn watch_rollback(
         };
         for (switch, route) in switches {
             let detail = serde_json::to_value(&switch).unwrap_or_default();
-            let now = crate::drift::now_ms();
+            let now = crate::clock::now_ms();
             match opened.add_event("mode_switch", &detail, now).await {
                 Ok(id) => {
                     warn!(route = %route, reason = %switch.reason, "automatic rollback to shadow");
@@ -839,7 +839,7 @@ async fn run_sweep(
             store = Store::open(&config.url, &config.options).await.ok();
         }
         let claimed = match &store {
-            Some(opened) => match opened.claim_sweep(&sweep.name, every_ms, crate::drift::now_ms()).await {
+            Some(opened) => match opened.claim_sweep(&sweep.name, every_ms, crate::clock::now_ms()).await {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     warn!(sweep = %sweep.name, error = %err, "cannot claim the sweep's run");
@@ -870,7 +870,7 @@ async fn run_sweep(
 async fn follow_pairs(config: WriterConfig, ids: Arc<IdMap>, metrics: Metrics, mut stopping: watch::Receiver<bool>) {
     // Overlap the windows: instances' clocks and commits are not in lockstep.
     const OVERLAP_MS: i64 = 10_000;
-    let mut since = crate::drift::now_ms() - OVERLAP_MS;
+    let mut since = crate::clock::now_ms() - OVERLAP_MS;
     let mut store: Option<Store> = None;
     loop {
         tokio::select! {

@@ -560,7 +560,7 @@ fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyhow::Result<(
             reason: "manual".into(),
         };
         let detail = serde_json::to_value(&switch)?;
-        store.add_event("mode_switch", &detail, crate::drift::now_ms()).await?;
+        store.add_event("mode_switch", &detail, crate::clock::now_ms()).await?;
         store.close().await;
         println!(
             "{} → {mode}; every instance on this store applies it within a second",
@@ -607,7 +607,7 @@ fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Result<bool> 
         }
         let report = crate::app::import_file(&ids, file).with_context(|| file.display().to_string())?;
         let added = store
-            .insert_id_pairs(&report.added, "import", crate::drift::now_ms())
+            .insert_id_pairs(&report.added, "import", crate::clock::now_ms())
             .await?;
         store.close().await;
         for problem in &report.problems {
@@ -633,7 +633,7 @@ fn report(
 ) -> anyhow::Result<crate::report::Verdict> {
     let config = at.config()?;
     let readiness = config.as_ref().map(|c| c.readiness.clone()).unwrap_or_default();
-    let now = crate::drift::now_ms();
+    let now = crate::clock::now_ms();
     let span = match between {
         Some((from, to)) => {
             let parse = |text: &str, what: &str| -> anyhow::Result<i64> {
@@ -757,7 +757,7 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
                     open.iter().any(|row| row.id == id),
                     "ledger row {id} is not an open drift"
                 );
-                let now = crate::drift::now_ms();
+                let now = crate::clock::now_ms();
                 store.settle_ledger(id, "reconciled", None, now).await?;
                 store
                     .add_event("drift_resolved", &serde_json::json!({"id": id, "note": note}), now)

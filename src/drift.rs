@@ -14,23 +14,20 @@
 //! entity, send a write whose IDs cannot be translated, or store a secret.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::config::Secret;
+use crate::headers::{IDEMPOTENCY_KEY, REPLAY_MARKER, SHADOW_MARKER};
 use crate::idmap::{IdMap, Side};
-use crate::proxy::SHADOW_MARKER;
 use crate::route::RouteTable;
 use crate::store::{LedgerRow, Store, StoreError};
 use crate::upstream::{OutgoingBody, Upstream};
 
-/// Marks a request as a replay of a drifted write.
-pub const REPLAY_MARKER: &str = "x-cutover-replay";
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// A replay claim older than this is taken to be abandoned.
 const CLAIM_STALE_MS: i64 = 5 * 60 * 1000;
 /// The most of a replay's answer read (to learn IDs from it).
@@ -384,12 +381,6 @@ impl Replayer {
         }
         Ok(())
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

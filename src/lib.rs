@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - [`clock`]: the wall clock in epoch milliseconds, as the store keeps it (a leaf).
 //! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key;
 //!   `config::ranges` bounds every duration and size.
 //! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy, matched on
@@ -14,6 +15,7 @@
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
 //!   order, comparison workers.
 //! - [`exchange`]: one observed request and the outcome vocabulary.
+//! - [`headers`]: the header names cutover reads or sets, and the markers clients may not (a leaf).
 //! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
 //! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
@@ -34,11 +36,13 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod drift;
 pub mod exchange;
+pub mod headers;
 pub mod idmap;
 pub mod metrics;
 pub mod mirror;

@@ -27,21 +27,13 @@ use tracing::{info_span, warn, Instrument};
 
 use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, CapturedResponse, FailureKind, SideResult, SkipReason};
+use crate::headers::{MARKERS, REQUEST_ID, SHADOW_MARKER};
 use crate::idmap::Side;
 use crate::mirror::{CaptureBuf, DirectRequest, LostWrite, Mirror, Plan, PrimaryObserver};
 use crate::mode::{Mode, ModeTable, ServingHealth};
 use crate::route::{is_safe, MirrorPolicy, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, OutgoingBody, Upstream, UpstreamBody};
-
-/// The header every shadow request carries so the backend can suppress side effects.
-pub const SHADOW_MARKER: &str = "x-cutover-shadow";
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// Headers only cutover may set. A client's own are removed before either
-/// side sees the request: a primary that suppresses side effects on the
-/// shadow marker must never do so for real traffic.
-const MARKERS: [&str; 3] = [SHADOW_MARKER, crate::drift::REPLAY_MARKER, crate::mirror::SWEEP_MARKER];
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
 /// and `keep-alive`); fields named in `Connection` are removed too.

@@ -149,7 +149,7 @@ async fn handle(
     };
     let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let now = crate::drift::now_ms();
+    let now = crate::clock::now_ms();
     let mut tasks = lock(&tasks);
     match (method, segments.as_slice()) {
         (Method::GET, ["api", "all-tasks"]) => {

@@ -169,7 +169,7 @@ pub async fn run(
     let _ = traffic.await;
     show(Stage::Reporting);
     settle(&running).await;
-    let now = crate::drift::now_ms();
+    let now = crate::clock::now_ms();
     let span = Span {
         from_ms: now - i64::try_from(started.elapsed().as_millis()).unwrap_or(0) - 60_000,
         to_ms: now + 1,
@@ -251,7 +251,7 @@ fn write_error(path: &Path, source: std::io::Error) -> DemoError {
 
 /// Forty tasks, as the data migration copied them to both sides.
 fn seeds() -> Vec<Seed> {
-    let now = crate::drift::now_ms();
+    let now = crate::clock::now_ms();
     let statuses = ["open", "in_progress", "waiting", "done", "open"];
     let priorities = ["low", "normal", "high", "urgent"];
     (0..40)

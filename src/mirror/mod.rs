@@ -17,7 +17,7 @@ mod sweep;
 mod writes;
 
 pub use lanes::{Lanes, PendingWrite, Scope};
-pub use sweep::{SweepRun, SWEEP_MARKER};
+pub use sweep::SweepRun;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -1015,7 +1015,7 @@ impl Mirror {
 
     /// Hands the store a snapshot of the paths learned as noise (for the report).
     pub fn flush_noise(&self) {
-        let millis = |at: SystemTime| unix_ms(at);
+        let millis = crate::clock::unix_ms;
         let learned: Vec<crate::store::NoiseRecord> = self
             .noise
             .learned()
@@ -1073,7 +1073,7 @@ async fn recheck_loop(
             tokio::time::sleep(delay).await;
             let request = &exchange.request;
             let mut shadow_headers = request.headers.clone();
-            shadow_headers.insert(crate::proxy::SHADOW_MARKER, http::HeaderValue::from_static("1"));
+            shadow_headers.insert(crate::headers::SHADOW_MARKER, http::HeaderValue::from_static("1"));
             let ((primary, held_p), (shadow, held_s)) = tokio::join!(
                 mirror.call(Side::Primary, request, request.headers.clone()),
                 mirror.call(Side::Shadow, request, shadow_headers),
@@ -1120,11 +1120,6 @@ fn clip(text: &str, limit: usize) -> String {
         end -= 1;
     }
     format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
-}
-
-pub(super) fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn status_of(side: &SideResult) -> Option<i64> {
@@ -1322,7 +1317,7 @@ impl Recorder {
         self.metrics.record_outcome(&request.route, request.method, outcome);
         let (primary, shadow) = request.serving.arrange(Some(result), None);
         self.writer.submit(ExchangeRecord {
-            at_ms: unix_ms(request.started_at),
+            at_ms: crate::clock::unix_ms(request.started_at),
             request_id: request.request_id.clone(),
             route: request.route.clone(),
             method: request.method.to_string(),
@@ -1375,7 +1370,7 @@ impl Recorder {
         }
         let samples = self.samples_for(exchange, judgement, &groups);
         self.writer.submit(ExchangeRecord {
-            at_ms: unix_ms(exchange.started_at),
+            at_ms: crate::clock::unix_ms(exchange.started_at),
             request_id: exchange.request_id.clone(),
             route: exchange.route.clone(),
             method: method.to_string(),

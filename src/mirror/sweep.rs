@@ -17,8 +17,7 @@ use crate::config::Sweep;
 use crate::exchange::{CapturedRequest, Exchange};
 use crate::idmap::Side;
 
-/// Marks a request as a sweep's, on both sides.
-pub const SWEEP_MARKER: &str = "x-cutover-sweep";
+use crate::headers::SWEEP_MARKER;
 
 /// What one run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,10 +73,10 @@ impl Mirror {
             headers.insert(SWEEP_MARKER, HeaderValue::from_static("1"));
             let request_id = uuid::Uuid::new_v4().to_string();
             if let Ok(id) = HeaderValue::from_str(&request_id) {
-                headers.insert(crate::proxy::REQUEST_ID, id);
+                headers.insert(crate::headers::REQUEST_ID, id);
             }
             let mut shadow_headers = headers.clone();
-            shadow_headers.insert(crate::proxy::SHADOW_MARKER, HeaderValue::from_static("1"));
+            shadow_headers.insert(crate::headers::SHADOW_MARKER, HeaderValue::from_static("1"));
             let request = |path: String| CapturedRequest {
                 method: sweep.request.method.clone(),
                 path_and_query: path,

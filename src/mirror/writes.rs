@@ -17,10 +17,11 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::{millis_of, status_of, DirectRequest, Job, LearningGuard, Mirror, PrimaryDone};
-use crate::drift::{applied, DriftDetail, ReplayRequest, IDEMPOTENCY_KEY};
+use crate::drift::{applied, DriftDetail, ReplayRequest};
 use crate::exchange::{
     method_label, CapturedRequest, Exchange, FailureKind, Outcome, SideResult, SkipReason, WriteFacts,
 };
+use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
 use crate::route::{Verify, WriteRules};
 use crate::store::{Commit, IntentRecord, LedgerRecord, Record, LEDGER_PENDING};
@@ -139,7 +140,7 @@ impl Mirror {
         let in_doubt = detail(IN_DOUBT_AT_RESTART, created.clone());
         let intent_row = |row: LedgerRecord, learned_ids: Vec<IdPair>| IntentRecord {
             instance: self.instance.clone(),
-            at_ms: super::unix_ms(started_at),
+            at_ms: crate::clock::unix_ms(started_at),
             route: route.clone(),
             method: direct.method.to_string(),
             path: self.recorder.redactor.path(&direct.path_and_query),
@@ -497,7 +498,7 @@ impl Mirror {
         };
         let mut headers = HeaderMap::new();
         if let Ok(id) = HeaderValue::from_str(&request_id) {
-            headers.insert(crate::proxy::REQUEST_ID, id);
+            headers.insert(crate::headers::REQUEST_ID, id);
         }
         let request = |path: String| CapturedRequest {
             method: verify.method.clone(),
@@ -506,7 +507,7 @@ impl Mirror {
             body: bytes::Bytes::new(),
         };
         let mut shadow_headers = headers.clone();
-        shadow_headers.insert(crate::proxy::SHADOW_MARKER, HeaderValue::from_static("1"));
+        shadow_headers.insert(crate::headers::SHADOW_MARKER, HeaderValue::from_static("1"));
         // A read-back is a read: it waits for the writes in flight (the
         // client may already be updating what it created) and a difference
         // that overlapped a write is racy, as for any mirrored read.

@@ -266,12 +266,6 @@ const LEDGER_SETTLE: &str = "ON CONFLICT (intent) DO UPDATE SET primary_status =
      state = excluded.state, attempts = excluded.attempts, replay = excluded.replay, updated_ms = excluded.updated_ms \
      WHERE write_ledger.state = 'pending'";
 
-fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// One `write_ledger` row to insert.
 struct LedgerInsert<'a> {
     at_ms: i64,
@@ -307,7 +301,7 @@ impl LedgerInsert<'_> {
             .bind(&ledger.state)
             .bind(ledger.attempts)
             .bind(&ledger.replay)
-            .bind(unix_ms_now().max(self.at_ms))
+            .bind(crate::clock::now_ms().max(self.at_ms))
             .bind(ledger.seq)
             .bind(&ledger.intent)
             .bind(self.instance)

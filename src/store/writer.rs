@@ -484,11 +484,7 @@ async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Rece
             store = Store::open(&config.url, &config.options).await.ok();
         }
         if let Some(store) = &store {
-            let now = std::time::SystemTime::now();
-            let cutoff = now
-                .checked_sub(config.retention)
-                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            let cutoff = crate::clock::ms_ago(config.retention);
             match store.prune(cutoff).await {
                 Ok((0, 0)) => {}
                 Ok((exchanges, samples)) => tracing::info!(exchanges, samples, "pruned evidence past the retention"),

@@ -1,0 +1,23 @@
+//! The header names cutover itself reads or sets. A leaf: it imports
+//! nothing of cutover's, so the proxy, the mirror, drift replay and sweeps
+//! share the names without importing each other.
+//!
+//! Must never: name a header a client may set to steer cutover; the markers
+//! here are removed from every client request (see [`MARKERS`]).
+
+/// The header every shadow request carries so the backend can suppress side effects.
+pub const SHADOW_MARKER: &str = "x-cutover-shadow";
+/// Marks a request as a replay of a drifted write.
+pub const REPLAY_MARKER: &str = "x-cutover-replay";
+/// Marks a request as a sweep's, on both sides.
+pub const SWEEP_MARKER: &str = "x-cutover-sweep";
+
+/// Headers only cutover may set. A client's own are removed before either
+/// side sees the request: a primary that suppresses side effects on the
+/// shadow marker must never do so for real traffic.
+pub const MARKERS: [&str; 3] = [SHADOW_MARKER, REPLAY_MARKER, SWEEP_MARKER];
+
+/// The request id cutover passes on, or sets when the client sent none.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Sent with every mirrored and replayed write, so that a shadow applies it once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
