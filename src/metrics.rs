@@ -11,8 +11,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::compare::Severity;
-use crate::exchange::{FailureKind, Outcome, SkipReason};
+use crate::exchange::{FailureKind, Outcome, Severity, SkipReason};
 
 pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "cutover_upstream_duration_seconds";

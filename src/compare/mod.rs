@@ -18,13 +18,12 @@ pub mod noise;
 pub mod pointer;
 pub mod rules;
 
-use std::fmt;
-
 use http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use crate::exchange::Severity;
 use crate::exchange::{CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
 use decode::{decode, media_type, Body};
 use json::{Differ, UnmappedId};
@@ -91,39 +90,6 @@ impl Kind {
             Kind::TextChanged => "text_changed",
             Kind::BinaryChanged => "binary_changed",
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-}
-
-impl Severity {
-    pub fn label(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Severity> {
-        match text {
-            "low" => Some(Severity::Low),
-            "medium" => Some(Severity::Medium),
-            "high" => Some(Severity::High),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
     }
 }
 

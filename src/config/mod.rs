@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::compare::noise::NoiseConfig;
 use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
-use crate::compare::Severity;
+use crate::exchange::Severity;
 use crate::redact::Redactor;
 use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
 use crate::store::{StoreOptions, WriterConfig};
