@@ -49,40 +49,7 @@ impl Canonical {
     }
 }
 
-/// One of the two deployments, whatever the mode: the primary is the one
-/// configured as `[primary]` (legacy), the shadow the `[shadow]` (candidate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Primary,
-    #[default]
-    Shadow,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Primary => Side::Shadow,
-            Side::Shadow => Side::Primary,
-        }
-    }
-
-    /// (primary's, shadow's) from (this side's, the other side's).
-    pub fn arrange<T>(self, this: T, other: T) -> (T, T) {
-        match self {
-            Side::Primary => (this, other),
-            Side::Shadow => (other, this),
-        }
-    }
-}
-
-/// One pair: the same entity's ID on each side.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdPair {
-    pub kind: String,
-    pub primary_id: String,
-    pub shadow_id: String,
-}
+pub use crate::exchange::{IdPair, Side};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdMapError {

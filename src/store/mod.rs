@@ -108,7 +108,7 @@ pub struct ExchangeRecord {
     pub primary_cache: Option<String>,
     pub shadow_cache: Option<String>,
     /// ID pairs this exchange taught (`learn_ids`), kept with it.
-    pub learned_ids: Vec<crate::idmap::IdPair>,
+    pub learned_ids: Vec<crate::exchange::IdPair>,
     /// The write ledger row, for a mirrored write.
     pub ledger: Option<LedgerRecord>,
 }
@@ -253,7 +253,7 @@ pub struct IntentRecord {
     pub path: String,
     /// With `intent` set; state `pending` until the answer is known.
     pub ledger: LedgerRecord,
-    pub learned_ids: Vec<crate::idmap::IdPair>,
+    pub learned_ids: Vec<crate::exchange::IdPair>,
 }
 
 /// The ledger state of a write sent and not yet answered.
@@ -669,7 +669,7 @@ impl Store {
     /// are left out (the first pair wins, on every replica). Returns how many were added.
     pub async fn insert_id_pairs(
         &self,
-        pairs: &[crate::idmap::IdPair],
+        pairs: &[crate::exchange::IdPair],
         origin: &str,
         at_ms: i64,
     ) -> Result<u64, StoreError> {
@@ -689,13 +689,15 @@ impl Store {
         &self,
         kind: &str,
         id: &str,
-        known: crate::idmap::Side,
-    ) -> Result<Option<crate::idmap::IdPair>, StoreError> {
+        known: crate::exchange::Side,
+    ) -> Result<Option<crate::exchange::IdPair>, StoreError> {
         let query = match known {
-            crate::idmap::Side::Primary => {
+            crate::exchange::Side::Primary => {
                 "SELECT primary_id, shadow_id FROM id_map WHERE kind = $1 AND primary_id = $2"
             }
-            crate::idmap::Side::Shadow => "SELECT primary_id, shadow_id FROM id_map WHERE kind = $1 AND shadow_id = $2",
+            crate::exchange::Side::Shadow => {
+                "SELECT primary_id, shadow_id FROM id_map WHERE kind = $1 AND shadow_id = $2"
+            }
         };
         let row = sqlx::query(query)
             .bind(kind)
@@ -703,7 +705,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| {
-            Ok(crate::idmap::IdPair {
+            Ok(crate::exchange::IdPair {
                 kind: kind.to_string(),
                 primary_id: row.try_get(0)?,
                 shadow_id: row.try_get(1)?,
@@ -713,7 +715,7 @@ impl Store {
     }
 
     /// ID pairs created at or after a time (other instances' learning).
-    pub async fn id_pairs_since(&self, created_ms: i64) -> Result<Vec<(crate::idmap::IdPair, i64)>, StoreError> {
+    pub async fn id_pairs_since(&self, created_ms: i64) -> Result<Vec<(crate::exchange::IdPair, i64)>, StoreError> {
         let rows = sqlx::query("SELECT kind, primary_id, shadow_id, created_ms FROM id_map WHERE created_ms >= $1")
             .bind(created_ms)
             .fetch_all(&self.pool)
@@ -722,7 +724,7 @@ impl Store {
     }
 
     /// Every ID pair, oldest first.
-    pub async fn id_pairs(&self) -> Result<Vec<(crate::idmap::IdPair, String)>, StoreError> {
+    pub async fn id_pairs(&self) -> Result<Vec<(crate::exchange::IdPair, String)>, StoreError> {
         let rows =
             sqlx::query("SELECT kind, primary_id, shadow_id, origin FROM id_map ORDER BY created_ms, kind, primary_id")
                 .fetch_all(&self.pool)
@@ -1227,7 +1229,7 @@ async fn discard_if_failed<T>(
 
 async fn insert_pairs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    pairs: &[crate::idmap::IdPair],
+    pairs: &[crate::exchange::IdPair],
     origin: &str,
     at_ms: i64,
 ) -> Result<u64, StoreError> {
@@ -1250,12 +1252,12 @@ async fn insert_pairs(
 }
 
 /// (pair, fourth column) from `kind, primary_id, shadow_id, …`.
-fn pair_row<T>(row: &AnyRow) -> Result<(crate::idmap::IdPair, T), StoreError>
+fn pair_row<T>(row: &AnyRow) -> Result<(crate::exchange::IdPair, T), StoreError>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     Ok((
-        crate::idmap::IdPair {
+        crate::exchange::IdPair {
             kind: row.try_get(0)?,
             primary_id: row.try_get(1)?,
             shadow_id: row.try_get(2)?,
