@@ -75,8 +75,8 @@ fn options() -> Result<Options, String> {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--binary" => options.binary = value()?,
-            "--duration" => options.duration = cutover::config::parse_duration(&value()?)?,
-            "--phase" => options.phase = cutover::config::parse_duration(&value()?)?,
+            "--duration" => options.duration = cutover::units::parse_duration(&value()?)?,
+            "--phase" => options.phase = cutover::units::parse_duration(&value()?)?,
             "--rate" => options.rate = value()?.parse().map_err(|err| format!("--rate: {err}"))?,
             "--idle" => options.idle = value()?.parse().map_err(|err| format!("--idle: {err}"))?,
             other => {

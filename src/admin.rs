@@ -32,9 +32,9 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::OnceCell;
 
-use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::proxy::json_error;
+use crate::secret::Secret;
 use crate::server::ResponseBody;
 use crate::store::{GroupFilter, Store, StoreOptions};
 
@@ -349,8 +349,8 @@ async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<
     for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
         match name.as_ref() {
             "since" => {
-                since = crate::config::parse_duration(&value)
-                    .map_err(|message| bad_request(&format!("since: {message}")))?
+                since =
+                    crate::units::parse_duration(&value).map_err(|message| bad_request(&format!("since: {message}")))?
             }
             other => return Err(bad_request(&format!("unknown parameter \"{other}\"; try since=24h"))),
         }
@@ -455,7 +455,7 @@ fn group_filter(query: &str) -> Result<(GroupFilter, u32), ApiError> {
             "q" => filter.q = Some(value),
             "cursor" => filter.cursor = Some(value),
             "since" => {
-                let window = crate::config::parse_duration(&value)
+                let window = crate::units::parse_duration(&value)
                     .map_err(|message| bad_request(&format!("since: {message}")))?;
                 filter.since_ms = Some(crate::clock::ms_ago(window));
             }

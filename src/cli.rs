@@ -444,7 +444,7 @@ fn migrate(url: &str) -> anyhow::Result<()> {
 fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
     use crate::demo::{DemoOptions, Stage};
     let duration =
-        crate::config::parse_duration(duration).map_err(|message| anyhow::anyhow!("--duration: {message}"))?;
+        crate::units::parse_duration(duration).map_err(|message| anyhow::anyhow!("--duration: {message}"))?;
     anyhow::ensure!(rps > 0, "--rps must be at least 1");
     let options = DemoOptions {
         duration,
@@ -653,7 +653,7 @@ fn report(
         None => {
             let since = since.unwrap_or("48h");
             let length =
-                crate::config::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
+                crate::units::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
             crate::report::Span::since(length, now)
         }
     };

@@ -21,10 +21,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::config::Secret;
 use crate::headers::{IDEMPOTENCY_KEY, REPLAY_MARKER, SHADOW_MARKER};
 use crate::idmap::{IdMap, Side};
 use crate::route::RouteTable;
+use crate::secret::Secret;
 use crate::store::{LedgerRow, Store, StoreError};
 use crate::upstream::{OutgoingBody, Upstream};
 

@@ -298,7 +298,7 @@ pub struct Exchange {
 #[derive(Debug, Clone)]
 pub struct WriteFacts {
     pub ledger: crate::store::LedgerRecord,
-    pub learned: Vec<crate::idmap::IdPair>,
+    pub learned: Vec<IdPair>,
 }
 
 /// How much a difference matters: set by rules, defaulted by kind.

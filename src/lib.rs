@@ -15,12 +15,14 @@
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
 //!   order, comparison workers.
 //! - [`exchange`]: one observed request and the outcome vocabulary.
+//! - [`units`]: durations, sizes and rates as written in configs, flags and queries (a leaf).
 //! - [`headers`]: the header names cutover reads or sets, and the markers clients may not (a leaf).
 //! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
 //! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
 //! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
+//! - [`secret`]: a value that is used but never printed (a leaf).
 //! - [`seal`]: replay data that holds a secret, sealed under `CUTOVER_REPLAY_KEY`.
 //! - [`report`]: the readiness report: evidence from the store, gates, verdict, HTML/Markdown/JSON.
 //! - [`metrics`]: the Prometheus registry and metric names.
@@ -52,6 +54,8 @@ pub mod redact;
 pub mod report;
 pub mod route;
 pub mod seal;
+pub mod secret;
 pub mod server;
 pub mod store;
+pub mod units;
 pub mod upstream;

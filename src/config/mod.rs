@@ -26,7 +26,10 @@ use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
 use crate::exchange::Severity;
 use crate::redact::Redactor;
 use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
+use crate::secret::Secret;
 use crate::store::{StoreOptions, WriterConfig};
+use crate::units::RateLimit;
+use crate::units::{parse_duration, parse_rate, parse_size};
 
 pub mod ranges;
 
@@ -105,26 +108,6 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
 }
 
-/// A secret value: usable, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ListenConfig {
     pub proxy: SocketAddr,
@@ -161,12 +144,6 @@ pub struct UpstreamConfig {
     pub replay_headers: Vec<(HeaderName, Secret)>,
     /// Extra PEM CA certificates to trust (on top of the system roots).
     pub ca_file: Option<PathBuf>,
-}
-
-/// A rate in requests per second, written `"50/s"`, `"300/m"` or `"1000/h"`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    pub per_second: f64,
 }
 
 /// What happens to requests that no `[[route]]` matches.
@@ -1541,40 +1518,6 @@ impl Ctx<'_> {
 
 fn is_label_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-}
-
-/// Parses a human duration such as `"30s"`, `"250ms"`, `"24h"` or `"14d"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| format!("expected a duration like \"30s\", \"250ms\" or \"24h\", got \"{text}\""))
-}
-
-/// Parses a human size such as `"1MiB"`, `"512KiB"` or `"65536"` (bytes).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let size: bytesize::ByteSize = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a size like \"1MiB\" or \"64KiB\", got \"{text}\""))?;
-    usize::try_from(size.as_u64()).map_err(|_| format!("size \"{text}\" is too large for this machine"))
-}
-
-/// Parses a rate such as `"50/s"`, `"300/m"` or `"1000/h"`.
-pub fn parse_rate(text: &str) -> Result<RateLimit, String> {
-    let expected = || format!("expected a rate like \"50/s\", \"300/m\" or \"1000/h\", got \"{text}\"");
-    let (count, unit) = text.trim().split_once('/').ok_or_else(expected)?;
-    let count: f64 = count.trim().parse().map_err(|_| expected())?;
-    let seconds = match unit.trim() {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(expected()),
-    };
-    if !count.is_finite() || count <= 0.0 {
-        return Err(format!("a rate must be above zero, got \"{text}\""));
-    }
-    Ok(RateLimit {
-        per_second: count / seconds,
-    })
 }
 
 impl fmt::Display for Unmatched {

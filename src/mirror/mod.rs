@@ -35,13 +35,14 @@ use tracing::{debug, info, warn};
 use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
-use crate::config::{ComparePriority, MirrorConfig, RateLimit, Unmatched};
+use crate::config::{ComparePriority, MirrorConfig, Unmatched};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
 use crate::idmap::{IdMap, Side};
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
 use crate::route::{is_safe, MirrorPolicy, Route, SampleKey, WriteRules};
 use crate::store::{ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Writer};
+use crate::units::RateLimit;
 
 /// Where the evidence goes, and what is kept of it.
 pub struct Evidence {
