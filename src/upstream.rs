@@ -34,7 +34,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::config::UpstreamConfig;
 use crate::exchange::FailureKind;
 use crate::server::BoxError;
 
@@ -61,6 +60,27 @@ pub enum UpstreamError {
     },
     #[error("upstream \"{upstream}\": its URL has no host to connect to")]
     NoHost { upstream: String },
+}
+
+/// One backend, as `[primary]` or `[shadow]` configures it (config builds it).
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Scheme, authority and optional base-path prefix; no query, no credentials.
+    pub url: reqwest::Url,
+    /// Time allowed until the response headers arrive (and between body reads).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// The Host header to send; `None` sends the URL's own authority.
+    pub host: Option<http::HeaderValue>,
+    /// Shadow only: at most this many mirrored requests per second.
+    pub rate_limit: Option<crate::units::RateLimit>,
+    /// Tries per mirrored write (the shadow only; the first plus retries).
+    pub write_tries: u32,
+    /// Headers set on replayed writes, from environment variables (auth, never stored).
+    pub replay_headers: Vec<(http::HeaderName, crate::secret::Secret)>,
+    /// Extra PEM CA certificates to trust (on top of the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Why a request to an upstream got no answer.

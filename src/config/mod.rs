@@ -30,6 +30,7 @@ use crate::secret::Secret;
 use crate::store::{StoreOptions, WriterConfig};
 use crate::units::RateLimit;
 use crate::units::{parse_duration, parse_rate, parse_size};
+use crate::upstream::UpstreamConfig;
 
 pub mod ranges;
 
@@ -124,26 +125,6 @@ pub struct ListenConfig {
     pub max_connections: u32,
     /// Route `match` paths compare letters regardless of ASCII case.
     pub case_insensitive_paths: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub name: String,
-    /// Scheme, authority and optional base-path prefix; no query, no credentials.
-    pub url: reqwest::Url,
-    /// Time allowed until the response headers arrive (and between body reads).
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    /// The Host header to send; `None` sends the URL's own authority.
-    pub host: Option<http::HeaderValue>,
-    /// Shadow only: at most this many mirrored requests per second.
-    pub rate_limit: Option<RateLimit>,
-    /// Tries per mirrored write (the shadow only; the first plus retries).
-    pub write_tries: u32,
-    /// Headers set on replayed writes, from environment variables (auth, never stored).
-    pub replay_headers: Vec<(HeaderName, Secret)>,
-    /// Extra PEM CA certificates to trust (on top of the system roots).
-    pub ca_file: Option<PathBuf>,
 }
 
 /// What happens to requests that no `[[route]]` matches.
