@@ -13,8 +13,8 @@ use http::{HeaderMap, Method, StatusCode};
 
 use std::sync::Arc;
 
+use crate::budget::Reservation;
 use crate::compare::rules::CompareRules;
-use crate::mirror::Reservation;
 
 /// Why an exchange was not compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -297,7 +297,7 @@ pub struct Exchange {
 /// What a mirrored write leaves besides its exchange row.
 #[derive(Debug, Clone)]
 pub struct WriteFacts {
-    pub ledger: crate::store::LedgerRecord,
+    pub ledger: LedgerRecord,
     pub learned: Vec<IdPair>,
 }
 
@@ -368,6 +368,25 @@ pub struct IdPair {
     pub kind: String,
     pub primary_id: String,
     pub shadow_id: String,
+}
+
+/// One mirrored write, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRecord {
+    pub entity: Option<String>,
+    pub primary_status: Option<i64>,
+    pub shadow_status: Option<i64>,
+    pub primary_ms: Option<f64>,
+    pub shadow_ms: Option<f64>,
+    /// `ok`, `drift` or `reconciled`.
+    pub state: String,
+    pub attempts: i64,
+    /// JSON: why it drifted and what a replay needs (see the drift module).
+    pub replay: Option<String>,
+    /// The order the write reached (or would have reached) the shadow; replay follows it.
+    pub seq: i64,
+    /// The key of a dual-write's row written before it was sent (see [`IntentRecord`]).
+    pub intent: Option<String>,
 }
 
 #[cfg(test)]

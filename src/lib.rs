@@ -14,6 +14,7 @@
 //! - [`upstream`]: one pooled HTTP(S) client per backend.
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
 //!   order, comparison workers.
+//! - [`budget`]: the byte budget captured bodies are held against, and its reservations (a leaf).
 //! - [`exchange`]: one observed request and the outcome vocabulary.
 //! - [`units`]: durations, sizes and rates as written in configs, flags and queries (a leaf).
 //! - [`headers`]: the header names cutover reads or sets, and the markers clients may not (a leaf).
@@ -37,6 +38,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod compare;

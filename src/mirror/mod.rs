@@ -64,64 +64,8 @@ pub struct Evidence {
 const EXCERPT_LIMIT: usize = 4096;
 /// Longest unified diff kept in a sample.
 const DIFF_LIMIT: usize = 64 * 1024;
+pub use crate::budget::{MemoryBudget, Reservation};
 use crate::upstream::{OutgoingBody, Upstream};
-
-/// A shared byte budget for captured bodies.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    used: AtomicUsize,
-    limit: usize,
-}
-
-impl MemoryBudget {
-    pub fn new(limit: usize) -> Arc<MemoryBudget> {
-        Arc::new(MemoryBudget {
-            used: AtomicUsize::new(0),
-            limit,
-        })
-    }
-
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    fn try_take(&self, bytes: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
-            })
-            .is_ok()
-    }
-}
-
-/// Bytes held against a [`MemoryBudget`]; given back when dropped.
-#[derive(Debug)]
-pub struct Reservation {
-    budget: Arc<MemoryBudget>,
-    bytes: usize,
-}
-
-impl Reservation {
-    pub fn empty(budget: &Arc<MemoryBudget>) -> Reservation {
-        Reservation {
-            budget: Arc::clone(budget),
-            bytes: 0,
-        }
-    }
-
-    /// Takes over another reservation's bytes.
-    pub fn absorb(&mut self, mut other: Reservation) {
-        self.bytes += std::mem::take(&mut other.bytes);
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.bytes > 0 {
-            self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
-        }
-    }
-}
 
 /// A body being captured, bounded by `max_body` and by the shared budget.
 #[derive(Debug)]
@@ -150,10 +94,9 @@ impl CaptureBuf {
         if self.buf.len() + chunk.len() > self.limit {
             return self.give_up(SkipReason::BodyTooLarge);
         }
-        if !self.reservation.budget.try_take(chunk.len()) {
+        if !self.reservation.grow(chunk.len()) {
             return self.give_up(SkipReason::QueueFull);
         }
-        self.reservation.bytes += chunk.len();
         self.buf.extend_from_slice(chunk);
         true
     }
@@ -161,8 +104,7 @@ impl CaptureBuf {
     fn give_up(&mut self, reason: SkipReason) -> bool {
         self.overflow = Some(reason);
         self.buf = BytesMut::new();
-        let budget = Arc::clone(&self.reservation.budget);
-        self.reservation = Reservation::empty(&budget);
+        self.reservation.release();
         false
     }
 

@@ -13,6 +13,8 @@ use sqlx::{AnyPool, Row};
 
 mod writer;
 
+pub use crate::exchange::LedgerRecord;
+
 pub use writer::{Commit, Unwritten, Writer, WriterConfig};
 
 /// Where the store lives when neither `--store` nor the config says.
@@ -320,25 +322,6 @@ pub struct NoiseRecord {
     pub observations: i64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-}
-
-/// One mirrored write, as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LedgerRecord {
-    pub entity: Option<String>,
-    pub primary_status: Option<i64>,
-    pub shadow_status: Option<i64>,
-    pub primary_ms: Option<f64>,
-    pub shadow_ms: Option<f64>,
-    /// `ok`, `drift` or `reconciled`.
-    pub state: String,
-    pub attempts: i64,
-    /// JSON: why it drifted and what a replay needs (see the drift module).
-    pub replay: Option<String>,
-    /// The order the write reached (or would have reached) the shadow; replay follows it.
-    pub seq: i64,
-    /// The key of a dual-write's row written before it was sent (see [`IntentRecord`]).
-    pub intent: Option<String>,
 }
 
 /// A write ledger row as stored.
