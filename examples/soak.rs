@@ -599,8 +599,10 @@ async fn probe_health(client: reqwest::Client, admin: SocketAddr, tally: Arc<Hea
     }
 }
 
-/// A file opened or closed as the sample is taken is not growth.
-const FILE_SLACK: usize = 1;
+/// A file opened or closed as the sample is taken is not growth, nor is a
+/// store pool opening one more connection (its database and WAL files):
+/// seen once on CI, 29 files in the first cycle and 31 in each later one.
+const FILE_SLACK: usize = 2;
 /// Pooled connections (client keep-alive, both upstreams) outlive the
 /// phase that opened them by chance: measured on a 2-minute soak, the
 /// fewest sockets while healthy went 35, 45, 39, 38, 39, 39 over the

@@ -6,15 +6,10 @@
 //! public interface: dashboards and reports read them).
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-
-use std::sync::Arc;
-
-use crate::budget::Reservation;
-use crate::compare::rules::CompareRules;
 
 /// Why an exchange was not compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -264,34 +259,6 @@ impl SideResult {
             SideResult::Abandoned | SideResult::NotAsked(_) => None,
         }
     }
-}
-
-/// A mirrored request with both sides' answers, ready to compare and record.
-#[derive(Debug)]
-pub struct Exchange {
-    pub request_id: String,
-    pub route: String,
-    pub started_at: SystemTime,
-    pub request: CapturedRequest,
-    pub primary: SideResult,
-    pub shadow: SideResult,
-    /// A second shadow answer to the same request (active noise learning).
-    pub shadow_repeat: Option<SideResult>,
-    /// The route's compare rules.
-    pub rules: Arc<CompareRules>,
-    /// How many writes the proxy had seen when this request arrived.
-    pub write_epoch: u64,
-    /// The bytes of the captured bodies, held against `[mirror] max_buffered`
-    /// until the exchange is recorded and dropped.
-    pub reservation: Reservation,
-    /// `traffic` (a client's request) or `verify` (a read-back after a write).
-    pub source: &'static str,
-    /// IDs in the request with no pair (sent to the shadow unchanged): (kind, primary ID).
-    pub unmapped: Vec<(String, String)>,
-    /// A read that overlapped a pending shadow write: a divergence is `racy`.
-    pub racy: bool,
-    /// For a mirrored write: its ledger row and the ID pairs it taught.
-    pub write: Option<WriteFacts>,
 }
 
 /// What a mirrored write leaves besides its exchange row.

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use crate::exchange::Severity;
-use crate::exchange::{CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
+use crate::exchange::{CapturedResponse, Outcome, SideResult, SkipReason};
 use decode::{decode, media_type, Body};
 use json::{Differ, UnmappedId};
 use noise::NoiseFilter;
@@ -536,8 +536,7 @@ impl Judgement {
 
 /// Judges an exchange: errors first, then what could not be captured, then
 /// the two answers under the route's rules. Learned noise is set aside.
-pub fn judge(exchange: &Exchange, ctx: &Context<'_>, noise: &dyn NoiseFilter) -> Judgement {
-    let (primary, shadow) = (&exchange.primary, &exchange.shadow);
+pub fn judge(primary: &SideResult, shadow: &SideResult, ctx: &Context<'_>, noise: &dyn NoiseFilter) -> Judgement {
     if matches!(primary, SideResult::Abandoned) {
         return Judgement::of(Outcome::Skipped(SkipReason::ClientDisconnected));
     }

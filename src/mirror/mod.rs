@@ -36,7 +36,7 @@ use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
 use crate::config::{ComparePriority, MirrorConfig, Unmatched};
-use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Exchange, Outcome, SideResult, SkipReason};
+use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason, WriteFacts};
 use crate::idmap::{IdMap, Side};
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
@@ -402,6 +402,34 @@ pub struct DirectRequest {
     pub serving: Side,
 }
 
+/// A mirrored request with both sides' answers, ready to compare and record.
+#[derive(Debug)]
+pub struct Exchange {
+    pub request_id: String,
+    pub route: String,
+    pub started_at: SystemTime,
+    pub request: CapturedRequest,
+    pub primary: SideResult,
+    pub shadow: SideResult,
+    /// A second shadow answer to the same request (active noise learning).
+    pub shadow_repeat: Option<SideResult>,
+    /// The route's compare rules.
+    pub rules: Arc<CompareRules>,
+    /// How many writes the proxy had seen when this request arrived.
+    pub write_epoch: u64,
+    /// The bytes of the captured bodies, held against `[mirror] max_buffered`
+    /// until the exchange is recorded and dropped.
+    pub reservation: Reservation,
+    /// `traffic` (a client's request) or `verify` (a read-back after a write).
+    pub source: &'static str,
+    /// IDs in the request with no pair (sent to the shadow unchanged): (kind, primary ID).
+    pub unmapped: Vec<(String, String)>,
+    /// A read that overlapped a pending shadow write: a divergence is `racy`.
+    pub racy: bool,
+    /// For a mirrored write: its ledger row and the ID pairs it taught.
+    pub write: Option<WriteFacts>,
+}
+
 /// A dual-write the shadow will not get.
 #[derive(Debug)]
 pub struct LostWrite {
@@ -555,6 +583,12 @@ impl Mirror {
         };
         let mirror = Arc::new(mirror);
         tokio::spawn(recheck_loop(Arc::downgrade(&mirror), recorder, recheck_rx));
+        // Opened now, not at the first miss: that lookup would wait for a
+        // pool to open and the schema to be checked.
+        let pairs = Arc::clone(&mirror.pairs);
+        tokio::spawn(async move {
+            pairs.store().await;
+        });
         tokio::spawn(noise_loop(Arc::downgrade(&mirror)));
         Ok((mirror, Workers { threads }))
     }
@@ -1158,7 +1192,7 @@ impl Recorder {
             decode_limit: self.decode_limit,
             want_patch: false,
         };
-        let mut judgement = compare::judge(exchange, &ctx, self.noise.as_ref());
+        let mut judgement = compare::judge(&exchange.primary, &exchange.shadow, &ctx, self.noise.as_ref());
         match judgement.outcome {
             // The shadow was asked about an ID it may not know: nothing to conclude.
             Outcome::Match | Outcome::Diverged if !exchange.unmapped.is_empty() => {

@@ -16,11 +16,9 @@ use http::{HeaderMap, HeaderValue};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::{millis_of, status_of, DirectRequest, Job, LearningGuard, Mirror, PrimaryDone};
+use super::{millis_of, status_of, DirectRequest, Exchange, Job, LearningGuard, Mirror, PrimaryDone};
 use crate::drift::{applied, DriftDetail, ReplayRequest};
-use crate::exchange::{
-    method_label, CapturedRequest, Exchange, FailureKind, Outcome, SideResult, SkipReason, WriteFacts,
-};
+use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason, WriteFacts};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
 use crate::route::{Verify, WriteRules};
