@@ -307,20 +307,8 @@ async fn automatic_rollback_fires_on_a_failing_candidate_and_not_on_a_healthy_on
         assert_eq!(side_of(proxy.proxy_addr, "/fine").await, (200, "candidate".into()));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let modes = client()
-        .get(format!("http://{}/api/mode", proxy.admin_addr))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&modes).unwrap()["global"],
-        "candidate",
-        "a healthy candidate stays"
-    );
+    let modes = api_get(proxy.admin_addr, "/api/mode", TOKEN).await;
+    assert_eq!(modes["global"], "candidate", "a healthy candidate stays");
 
     // Now the candidate fails: 30 of the 60 requests it served, above 20%.
     for _ in 0..30 {
@@ -358,16 +346,7 @@ async fn a_switch_naming_a_route_that_does_not_exist_is_refused_by_the_api_and_t
     let body = String::from_utf8_lossy(&answer.bytes().await.unwrap()).into_owned();
     assert!(body.contains("no route named \\\"updat-task\\\""), "{body}");
     assert!(body.contains("update-task"), "the routes in force are named: {body}");
-    let current: Value = client()
-        .get(format!("http://{}/api/mode", proxy.admin_addr))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .map(|body| serde_json::from_slice(&body).unwrap())
-        .unwrap();
+    let current = api_get(proxy.admin_addr, "/api/mode", TOKEN).await;
     assert!(
         current["routes"].as_object().is_none_or(|routes| routes.is_empty()),
         "{current}"
