@@ -80,7 +80,7 @@ pub struct AdminState {
     /// The report's gates (replaced by a config reload).
     pub readiness: std::sync::RwLock<crate::report::Readiness>,
     /// Reloads the configuration (`POST /api/reload`).
-    pub reloader: Option<Arc<crate::app::Reloader>>,
+    pub reloader: Option<Arc<dyn Reload>>,
     /// What replaying drifted writes needs (absent: the endpoints answer 503).
     pub drift: Option<DriftControl>,
     /// The modes in force (`GET|POST /api/mode`).
@@ -91,6 +91,44 @@ pub struct AdminState {
     /// ping (a read) does not see.
     pub writer: Option<Arc<crate::store::Writer>>,
     store: OnceCell<Store>,
+}
+
+/// What a reload put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub fingerprint: String,
+    pub routes: usize,
+}
+
+/// A reload's answer, boxed: [`Reload`] is used as a trait object.
+pub type ReloadFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ReloadSummary, String>> + Send + 'a>>;
+
+/// What the admin API needs of the running instance to reload its config
+/// and check route names; app implements it, so admin never imports app.
+pub trait Reload: Send + Sync {
+    fn has_route(&self, name: &str) -> bool;
+    fn route_names(&self) -> Vec<String>;
+    /// Re-reads the config; an error says why the old one stays.
+    fn reload(&self) -> ReloadFuture<'_>;
+}
+
+/// Applies one recorded switch (once) and logs it.
+pub fn apply_switch(modes: &crate::mode::ModeTable, metrics: &Metrics, id: i64, detail: &str) {
+    let Ok(switch) = serde_json::from_str::<crate::mode::Switch>(detail) else {
+        tracing::warn!(event = id, "a mode_switch event this build cannot read was skipped");
+        return;
+    };
+    if let Some(before) = modes.apply_event(id, &switch) {
+        metrics.set_mode(modes.current().global);
+        tracing::info!(
+            route = switch.route.as_deref().unwrap_or("(all)"),
+            from = %before,
+            to = %switch.mode,
+            reason = %switch.reason,
+            "mode switched"
+        );
+    }
 }
 
 /// The running instance's side of a replay.
@@ -301,7 +339,7 @@ async fn api_route(
                 .add_event("mode_switch", &detail, crate::clock::now_ms())
                 .await
                 .map_err(store_failed)?;
-            crate::app::apply_switch(modes, &state.metrics, id, &detail.to_string());
+            apply_switch(modes, &state.metrics, id, &detail.to_string());
             Ok(json_response(StatusCode::OK, &json!(modes.current())))
         }
         (Method::POST, ["reload"]) => {

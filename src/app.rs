@@ -355,7 +355,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin: std::sync::OnceLock::new(),
         instance: instance.clone(),
     });
-    admin_state.reloader = Some(Arc::clone(&reloader));
+    admin_state.reloader = Some(Arc::clone(&reloader) as Arc<dyn crate::admin::Reload>);
     let admin_state = Arc::new(admin_state);
     let _ = reloader.admin.set(Arc::downgrade(&admin_state));
     let admin_task = tokio::spawn(server::serve(
@@ -594,13 +594,6 @@ pub enum ReloadError {
     NeedsRestart { file: String, keys: String },
 }
 
-/// What a reload put in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadSummary {
-    pub fingerprint: String,
-    pub routes: usize,
-}
-
 /// Re-reads the config file and puts what can change live in force: the
 /// routes (with their compare, ID and write rules) and the report's gates.
 /// Everything else (listeners, upstreams, mirror sizes, store, redaction,
@@ -614,6 +607,20 @@ pub struct Reloader {
     instance: String,
 }
 
+impl crate::admin::Reload for Reloader {
+    fn has_route(&self, name: &str) -> bool {
+        Reloader::has_route(self, name)
+    }
+
+    fn route_names(&self) -> Vec<String> {
+        Reloader::route_names(self)
+    }
+
+    fn reload(&self) -> crate::admin::ReloadFuture<'_> {
+        Box::pin(async move { Reloader::reload(self).await.map_err(|err| err.to_string()) })
+    }
+}
+
 impl Reloader {
     /// Whether the configuration in force has a route of this name.
     pub fn has_route(&self, name: &str) -> bool {
@@ -625,7 +632,7 @@ impl Reloader {
         route_names(&self.lock())
     }
 
-    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+    pub async fn reload(&self) -> Result<crate::admin::ReloadSummary, ReloadError> {
         let path = self.lock().source.clone();
         let next = match Config::load(std::path::Path::new(&path)) {
             Ok(next) => next,
@@ -669,7 +676,7 @@ impl Reloader {
         if let Some(admin) = self.admin.get().and_then(std::sync::Weak::upgrade) {
             *admin.readiness.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next.readiness.clone();
         }
-        let summary = ReloadSummary {
+        let summary = crate::admin::ReloadSummary {
             fingerprint: next.fingerprint.clone(),
             routes: next.routes.len(),
         };
@@ -723,7 +730,7 @@ async fn follow_modes(
             match opened.events_after("mode_switch", modes.last_applied()).await {
                 Ok(events) => {
                     for (id, _, detail) in events {
-                        apply_switch(&modes, &metrics, id, &detail);
+                        crate::admin::apply_switch(&modes, &metrics, id, &detail);
                     }
                 }
                 Err(err) => {
@@ -736,24 +743,6 @@ async fn follow_modes(
             _ = tokio::time::sleep(MODE_POLL) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-    }
-}
-
-/// Applies one recorded switch (once) and logs it.
-pub fn apply_switch(modes: &ModeTable, metrics: &Metrics, id: i64, detail: &str) {
-    let Ok(switch) = serde_json::from_str::<Switch>(detail) else {
-        warn!(event = id, "a mode_switch event this build cannot read was skipped");
-        return;
-    };
-    if let Some(before) = modes.apply_event(id, &switch) {
-        metrics.set_mode(modes.current().global);
-        info!(
-            route = switch.route.as_deref().unwrap_or("(all)"),
-            from = %before,
-            to = %switch.mode,
-            reason = %switch.reason,
-            "mode switched"
-        );
     }
 }
 
@@ -806,7 +795,7 @@ async fn watch_rollback(
                             now,
                         )
                         .await;
-                    apply_switch(&modes, &metrics, id, &detail.to_string());
+                    crate::admin::apply_switch(&modes, &metrics, id, &detail.to_string());
                     health.clear();
                 }
                 Err(err) => {
