@@ -811,7 +811,7 @@ async fn watch_rollback(
 /// Runs one `[[sweep]]` once per `every` across every instance on the store
 /// (whoever claims the run in the store does it), until shutdown.
 async fn run_sweep(
-    sweep: crate::config::Sweep,
+    sweep: crate::mirror::Sweep,
     mirror: std::sync::Weak<crate::mirror::Mirror>,
     config: WriterConfig,
     mut stopping: watch::Receiver<bool>,

@@ -1,6 +1,7 @@
 //! The module graph (docs/ARCHITECTURE.md, "The module graph"): read from
 //! the source, the imports between top-level modules outside test modules
-//! form no cycle, and the leaves import nothing of cutover's.
+//! form no cycle, the leaves import nothing of cutover's, and only app, cli
+//! and demo import config.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -115,6 +116,22 @@ fn the_leaves_import_nothing_of_cutovers() {
         let imports = graph.get(leaf).unwrap_or_else(|| panic!("no module {leaf}"));
         assert!(imports.is_empty(), "{leaf} is a leaf but imports {imports:?}");
     }
+}
+
+#[test]
+fn nothing_below_app_imports_config() {
+    let graph = graph();
+    let importers: Vec<&String> = graph
+        .iter()
+        .filter(|(_, imports)| imports.contains("config"))
+        .map(|(module, _)| module)
+        .collect();
+    assert!(
+        importers
+            .iter()
+            .all(|module| ["app", "cli", "demo"].contains(&module.as_str())),
+        "config is assembled at the top; these import it: {importers:?}"
+    );
 }
 
 #[test]

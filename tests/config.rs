@@ -36,7 +36,7 @@ fn the_base_config_is_valid_and_defaults_apply() {
     assert_eq!(config.mirror.queue, 10_000);
     assert_eq!(config.mirror.max_in_flight, 256);
     assert_eq!(config.mirror.max_body, 1 << 20);
-    assert_eq!(config.mirror.unmatched, cutover::config::Unmatched::Reads);
+    assert_eq!(config.mirror.unmatched, cutover::mirror::Unmatched::Reads);
     assert_eq!(config.shadow.url.path(), "/v2");
     assert_eq!(config.routes.len(), 1);
 }

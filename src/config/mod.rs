@@ -11,7 +11,6 @@
 //! let a value through that the rest of the program would have to re-check.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,11 +23,11 @@ use serde::Deserialize;
 use crate::compare::noise::NoiseConfig;
 use crate::compare::rules::{CompareRules, ItemKey, Rule, RuleError, Tolerance};
 use crate::exchange::Severity;
+use crate::mirror::{ComparePriority, MirrorConfig, Sweep, Unmatched};
 use crate::redact::Redactor;
 use crate::route::{MirrorPolicy, Route, RouteError, RouteTable, SampleKey};
 use crate::secret::Secret;
 use crate::store::{StoreOptions, WriterConfig};
-use crate::units::RateLimit;
 use crate::units::{parse_duration, parse_rate, parse_size};
 use crate::upstream::UpstreamConfig;
 
@@ -87,19 +86,6 @@ pub struct IdMapConfig {
     pub canonical: crate::idmap::Canonical,
 }
 
-/// `[[sweep]]`: one synthetic read (or one per ID of a kind), sent to both
-/// sides every `every`, compared and recorded with source `sweep`.
-#[derive(Debug, Clone)]
-pub struct Sweep {
-    pub name: String,
-    pub request: crate::route::Verify,
-    pub every: Duration,
-    /// With `ids`, the one placeholder takes each primary ID of this kind.
-    pub ids: Option<String>,
-    /// Sweep requests per second (each side).
-    pub rate: RateLimit,
-}
-
 /// `[admin]`: access to the admin API.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -125,48 +111,6 @@ pub struct ListenConfig {
     pub max_connections: u32,
     /// Route `match` paths compare letters regardless of ASCII case.
     pub case_insensitive_paths: bool,
-}
-
-/// What happens to requests that no `[[route]]` matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unmatched {
-    /// Safe methods are mirrored and compared; writes go to the primary only.
-    Reads,
-    /// Nothing is mirrored.
-    Off,
-}
-
-#[derive(Debug, Clone)]
-pub struct MirrorConfig {
-    /// How many exchanges may be in flight between the proxy and the recorder.
-    pub queue: usize,
-    /// Largest request or response body captured for comparison.
-    pub max_body: usize,
-    /// Total bytes all captured bodies together may hold.
-    pub max_buffered: usize,
-    /// Largest body after content decoding (a guard against decompression bombs).
-    pub max_decoded: usize,
-    pub unmatched: Unmatched,
-    /// Threads running comparisons (CPU work, kept off the proxy's runtime).
-    pub workers: usize,
-    /// Whether comparison threads run only on CPU nobody else wants.
-    pub compare_priority: ComparePriority,
-    /// How long a mirrored read waits for pending shadow writes to its
-    /// entity (or a translation for the pair a pending create will teach).
-    pub write_wait: Duration,
-    /// Most requests the mirror has outstanding to one upstream at once: it
-    /// bounds the connections (and file descriptors) a slow shadow can take.
-    pub max_in_flight: usize,
-}
-
-/// The scheduling class of comparison threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComparePriority {
-    /// Only spare CPU (Linux `SCHED_IDLE`): comparisons never slow the proxy;
-    /// when there is no spare CPU they queue, and past the queue they are shed.
-    Idle,
-    /// The same priority as the proxy.
-    Normal,
 }
 
 // ---------------------------------------------------------------- raw layer
@@ -1499,13 +1443,4 @@ impl Ctx<'_> {
 
 fn is_label_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-}
-
-impl fmt::Display for Unmatched {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Unmatched::Reads => "reads",
-            Unmatched::Off => "off",
-        })
-    }
 }

@@ -12,12 +12,14 @@
 //! Must never: block or delay the proxy (everything here is `try_`, spawned,
 //! or runs after the client's answer), or let memory grow with load.
 
+mod config;
 mod lanes;
 mod sweep;
 mod writes;
 
+pub use config::{ComparePriority, MirrorConfig, Unmatched};
 pub use lanes::{Lanes, PendingWrite, Scope};
-pub use sweep::SweepRun;
+pub use sweep::{Sweep, SweepRun};
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -35,7 +37,6 @@ use tracing::{debug, info, warn};
 use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
-use crate::config::{ComparePriority, MirrorConfig, Unmatched};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason, WriteFacts};
 use crate::idmap::{IdMap, Side};
 use crate::metrics::{shadow_error_kind, Metrics};

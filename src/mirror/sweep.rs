@@ -14,11 +14,23 @@ use http::{HeaderMap, HeaderValue};
 
 use super::Exchange;
 use super::{Mirror, Reservation, Ticket};
-use crate::config::Sweep;
 use crate::exchange::CapturedRequest;
 use crate::idmap::Side;
 
 use crate::headers::SWEEP_MARKER;
+
+/// `[[sweep]]`: one synthetic read (or one per ID of a kind), sent to both
+/// sides every `every`, compared and recorded with source `sweep`.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub name: String,
+    pub request: crate::route::Verify,
+    pub every: Duration,
+    /// With `ids`, the one placeholder takes each primary ID of this kind.
+    pub ids: Option<String>,
+    /// Sweep requests per second (each side).
+    pub rate: crate::units::RateLimit,
+}
 
 /// What one run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
