@@ -261,9 +261,13 @@ pub struct IntentRecord {
 /// The ledger state of a write sent and not yet answered.
 pub const LEDGER_PENDING: &str = "pending";
 
-/// Inserts or settles a ledger row by its intent; a settled row is never
-/// set back to pending.
-const LEDGER_SETTLE: &str = "ON CONFLICT (intent) DO UPDATE SET primary_status = excluded.primary_status, \
+/// Inserts a ledger row, or settles the row of the same intent; a settled
+/// row is never set back to pending, and a row without an intent (NULL is
+/// never a conflict) is always inserted.
+const LEDGER_UPSERT: &str = "INSERT INTO write_ledger (at_ms, route, method, path, entity, primary_status, \
+     shadow_status, primary_ms, shadow_ms, state, attempts, replay, updated_ms, seq, intent, instance) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     ON CONFLICT (intent) DO UPDATE SET primary_status = excluded.primary_status, \
      shadow_status = excluded.shadow_status, primary_ms = excluded.primary_ms, shadow_ms = excluded.shadow_ms, \
      state = excluded.state, attempts = excluded.attempts, replay = excluded.replay, updated_ms = excluded.updated_ms \
      WHERE write_ledger.state = 'pending'";
@@ -279,18 +283,9 @@ struct LedgerInsert<'a> {
 }
 
 impl LedgerInsert<'_> {
-    async fn insert(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        on_conflict: &'static str,
-    ) -> Result<(), StoreError> {
+    async fn upsert(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
         let ledger = self.ledger;
-        let sql = format!(
-            "INSERT INTO write_ledger (at_ms, route, method, path, entity, primary_status, shadow_status, \
-             primary_ms, shadow_ms, state, attempts, replay, updated_ms, seq, intent, instance) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) {on_conflict}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query(LEDGER_UPSERT)
             .bind(self.at_ms)
             .bind(self.route)
             .bind(self.method)
@@ -555,7 +550,7 @@ impl Store {
                         ledger: &intent.ledger,
                         instance: Some(&intent.instance),
                     };
-                    row.insert(tx, LEDGER_SETTLE).await?;
+                    row.upsert(tx).await?;
                     insert_pairs(tx, &intent.learned_ids, "learned", intent.at_ms).await?;
                     continue;
                 }
@@ -621,7 +616,7 @@ impl Store {
                     ledger,
                     instance: None,
                 };
-                row.insert(tx, LEDGER_SETTLE).await?;
+                row.upsert(tx).await?;
             }
             insert_pairs(tx, &exchange.learned_ids, "learned", exchange.at_ms).await?;
             for sample in &exchange.samples {

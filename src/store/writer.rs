@@ -206,7 +206,7 @@ impl Writer {
     /// what has arrived). A store that is failing, or fails meanwhile,
     /// ends the wait: the record stays buffered (or is counted lost).
     pub async fn write_durably(&self, record: Record, wait: Duration) -> Commit {
-        if self.failing().is_some() {
+        if self.is_failing() {
             self.submit_record(record);
             return Commit::StoreFailing;
         }
@@ -266,6 +266,14 @@ impl Writer {
     /// could not write (see [`Unwritten`]).
     pub fn give_up(&self) {
         let _ = self.stop.send(Stop::GiveUp);
+    }
+
+    fn is_failing(&self) -> bool {
+        self.health
+            .failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
     }
 
     /// Why writes are failing, while they are: for how long, the last
@@ -411,15 +419,18 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     async fn write(&mut self, batch: &[Record]) -> Result<(), super::StoreError> {
-        if self.store.is_none() {
-            let opened = Store::open(&self.config.url, &self.config.options).await?;
-            tracing::info!(store = %redact_url(&self.config.url), "store connected");
-            self.store = Some(opened);
-            self.answered_once = true;
-        }
-        let store = self.store.as_ref().expect("opened above");
+        let store = match self.store.take() {
+            Some(store) => store,
+            None => {
+                let opened = Store::open(&self.config.url, &self.config.options).await?;
+                tracing::info!(store = %redact_url(&self.config.url), "store connected");
+                self.answered_once = true;
+                opened
+            }
+        };
         match store.write(batch).await {
             Ok(()) => {
+                self.store = Some(store);
                 self.backoff = RETRY_MIN;
                 Ok(())
             }
@@ -427,9 +438,7 @@ impl Connection<'_> {
                 // The failed connection is closed already (see
                 // `discard_if_failed`); a store that failed is opened
                 // afresh, so a pool left in a bad state is not kept.
-                if let Some(failed) = self.store.take() {
-                    failed.close().await;
-                }
+                store.close().await;
                 Err(err)
             }
         }
