@@ -330,6 +330,13 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
     );
     // …unless the claim went stale (its replayer died).
     assert!(store.claim_replay(open, 70_000, 60_000).await.unwrap());
+    // A write both sides answered (200 and 409) is drift, but a replay
+    // would be refused again: its entity's later writes are not held.
+    let mut refused = write("w4", 13, "tasks:p4", "drift");
+    refused.ledger.as_mut().unwrap().shadow_status = Some(409);
+    store.record(&[refused]).await.unwrap();
+    assert_eq!(store.ledger_count("drift").await.unwrap(), 1, "p2 is being replayed");
+    assert!(store.drifted_entities().await.unwrap().is_empty());
 }
 
 /// A sweep's run is claimed once per interval, whoever asks.

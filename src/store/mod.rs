@@ -814,11 +814,19 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    /// Entities with a drifted write not yet replayed.
+    /// Entities whose later writes wait behind a drifted write a replay may
+    /// still apply: one a side never answered, or answered with a 5xx. A
+    /// write both sides answered (say 200 and 409) is a difference in
+    /// behaviour, not held, as the mirror decides when it records it; the
+    /// two must agree, or a start that loads the ledger while such a row is
+    /// new would hold an entity the running mirror lets through.
     pub async fn drifted_entities(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT DISTINCT entity FROM write_ledger WHERE state = 'drift' AND entity IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT entity FROM write_ledger WHERE state = 'drift' AND entity IS NOT NULL \
+             AND (primary_status IS NULL OR primary_status >= 500 OR shadow_status IS NULL OR shadow_status >= 500)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
