@@ -201,8 +201,10 @@ async fn a_full_disk_during_dual_writes_recovers_in_seconds_leaks_nothing_and_te
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .find(|entry| entry["message"].as_str().is_some_and(|m| m.contains("not written")))
         .unwrap_or_else(|| panic!("stderr says what was not written: {logs:#?}"));
-    assert_eq!(unwritten["ledger_rows"], 40, "{unwritten}");
-    assert_eq!(unwritten["id_pairs"], 40, "{unwritten}");
+    assert_eq!(unwritten["ledger_rows"], 40, "every write counts once: {unwritten}");
+    // A pair exists once the shadow answered; a write still on its way at
+    // the stop taught none.
+    assert!(unwritten["id_pairs"].as_u64().unwrap() <= 40, "{unwritten}");
     assert!(unwritten["records"].as_u64().unwrap() >= 40, "{unwritten}");
     let (records, exchanges, intents) = (
         unwritten["records"].as_u64().unwrap(),
