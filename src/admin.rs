@@ -463,7 +463,7 @@ async fn replay(
 }
 
 fn drift_json(row: &crate::store::LedgerRow) -> Value {
-    let detail: Option<crate::drift::DriftDetail> = row.replay.as_deref().and_then(|t| serde_json::from_str(t).ok());
+    let detail: Option<crate::ledger::DriftDetail> = row.replay.as_deref().and_then(|t| serde_json::from_str(t).ok());
     json!({
         "id": row.id,
         "at_ms": row.at_ms,

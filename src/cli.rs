@@ -691,7 +691,7 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
                     println!("no open drift");
                 }
                 for row in &open {
-                    let detail: Option<crate::drift::DriftDetail> =
+                    let detail: Option<crate::ledger::DriftDetail> =
                         row.replay.as_deref().and_then(|text| serde_json::from_str(text).ok());
                     println!(
                         "#{:<6} {} {:<16} {} {} {} (primary {}, shadow {}, {} tries){}",

@@ -15,14 +15,14 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::headers::{IDEMPOTENCY_KEY, REPLAY_MARKER, SHADOW_MARKER};
 use crate::idmap::{IdMap, Side};
+use crate::ledger::{applied, DriftDetail, ReplayRequest, NOT_REPLAYED_HEADERS};
 use crate::route::RouteTable;
 use crate::secret::Secret;
 use crate::store::{LedgerRow, Store, StoreError};
@@ -32,98 +32,6 @@ use crate::upstream::{OutgoingBody, Upstream};
 const CLAIM_STALE_MS: i64 = 5 * 60 * 1000;
 /// The most of a replay's answer read (to learn IDs from it).
 const ANSWER_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Why a write drifted, and the request a replay sends (absent when the
-/// write could not be kept, e.g. its body was over `max_body`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriftDetail {
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<ReplayRequest>,
-    /// Why no request was kept to replay, when none was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_replayable: Option<String>,
-}
-
-/// A write as the primary received it, secrets left out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplayRequest {
-    pub method: String,
-    /// The primary-side path and query (IDs untranslated). Exactly as sent,
-    /// unless the request carried a secret: then redacted, for people to
-    /// read, and the real one is in `sealed`.
-    pub path: String,
-    /// Headers to send again (secret, framing and hop-by-hop headers left out).
-    pub headers: Vec<(String, String)>,
-    /// The body exactly as sent; empty when it is in `sealed`.
-    pub body_base64: String,
-    /// A request that carried a secret: its [`Sealed`] path and body,
-    /// sealed under `CUTOVER_REPLAY_KEY` ([`crate::seal`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sealed: Option<String>,
-    pub idempotency_key: String,
-    /// What the side that served the client answered.
-    pub served_status: Option<u16>,
-    /// IDs the serving side created (per `learn_ids` kind), to pair with the replay's answer.
-    #[serde(default)]
-    pub created_ids: Vec<(String, Vec<String>)>,
-    /// The side the write is replayed to: the one that missed it.
-    #[serde(default)]
-    pub target: crate::idmap::Side,
-}
-
-/// The part of a replayed request that is sealed when it holds a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sealed {
-    pub path: String,
-    pub body_base64: String,
-}
-
-impl ReplayRequest {
-    pub fn body(&self) -> Bytes {
-        decode_body(&self.body_base64)
-    }
-
-    /// The path and body to send: as kept, or opened from `sealed`.
-    pub fn to_send(&self, seal: Option<&crate::seal::SealKey>) -> Result<(String, Bytes), String> {
-        let Some(sealed) = &self.sealed else {
-            return Ok((self.path.clone(), self.body()));
-        };
-        let key = seal.ok_or_else(|| {
-            format!(
-                "its request carries a secret and is sealed; set {} to the key it was sealed with",
-                crate::seal::REPLAY_KEY_ENV
-            )
-        })?;
-        let opened = key
-            .open(sealed)
-            .map_err(|err| format!("its sealed request {err} ({})", crate::seal::REPLAY_KEY_ENV))?;
-        let inner: Sealed =
-            serde_json::from_slice(&opened).map_err(|err| format!("its sealed request is not readable: {err}"))?;
-        Ok((inner.path, decode_body(&inner.body_base64)))
-    }
-
-    pub fn encode_body(body: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(body)
-    }
-}
-
-fn decode_body(text: &str) -> Bytes {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map(Bytes::from)
-        .unwrap_or_default()
-}
-
-/// Request headers a replay never copies: the body is sent anew, so its
-/// framing is the client library's, not the original's (a kept
-/// Content-Length would not match a body translated through the ID map).
-pub const NOT_REPLAYED_HEADERS: [&str; 3] = ["host", "content-length", "transfer-encoding"];
-
-/// Whether a status counts as the write having been applied.
-pub fn applied(status: Option<u16>) -> bool {
-    status.is_some_and(|status| (200..300).contains(&status))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
@@ -380,42 +288,5 @@ impl Replayer {
                 .push_str(&format!("; learned {} ID pair(s)", learned.len()));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replay_details_round_trip_and_bodies_survive_any_bytes() {
-        let detail = DriftDetail {
-            reason: "shadow unreachable after 3 tries".into(),
-            request: Some(ReplayRequest {
-                method: "PATCH".into(),
-                path: "/api/task/p1".into(),
-                headers: vec![("content-type".into(), "application/json".into())],
-                body_base64: ReplayRequest::encode_body(&[0, 159, 146, 150]),
-                sealed: None,
-                idempotency_key: "cutover-abc".into(),
-                served_status: Some(200),
-                created_ids: vec![("tasks".into(), vec!["p1".into()])],
-                target: Side::Primary,
-            }),
-            not_replayable: None,
-        };
-        let text = serde_json::to_string(&detail).unwrap();
-        let back: DriftDetail = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, detail);
-        assert_eq!(back.request.unwrap().body(), Bytes::from_static(&[0, 159, 146, 150]));
-        let unreplayable: DriftDetail = serde_json::from_str(r#"{"reason":"body over max_body"}"#).unwrap();
-        assert_eq!(unreplayable.request, None);
-    }
-
-    #[test]
-    fn success_is_a_2xx() {
-        assert!(applied(Some(201)));
-        assert!(!applied(Some(409)));
-        assert!(!applied(None));
     }
 }

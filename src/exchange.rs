@@ -261,13 +261,6 @@ impl SideResult {
     }
 }
 
-/// What a mirrored write leaves besides its exchange row.
-#[derive(Debug, Clone)]
-pub struct WriteFacts {
-    pub ledger: LedgerRecord,
-    pub learned: Vec<IdPair>,
-}
-
 /// How much a difference matters: set by rules, defaulted by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,25 +328,6 @@ pub struct IdPair {
     pub kind: String,
     pub primary_id: String,
     pub shadow_id: String,
-}
-
-/// One mirrored write, as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LedgerRecord {
-    pub entity: Option<String>,
-    pub primary_status: Option<i64>,
-    pub shadow_status: Option<i64>,
-    pub primary_ms: Option<f64>,
-    pub shadow_ms: Option<f64>,
-    /// `ok`, `drift` or `reconciled`.
-    pub state: String,
-    pub attempts: i64,
-    /// JSON: why it drifted and what a replay needs (see the drift module).
-    pub replay: Option<String>,
-    /// The order the write reached (or would have reached) the shadow; replay follows it.
-    pub seq: i64,
-    /// The key of a dual-write's row written before it was sent (see [`IntentRecord`]).
-    pub intent: Option<String>,
 }
 
 #[cfg(test)]

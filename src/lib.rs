@@ -48,6 +48,7 @@ pub mod drift;
 pub mod exchange;
 pub mod headers;
 pub mod idmap;
+pub mod ledger;
 pub mod metrics;
 pub mod mirror;
 pub mod mode;

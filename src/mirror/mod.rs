@@ -37,8 +37,9 @@ use tracing::{debug, info, warn};
 use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
-use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason, WriteFacts};
+use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason};
 use crate::idmap::{IdMap, Side};
+use crate::ledger::WriteFacts;
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
 use crate::route::{is_safe, MirrorPolicy, Route, SampleKey, WriteRules};
@@ -1238,8 +1239,8 @@ impl Recorder {
         };
         // A dual-write the other side never got: drift, unless the serving side did not apply it either.
         let ledger = request.lost_write.as_ref().map(|lost| {
-            let applied = crate::drift::applied(status_of(result).and_then(|s| u16::try_from(s).ok()));
-            let detail = crate::drift::DriftDetail {
+            let applied = crate::ledger::applied(status_of(result).and_then(|s| u16::try_from(s).ok()));
+            let detail = crate::ledger::DriftDetail {
                 reason: format!("not mirrored: {}", reason.label()),
                 request: None,
                 not_replayable: None,

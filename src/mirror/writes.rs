@@ -17,10 +17,10 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::{millis_of, status_of, DirectRequest, Exchange, Job, LearningGuard, Mirror, PrimaryDone};
-use crate::drift::{applied, DriftDetail, ReplayRequest};
-use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason, WriteFacts};
+use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
+use crate::ledger::{applied, DriftDetail, ReplayRequest, WriteFacts};
 use crate::route::{Verify, WriteRules};
 use crate::store::{Commit, IntentRecord, LedgerRecord, Record, LEDGER_PENDING};
 
@@ -379,7 +379,7 @@ impl Mirror {
             .iter()
             .filter(|(name, _)| {
                 !redactor.is_secret_header(name.as_str())
-                    && !crate::drift::NOT_REPLAYED_HEADERS.contains(&name.as_str())
+                    && !crate::ledger::NOT_REPLAYED_HEADERS.contains(&name.as_str())
             })
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect();
@@ -397,7 +397,7 @@ impl Mirror {
         };
         let mut not_replayable = None;
         if let Some(secret) = secret {
-            let sealed = crate::drift::Sealed {
+            let sealed = crate::ledger::Sealed {
                 path: std::mem::take(&mut kept.path),
                 body_base64: std::mem::take(&mut kept.body_base64),
             };

@@ -13,7 +13,7 @@ use sqlx::{AnyPool, Row};
 
 mod writer;
 
-pub use crate::exchange::LedgerRecord;
+pub use crate::ledger::LedgerRecord;
 
 pub use writer::{Commit, Unwritten, Writer, WriterConfig};
 
