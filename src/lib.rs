@@ -4,35 +4,51 @@
 //!
 //! # Layout
 //!
-//! - [`clock`]: the wall clock in epoch milliseconds, as the store keeps it (a leaf).
-//! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key;
-//!   `config::ranges` bounds every duration and size.
-//! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy, matched on
-//!   the canonical path (`route::normalize`).
-//! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only), global or per route.
-//! - [`proxy`]: the hot path: forward to the primary, stream its answer back, capture.
-//! - [`upstream`]: one pooled HTTP(S) client per backend.
-//! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
-//!   order, comparison workers.
-//! - [`budget`]: the byte budget captured bodies are held against, and its reservations (a leaf).
-//! - [`exchange`]: one observed request and the outcome vocabulary.
-//! - [`units`]: durations, sizes and rates as written in configs, flags and queries (a leaf).
-//! - [`headers`]: the header names cutover reads or sets, and the markers clients may not (a leaf).
-//! - [`compare`]: judges an exchange into an outcome (pure, no I/O).
-//! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
-//! - [`drift`]: drifted writes in the write ledger and their replay, in order.
+//! From the leaves up; a module imports only modules listed before it
+//! (`tests/architecture.rs` checks this order against the source).
+//!
+//! Leaves (they import nothing of cutover's):
+//! - [`clock`]: the wall clock in epoch milliseconds, as the store keeps it.
+//! - [`units`]: durations, sizes and rates as written in configs, flags and queries.
+//! - [`secret`]: a value that is used but never printed.
+//! - [`headers`]: the header names cutover reads or sets, and the markers clients may not.
+//! - [`budget`]: the byte budget captured bodies are held against, and its reservations.
+//! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only),
+//!   global or per route.
+//! - [`exchange`]: the vocabulary every stage shares: one observed request, outcomes, skip
+//!   reasons, severity, `Side`, ID pairs.
+//! - [`seal`]: replay data that holds a secret, sealed under `CUTOVER_REPLAY_KEY`.
+//!
+//! Vocabulary on the leaves, and the pure stages (no I/O):
+//! - [`ledger`]: the write ledger's rows, drift details and replayable requests.
+//! - [`compare`]: judges an exchange into an outcome.
 //! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
-//! - [`secret`]: a value that is used but never printed (a leaf).
-//! - [`seal`]: replay data that holds a secret, sealed under `CUTOVER_REPLAY_KEY`.
-//! - [`report`]: the readiness report: evidence from the store, gates, verdict, HTML/Markdown/JSON.
+//! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy, matched on
+//!   the canonical path (`route::normalize`).
+//!
+//! The outside parts:
 //! - [`metrics`]: the Prometheus registry and metric names.
-//! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations;
-//!   `store::writer` batches records into it and says what a stop left unwritten.
-//! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store.
 //! - [`server`]: HTTP/1.1 + h2c listener plumbing: connection cap, first-byte and idle
 //!   timeouts, graceful shutdown.
+//! - [`upstream`]: one pooled HTTP(S) client per backend.
+//! - [`store`]: the divergence store (SQLite or PostgreSQL), its schema and migrations;
+//!   `store::writer` batches records into it and says what a stop left unwritten.
+//!
+//! The stages of a request:
+//! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
+//!   order, comparison workers, and the recorder (outcome → metrics, noise learner, store).
+//! - [`drift`]: drifted writes in the write ledger and their replay, in order.
+//! - [`proxy`]: the hot path: forward to the serving side, stream its answer back, capture.
+//! - [`report`]: the readiness report: evidence from the store, gates, verdict,
+//!   HTML/Markdown/JSON.
+//!
+//! Assembly and the top:
+//! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key;
+//!   `config::ranges` bounds every duration and size.
+//! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store.
 //! - [`app`]: starts and stops one instance.
+//! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
 //! - [`cli`]: the `cutover` command line.
 #![forbid(unsafe_code)]
 

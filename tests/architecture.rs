@@ -1,13 +1,31 @@
 //! The module graph (docs/ARCHITECTURE.md, "The module graph"): read from
 //! the source, the imports between top-level modules outside test modules
-//! form no cycle, the leaves import nothing of cutover's, and only app, cli
-//! and demo import config.
+//! follow one order from the leaves up (so they form no cycle), the leaves
+//! import nothing of cutover's, and only app, cli and demo import config.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that must not import any other module of the crate.
-const LEAVES: [&str; 7] = ["budget", "clock", "exchange", "headers", "secret", "seal", "units"];
+const LEAVES: [&str; 8] = [
+    "budget", "clock", "exchange", "headers", "mode", "secret", "seal", "units",
+];
+
+/// Every top-level module, from the leaves up: a module may import only
+/// the modules before it. The same order as lib.rs `# Layout`.
+#[rustfmt::skip]
+const ORDER: [&str; 26] = [
+    // leaves
+    "clock", "units", "secret", "headers", "budget", "mode", "exchange", "seal",
+    // vocabulary built on the leaves, then the pure stages
+    "ledger", "compare", "idmap", "redact", "route",
+    // the outside parts
+    "metrics", "server", "upstream", "store",
+    // the stages of a request
+    "mirror", "drift", "proxy", "report",
+    // assembly and the top
+    "config", "admin", "app", "demo", "cli",
+];
 
 /// The source of a file without its test module and comments.
 fn code_of(path: &Path) -> String {
@@ -106,6 +124,26 @@ fn the_top_level_modules_import_each_other_without_a_cycle() {
     assert!(graph["proxy"].contains("mirror"), "the scan sees imports: {graph:?}");
     if let Some(found) = cycle(&graph) {
         panic!("an import closes a cycle: {}", found.join(" -> "));
+    }
+}
+
+#[test]
+fn every_module_imports_only_modules_below_it() {
+    let graph = graph();
+    let listed: BTreeSet<&str> = ORDER.iter().copied().collect();
+    let found: BTreeSet<&str> = graph.keys().map(String::as_str).collect();
+    assert_eq!(found, listed, "ORDER names each module of src/ once");
+    assert_eq!(listed.len(), ORDER.len(), "ORDER names a module twice");
+    for (level, module) in ORDER.iter().enumerate() {
+        let below = &ORDER[..level];
+        let above: Vec<&String> = graph[*module]
+            .iter()
+            .filter(|import| !below.contains(&import.as_str()))
+            .collect();
+        assert!(
+            above.is_empty(),
+            "{module} imports {above:?}, which ORDER puts above it"
+        );
     }
 }
 
