@@ -1,8 +1,11 @@
 //! The write ledger's vocabulary: one mirrored write as it is kept, why a
-//! write drifted, and the request a replay sends again.
+//! write drifted, the request a replay sends again, and the order writes
+//! are kept in.
 //!
 //! Must never: hold a secret in the clear (a request that carries one is
 //! sealed, see [`crate::seal`]), or do I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -128,9 +131,33 @@ pub fn applied(status: Option<u16>) -> bool {
     status.is_some_and(|status| (200..300).contains(&status))
 }
 
+/// The ledger's order of writes: a hybrid clock (microseconds since the
+/// epoch, bumped past the last value handed out), so it increases within a
+/// process and across restarts as long as the wall clock does not step back.
+pub fn next_order() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+    let previous = LAST
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last + 1)))
+        .unwrap_or(0);
+    now.max(previous + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ledger_order_always_increases() {
+        let mut last = 0;
+        for _ in 0..10_000 {
+            let next = next_order();
+            assert!(next > last);
+            last = next;
+        }
+    }
 
     #[test]
     fn replay_details_round_trip_and_bodies_survive_any_bytes() {

@@ -36,8 +36,10 @@
 //!   `store::writer` batches records into it and says what a stop left unwritten.
 //!
 //! The stages of a request:
+//! - [`record`]: judges an exchange and records its outcome: metrics, the noise learner,
+//!   redacted rows and samples for the store.
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
-//!   order, comparison workers, and the recorder (outcome → metrics, noise learner, store).
+//!   order, comparison workers.
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
 //! - [`proxy`]: the hot path: forward to the serving side, stream its answer back, capture.
 //! - [`report`]: the readiness report: evidence from the store, gates, verdict,
@@ -69,6 +71,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod mode;
 pub mod proxy;
+pub mod record;
 pub mod redact;
 pub mod report;
 pub mod route;

@@ -14,7 +14,7 @@ const LEAVES: [&str; 8] = [
 /// Every top-level module, from the leaves up: a module may import only
 /// the modules before it. The same order as lib.rs `# Layout`.
 #[rustfmt::skip]
-const ORDER: [&str; 26] = [
+const ORDER: [&str; 27] = [
     // leaves
     "clock", "units", "secret", "headers", "budget", "mode", "exchange", "seal",
     // vocabulary built on the leaves, then the pure stages
@@ -22,7 +22,7 @@ const ORDER: [&str; 26] = [
     // the outside parts
     "metrics", "server", "upstream", "store",
     // the stages of a request
-    "mirror", "drift", "proxy", "report",
+    "record", "mirror", "drift", "proxy", "report",
     // assembly and the top
     "config", "admin", "app", "demo", "cli",
 ];

@@ -144,16 +144,16 @@ impl PendingWrite {
                     self.turn = Some(lane.next_turn);
                     lane.next_turn += 1;
                 }
-                self.order = Some(next_order());
+                self.order = Some(crate::ledger::next_order());
             }
-            None => self.order = Some(next_order()),
+            None => self.order = Some(crate::ledger::next_order()),
         }
     }
 
     /// The write's place in the ledger's order.
     pub fn order(&mut self) -> u64 {
         self.take_turn();
-        self.order.unwrap_or_else(next_order)
+        self.order.unwrap_or_else(crate::ledger::next_order)
     }
 
     /// Waits until every earlier write to the entity has had its shadow call.
@@ -219,20 +219,6 @@ impl Drop for PendingWrite {
     }
 }
 
-/// The ledger's order of writes: a hybrid clock (microseconds since the
-/// epoch, bumped past the last value handed out), so it increases within a
-/// process and across restarts as long as the wall clock does not step back.
-pub fn next_order() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
-    let previous = LAST
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last + 1)))
-        .unwrap_or(0);
-    now.max(previous + 1)
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -268,16 +254,6 @@ mod tests {
         assert_eq!(*lock(&order), ["second", "first"]);
         assert_eq!(lanes.pending(&Scope::Entity("tasks:1".into())), 0);
         assert!(lock(&lanes.lanes).is_empty(), "an idle lane is removed");
-    }
-
-    #[test]
-    fn the_ledger_order_always_increases() {
-        let mut last = 0;
-        for _ in 0..10_000 {
-            let next = next_order();
-            assert!(next > last);
-            last = next;
-        }
     }
 
     #[tokio::test]

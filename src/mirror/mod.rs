@@ -1,5 +1,6 @@
 //! Mirroring: decides which requests go to the shadow, sends them, joins
-//! both answers into an [`Exchange`] and hands it to comparison workers.
+//! both answers into an [`Exchange`] and hands it to comparison workers,
+//! which judge and record it through [`crate::record`].
 //!
 //! The "queue" is the set of mirrored exchanges in flight, from the moment a
 //! request is chosen for mirroring until its comparison is recorded. It is
@@ -12,38 +13,43 @@
 //! Must never: block or delay the proxy (everything here is `try_`, spawned,
 //! or runs after the client's answer), or let memory grow with load.
 
+mod admission;
 mod config;
 mod lanes;
 mod sweep;
+mod workers;
 mod writes;
 
+pub use admission::CaptureBuf;
+use admission::{sampled_in, RateLimiter};
 pub use config::{ComparePriority, MirrorConfig, Unmatched};
 pub use lanes::{Lanes, PendingWrite, Scope};
 pub use sweep::{Sweep, SweepRun};
+pub use workers::Workers;
+use workers::{noise_loop, recheck_loop};
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
-use crate::compare::noise::{fingerprint, NoiseConfig, NoiseLearner};
+use crate::compare;
+use crate::compare::noise::{NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
-use crate::compare::{self, Context};
 use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason};
 use crate::idmap::{IdMap, Side};
-use crate::ledger::WriteFacts;
-use crate::metrics::{shadow_error_kind, Metrics};
+use crate::metrics::Metrics;
+use crate::record::{DirectRequest, Exchange, Recorder, RecorderParts};
 use crate::redact::Redactor;
-use crate::route::{is_safe, MirrorPolicy, Route, SampleKey, WriteRules};
-use crate::store::{ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Writer};
+use crate::route::{is_safe, MirrorPolicy, Route, WriteRules};
+use crate::store::Writer;
 use crate::units::RateLimit;
 
 /// Where the evidence goes, and what is kept of it.
@@ -62,151 +68,8 @@ pub struct Evidence {
     pub instance: String,
 }
 
-/// Longest body excerpt kept in a sample.
-const EXCERPT_LIMIT: usize = 4096;
-/// Longest unified diff kept in a sample.
-const DIFF_LIMIT: usize = 64 * 1024;
 pub use crate::budget::{MemoryBudget, Reservation};
 use crate::upstream::{OutgoingBody, Upstream};
-
-/// A body being captured, bounded by `max_body` and by the shared budget.
-#[derive(Debug)]
-pub struct CaptureBuf {
-    buf: BytesMut,
-    limit: usize,
-    reservation: Reservation,
-    overflow: Option<SkipReason>,
-}
-
-impl CaptureBuf {
-    pub fn new(limit: usize, budget: &Arc<MemoryBudget>) -> CaptureBuf {
-        CaptureBuf {
-            buf: BytesMut::new(),
-            limit,
-            reservation: Reservation::empty(budget),
-            overflow: None,
-        }
-    }
-
-    /// Appends a chunk; returns false once the capture has been given up.
-    pub fn push(&mut self, chunk: &[u8]) -> bool {
-        if self.overflow.is_some() {
-            return false;
-        }
-        if self.buf.len() + chunk.len() > self.limit {
-            return self.give_up(SkipReason::BodyTooLarge);
-        }
-        if !self.reservation.grow(chunk.len()) {
-            return self.give_up(SkipReason::QueueFull);
-        }
-        self.buf.extend_from_slice(chunk);
-        true
-    }
-
-    fn give_up(&mut self, reason: SkipReason) -> bool {
-        self.overflow = Some(reason);
-        self.buf = BytesMut::new();
-        self.reservation.release();
-        false
-    }
-
-    /// Why the capture was given up, if it was.
-    pub fn overflow(&self) -> Option<SkipReason> {
-        self.overflow
-    }
-
-    /// The captured bytes and what they hold of the budget, or the reason the capture was given up.
-    pub fn finish(self) -> Result<(Bytes, Reservation), SkipReason> {
-        match self.overflow {
-            Some(reason) => Err(reason),
-            None => Ok((self.buf.freeze(), self.reservation)),
-        }
-    }
-}
-
-/// A token bucket: `per_second` tokens a second, bursts up to one second's worth.
-#[derive(Debug)]
-struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimiter {
-    fn new(limit: RateLimit) -> RateLimiter {
-        let burst = limit.per_second.max(1.0);
-        RateLimiter {
-            per_second: limit.per_second,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
-    }
-
-    /// Takes a token now, going into debt if there is none; returns how long
-    /// to wait until that token would have been there. Writes queue this way
-    /// (a write is never dropped for the rate), and reads see no token until
-    /// the debt is paid.
-    fn reserve(&self) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        let (tokens, last) = *state;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
-        let left = refilled - 1.0;
-        *state = (left, now);
-        if left >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-left / self.per_second)
-        }
-    }
-
-    fn try_take(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        let (tokens, last) = *state;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
-        if refilled >= 1.0 {
-            *state = (refilled - 1.0, now);
-            true
-        } else {
-            *state = (refilled, now);
-            false
-        }
-    }
-}
-
-/// Whether a request falls inside a route's sample. With a sample key the
-/// choice is sticky: the same key is always in or always out.
-fn sampled_in(route: &Route, headers: &HeaderMap, client_ip: IpAddr) -> bool {
-    if route.sample >= 1.0 {
-        return true;
-    }
-    if route.sample <= 0.0 {
-        return false;
-    }
-    let key_hash = match &route.sample_key {
-        Some(SampleKey::ClientIp) => Some(hash_of(&(route.name.as_str(), client_ip))),
-        Some(SampleKey::Header(name)) => headers
-            .get(name)
-            .map(|value| hash_of(&(route.name.as_str(), value.as_bytes()))),
-        None => None,
-    };
-    let point = match key_hash {
-        // The top 53 bits as a fraction in [0, 1).
-        Some(hash) => (hash >> 11) as f64 / (1u64 << 53) as f64,
-        // No key (or the key header is absent): an independent draw.
-        None => rand::random::<f64>(),
-    };
-    point < route.sample
-}
-
-fn hash_of(value: &impl Hash) -> u64 {
-    // DefaultHasher::new() uses fixed keys, so the same key hashes the same
-    // way for the life of the process (and across replicas of one build).
-    let mut hasher = std::hash::DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
-}
 
 /// A place in the mirror queue; the exchange holding it is in flight.
 #[derive(Debug)]
@@ -365,79 +228,6 @@ impl SharedPairs {
     }
 }
 
-/// What a comparison thread needs to judge, count and keep an exchange.
-struct Recorder {
-    metrics: Metrics,
-    primary_name: String,
-    shadow_name: String,
-    noise: Arc<NoiseLearner>,
-    decode_limit: usize,
-    /// Divergences to ask both sides about again (routes with `recheck`).
-    rechecks: mpsc::UnboundedSender<Recheck>,
-    writer: Arc<Writer>,
-    redactor: Redactor,
-    samples_per_group: u32,
-    /// Samples built per group so far (the store enforces the cap too).
-    sampled: Mutex<HashMap<String, u32>>,
-    ids: Arc<IdMap>,
-    drifted: Arc<Mutex<HashSet<String>>>,
-}
-
-impl std::fmt::Debug for Recorder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").finish_non_exhaustive()
-    }
-}
-
-/// What is known of a request that is not mirrored.
-#[derive(Debug)]
-pub struct DirectRequest {
-    pub request_id: String,
-    pub route: String,
-    pub method: &'static str,
-    pub path_and_query: String,
-    pub started_at: SystemTime,
-    /// A write on a dual-write route that cannot be mirrored (queue full,
-    /// body too large): the other side misses it, so the ledger keeps it as drift.
-    pub lost_write: Option<LostWrite>,
-    /// The side that served the client.
-    pub serving: Side,
-}
-
-/// A mirrored request with both sides' answers, ready to compare and record.
-#[derive(Debug)]
-pub struct Exchange {
-    pub request_id: String,
-    pub route: String,
-    pub started_at: SystemTime,
-    pub request: CapturedRequest,
-    pub primary: SideResult,
-    pub shadow: SideResult,
-    /// A second shadow answer to the same request (active noise learning).
-    pub shadow_repeat: Option<SideResult>,
-    /// The route's compare rules.
-    pub rules: Arc<CompareRules>,
-    /// How many writes the proxy had seen when this request arrived.
-    pub write_epoch: u64,
-    /// The bytes of the captured bodies, held against `[mirror] max_buffered`
-    /// until the exchange is recorded and dropped.
-    pub reservation: Reservation,
-    /// `traffic` (a client's request) or `verify` (a read-back after a write).
-    pub source: &'static str,
-    /// IDs in the request with no pair (sent to the shadow unchanged): (kind, primary ID).
-    pub unmapped: Vec<(String, String)>,
-    /// A read that overlapped a pending shadow write: a divergence is `racy`.
-    pub racy: bool,
-    /// For a mirrored write: its ledger row and the ID pairs it taught.
-    pub write: Option<WriteFacts>,
-}
-
-/// A dual-write the shadow will not get.
-#[derive(Debug)]
-pub struct LostWrite {
-    pub entity: Option<String>,
-}
-
 /// A mirrored request on its way to the shadow.
 struct Job {
     ticket: Ticket,
@@ -475,31 +265,6 @@ fn is_dual_write(route: Option<&Route>, method: &Method) -> bool {
     !is_safe(method) && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite)
 }
 
-/// A divergence waiting to be asked again; it keeps its place in the queue.
-struct Recheck {
-    exchange: Exchange,
-    judgement: compare::Judgement,
-    ticket: Ticket,
-    delay: Duration,
-}
-
-/// The comparison threads; joined at shutdown.
-pub struct Workers {
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Waits for the workers to finish what they hold. Call after every
-    /// [`Mirror`] handle is dropped, or this waits forever.
-    pub fn join(self) {
-        for thread in self.threads {
-            if thread.join().is_err() {
-                warn!("a comparison worker panicked");
-            }
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start comparison worker thread: {0}")]
 pub struct MirrorError(#[from] std::io::Error);
@@ -523,37 +288,26 @@ impl Mirror {
         let stopping = Arc::new(AtomicBool::new(false));
         let noise = Arc::new(NoiseLearner::new(noise));
         let drifted = Arc::new(Mutex::new(HashSet::new()));
-        let recorder = Arc::new(Recorder {
+        let recorder = Arc::new(Recorder::new(RecorderParts {
             metrics: metrics.clone(),
             primary_name,
             shadow_name: shadow.name().to_string(),
             noise: Arc::clone(&noise),
             decode_limit: config.max_decoded,
-            rechecks: recheck_tx,
             writer: evidence.writer,
             redactor: evidence.redactor,
             samples_per_group: evidence.samples_per_group,
-            sampled: Mutex::new(HashMap::new()),
             ids: Arc::clone(&evidence.ids),
             drifted: Arc::clone(&drifted),
-        });
-        let mut threads = Vec::with_capacity(config.workers);
-        for index in 0..config.workers {
-            let from_proxy = Arc::clone(&from_proxy);
-            let recorder = Arc::clone(&recorder);
-            let stopping = Arc::clone(&stopping);
-            let priority = config.compare_priority;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("cutover-compare-{index}"))
-                    .spawn(move || {
-                        if priority == ComparePriority::Idle {
-                            run_on_spare_cpu_only();
-                        }
-                        compare_loop(&from_proxy, &stopping, &recorder)
-                    })?,
-            );
-        }
+        }));
+        let workers = Workers::spawn(
+            config.workers,
+            config.compare_priority,
+            &from_proxy,
+            &stopping,
+            &recorder,
+            &recheck_tx,
+        )?;
         let mirror = Mirror {
             primary,
             shadow,
@@ -592,7 +346,7 @@ impl Mirror {
             pairs.store().await;
         });
         tokio::spawn(noise_loop(Arc::downgrade(&mirror)));
-        Ok((mirror, Workers { threads }))
+        Ok((mirror, workers))
     }
 
     pub fn budget(&self) -> &Arc<MemoryBudget> {
@@ -1009,7 +763,7 @@ impl Mirror {
                 last_seen_ms: millis(noise.last_seen),
             })
             .collect();
-        self.recorder.writer.submit_noise(learned);
+        self.recorder.writer().submit_noise(learned);
     }
 
     /// Waits until every mirrored exchange in flight has been recorded, at
@@ -1020,607 +774,5 @@ impl Mirror {
             Ok(Ok(_all_slots)) => 0,
             _ => self.config.queue - self.slots.available_permits(),
         }
-    }
-}
-
-/// Persists learned noise every 30 seconds while the mirror lives.
-async fn noise_loop(mirror: std::sync::Weak<Mirror>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        let Some(mirror) = mirror.upgrade() else { return };
-        mirror.flush_noise();
-    }
-}
-
-/// Asks both sides again about divergences on routes with `recheck`: if
-/// they now agree, the exchange is `transient`, else it stays `diverged`.
-async fn recheck_loop(
-    mirror: std::sync::Weak<Mirror>,
-    recorder: Arc<Recorder>,
-    mut rechecks: mpsc::UnboundedReceiver<Recheck>,
-) {
-    while let Some(Recheck {
-        exchange,
-        mut judgement,
-        ticket,
-        delay,
-    }) = rechecks.recv().await
-    {
-        let Some(mirror) = mirror.upgrade() else { return };
-        let recorder = Arc::clone(&recorder);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let request = &exchange.request;
-            let mut shadow_headers = request.headers.clone();
-            shadow_headers.insert(crate::headers::SHADOW_MARKER, http::HeaderValue::from_static("1"));
-            let ((primary, held_p), (shadow, held_s)) = tokio::join!(
-                mirror.call(Side::Primary, request, request.headers.clone()),
-                mirror.call(Side::Shadow, request, shadow_headers),
-            );
-            let mut reservation = Reservation::empty(&mirror.budget);
-            reservation.absorb(held_p);
-            reservation.absorb(held_s);
-            let again = Exchange {
-                request_id: exchange.request_id.clone(),
-                route: exchange.route.clone(),
-                started_at: SystemTime::now(),
-                request: CapturedRequest {
-                    method: request.method.clone(),
-                    path_and_query: request.path_and_query.clone(),
-                    headers: request.headers.clone(),
-                    body: request.body.clone(),
-                },
-                primary,
-                shadow,
-                shadow_repeat: None,
-                rules: Arc::clone(&exchange.rules),
-                write_epoch: exchange.write_epoch,
-                reservation,
-                source: exchange.source,
-                unmapped: exchange.unmapped.clone(),
-                racy: false,
-                write: None,
-            };
-            if recorder.judge_once(&again).outcome == Outcome::Match {
-                judgement.outcome = Outcome::Transient;
-            }
-            recorder.record(&exchange, judgement);
-            drop(ticket);
-        });
-    }
-}
-
-fn clip(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
-}
-
-fn status_of(side: &SideResult) -> Option<i64> {
-    match side {
-        SideResult::Complete(response) => Some(i64::from(response.status.as_u16())),
-        SideResult::Uncaptured { status, .. } => Some(i64::from(status.as_u16())),
-        SideResult::Failed { .. } | SideResult::Abandoned | SideResult::NotAsked(_) => None,
-    }
-}
-
-/// What a side's cache said about its answer, from the headers CDNs and
-/// Vercel use; a latency comparison must not mix cache hits with origin work.
-fn cache_status(side: &SideResult) -> Option<String> {
-    let SideResult::Complete(response) = side else {
-        return None;
-    };
-    ["x-vercel-cache", "cf-cache-status", "x-cache"]
-        .iter()
-        .find_map(|name| {
-            let value = response.headers.get(*name)?.to_str().ok()?;
-            let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
-            (!value.is_empty()).then_some(value)
-        })
-}
-
-fn millis_of(side: &SideResult) -> Option<f64> {
-    side.elapsed().map(|elapsed| elapsed.as_secs_f64() * 1000.0)
-}
-
-fn skip_reason(outcome: Outcome) -> Option<String> {
-    match outcome {
-        Outcome::Skipped(reason) => Some(reason.label().to_string()),
-        _ => None,
-    }
-}
-
-/// How long an idle comparison thread sleeps between looks at the queue.
-const POLL_MIN: Duration = Duration::from_micros(500);
-const POLL_MAX: Duration = Duration::from_millis(20);
-
-/// Moves the calling thread to `SCHED_IDLE`: it runs only when no other
-/// thread wants the CPU, so comparisons can never slow the proxy down.
-/// Measured: with a 64 KB body at 2,000 req/s on two cores, p99 client
-/// latency went from 86 ms to 2.7 ms (scripts/bench-proxy.sh).
-fn run_on_spare_cpu_only() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
-            ThreadSchedulePolicy,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(err) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
-            warn!(error = ?err, "cannot lower the comparison thread's priority; comparisons compete with the proxy for CPU");
-        }
-    }
-}
-
-fn compare_loop(from_proxy: &Mutex<Receiver<(Exchange, Ticket)>>, stopping: &AtomicBool, recorder: &Recorder) {
-    // The thread polls instead of blocking in `recv`: a blocked receiver
-    // makes every `try_send` on the hot path take the channel's waker lock,
-    // and a low-priority thread preempted while holding that lock would
-    // stall the proxy (priority inversion). Polling keeps the hot path
-    // lock-free; the backoff keeps an idle instance quiet.
-    let mut backoff = POLL_MIN;
-    loop {
-        let next = {
-            let receiver = from_proxy.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            receiver.try_recv()
-        };
-        match next {
-            Ok((exchange, ticket)) => {
-                recorder.judge(exchange, ticket);
-                backoff = POLL_MIN;
-            }
-            Err(TryRecvError::Empty) if stopping.load(Ordering::Acquire) => return,
-            Err(TryRecvError::Empty) => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(POLL_MAX);
-            }
-            Err(TryRecvError::Disconnected) => return,
-        }
-    }
-}
-
-impl Recorder {
-    fn judge_once(&self, exchange: &Exchange) -> compare::Judgement {
-        let ctx = Context {
-            route: &exchange.route,
-            method: &exchange.request.method,
-            rules: &exchange.rules,
-            ids: &*self.ids,
-            decode_limit: self.decode_limit,
-            want_patch: false,
-        };
-        let mut judgement = compare::judge(&exchange.primary, &exchange.shadow, &ctx, self.noise.as_ref());
-        match judgement.outcome {
-            // The shadow was asked about an ID it may not know: nothing to conclude.
-            Outcome::Match | Outcome::Diverged if !exchange.unmapped.is_empty() => {
-                judgement.outcome = Outcome::Skipped(SkipReason::UnmappedId);
-            }
-            Outcome::Diverged if exchange.racy => judgement.outcome = Outcome::Racy,
-            _ => {}
-        }
-        judgement
-    }
-
-    /// Judges an exchange; a divergence on a route with `recheck` is asked
-    /// again before it counts, anything else is counted now. The ticket is
-    /// released only once the exchange is counted.
-    fn judge(&self, exchange: Exchange, ticket: Ticket) {
-        let judgement = self.judge_once(&exchange);
-        if let (Outcome::Diverged, Some(delay)) = (judgement.outcome, exchange.rules.recheck) {
-            if is_safe(&exchange.request.method) {
-                let recheck = Recheck {
-                    exchange,
-                    judgement,
-                    ticket,
-                    delay,
-                };
-                if let Err(mpsc::error::SendError(recheck)) = self.rechecks.send(recheck) {
-                    // The recheck task is gone (shutting down): count what we know.
-                    self.record(&recheck.exchange, recheck.judgement);
-                }
-                return;
-            }
-        }
-        self.record(&exchange, judgement);
-        drop(ticket);
-    }
-
-    /// Counts and keeps the outcome of a request that was not mirrored.
-    fn record_direct(&self, request: &DirectRequest, result: &SideResult, reason: SkipReason) {
-        let outcome = match (result.is_error(), request.serving) {
-            (true, Side::Primary) => Outcome::PrimaryError,
-            (true, Side::Shadow) => Outcome::ShadowError,
-            (false, _) => Outcome::Skipped(reason),
-        };
-        // A dual-write the other side never got: drift, unless the serving side did not apply it either.
-        let ledger = request.lost_write.as_ref().map(|lost| {
-            let applied = crate::ledger::applied(status_of(result).and_then(|s| u16::try_from(s).ok()));
-            let detail = crate::ledger::DriftDetail {
-                reason: format!("not mirrored: {}", reason.label()),
-                request: None,
-                not_replayable: None,
-            };
-            let (primary, shadow) = request.serving.arrange(Some(result), None);
-            LedgerRecord {
-                entity: lost.entity.clone(),
-                primary_status: primary.and_then(status_of),
-                shadow_status: shadow.and_then(status_of),
-                primary_ms: primary.and_then(millis_of),
-                shadow_ms: shadow.and_then(millis_of),
-                state: if applied { "drift" } else { "ok" }.into(),
-                attempts: 0,
-                seq: i64::try_from(lanes::next_order()).unwrap_or(i64::MAX),
-                replay: applied.then(|| serde_json::to_string(&detail).unwrap_or_default()),
-                intent: None,
-            }
-        });
-        if let Some(ledger) = ledger.as_ref().filter(|ledger| ledger.state == "drift") {
-            self.metrics.record_drift(&request.route);
-            warn!(request_id = %request.request_id, route = %request.route, reason = reason.label(), "a dual-write was not mirrored: drift");
-            if let Some(entity) = &ledger.entity {
-                self.hold(entity);
-            }
-        }
-        self.record_unmirrored(request, result, outcome, ledger);
-    }
-
-    /// Marks an entity as drifted: its later writes are held for replay.
-    fn hold(&self, entity: &str) {
-        self.drifted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(entity.to_string());
-    }
-
-    /// Counts and keeps a request whose outcome was decided without a comparison.
-    fn record_unmirrored(
-        &self,
-        request: &DirectRequest,
-        result: &SideResult,
-        outcome: Outcome,
-        ledger: Option<LedgerRecord>,
-    ) {
-        if let Some(elapsed) = result.elapsed() {
-            let backend = match request.serving {
-                Side::Primary => &self.primary_name,
-                Side::Shadow => &self.shadow_name,
-            };
-            self.metrics
-                .observe_upstream(backend, &request.route, elapsed.as_secs_f64());
-        }
-        self.metrics.record_outcome(&request.route, request.method, outcome);
-        let (primary, shadow) = request.serving.arrange(Some(result), None);
-        self.writer.submit(ExchangeRecord {
-            at_ms: crate::clock::unix_ms(request.started_at),
-            request_id: request.request_id.clone(),
-            route: request.route.clone(),
-            method: request.method.to_string(),
-            path: self.redactor.path(&request.path_and_query),
-            source: "traffic".into(),
-            primary_status: primary.and_then(status_of),
-            shadow_status: shadow.and_then(status_of),
-            primary_ms: primary.and_then(millis_of),
-            shadow_ms: shadow.and_then(millis_of),
-            outcome: outcome.label().into(),
-            reason: skip_reason(outcome),
-            primary_cache: primary.and_then(cache_status),
-            shadow_cache: shadow.and_then(cache_status),
-            groups: Vec::new(),
-            samples: Vec::new(),
-            learned_ids: Vec::new(),
-            ledger,
-        });
-    }
-
-    /// Keeps an exchange: its row, and the groups its differences counted in.
-    fn keep(&self, exchange: &Exchange, judgement: &compare::Judgement) {
-        let method = method_label(&exchange.request.method);
-        let mut groups: Vec<GroupRef> = Vec::new();
-        // Only a divergence counts in groups: the differences of a racy,
-        // transient or unmapped exchange are timing or a missing pair, not evidence.
-        let counted = judgement
-            .comparison
-            .iter()
-            .filter(|_| judgement.outcome == Outcome::Diverged);
-        for difference in counted.flat_map(|c| c.differences.iter()) {
-            if groups.iter().any(|g| g.key == difference.group_key) {
-                continue;
-            }
-            let place = if difference.pattern.is_empty() {
-                difference.location.label().to_string()
-            } else {
-                difference.pattern.clone()
-            };
-            groups.push(GroupRef {
-                key: difference.group_key.clone(),
-                route: exchange.route.clone(),
-                method: method.to_string(),
-                location: difference.location.label().to_string(),
-                pattern: difference.pattern.clone(),
-                kind: difference.kind.label().to_string(),
-                severity: difference.severity.label().to_string(),
-                summary: format!("{} at {place}", difference.kind.label()),
-            });
-        }
-        let samples = self.samples_for(exchange, judgement, &groups);
-        self.writer.submit(ExchangeRecord {
-            at_ms: crate::clock::unix_ms(exchange.started_at),
-            request_id: exchange.request_id.clone(),
-            route: exchange.route.clone(),
-            method: method.to_string(),
-            path: self.redactor.path(&exchange.request.path_and_query),
-            source: exchange.source.into(),
-            primary_status: status_of(&exchange.primary),
-            shadow_status: status_of(&exchange.shadow),
-            primary_ms: millis_of(&exchange.primary),
-            shadow_ms: millis_of(&exchange.shadow),
-            outcome: judgement.outcome.label().into(),
-            reason: skip_reason(judgement.outcome),
-            primary_cache: cache_status(&exchange.primary),
-            shadow_cache: cache_status(&exchange.shadow),
-            groups,
-            samples,
-            learned_ids: exchange.write.as_ref().map(|w| w.learned.clone()).unwrap_or_default(),
-            ledger: exchange.write.as_ref().map(|w| w.ledger.clone()),
-        });
-    }
-
-    /// Samples for the groups that still want one: the exchange's
-    /// differences, a unified diff and excerpts of both bodies, and the
-    /// request, all redacted.
-    fn samples_for(
-        &self,
-        exchange: &Exchange,
-        judgement: &compare::Judgement,
-        groups: &[GroupRef],
-    ) -> Vec<SampleRecord> {
-        let (Some(comparison), SideResult::Complete(primary), SideResult::Complete(shadow)) =
-            (&judgement.comparison, &exchange.primary, &exchange.shadow)
-        else {
-            return Vec::new();
-        };
-        let wanted: Vec<&GroupRef> = {
-            let mut sampled = self.sampled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            groups
-                .iter()
-                .filter(|group| {
-                    let taken = sampled.entry(group.key.clone()).or_insert(0);
-                    let wants = *taken < self.samples_per_group;
-                    *taken += u32::from(wants);
-                    wants
-                })
-                .collect()
-        };
-        if wanted.is_empty() {
-            return Vec::new();
-        }
-        let differences: Vec<compare::Difference> = comparison
-            .differences
-            .iter()
-            .map(|difference| self.redact_difference(difference))
-            .collect();
-        let differences = serde_json::to_string(&differences).unwrap_or_default();
-        let primary_text = self.render(&primary.headers, &primary.body);
-        let shadow_text = self.render(&shadow.headers, &shadow.body);
-        let unified = similar::TextDiff::from_lines(&primary_text, &shadow_text)
-            .unified_diff()
-            .context_radius(3)
-            .header("primary", "shadow")
-            .to_string();
-        let request = serde_json::json!({
-            "method": exchange.request.method.as_str(),
-            "path": self.redactor.path(&exchange.request.path_and_query),
-            "headers": self.redactor.headers(&exchange.request.headers),
-            "body": clip(&self.render(&exchange.request.headers, &exchange.request.body), EXCERPT_LIMIT),
-        })
-        .to_string();
-        wanted
-            .into_iter()
-            .map(|group| SampleRecord {
-                group_key: group.key.clone(),
-                differences: differences.clone(),
-                unified_diff: Some(clip(&unified, DIFF_LIMIT)),
-                request: request.clone(),
-                primary_excerpt: Some(clip(&primary_text, EXCERPT_LIMIT)),
-                shadow_excerpt: Some(clip(&shadow_text, EXCERPT_LIMIT)),
-            })
-            .collect()
-    }
-
-    /// A body as a person reads it, redacted: pretty JSON with secret fields
-    /// replaced, form fields like query parameters, text as is.
-    fn render(&self, headers: &HeaderMap, body: &bytes::Bytes) -> String {
-        use compare::decode::{decode, media_type, Body};
-        match decode(headers, body, self.decode_limit) {
-            Ok(Body::Json(value)) => serde_json::to_string_pretty(&self.redactor.json(value)).unwrap_or_default(),
-            Ok(Body::Text(text)) => {
-                let content_type = headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("");
-                if media_type(content_type).0 == "application/x-www-form-urlencoded" {
-                    self.redactor.form(&text)
-                } else {
-                    text
-                }
-            }
-            Ok(Body::Binary(bytes)) => format!("({} bytes, binary)", bytes.len()),
-            Ok(Body::Empty) => String::new(),
-            Err(err) => format!("(not decodable: {err})"),
-        }
-    }
-
-    /// A difference with its values hidden when they sit at a secret place.
-    fn redact_difference(&self, difference: &compare::Difference) -> compare::Difference {
-        let secret = match difference.location {
-            compare::Location::Header => self.redactor.is_secret_header(&difference.path),
-            compare::Location::Body => self.redactor.is_secret_pointer(&difference.path),
-            compare::Location::Status => false,
-        };
-        let mut kept = difference.clone();
-        if secret {
-            let hide = |value: &mut Option<String>| {
-                if value.is_some() {
-                    *value = Some(crate::redact::REDACTED.to_string());
-                }
-            };
-            hide(&mut kept.primary);
-            hide(&mut kept.shadow);
-        }
-        kept
-    }
-
-    /// Counts an exchange's outcome, keeps it, and lets the noise learner see it.
-    fn record(&self, exchange: &Exchange, judgement: compare::Judgement) {
-        self.keep(exchange, &judgement);
-        let metrics = &self.metrics;
-        let method = method_label(&exchange.request.method);
-        if exchange.source == "sweep" {
-            // Synthetic: counted apart, so traffic figures stay the clients'.
-            metrics.record_sweep(&exchange.route, judgement.outcome);
-        } else {
-            metrics.record_outcome(&exchange.route, method, judgement.outcome);
-        }
-        if let Some(elapsed) = exchange.primary.elapsed() {
-            metrics.observe_upstream(&self.primary_name, &exchange.route, elapsed.as_secs_f64());
-        }
-        if let Some(elapsed) = exchange.shadow.elapsed() {
-            metrics.observe_upstream(&self.shadow_name, &exchange.route, elapsed.as_secs_f64());
-        }
-        if exchange.shadow.is_error() {
-            let kind = match &exchange.shadow {
-                SideResult::Failed { kind, .. } => Some(*kind),
-                _ => None,
-            };
-            metrics.record_shadow_error(&exchange.route, shadow_error_kind(kind));
-        }
-        for unmapped in judgement.comparison.iter().flat_map(|c| c.unmapped.iter()) {
-            metrics.record_unmapped_id(&unmapped.kind);
-        }
-        for (kind, id) in &exchange.unmapped {
-            metrics.record_unmapped_id(kind);
-            debug!(request_id = %exchange.request_id, route = %exchange.route, kind, id, "no ID pair: sent to the shadow unchanged");
-        }
-        if judgement.outcome == Outcome::Diverged {
-            let worst = judgement
-                .comparison
-                .as_ref()
-                .and_then(|c| c.differences.iter().map(|d| d.severity).max())
-                .unwrap_or(compare::Severity::High);
-            metrics.record_divergence(&exchange.route, worst);
-        }
-        match judgement.outcome {
-            Outcome::Diverged => info!(
-                request_id = %exchange.request_id,
-                route = %exchange.route,
-                summary = judgement.summary().as_deref().unwrap_or(""),
-                "diverged"
-            ),
-            outcome => debug!(request_id = %exchange.request_id, route = %exchange.route, %outcome, "compared"),
-        }
-        if exchange.rules.learn_noise && is_safe(&exchange.request.method) {
-            self.learn(exchange, judgement.comparison.and_then(|c| c.primary_document));
-        }
-    }
-
-    fn learn(&self, exchange: &Exchange, primary_document: Option<serde_json::Value>) {
-        if let SideResult::Complete(primary) = &exchange.primary {
-            let request = fingerprint(
-                exchange.request.method.as_str(),
-                &exchange.request.path_and_query,
-                &exchange.request.body,
-            );
-            // The comparison may have judged without parsing (identical answers).
-            let document =
-                || primary_document.or_else(|| compare::normalized_json(primary, &exchange.rules, self.decode_limit));
-            self.noise.observe_primary(
-                &exchange.route,
-                &exchange.rules,
-                request,
-                exchange.write_epoch,
-                &primary.body,
-                document,
-            );
-        }
-        if let (SideResult::Complete(first), Some(SideResult::Complete(second))) =
-            (&exchange.shadow, &exchange.shadow_repeat)
-        {
-            let normalize = |r| compare::normalized_json(r, &exchange.rules, self.decode_limit);
-            if let (Some(a), Some(b)) = (normalize(first), normalize(second)) {
-                self.noise.observe_shadow_pair(&exchange.route, &exchange.rules, &a, &b);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_capture_stops_at_max_body_and_gives_its_bytes_back() {
-        let budget = MemoryBudget::new(1000);
-        let mut capture = CaptureBuf::new(10, &budget);
-        assert!(capture.push(b"12345"));
-        assert_eq!(budget.used(), 5);
-        assert!(!capture.push(b"678901"));
-        assert_eq!(budget.used(), 0, "a given-up capture holds nothing");
-        assert!(!capture.push(b"1"));
-        assert_eq!(capture.finish().unwrap_err(), SkipReason::BodyTooLarge);
-    }
-
-    #[test]
-    fn the_shared_budget_bounds_all_captures_together() {
-        let budget = MemoryBudget::new(8);
-        let mut first = CaptureBuf::new(100, &budget);
-        let mut second = CaptureBuf::new(100, &budget);
-        assert!(first.push(b"123456"));
-        assert!(!second.push(b"123"), "only 2 bytes are left in the budget");
-        assert_eq!(second.finish().unwrap_err(), SkipReason::QueueFull);
-        let (bytes, reservation) = first.finish().unwrap();
-        assert_eq!(bytes, "123456");
-        assert_eq!(budget.used(), 6);
-        let mut held = Reservation::empty(&budget);
-        held.absorb(reservation);
-        assert_eq!(budget.used(), 6, "absorbing moves bytes, it does not count them twice");
-        drop(held);
-        assert_eq!(budget.used(), 0);
-    }
-
-    #[test]
-    fn the_rate_limiter_allows_a_burst_of_one_second_then_refuses() {
-        let limiter = RateLimiter::new(RateLimit { per_second: 5.0 });
-        let allowed = (0..20).filter(|_| limiter.try_take()).count();
-        assert_eq!(allowed, 5);
-        let slow = RateLimiter::new(RateLimit { per_second: 0.1 });
-        assert!(slow.try_take(), "a rate below 1/s still allows one request");
-        assert!(!slow.try_take());
-    }
-
-    #[test]
-    fn sampling_by_key_is_deterministic_and_close_to_the_fraction() {
-        let route = Route::new(
-            "r",
-            "GET /x",
-            MirrorPolicy::Compare,
-            0.25,
-            Some(SampleKey::Header(http::HeaderName::from_static("x-user"))),
-        )
-        .unwrap();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut sampled = 0;
-        for user in 0..4000 {
-            let mut headers = HeaderMap::new();
-            headers.insert("x-user", user.to_string().parse().unwrap());
-            let first = sampled_in(&route, &headers, ip);
-            assert_eq!(first, sampled_in(&route, &headers, ip), "user {user}");
-            sampled += usize::from(first);
-        }
-        assert!((800..1200).contains(&sampled), "{sampled} of 4000 at 0.25");
     }
 }

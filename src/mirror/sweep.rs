@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 
-use super::Exchange;
 use super::{Mirror, Reservation, Ticket};
 use crate::exchange::CapturedRequest;
 use crate::idmap::Side;
+use crate::record::Exchange;
 
 use crate::headers::SWEEP_MARKER;
 

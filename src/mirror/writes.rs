@@ -16,11 +16,12 @@ use http::{HeaderMap, HeaderValue};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::{millis_of, status_of, DirectRequest, Exchange, Job, LearningGuard, Mirror, PrimaryDone};
+use super::{Job, LearningGuard, Mirror, PrimaryDone};
 use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
 use crate::ledger::{applied, DriftDetail, ReplayRequest, WriteFacts};
+use crate::record::{millis_of, status_of, DirectRequest, Exchange};
 use crate::route::{Verify, WriteRules};
 use crate::store::{Commit, IntentRecord, LedgerRecord, Record, LEDGER_PENDING};
 
@@ -76,7 +77,7 @@ impl Mirror {
         let mut pending = pending;
         let seq = pending
             .as_mut()
-            .map_or_else(super::lanes::next_order, |pending| pending.order());
+            .map_or_else(crate::ledger::next_order, |pending| pending.order());
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let intent = format!("{}#{seq}", self.run);
         let ledger = |state: &str, mirrored: Option<&SideResult>, attempts: i64, replay: Option<String>| {
@@ -141,7 +142,7 @@ impl Mirror {
             at_ms: crate::clock::unix_ms(started_at),
             route: route.clone(),
             method: direct.method.to_string(),
-            path: self.recorder.redactor.path(&direct.path_and_query),
+            path: self.recorder.redactor().path(&direct.path_and_query),
             ledger: row,
             learned_ids,
         };
@@ -301,7 +302,7 @@ impl Mirror {
     async fn durable(&self, intent: IntentRecord) {
         let written = self
             .recorder
-            .writer
+            .writer()
             .write_durably(Record::Intent(intent), DURABLE_WAIT)
             .await;
         if written == Commit::Late {
@@ -373,7 +374,7 @@ impl Mirror {
         created_ids: Vec<(String, Vec<String>)>,
         target: Side,
     ) -> String {
-        let redactor = &self.recorder.redactor;
+        let redactor = self.recorder.redactor();
         let headers = request
             .headers
             .iter()
