@@ -219,6 +219,28 @@ impl FailureKind {
     }
 }
 
+/// Where a compared request came from. Its label is the store's `source`
+/// column, which the report and the dashboard filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A client's request.
+    Traffic,
+    /// A read-back after a mirrored write (`[route.verify]`).
+    Verify,
+    /// A synthetic read of a `[[sweep]]`: counted apart from the clients' traffic.
+    Sweep,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Traffic => "traffic",
+            Source::Verify => "verify",
+            Source::Sweep => "sweep",
+        }
+    }
+}
+
 /// What one side produced for an exchange.
 #[derive(Debug)]
 pub enum SideResult {
@@ -333,6 +355,15 @@ pub struct IdPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_keep_the_labels_the_store_and_report_filter_on() {
+        let labels: Vec<&str> = [Source::Traffic, Source::Verify, Source::Sweep]
+            .iter()
+            .map(|source| source.label())
+            .collect();
+        assert_eq!(labels, ["traffic", "verify", "sweep"]);
+    }
 
     #[test]
     fn labels_are_the_public_vocabulary() {

@@ -43,7 +43,7 @@ use tracing::warn;
 use crate::compare;
 use crate::compare::noise::{NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
-use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason};
+use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason, Source};
 use crate::idmap::{IdMap, Side};
 use crate::metrics::Metrics;
 use crate::record::{DirectRequest, Exchange, Recorder, RecorderParts};
@@ -526,7 +526,7 @@ impl Mirror {
             rules,
             write_epoch,
             reservation,
-            source: "traffic",
+            source: Source::Traffic,
             unmapped,
             racy,
             write: None,

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue};
 
 use super::{Mirror, Reservation, Ticket};
-use crate::exchange::CapturedRequest;
+use crate::exchange::{CapturedRequest, Source};
 use crate::idmap::Side;
 use crate::record::Exchange;
 
@@ -117,7 +117,7 @@ impl Mirror {
                     rules: Arc::clone(&sweep.request.rules),
                     write_epoch: 0,
                     reservation,
-                    source: "sweep",
+                    source: Source::Sweep,
                     unmapped: Vec::new(),
                     racy: false,
                     write: None,

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::{Job, LearningGuard, Mirror, PrimaryDone};
-use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason};
+use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason, Source};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
 use crate::ledger::{applied, DriftDetail, ReplayRequest, WriteFacts};
@@ -229,7 +229,7 @@ impl Mirror {
             rules,
             write_epoch: 0,
             reservation,
-            source: "traffic",
+            source: Source::Traffic,
             unmapped,
             racy: false,
             write: Some(WriteFacts { ledger: row, learned }),
@@ -533,7 +533,7 @@ impl Mirror {
             rules: Arc::clone(&verify.rules),
             write_epoch: 0,
             reservation,
-            source: "verify",
+            source: Source::Verify,
             unmapped: Vec::new(),
             racy: !clear || self.lanes.started() != writes_started,
             write: None,

@@ -54,7 +54,7 @@ impl Recorder {
             route: exchange.route.clone(),
             method: method.to_string(),
             path: self.redactor.path(&exchange.request.path_and_query),
-            source: exchange.source.into(),
+            source: exchange.source.label().into(),
             primary_status: status_of(&exchange.primary),
             shadow_status: status_of(&exchange.shadow),
             primary_ms: millis_of(&exchange.primary),

@@ -20,7 +20,7 @@ use crate::budget::Reservation;
 use crate::compare::noise::{fingerprint, NoiseLearner};
 use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
-use crate::exchange::{method_label, CapturedRequest, Outcome, SideResult, SkipReason};
+use crate::exchange::{method_label, CapturedRequest, Outcome, SideResult, SkipReason, Source};
 use crate::idmap::{IdMap, Side};
 use crate::ledger::{LedgerRecord, WriteFacts};
 use crate::metrics::{shadow_error_kind, Metrics};
@@ -83,8 +83,8 @@ pub struct Exchange {
     /// The bytes of the captured bodies, held against `[mirror] max_buffered`
     /// until the exchange is recorded and dropped.
     pub reservation: Reservation,
-    /// `traffic` (a client's request) or `verify` (a read-back after a write).
-    pub source: &'static str,
+    /// Where the request came from: a client, a read-back after a write, or a sweep.
+    pub source: Source,
     /// IDs in the request with no pair (sent to the shadow unchanged): (kind, primary ID).
     pub unmapped: Vec<(String, String)>,
     /// A read that overlapped a pending shadow write: a divergence is `racy`.
@@ -241,7 +241,7 @@ impl Recorder {
             route: request.route.clone(),
             method: request.method.to_string(),
             path: self.redactor.path(&request.path_and_query),
-            source: "traffic".into(),
+            source: Source::Traffic.label().into(),
             primary_status: primary.and_then(status_of),
             shadow_status: shadow.and_then(status_of),
             primary_ms: primary.and_then(millis_of),
@@ -262,7 +262,7 @@ impl Recorder {
         self.keep(exchange, &judgement);
         let metrics = &self.metrics;
         let method = method_label(&exchange.request.method);
-        if exchange.source == "sweep" {
+        if exchange.source == Source::Sweep {
             // Synthetic: counted apart, so traffic figures stay the clients'.
             metrics.record_sweep(&exchange.route, judgement.outcome);
         } else {
