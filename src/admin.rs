@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::proxy::json_error;
 use crate::secret::Secret;
 use crate::server::ResponseBody;
-use crate::store::{GroupFilter, Store, StoreOptions};
+use crate::store::{GroupFilter, LedgerState, Store, StoreOptions};
 
 /// A refused or failed API call: turned into a JSON answer at the edge.
 struct ApiError {
@@ -358,7 +358,7 @@ async fn api_route(
             let rows = state
                 .store()
                 .await?
-                .ledger(Some("drift"), 1000)
+                .ledger(Some(LedgerState::Drift), 1000)
                 .await
                 .map_err(store_failed)?;
             let open = rows.iter().map(drift_json).collect::<Vec<_>>();
@@ -457,7 +457,7 @@ async fn replay(
     state
         .metrics
         .drift_open()
-        .set(store.ledger_count("drift").await.map_err(store_failed)?);
+        .set(store.ledger_count(LedgerState::Drift).await.map_err(store_failed)?);
     state.metrics.set_idmap_entries(&control.ids.counts());
     Ok(replayed)
 }

@@ -18,10 +18,10 @@ use crate::admin::{AdminState, DriftControl};
 use crate::config::Config;
 use crate::idmap::{parse_import, IdMap, IdPair, ImportFormat, ImportReport};
 use crate::metrics::{Metrics, MetricsError};
-use crate::mirror::{Evidence, Mirror, MirrorError};
+use crate::mirror::{Mirror, MirrorError, Recording};
 use crate::mode::{ModeTable, Switch};
 use crate::proxy::{self, ProxyState};
-use crate::store::{Store, Writer, WriterConfig};
+use crate::store::{LedgerState, Store, Writer, WriterConfig};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{admin, server};
 
@@ -222,7 +222,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shadow.clone(),
         config.shadow.rate_limit,
         metrics.clone(),
-        Evidence {
+        Recording {
             writer: Arc::clone(&writer),
             redactor: config.redact.clone(),
             samples_per_group: config.store.options.samples_per_group,
@@ -506,7 +506,7 @@ async fn load_once(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend(held);
-    metrics.drift_open().set(store.ledger_count("drift").await?);
+    metrics.drift_open().set(store.ledger_count(LedgerState::Drift).await?);
     if let Some((started_ms, kind)) = store.last_lifecycle_event(instance, LIFECYCLE_SCAN).await? {
         if kind == "start" {
             // The last run of this instance started and never recorded its stop:

@@ -17,6 +17,7 @@ use crate::compare::rules::CompareRules;
 use crate::compare::{compare_responses, Context as CompareContext, NoIds};
 use crate::config::Config;
 use crate::exchange::CapturedResponse;
+use crate::ledger::LedgerState;
 use crate::route::{MirrorPolicy, Segment};
 
 #[derive(Debug, Parser)]
@@ -685,7 +686,7 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
             DriftCommand::List { at } => {
                 let config = at.config()?;
                 let store = at.open(config.as_ref()).await?;
-                let open = store.ledger(Some("drift"), i64::MAX).await?;
+                let open = store.ledger(Some(LedgerState::Drift), i64::MAX).await?;
                 store.close().await;
                 if open.is_empty() {
                     println!("no open drift");
@@ -741,7 +742,7 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
                         result.id, result.route, result.state, result.message
                     );
                 }
-                let still = replayed.iter().filter(|r| r.state != "reconciled").count();
+                let still = replayed.iter().filter(|r| r.state != LedgerState::Reconciled).count();
                 println!(
                     "{} replayed, {} reconciled, {still} still drift",
                     replayed.len(),
@@ -752,13 +753,13 @@ fn drift(command: DriftCommand) -> anyhow::Result<bool> {
             DriftCommand::Resolve { id, note, at } => {
                 let config = at.config()?;
                 let store = at.open(config.as_ref()).await?;
-                let open = store.ledger(Some("drift"), i64::MAX).await?;
+                let open = store.ledger(Some(LedgerState::Drift), i64::MAX).await?;
                 anyhow::ensure!(
                     open.iter().any(|row| row.id == id),
                     "ledger row {id} is not an open drift"
                 );
                 let now = crate::clock::now_ms();
-                store.settle_ledger(id, "reconciled", None, now).await?;
+                store.settle_ledger(id, LedgerState::Reconciled, None, now).await?;
                 store
                     .add_event("drift_resolved", &serde_json::json!({"id": id, "note": note}), now)
                     .await?;

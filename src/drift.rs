@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::clock::now_ms;
 use crate::headers::{IDEMPOTENCY_KEY, REPLAY_MARKER, SHADOW_MARKER};
 use crate::idmap::{IdMap, Side};
-use crate::ledger::{applied, DriftDetail, ReplayRequest, NOT_REPLAYED_HEADERS};
+use crate::ledger::{applied, DriftDetail, LedgerState, ReplayRequest, NOT_REPLAYED_HEADERS};
 use crate::route::RouteTable;
 use crate::secret::Secret;
 use crate::store::{LedgerRow, Store, StoreError};
@@ -57,7 +57,7 @@ pub struct Replayed {
     pub route: String,
     pub entity: Option<String>,
     /// `reconciled` or still `drift`.
-    pub state: String,
+    pub state: LedgerState,
     pub shadow_status: Option<u16>,
     pub message: String,
 }
@@ -78,7 +78,7 @@ impl Replayer {
     /// Replays in ledger order. A write that does not reconcile holds back
     /// the later writes to its entity (they stay `drift`, untouched).
     pub async fn replay(&self, selection: Selection) -> Result<Vec<Replayed>, DriftError> {
-        let open = self.store.ledger(Some("drift"), i64::MAX).await?;
+        let open = self.store.ledger(Some(LedgerState::Drift), i64::MAX).await?;
         let rows: Vec<&LedgerRow> = match selection {
             Selection::All => open.iter().collect(),
             Selection::One(id) => {
@@ -106,20 +106,20 @@ impl Replayer {
                     id: row.id,
                     route: row.route.clone(),
                     entity: row.entity.clone(),
-                    state: "drift".into(),
+                    state: LedgerState::Drift,
                     shadow_status: None,
                     message: format!("held: an earlier write to {entity} did not reconcile"),
                 },
                 None => self.replay_one(row).await?,
             };
-            if result.state != "reconciled" {
+            if result.state != LedgerState::Reconciled {
                 if let Some(entity) = &row.entity {
                     held.push(entity.clone());
                 }
             }
             results.push(result);
         }
-        let reconciled = results.iter().filter(|r| r.state == "reconciled").count();
+        let reconciled = results.iter().filter(|r| r.state == LedgerState::Reconciled).count();
         let detail = serde_json::json!({
             "replayed": results.len(),
             "reconciled": reconciled,
@@ -134,7 +134,7 @@ impl Replayer {
             id: row.id,
             route: row.route.clone(),
             entity: row.entity.clone(),
-            state: "drift".into(),
+            state: LedgerState::Drift,
             shadow_status: None,
             message: String::new(),
         };
@@ -146,7 +146,9 @@ impl Replayer {
         let outcome = self.replay_claimed(row, result).await;
         if outcome.is_err() {
             // Give the row back: a later replay may take it.
-            self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+            self.store
+                .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
+                .await?;
         }
         outcome
     }
@@ -161,14 +163,18 @@ impl Replayer {
                     |detail| detail.not_replayable.unwrap_or(detail.reason)
                 )
             );
-            self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+            self.store
+                .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
+                .await?;
             return Ok(result);
         };
         let (sent_path, body) = match request.to_send(self.seal.as_ref()) {
             Ok(opened) => opened,
             Err(message) => {
                 result.message = format!("not sent: {message}");
-                self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+                self.store
+                    .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
+                    .await?;
                 return Ok(result);
             }
         };
@@ -182,7 +188,9 @@ impl Replayer {
         };
         if let Some((kind, id)) = translated.unmapped.first() {
             result.message = format!("not sent: {kind} ID {id} has no pair yet");
-            self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+            self.store
+                .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
+                .await?;
             return Ok(result);
         }
         let path = translated.path_and_query.unwrap_or(sent_path);
@@ -218,7 +226,9 @@ impl Replayer {
         let (status, answer_body) = match answer {
             Err(failure) => {
                 result.message = format!("{} failed: {}", target.name(), failure.message);
-                self.store.settle_ledger(row.id, "drift", None, now_ms()).await?;
+                self.store
+                    .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
+                    .await?;
                 return Ok(result);
             }
             Ok(response) => {
@@ -237,7 +247,7 @@ impl Replayer {
         result.shadow_status = Some(status);
         let reconciled = applied(Some(status)) == applied(request.served_status);
         if reconciled {
-            result.state = "reconciled".into();
+            result.state = LedgerState::Reconciled;
             result.message = format!("{} answered {status}", target.name());
             if let Some(route) = route {
                 self.learn(route, request, &answer_body, &mut result).await?;
@@ -250,7 +260,7 @@ impl Replayer {
             );
         }
         self.store
-            .settle_ledger(row.id, &result.state, Some(i64::from(status)), now_ms())
+            .settle_ledger(row.id, result.state, Some(i64::from(status)), now_ms())
             .await?;
         Ok(result)
     }

@@ -319,7 +319,7 @@ impl fmt::Display for Severity {
 
 /// One of the two deployments, whatever the mode: the primary is the one
 /// configured as `[primary]` (legacy), the shadow the `[shadow]` (candidate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Primary,

@@ -13,6 +13,54 @@ use serde::{Deserialize, Serialize};
 
 use crate::exchange::{IdPair, Side};
 
+/// Where a mirrored write stands in the ledger; the label is the
+/// `write_ledger.state` column and what the API and `drift list` show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerState {
+    /// Sent, or about to be, and not yet answered.
+    Pending,
+    /// Both sides agree on whether the write was applied.
+    Ok,
+    /// One side has the write and the other does not (or it is unknown).
+    Drift,
+    /// Claimed by a replay in progress.
+    Replaying,
+    /// A replay brought the sides back together.
+    Reconciled,
+}
+
+impl LedgerState {
+    pub const ALL: [LedgerState; 5] = [
+        LedgerState::Pending,
+        LedgerState::Ok,
+        LedgerState::Drift,
+        LedgerState::Replaying,
+        LedgerState::Reconciled,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LedgerState::Pending => "pending",
+            LedgerState::Ok => "ok",
+            LedgerState::Drift => "drift",
+            LedgerState::Replaying => "replaying",
+            LedgerState::Reconciled => "reconciled",
+        }
+    }
+
+    /// The state a label names, if any.
+    pub fn parse(label: &str) -> Option<LedgerState> {
+        LedgerState::ALL.into_iter().find(|state| state.label() == label)
+    }
+}
+
+impl std::fmt::Display for LedgerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// One mirrored write, as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerRecord {
@@ -21,8 +69,7 @@ pub struct LedgerRecord {
     pub shadow_status: Option<i64>,
     pub primary_ms: Option<f64>,
     pub shadow_ms: Option<f64>,
-    /// `ok`, `drift` or `reconciled`.
-    pub state: String,
+    pub state: LedgerState,
     pub attempts: i64,
     /// JSON: why it drifted and what a replay needs (see the drift module).
     pub replay: Option<String>,
@@ -148,6 +195,15 @@ pub fn next_order() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_ledger_state_parses_back_from_its_label() {
+        for state in LedgerState::ALL {
+            assert_eq!(LedgerState::parse(state.label()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.label());
+        }
+        assert_eq!(LedgerState::parse("Drift"), None);
+    }
 
     #[test]
     fn the_ledger_order_always_increases() {

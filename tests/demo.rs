@@ -1,6 +1,7 @@
 //! `cutover demo` end to end, as a newcomer runs it: the real binary, a
 //! short run, both reports written, and exactly the seeded bugs found.
 
+use cutover::ledger::LedgerState;
 use std::collections::BTreeSet;
 
 use cutover::store::{Store, StoreOptions};
@@ -69,7 +70,7 @@ async fn a_short_demo_finds_exactly_the_seeded_bugs() {
         "every seeded bug is a group of its own, and no noise is"
     );
     assert!(
-        store.ledger_count("drift").await.unwrap() >= 1,
+        store.ledger_count(LedgerState::Drift).await.unwrap() >= 1,
         "the rejected completion is drift"
     );
     store.close().await;

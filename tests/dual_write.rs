@@ -5,6 +5,7 @@
 
 mod common;
 
+use cutover::ledger::LedgerState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -189,7 +190,7 @@ async fn create_update_complete_and_read_compare_through_learned_ids_that_surviv
     assert_eq!(
         ledger
             .iter()
-            .map(|row| (row.route.as_str(), row.state.as_str()))
+            .map(|row| (row.route.as_str(), row.state.label()))
             .collect::<Vec<_>>(),
         [("create-task", "ok"), ("update-task", "ok"), ("complete-task", "ok")]
     );
@@ -319,7 +320,7 @@ async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
     // The drift API reads the store, which the writer fills in batches.
     let store = rig.store().await;
     eventually("the ledger holds the drift", || async {
-        store.ledger_count("drift").await.unwrap() == 3
+        store.ledger_count(LedgerState::Drift).await.unwrap() == 3
     })
     .await;
     let token = "t0ken";
@@ -349,8 +350,8 @@ async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
         replayed.contains("3 replayed, 3 reconciled, 0 still drift"),
         "{replayed}"
     );
-    assert_eq!(store.ledger_count("drift").await.unwrap(), 0);
-    assert_eq!(store.ledger_count("reconciled").await.unwrap(), 3);
+    assert_eq!(store.ledger_count(LedgerState::Drift).await.unwrap(), 0);
+    assert_eq!(store.ledger_count(LedgerState::Reconciled).await.unwrap(), 3);
     store.close().await;
     proxy.shutdown().await;
     // Full state, not status codes: the rename, the completion and the new task are on both sides.
@@ -634,7 +635,7 @@ async fn a_replay_through_the_admin_api_releases_the_held_entity() {
     .await;
     let store = rig.store().await;
     eventually("the write drifted and is in the ledger", || async {
-        store.ledger_count("drift").await.unwrap() == 1
+        store.ledger_count(LedgerState::Drift).await.unwrap() == 1
     })
     .await;
     rig.shadow_api.down.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -8,6 +8,7 @@
 
 mod common;
 
+use cutover::ledger::LedgerState;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -77,12 +78,12 @@ async fn kill_9_after_a_burst_of_creates_loses_no_pair_unseen() {
         .collect();
     let ledger = store.ledger(None, 10 * CREATES as i64).await.unwrap();
     assert!(
-        ledger.iter().all(|row| row.state != "pending"),
+        ledger.iter().all(|row| row.state != LedgerState::Pending),
         "nothing is left pending"
     );
     let details: Vec<Value> = ledger
         .iter()
-        .filter(|row| row.state == "drift")
+        .filter(|row| row.state == LedgerState::Drift)
         .filter_map(|row| serde_json::from_str::<Value>(row.replay.as_deref()?).ok())
         .collect();
     let named = |details: &[&Value]| -> HashSet<String> {
@@ -120,7 +121,7 @@ async fn kill_9_after_a_burst_of_creates_loses_no_pair_unseen() {
     assert!(!in_doubt.is_empty(), "some creates were in flight at the kill");
     let answered_ok = ledger
         .iter()
-        .filter(|row| row.route == "create-task" && row.state == "ok")
+        .filter(|row| row.route == "create-task" && row.state == LedgerState::Ok)
         .count();
     assert_eq!(
         created.iter().filter(|id| paired.contains(*id)).count(),

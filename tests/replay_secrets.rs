@@ -6,6 +6,7 @@
 
 mod common;
 
+use cutover::ledger::LedgerState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -100,10 +101,10 @@ async fn drift_a_login(replay_key: Option<&str>) -> Run {
     assert_eq!(answer.status(), 201, "the client gets the primary's answer");
     let store = Store::open(&store_url, &StoreOptions::default()).await.unwrap();
     eventually("the login drifted", || async {
-        store.ledger_count("drift").await.unwrap() == 1
+        store.ledger_count(LedgerState::Drift).await.unwrap() == 1
     })
     .await;
-    let kept = store.ledger(Some("drift"), 10).await.unwrap();
+    let kept = store.ledger(Some(LedgerState::Drift), 10).await.unwrap();
     let kept = format!("{kept:?} {:?}", kept[0].replay);
     for secret in ["hunter2", "s3cret"] {
         assert!(!kept.contains(secret), "the ledger holds {secret}: {kept}");
@@ -148,7 +149,7 @@ async fn with_a_replay_key_a_write_with_secrets_is_sealed_and_replayed_exactly()
     );
     assert_eq!(run.shadow.violations.lock().unwrap().clone(), Vec::<String>::new());
     let store = Store::open(&run.store_url, &StoreOptions::default()).await.unwrap();
-    assert_eq!(store.ledger_count("reconciled").await.unwrap(), 1);
+    assert_eq!(store.ledger_count(LedgerState::Reconciled).await.unwrap(), 1);
     store.close().await;
     run.proxy.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! real SQLite file: one verdict per gate edge case, snapshots of the
 //! Markdown and JSON, and the HTML rendered by a real headless Chromium.
 
+use cutover::ledger::LedgerState;
 use cutover::report::{Format, Readiness, Report, Span, Status, Verdict};
 use cutover::store::{ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Store, StoreOptions};
 
@@ -230,7 +231,7 @@ async fn open_drift_unmapped_ids_slow_or_failing_shadows_are_each_no_go() {
         shadow_status: None,
         primary_ms: Some(100.0),
         shadow_ms: None,
-        state: "drift".into(),
+        state: LedgerState::Drift,
         attempts: 3,
         replay: None,
         seq: 1,

@@ -2,10 +2,11 @@
 //! when CUTOVER_TEST_POSTGRES_URL is set (CI sets it; a test fails if it
 //! cannot connect). Each Postgres test gets a database of its own.
 
+use cutover::ledger::LedgerState;
 use std::io::Write;
 
 use cutover::idmap::IdPair;
-use cutover::store::{Backend, ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Store, StoreOptions};
+use cutover::store::{Engine, ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Store, StoreOptions};
 use sqlx::any::AnyPoolOptions;
 use sqlx::Executor;
 
@@ -215,7 +216,7 @@ async fn records_exchanges_and_counts_groups(store: &Store) {
 #[tokio::test]
 async fn sqlite_records_exchanges_and_counts_groups() {
     let (store, dir) = sqlite_store().await;
-    assert_eq!(store.backend(), Backend::Sqlite);
+    assert_eq!(store.engine(), Engine::Sqlite);
     records_exchanges_and_counts_groups(&store).await;
     store.close().await;
     // The file persists: reopening sees the same rows (the one left after pruning).
@@ -230,7 +231,7 @@ async fn postgres_records_exchanges_and_counts_groups() {
         return;
     };
     let store = Store::open(&database.url, &options()).await.unwrap();
-    assert_eq!(store.backend(), Backend::Postgres);
+    assert_eq!(store.engine(), Engine::Postgres);
     records_exchanges_and_counts_groups(&store).await;
     store.close().await;
 }
@@ -243,19 +244,19 @@ fn pair(kind: &str, primary: &str, shadow: &str) -> IdPair {
     }
 }
 
-fn write(request_id: &str, at_ms: i64, entity: &str, state: &str) -> ExchangeRecord {
+fn write(request_id: &str, at_ms: i64, entity: &str, state: LedgerState) -> ExchangeRecord {
     let mut record = exchange(request_id, at_ms, "match", Vec::new());
     record.route = "update-task".into();
     record.method = "PATCH".into();
     record.ledger = Some(LedgerRecord {
         entity: Some(entity.into()),
         primary_status: Some(200),
-        shadow_status: (state == "ok").then_some(200),
+        shadow_status: (state == LedgerState::Ok).then_some(200),
         primary_ms: Some(10.0),
         shadow_ms: None,
-        state: state.into(),
+        state,
         attempts: 3,
-        replay: (state == "drift").then(|| r#"{"reason":"shadow down"}"#.to_string()),
+        replay: (state == LedgerState::Drift).then(|| r#"{"reason":"shadow down"}"#.to_string()),
         seq: at_ms,
         intent: None,
     });
@@ -282,13 +283,13 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
         .await
         .unwrap();
     assert_eq!(conflicting, 1, "only the pair of a new kind is added");
-    let mut created = write("w1", 10, "tasks:p1", "ok");
+    let mut created = write("w1", 10, "tasks:p1", LedgerState::Ok);
     created.learned_ids = vec![pair("tasks", "p3", "s3")];
     // w3 reached the shadow's queue before w2 (its primary answered first): the ledger's order is seq, not arrival.
-    let mut overtaking = write("w3", 12, "tasks:p2", "drift");
+    let mut overtaking = write("w3", 12, "tasks:p2", LedgerState::Drift);
     overtaking.ledger.as_mut().unwrap().seq = 5;
     store
-        .record(&[created, write("w2", 11, "tasks:p1", "drift"), overtaking])
+        .record(&[created, write("w2", 11, "tasks:p1", LedgerState::Drift), overtaking])
         .await
         .unwrap();
     let pairs = store.id_pairs().await.unwrap();
@@ -297,7 +298,7 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
         pairs.contains(&(pair("tasks", "p3", "s3"), "learned".to_string())),
         "{pairs:?}"
     );
-    let drift = store.ledger(Some("drift"), 100).await.unwrap();
+    let drift = store.ledger(Some(LedgerState::Drift), 100).await.unwrap();
     assert_eq!(
         drift.iter().map(|row| row.entity.clone().unwrap()).collect::<Vec<_>>(),
         ["tasks:p2", "tasks:p1"]
@@ -309,19 +310,19 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
     entities.sort();
     assert_eq!(entities, ["tasks:p1", "tasks:p2"]);
     store
-        .settle_ledger(drift[1].id, "reconciled", Some(200), 99)
+        .settle_ledger(drift[1].id, LedgerState::Reconciled, Some(200), 99)
         .await
         .unwrap();
-    assert_eq!(store.ledger_count("drift").await.unwrap(), 1);
-    assert_eq!(store.ledger_count("reconciled").await.unwrap(), 1);
-    let settled = store.ledger(Some("reconciled"), 10).await.unwrap();
+    assert_eq!(store.ledger_count(LedgerState::Drift).await.unwrap(), 1);
+    assert_eq!(store.ledger_count(LedgerState::Reconciled).await.unwrap(), 1);
+    let settled = store.ledger(Some(LedgerState::Reconciled), 10).await.unwrap();
     assert_eq!(
         (settled[0].attempts, settled[0].shadow_status, settled[0].updated_ms),
         (4, Some(200), 99)
     );
     assert_eq!(store.drifted_entities().await.unwrap(), ["tasks:p2"]);
     // A replay claims its row: a second replayer (another instance) does not get it…
-    let open = store.ledger(Some("drift"), 10).await.unwrap()[0].id;
+    let open = store.ledger(Some(LedgerState::Drift), 10).await.unwrap()[0].id;
     assert!(store.claim_replay(open, 1_000, 60_000).await.unwrap());
     assert!(!store.claim_replay(open, 2_000, 60_000).await.unwrap());
     assert!(
@@ -332,10 +333,14 @@ async fn keeps_id_pairs_and_the_write_ledger(store: &Store) {
     assert!(store.claim_replay(open, 70_000, 60_000).await.unwrap());
     // A write both sides answered (200 and 409) is drift, but a replay
     // would be refused again: its entity's later writes are not held.
-    let mut refused = write("w4", 13, "tasks:p4", "drift");
+    let mut refused = write("w4", 13, "tasks:p4", LedgerState::Drift);
     refused.ledger.as_mut().unwrap().shadow_status = Some(409);
     store.record(&[refused]).await.unwrap();
-    assert_eq!(store.ledger_count("drift").await.unwrap(), 1, "p2 is being replayed");
+    assert_eq!(
+        store.ledger_count(LedgerState::Drift).await.unwrap(),
+        1,
+        "p2 is being replayed"
+    );
     assert!(store.drifted_entities().await.unwrap().is_empty());
 }
 

@@ -28,6 +28,7 @@ use serde_json::Value;
 use super::json::{self, Differ};
 use super::rules::CompareRules;
 use super::{Difference, Kind, Location, NoIds};
+use crate::exchange::Side;
 
 /// Decides whether a difference is learned noise.
 pub trait NoiseFilter {
@@ -67,14 +68,6 @@ impl Default for NoiseConfig {
             active_sample: 0.05,
         }
     }
-}
-
-/// Which side a path was seen volatile on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    Primary,
-    Shadow,
 }
 
 /// A path learned (or being learned) as noise, for review.

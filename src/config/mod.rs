@@ -937,7 +937,7 @@ impl Ctx<'_> {
         } else {
             "store.url".to_string()
         };
-        if crate::store::Backend::of(&url).is_none() {
+        if crate::store::Engine::of(&url).is_none() {
             return Err(self.invalid(key, format!("expected sqlite://PATH or postgres://…, got \"{url}\"")));
         }
         if !from_env && reqwest::Url::parse(&url).is_ok_and(|parsed| parsed.password().is_some()) {

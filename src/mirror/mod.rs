@@ -53,7 +53,7 @@ use crate::store::Writer;
 use crate::units::RateLimit;
 
 /// Where the evidence goes, and what is kept of it.
-pub struct Evidence {
+pub struct Recording {
     pub writer: Arc<Writer>,
     pub redactor: Redactor,
     /// Samples kept per divergence group.
@@ -279,7 +279,7 @@ impl Mirror {
         shadow: Upstream,
         rate_limit: Option<RateLimit>,
         metrics: Metrics,
-        evidence: Evidence,
+        recording: Recording,
     ) -> Result<(Arc<Mirror>, Workers), MirrorError> {
         let primary_name = primary.name().to_string();
         let (recheck_tx, recheck_rx) = mpsc::unbounded_channel();
@@ -294,10 +294,10 @@ impl Mirror {
             shadow_name: shadow.name().to_string(),
             noise: Arc::clone(&noise),
             decode_limit: config.max_decoded,
-            writer: evidence.writer,
-            redactor: evidence.redactor,
-            samples_per_group: evidence.samples_per_group,
-            ids: Arc::clone(&evidence.ids),
+            writer: recording.writer,
+            redactor: recording.redactor,
+            samples_per_group: recording.samples_per_group,
+            ids: Arc::clone(&recording.ids),
             drifted: Arc::clone(&drifted),
         }));
         let workers = Workers::spawn(
@@ -324,17 +324,17 @@ impl Mirror {
             recorder: Arc::clone(&recorder),
             writes: AtomicU64::new(0),
             noise,
-            ids: evidence.ids,
+            ids: recording.ids,
             lanes: Lanes::new(),
             drifted,
             learning: Arc::new(AtomicUsize::new(0)),
-            write_tries: evidence.write_tries,
+            write_tries: recording.write_tries,
             pairs: Arc::new(SharedPairs {
-                config: evidence.store,
+                config: recording.store,
                 store: tokio::sync::OnceCell::new(),
                 misses: Mutex::new(HashMap::new()),
             }),
-            instance: evidence.instance,
+            instance: recording.instance,
             run: format!("{:016x}", rand::random::<u64>()),
         };
         let mirror = Arc::new(mirror);

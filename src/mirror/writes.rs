@@ -23,7 +23,7 @@ use crate::idmap::{IdPair, Side};
 use crate::ledger::{applied, DriftDetail, ReplayRequest, WriteFacts};
 use crate::record::{millis_of, status_of, DirectRequest, Exchange};
 use crate::route::{Verify, WriteRules};
-use crate::store::{Commit, IntentRecord, LedgerRecord, Record, LEDGER_PENDING};
+use crate::store::{Commit, IntentRecord, LedgerRecord, LedgerState, Record};
 
 /// Why a write left pending by a run that ended is drift at the next start.
 const IN_DOUBT_AT_RESTART: &str =
@@ -80,7 +80,7 @@ impl Mirror {
             .map_or_else(crate::ledger::next_order, |pending| pending.order());
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let intent = format!("{}#{seq}", self.run);
-        let ledger = |state: &str, mirrored: Option<&SideResult>, attempts: i64, replay: Option<String>| {
+        let ledger = |state: LedgerState, mirrored: Option<&SideResult>, attempts: i64, replay: Option<String>| {
             let (primary, shadow) = serving.arrange(Some(&served), mirrored);
             LedgerRecord {
                 seq,
@@ -89,7 +89,7 @@ impl Mirror {
                 shadow_status: shadow.and_then(status_of),
                 primary_ms: primary.and_then(millis_of),
                 shadow_ms: shadow.and_then(millis_of),
-                state: state.into(),
+                state,
                 attempts,
                 replay,
                 intent: Some(intent.clone()),
@@ -102,7 +102,7 @@ impl Mirror {
 
         if served.is_error() && !writes.mirror_failed_writes {
             // Neither side applied it (the other never saw it): consistent.
-            let row = ledger("ok", None, 0, None);
+            let row = ledger(LedgerState::Ok, None, 0, None);
             self.recorder
                 .record_unmirrored(&direct, &served, failed_outcome, Some(row));
             return;
@@ -112,7 +112,7 @@ impl Mirror {
         };
         if matches!(served, SideResult::Abandoned) {
             let row = ledger(
-                "drift",
+                LedgerState::Drift,
                 None,
                 0,
                 Some(detail(
@@ -146,13 +146,16 @@ impl Mirror {
             ledger: row,
             learned_ids,
         };
-        self.durable(intent_row(ledger(LEDGER_PENDING, None, 0, Some(in_doubt)), Vec::new()))
-            .await;
+        self.durable(intent_row(
+            ledger(LedgerState::Pending, None, 0, Some(in_doubt)),
+            Vec::new(),
+        ))
+        .await;
         pending.wait_turn().await;
         let held_by = entity.as_ref().filter(|entity| self.is_held(entity));
         if let Some(entity) = held_by {
             let row = ledger(
-                "drift",
+                LedgerState::Drift,
                 None,
                 0,
                 Some(detail(&format!("held: an earlier write to {entity} drifted"), created)),
@@ -201,9 +204,9 @@ impl Mirror {
             // holding later writes would only make the states drift apart.
             let undelivered = mirrored.is_error() || matches!(mirrored, SideResult::Abandoned);
             self.drifted_write(&direct, entity.as_deref().filter(|_| undelivered));
-            ledger("drift", Some(&mirrored), i64::from(attempts), Some(detail))
+            ledger(LedgerState::Drift, Some(&mirrored), i64::from(attempts), Some(detail))
         } else {
-            ledger("ok", Some(&mirrored), i64::from(attempts), None)
+            ledger(LedgerState::Ok, Some(&mirrored), i64::from(attempts), None)
         };
         // Later writes to the entity may now be translated and sent: the
         // answer and the pairs it taught are in the map, and in the store.

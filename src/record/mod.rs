@@ -22,7 +22,7 @@ use crate::compare::rules::CompareRules;
 use crate::compare::{self, Context};
 use crate::exchange::{method_label, CapturedRequest, Outcome, SideResult, SkipReason, Source};
 use crate::idmap::{IdMap, Side};
-use crate::ledger::{LedgerRecord, WriteFacts};
+use crate::ledger::{LedgerRecord, LedgerState, WriteFacts};
 use crate::metrics::{shadow_error_kind, Metrics};
 use crate::redact::Redactor;
 use crate::route::is_safe;
@@ -192,14 +192,14 @@ impl Recorder {
                 shadow_status: shadow.and_then(status_of),
                 primary_ms: primary.and_then(millis_of),
                 shadow_ms: shadow.and_then(millis_of),
-                state: if applied { "drift" } else { "ok" }.into(),
+                state: if applied { LedgerState::Drift } else { LedgerState::Ok },
                 attempts: 0,
                 seq: i64::try_from(crate::ledger::next_order()).unwrap_or(i64::MAX),
                 replay: applied.then(|| serde_json::to_string(&detail).unwrap_or_default()),
                 intent: None,
             }
         });
-        if let Some(ledger) = ledger.as_ref().filter(|ledger| ledger.state == "drift") {
+        if let Some(ledger) = ledger.as_ref().filter(|ledger| ledger.state == LedgerState::Drift) {
             self.metrics.record_drift(&request.route);
             warn!(request_id = %request.request_id, route = %request.route, reason = reason.label(), "a dual-write was not mirrored: drift");
             if let Some(entity) = &ledger.entity {

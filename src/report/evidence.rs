@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use crate::store::{Store, StoreError};
+use crate::store::{LedgerState, Store, StoreError};
 
 /// Latency samples are bucketed in the database: tenths of a millisecond
 /// below 100 ms, whole milliseconds above. The key is in tenths.
@@ -183,7 +183,7 @@ impl Evidence {
                 .or_default() += count;
         }
         // Open drift counts whenever it happened: it is still open.
-        evidence.open_drift = u64::try_from(store.ledger_count("drift").await?).unwrap_or(0);
+        evidence.open_drift = u64::try_from(store.ledger_count(LedgerState::Drift).await?).unwrap_or(0);
         let rows = sqlx::query("SELECT kind, origin, COUNT(*) FROM id_map GROUP BY kind, origin")
             .fetch_all(pool)
             .await?;

@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use evidence::Evidence;
 pub use gates::{Gate, Status, Verdict};
 
-use crate::store::{Store, StoreError};
+use crate::store::{LedgerState, Store, StoreError};
 use evidence::{percentile, GroupEvidence, TimeBucket};
 
 /// The JSON schema version of [`Report`] (docs/report-schema.json).
@@ -248,9 +248,13 @@ impl Report {
             not_covered,
             groups: evidence.groups.clone(),
             writes: Writes {
-                ok: evidence.ledger.get("ok").copied().unwrap_or(0),
-                drift: evidence.ledger.get("drift").copied().unwrap_or(0),
-                reconciled: evidence.ledger.get("reconciled").copied().unwrap_or(0),
+                ok: evidence.ledger.get(LedgerState::Ok.label()).copied().unwrap_or(0),
+                drift: evidence.ledger.get(LedgerState::Drift.label()).copied().unwrap_or(0),
+                reconciled: evidence
+                    .ledger
+                    .get(LedgerState::Reconciled.label())
+                    .copied()
+                    .unwrap_or(0),
                 open_drift: evidence.open_drift,
                 by_route: evidence.ledger_routes.clone(),
             },

@@ -13,7 +13,7 @@ use sqlx::{AnyPool, Row};
 
 mod writer;
 
-pub use crate::ledger::LedgerRecord;
+pub use crate::ledger::{LedgerRecord, LedgerState};
 
 pub use writer::{Commit, Unwritten, Writer, WriterConfig};
 
@@ -34,21 +34,23 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("store: write_ledger row {id} has state \"{state}\", which this version does not know")]
+    UnknownLedgerState { id: i64, state: String },
 }
 
 /// Which database a store URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Engine {
     Sqlite,
     Postgres,
 }
 
-impl Backend {
-    pub fn of(url: &str) -> Option<Backend> {
+impl Engine {
+    pub fn of(url: &str) -> Option<Engine> {
         if url.starts_with("sqlite:") {
-            Some(Backend::Sqlite)
+            Some(Engine::Sqlite)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Some(Backend::Postgres)
+            Some(Engine::Postgres)
         } else {
             None
         }
@@ -156,12 +158,12 @@ const EXCHANGE_COLUMNS: [&str; 14] = [
 const ROWS_PER_INSERT: usize = 100;
 
 /// `INSERT INTO exchanges (…) VALUES (…), (…), …` for `rows` rows, with
-/// the backend's placeholders: `$1, $2, …` for PostgreSQL, plain `?` for
+/// the engine's placeholders: `$1, $2, …` for PostgreSQL, plain `?` for
 /// SQLite. Numbered placeholders are named parameters to SQLite, and
 /// binding each one looks its name up in a list as long as the statement:
 /// quadratic in the row count (measured: a fifth of the machine's CPU at
 /// 10,000 rows/s with 100-row statements). Anonymous ones bind in order.
-fn multi_row_insert(rows: usize, backend: Backend) -> String {
+fn multi_row_insert(rows: usize, engine: Engine) -> String {
     let mut sql = format!("INSERT INTO exchanges ({}) VALUES ", EXCHANGE_COLUMNS.join(", "));
     for row in 0..rows {
         if row > 0 {
@@ -172,9 +174,9 @@ fn multi_row_insert(rows: usize, backend: Backend) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => sql.push_str(&format!("${}", row * EXCHANGE_COLUMNS.len() + column + 1)),
+            match engine {
+                Engine::Sqlite => sql.push('?'),
+                Engine::Postgres => sql.push_str(&format!("${}", row * EXCHANGE_COLUMNS.len() + column + 1)),
             }
         }
         sql.push(')');
@@ -182,28 +184,28 @@ fn multi_row_insert(rows: usize, backend: Backend) -> String {
     sql
 }
 
-/// The statements every batch uses, built once per backend.
+/// The statements every batch uses, built once per engine.
 struct ExchangeInserts {
     full: String,
     single: String,
 }
 
 impl ExchangeInserts {
-    fn of(backend: Backend) -> &'static ExchangeInserts {
+    fn of(engine: Engine) -> &'static ExchangeInserts {
         static SQLITE: std::sync::LazyLock<ExchangeInserts> =
-            std::sync::LazyLock::new(|| ExchangeInserts::build(Backend::Sqlite));
+            std::sync::LazyLock::new(|| ExchangeInserts::build(Engine::Sqlite));
         static POSTGRES: std::sync::LazyLock<ExchangeInserts> =
-            std::sync::LazyLock::new(|| ExchangeInserts::build(Backend::Postgres));
-        match backend {
-            Backend::Sqlite => &SQLITE,
-            Backend::Postgres => &POSTGRES,
+            std::sync::LazyLock::new(|| ExchangeInserts::build(Engine::Postgres));
+        match engine {
+            Engine::Sqlite => &SQLITE,
+            Engine::Postgres => &POSTGRES,
         }
     }
 
-    fn build(backend: Backend) -> ExchangeInserts {
+    fn build(engine: Engine) -> ExchangeInserts {
         ExchangeInserts {
-            full: multi_row_insert(ROWS_PER_INSERT, backend),
-            single: format!("{} RETURNING id", multi_row_insert(1, backend)),
+            full: multi_row_insert(ROWS_PER_INSERT, engine),
+            single: format!("{} RETURNING id", multi_row_insert(1, engine)),
         }
     }
 }
@@ -258,9 +260,6 @@ pub struct IntentRecord {
     pub learned_ids: Vec<crate::exchange::IdPair>,
 }
 
-/// The ledger state of a write sent and not yet answered.
-pub const LEDGER_PENDING: &str = "pending";
-
 /// Inserts a ledger row, or settles the row of the same intent; a settled
 /// row is never set back to pending, and a row without an intent (NULL is
 /// never a conflict) is always inserted.
@@ -295,7 +294,7 @@ impl LedgerInsert<'_> {
             .bind(ledger.shadow_status)
             .bind(ledger.primary_ms)
             .bind(ledger.shadow_ms)
-            .bind(&ledger.state)
+            .bind(ledger.state.label())
             .bind(ledger.attempts)
             .bind(&ledger.replay)
             .bind(crate::clock::now_ms().max(self.at_ms))
@@ -330,7 +329,7 @@ pub struct LedgerRow {
     pub entity: Option<String>,
     pub primary_status: Option<i64>,
     pub shadow_status: Option<i64>,
-    pub state: String,
+    pub state: LedgerState,
     pub attempts: i64,
     #[serde(skip)]
     pub replay: Option<String>,
@@ -409,18 +408,18 @@ pub struct GroupRow {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    backend: Backend,
+    engine: Engine,
     samples_per_group: u32,
 }
 
 impl Store {
     /// Connects (creating a SQLite file if missing) without migrating.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
-        let backend = Backend::of(url).ok_or_else(|| StoreError::Scheme(url.to_string()))?;
+        let engine = Engine::of(url).ok_or_else(|| StoreError::Scheme(url.to_string()))?;
         sqlx::any::install_default_drivers();
         let in_memory = url.contains(":memory:");
-        let url_to_open = match backend {
-            Backend::Sqlite if !url.contains("mode=") && !in_memory => {
+        let url_to_open = match engine {
+            Engine::Sqlite if !url.contains("mode=") && !in_memory => {
                 let separator = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{separator}mode=rwc")
             }
@@ -431,7 +430,7 @@ impl Store {
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(options.acquire_timeout);
-        if backend == Backend::Sqlite {
+        if engine == Engine::Sqlite {
             pool = pool.after_connect(|connection, _| {
                 Box::pin(async move {
                     // WAL lets readers (reports) run while the writer writes.
@@ -454,7 +453,7 @@ impl Store {
         })?;
         Ok(Store {
             pool,
-            backend,
+            engine,
             samples_per_group: options.samples_per_group,
         })
     }
@@ -471,8 +470,8 @@ impl Store {
         &self.pool
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Applies the migrations this build carries that the database lacks.
@@ -484,7 +483,7 @@ impl Store {
         static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _turn = ONE_AT_A_TIME.lock().await;
         match self.run_migrations().await {
-            Err(StoreError::Migrate(_)) if self.backend == Backend::Sqlite => {
+            Err(StoreError::Migrate(_)) if self.engine == Engine::Sqlite => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 self.run_migrations().await
             }
@@ -493,9 +492,9 @@ impl Store {
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        match self.engine {
+            Engine::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Engine::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }
@@ -525,12 +524,12 @@ impl Store {
         // multi-row statements, one round trip for many rows instead of one
         // each. The rest need their row id for what hangs off them.
         let plain: Vec<&ExchangeRecord> = batch.iter().filter_map(Record::plain_exchange).collect();
-        let inserts = ExchangeInserts::of(self.backend);
+        let inserts = ExchangeInserts::of(self.engine);
         for rows in plain.chunks(ROWS_PER_INSERT) {
             let sql: std::borrow::Cow<'static, str> = if rows.len() == ROWS_PER_INSERT {
                 inserts.full.as_str().into()
             } else {
-                multi_row_insert(rows.len(), self.backend).into()
+                multi_row_insert(rows.len(), self.engine).into()
             };
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for exchange in rows {
@@ -712,14 +711,14 @@ impl Store {
 
     /// Write ledger rows in a state (`drift`, …), in the order they reached
     /// the shadow (or would have); all states when `None`.
-    pub async fn ledger(&self, state: Option<&str>, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+    pub async fn ledger(&self, state: Option<LedgerState>, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
         let rows =
             match state {
                 Some(state) => sqlx::query(
                     "SELECT id, at_ms, route, method, path, entity, primary_status, shadow_status, state, attempts, \
                      replay, updated_ms FROM write_ledger WHERE state = $1 ORDER BY seq, id LIMIT $2",
                 )
-                .bind(state)
+                .bind(state.label())
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?,
@@ -733,8 +732,10 @@ impl Store {
             };
         rows.iter()
             .map(|row| {
+                let id = row.try_get(0)?;
+                let state: String = row.try_get(8)?;
                 Ok(LedgerRow {
-                    id: row.try_get(0)?,
+                    id,
                     at_ms: row.try_get(1)?,
                     route: row.try_get(2)?,
                     method: row.try_get(3)?,
@@ -742,7 +743,7 @@ impl Store {
                     entity: row.try_get(5)?,
                     primary_status: row.try_get(6)?,
                     shadow_status: row.try_get(7)?,
-                    state: row.try_get(8)?,
+                    state: LedgerState::parse(&state).ok_or(StoreError::UnknownLedgerState { id, state })?,
                     attempts: row.try_get(9)?,
                     replay: row.try_get(10)?,
                     updated_ms: row.try_get(11)?,
@@ -771,7 +772,7 @@ impl Store {
     pub async fn settle_ledger(
         &self,
         id: i64,
-        state: &str,
+        state: LedgerState,
         shadow_status: Option<i64>,
         at_ms: i64,
     ) -> Result<(), StoreError> {
@@ -780,7 +781,7 @@ impl Store {
              updated_ms = $3 \
              WHERE id = $4",
         )
-        .bind(state)
+        .bind(state.label())
         .bind(shadow_status)
         .bind(at_ms)
         .bind(id)
@@ -789,7 +790,6 @@ impl Store {
         Ok(())
     }
 
-    /// How many ledger rows are in a state.
     /// Turns the writes `instance` left pending before `before_ms` (sent or
     /// about to be, answer unknown: the run ended while they were in
     /// flight) into drift. Returns how many.
@@ -806,9 +806,10 @@ impl Store {
         .rows_affected())
     }
 
-    pub async fn ledger_count(&self, state: &str) -> Result<i64, StoreError> {
+    /// How many ledger rows are in a state.
+    pub async fn ledger_count(&self, state: LedgerState) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM write_ledger WHERE state = $1")
-            .bind(state)
+            .bind(state.label())
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get(0)?)
@@ -898,7 +899,7 @@ impl Store {
         let mut connection = self.pool.acquire().await?;
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut *connection).await?;
-            if self.backend == Backend::Postgres {
+            if self.engine == Engine::Postgres {
                 // Two claims at once would both see none: take turns per sweep.
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
                     .bind(&detail)
@@ -1283,9 +1284,9 @@ mod tests {
 
     #[test]
     fn backends_come_from_the_scheme_and_passwords_stay_out_of_messages() {
-        assert_eq!(Backend::of("sqlite://cutover.db"), Some(Backend::Sqlite));
-        assert_eq!(Backend::of("postgres://u@h/db"), Some(Backend::Postgres));
-        assert_eq!(Backend::of("mysql://h/db"), None);
+        assert_eq!(Engine::of("sqlite://cutover.db"), Some(Engine::Sqlite));
+        assert_eq!(Engine::of("postgres://u@h/db"), Some(Engine::Postgres));
+        assert_eq!(Engine::of("mysql://h/db"), None);
         assert_eq!(
             redact_url("postgres://cutover:s3cret@db.internal:5432/cutover?sslmode=require"),
             "postgres://cutover:%5Bredacted%5D@db.internal:5432/cutover?sslmode=require"
@@ -1295,10 +1296,10 @@ mod tests {
     #[test]
     fn multi_row_inserts_number_placeholders_for_postgres_only() {
         let columns = EXCHANGE_COLUMNS.len();
-        let sqlite = multi_row_insert(3, Backend::Sqlite);
+        let sqlite = multi_row_insert(3, Engine::Sqlite);
         assert_eq!(sqlite.matches('?').count(), 3 * columns);
         assert!(!sqlite.contains('$'), "{sqlite}");
-        let postgres = multi_row_insert(3, Backend::Postgres);
+        let postgres = multi_row_insert(3, Engine::Postgres);
         assert!(!postgres.contains('?'), "{postgres}");
         let last = format!("${})", 3 * columns);
         assert!(postgres.ends_with(&last), "{postgres}");
