@@ -1148,7 +1148,7 @@ impl Ctx<'_> {
         let mut sweeps: Vec<Sweep> = Vec::with_capacity(raws.len());
         for (index, raw) in raws.into_iter().enumerate() {
             let key = |field: &str| format!("sweep[{index}].{field}");
-            let mut request = crate::route::Verify::parse(&raw.request)
+            let mut request = crate::route::RequestTemplate::parse(&raw.request)
                 .map_err(|err| self.invalid(key("request"), err.to_string()))?;
             if !crate::route::is_safe(&request.method) {
                 return Err(self.invalid(key("request"), "a sweep only reads: use GET or HEAD"));
@@ -1337,7 +1337,8 @@ impl Ctx<'_> {
             }
         };
         if let Some(text) = raw.verify.take() {
-            let verify = crate::route::Verify::parse(&text).map_err(|err| invalid("verify".into(), err.to_string()))?;
+            let verify =
+                crate::route::RequestTemplate::parse(&text).map_err(|err| invalid("verify".into(), err.to_string()))?;
             for placeholder in verify.placeholders() {
                 let is_param = route.template.has_param(placeholder);
                 let is_learned = rules.learn.iter().any(|learn| learn.kind == placeholder);

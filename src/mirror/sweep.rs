@@ -24,7 +24,7 @@ use crate::headers::SWEEP_MARKER;
 #[derive(Debug, Clone)]
 pub struct Sweep {
     pub name: String,
-    pub request: crate::route::Verify,
+    pub request: crate::route::RequestTemplate,
     pub every: Duration,
     /// With `ids`, the one placeholder takes each primary ID of this kind.
     pub ids: Option<String>,

@@ -22,7 +22,7 @@ use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
 use crate::ledger::{applied, DriftDetail, ReplayRequest, WriteFacts};
 use crate::record::{millis_of, status_of, DirectRequest, Exchange};
-use crate::route::{Verify, WriteRules};
+use crate::route::{RequestTemplate, WriteRules};
 use crate::store::{Commit, IntentRecord, LedgerRecord, LedgerState, Record};
 
 /// Why a write left pending by a run that ended is drift at the next start.
@@ -462,7 +462,7 @@ impl Mirror {
     /// Reads both sides back after a write and compares them as an exchange with source `verify`.
     async fn verify(
         self: Arc<Self>,
-        verify: Verify,
+        verify: RequestTemplate,
         values: Vec<(String, Option<String>, String)>,
         request_id: String,
     ) {

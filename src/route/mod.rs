@@ -281,34 +281,35 @@ pub struct WriteRules {
     /// `learn_ids`: pairs from the two answers to one create.
     pub learn: Vec<LearnRule>,
     /// `verify`: both sides are read back after the write.
-    pub verify: Option<Verify>,
+    pub verify: Option<RequestTemplate>,
     /// `on_primary_error = "mirror"`: a write the primary failed is still sent to the shadow.
     pub mirror_failed_writes: bool,
     /// The path template's parameters: (segment index, name, kind).
     pub params: Vec<(usize, String, Option<String>)>,
 }
 
-/// A read-back after a write, e.g. `GET /api/task/{id}`: each `{name}` is
-/// the write's path parameter of that name, or the ID it created of that kind.
+/// A request to build, e.g. `GET /api/task/{id}`: a write's read-back
+/// (`[route.verify]`, where each `{name}` is the write's path parameter of
+/// that name, or the ID it created of that kind) or a sweep's request.
 #[derive(Debug, Clone)]
-pub struct Verify {
+pub struct RequestTemplate {
     pub method: Method,
     pub text: String,
-    pub segments: Vec<VerifySegment>,
+    pub segments: Vec<TemplateSegment>,
     /// The route the read-back falls under (its name and compare rules).
     pub route: String,
     pub rules: Arc<CompareRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifySegment {
+pub enum TemplateSegment {
     Literal(String),
     Placeholder(String),
 }
 
-impl Verify {
+impl RequestTemplate {
     /// Parses `METHOD /path/{name}`; placeholders are resolved by the caller.
-    pub fn parse(text: &str) -> Result<Verify, RouteError> {
+    pub fn parse(text: &str) -> Result<RequestTemplate, RouteError> {
         let (method, path) = text
             .split_once(' ')
             .filter(|(m, p)| !m.is_empty() && !p.is_empty() && !p.contains(' '))
@@ -324,13 +325,13 @@ impl Verify {
         let mut segments = Vec::new();
         for part in rest.split('/') {
             segments.push(match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                Some(name) if is_identifier(name) => VerifySegment::Placeholder(name.to_string()),
+                Some(name) if is_identifier(name) => TemplateSegment::Placeholder(name.to_string()),
                 Some(_) => return Err(RouteError::BadParam(part.to_string())),
                 None if part.contains(['*', '{', '}']) => return Err(RouteError::BadSegment(part.to_string())),
-                None => VerifySegment::Literal(part.to_string()),
+                None => TemplateSegment::Literal(part.to_string()),
             });
         }
-        Ok(Verify {
+        Ok(RequestTemplate {
             method,
             text: text.to_string(),
             segments,
@@ -341,8 +342,8 @@ impl Verify {
 
     pub fn placeholders(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|segment| match segment {
-            VerifySegment::Placeholder(name) => Some(name.as_str()),
-            VerifySegment::Literal(_) => None,
+            TemplateSegment::Placeholder(name) => Some(name.as_str()),
+            TemplateSegment::Literal(_) => None,
         })
     }
 
@@ -352,8 +353,8 @@ impl Verify {
         for segment in &self.segments {
             path.push('/');
             match segment {
-                VerifySegment::Literal(text) => path.push_str(text),
-                VerifySegment::Placeholder(name) => {
+                TemplateSegment::Literal(text) => path.push_str(text),
+                TemplateSegment::Placeholder(name) => {
                     path.push_str(&crate::idmap::encode_segment(&value_of(name)?));
                 }
             }
@@ -647,7 +648,7 @@ mod tests {
 
     #[test]
     fn verify_fills_placeholders_and_rejects_bad_shapes() {
-        let verify = Verify::parse("GET /api/task/{id}").unwrap();
+        let verify = RequestTemplate::parse("GET /api/task/{id}").unwrap();
         assert_eq!(verify.placeholders().collect::<Vec<_>>(), ["id"]);
         assert_eq!(
             verify
@@ -657,11 +658,11 @@ mod tests {
         );
         assert_eq!(verify.path(&|_| None), None);
         assert_eq!(
-            Verify::parse("GET /api/{1}").unwrap_err(),
+            RequestTemplate::parse("GET /api/{1}").unwrap_err(),
             RouteError::BadParam("{1}".into())
         );
         assert_eq!(
-            Verify::parse("FETCH /x").unwrap_err(),
+            RequestTemplate::parse("FETCH /x").unwrap_err(),
             RouteError::UnknownMethod("FETCH".into())
         );
     }
