@@ -7,6 +7,9 @@
 
 use serde::Serialize;
 
+use super::evidence::{Evidence, GroupEvidence};
+use super::{human, ms, Readiness, RouteReport};
+
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -195,6 +198,262 @@ pub fn percent(fraction: f64) -> String {
     } else {
         format!("{value:.1}%")
     }
+}
+
+/// Every gate over one window's evidence, in the order the report shows them.
+pub fn judge(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness) -> Vec<Gate> {
+    let mut out = vec![observation_window(evidence, readiness)];
+    for route in routes {
+        out.push(if route.compared == 0 {
+            coverage(route)
+        } else {
+            match_rate_gate(
+                &route.route,
+                route.matched,
+                route.compared,
+                readiness.min_compared_per_route,
+                readiness.min_match_rate,
+            )
+        });
+    }
+    out.push(high_severity_groups(evidence));
+    out.push(write_drift(evidence));
+    out.push(shadow_error_rate(routes, readiness));
+    out.extend(routes.iter().filter_map(|route| shadow_p95(route, readiness)));
+    out.push(unmapped_ids(evidence, readiness));
+    out
+}
+
+fn gate(
+    name: &str,
+    route: Option<&str>,
+    measured: String,
+    threshold: String,
+    status: Status,
+    next: Option<String>,
+) -> Gate {
+    Gate {
+        gate: name.to_string(),
+        route: route.map(str::to_string),
+        measured,
+        threshold,
+        status,
+        next_step: next,
+    }
+}
+
+/// The test ran long enough (`readiness.min_duration`).
+fn observation_window(evidence: &Evidence, readiness: &Readiness) -> Gate {
+    let observed_ms = evidence.observed().map_or(0, |(first, last)| last - first);
+    let needed_ms = i64::try_from(readiness.min_duration.as_millis()).unwrap_or(i64::MAX);
+    let window_ok = observed_ms >= needed_ms;
+    gate(
+        "observation_window",
+        None,
+        human(observed_ms),
+        format!("≥ {}", human(needed_ms)),
+        if window_ok { Status::Pass } else { Status::NotEnoughData },
+        (!window_ok).then(|| {
+            if evidence.routes.is_empty() {
+                "no traffic recorded in this window: send traffic through cutover (or widen --since)".to_string()
+            } else {
+                format!(
+                    "keep the parallel test running {} longer",
+                    human(needed_ms - observed_ms)
+                )
+            }
+        }),
+    )
+}
+
+/// A route with traffic of which nothing was compared fails: it says why.
+fn coverage(route: &RouteReport) -> Gate {
+    let reasons: Vec<String> = route
+        .skipped
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    let errors = route.primary_errors + route.shadow_errors + route.both_errors;
+    gate(
+        "coverage",
+        Some(&route.route),
+        format!(
+            "{} requests, none compared ({}{})",
+            route.requests,
+            if reasons.is_empty() {
+                "no skips".to_string()
+            } else {
+                reasons.join(", ")
+            },
+            if errors > 0 {
+                format!(", {errors} errors")
+            } else {
+                String::new()
+            }
+        ),
+        "every route with traffic is compared".into(),
+        Status::Fail,
+        Some(format!(
+            "route {}: nothing was compared; see why it was skipped or failed",
+            route.route
+        )),
+    )
+}
+
+/// No open high-severity group (accepted and fixed do not count).
+fn high_severity_groups(evidence: &Evidence) -> Gate {
+    let open_high: Vec<&GroupEvidence> = evidence
+        .groups
+        .iter()
+        .filter(|group| group.severity == "high" && (group.status == "open" || group.status == "bug"))
+        .collect();
+    gate(
+        "high_severity_groups",
+        None,
+        format!("{} open", open_high.len()),
+        "0 open (accepted and fixed groups do not count)".into(),
+        if open_high.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        (!open_high.is_empty()).then(|| {
+            let keys: Vec<&str> = open_high.iter().take(5).map(|g| g.key.as_str()).collect();
+            format!(
+                "triage {} open high-severity divergence group(s): {}",
+                open_high.len(),
+                keys.join(", ")
+            )
+        }),
+    )
+}
+
+/// No open write drift.
+fn write_drift(evidence: &Evidence) -> Gate {
+    gate(
+        "write_drift",
+        None,
+        format!("{} open", evidence.open_drift),
+        "0 open".into(),
+        if evidence.open_drift == 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        (evidence.open_drift > 0).then(|| {
+            format!(
+                "replay {} drifted write(s): cutover drift replay --all -c CONFIG (or resolve them by hand)",
+                evidence.open_drift
+            )
+        }),
+    )
+}
+
+/// The shadow fails no more often than the primary, give or take
+/// `max_shadow_error_rate`, over mirrored requests.
+fn shadow_error_rate(routes: &[RouteReport], readiness: &Readiness) -> Gate {
+    let mirrored: u64 = routes
+        .iter()
+        .map(|r| r.compared + r.racy + r.primary_errors + r.shadow_errors + r.both_errors)
+        .sum();
+    let shadow_failed: u64 = routes.iter().map(|r| r.shadow_errors + r.both_errors).sum();
+    let primary_failed: u64 = routes.iter().map(|r| r.primary_errors + r.both_errors).sum();
+    let threshold = format!("≤ primary's + {}", percent(readiness.max_shadow_error_rate));
+    if mirrored == 0 {
+        return gate(
+            "shadow_error_rate",
+            None,
+            "no mirrored requests".into(),
+            threshold,
+            Status::NotEnoughData,
+            None,
+        );
+    }
+    let shadow_rate = shadow_failed as f64 / mirrored as f64;
+    let primary_rate = primary_failed as f64 / mirrored as f64;
+    let ok = shadow_rate <= primary_rate + readiness.max_shadow_error_rate;
+    gate(
+        "shadow_error_rate",
+        None,
+        format!(
+            "shadow {} ({shadow_failed}/{mirrored}), primary {}",
+            percent(shadow_rate),
+            percent(primary_rate)
+        ),
+        threshold,
+        if ok { Status::Pass } else { Status::Fail },
+        (!ok).then(|| format!("the shadow failed {shadow_failed} mirrored requests; see shadow_errors by route")),
+    )
+}
+
+/// A route's shadow p95 is within `shadow_p95_max` and the primary's; none
+/// for a route without latencies on both sides.
+fn shadow_p95(route: &RouteReport, readiness: &Readiness) -> Option<Gate> {
+    let p95_max = readiness.shadow_p95_max.as_secs_f64() * 1000.0;
+    let (Some(shadow), Some(primary)) = (route.shadow.p95_ms, route.primary.p95_ms) else {
+        return None;
+    };
+    let threshold = format!("≤ {} and ≤ the primary's", ms(p95_max));
+    let measured = format!("shadow p95 {}, primary p95 {}", ms(shadow), ms(primary));
+    let (status, next) = if route.shadow.samples < readiness.min_compared_per_route {
+        (
+            Status::NotEnoughData,
+            Some(format!(
+                "route {} needs {} more latency samples",
+                route.route,
+                readiness.min_compared_per_route - route.shadow.samples
+            )),
+        )
+    } else if shadow > p95_max || shadow > primary {
+        (
+            Status::Fail,
+            Some(format!(
+                "route {}: the shadow's p95 ({}) is above {}",
+                route.route,
+                ms(shadow),
+                if shadow > p95_max {
+                    ms(p95_max)
+                } else {
+                    format!("the primary's ({})", ms(primary))
+                }
+            )),
+        )
+    } else {
+        (Status::Pass, None)
+    };
+    Some(gate(
+        "shadow_p95",
+        Some(&route.route),
+        measured,
+        threshold,
+        status,
+        next,
+    ))
+}
+
+/// No request late in the window used an ID the ID map does not know.
+fn unmapped_ids(evidence: &Evidence, readiness: &Readiness) -> Gate {
+    gate(
+        "unmapped_ids",
+        None,
+        format!(
+            "{} in the last {}",
+            evidence.unmapped_recent,
+            human(i64::try_from(readiness.unmapped_window.as_millis()).unwrap_or(0))
+        ),
+        "0".into(),
+        if evidence.unmapped_recent == 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        (evidence.unmapped_recent > 0).then(|| {
+            format!(
+                "{} recent requests used IDs the ID map does not know: import the missing pairs (cutover idmap import)",
+                evidence.unmapped_recent
+            )
+        }),
+    )
 }
 
 #[cfg(test)]
