@@ -405,7 +405,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..options.idle {
         tokio::spawn(hold_idle(proxy, Arc::clone(&held)));
     }
-    let health = Arc::new(HealthTally::default());
+    let health = Arc::new(HealthTally {
+        probes: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        started: std::time::Instant::now(),
+    });
     let probes = tokio::spawn(probe_health(client.clone(), admin, Arc::clone(&health)));
 
     let began = Instant::now();
@@ -573,10 +577,10 @@ async fn hold_idle(proxy: SocketAddr, opened: Arc<AtomicU64>) {
     }
 }
 
-#[derive(Default)]
 struct HealthTally {
     probes: AtomicU64,
     failed: AtomicU64,
+    started: std::time::Instant,
 }
 
 /// Asks the admin listener's `/healthz` and `/readyz` every half second;
@@ -591,8 +595,25 @@ async fn probe_health(client: reqwest::Client, admin: SocketAddr, tally: Arc<Hea
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await;
-            if !matches!(answer, Ok(response) if response.status() == StatusCode::OK) {
-                tally.failed.fetch_add(1, Ordering::Relaxed);
+            let failure = match answer {
+                Ok(response) if response.status() == StatusCode::OK => None,
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    Some(format!("{status}: {}", body.chars().take(300).collect::<String>()))
+                }
+                Err(err) if err.is_timeout() => Some("no answer within 2 s".to_string()),
+                Err(err) => Some(format!("{err}")),
+            };
+            if let Some(failure) = failure {
+                let seen = tally.failed.fetch_add(1, Ordering::Relaxed);
+                // The first few, with what the listener said: a failed check must be diagnosable.
+                if seen < 5 {
+                    eprintln!(
+                        "soak: health check {path} failed at {:.1}s: {failure}",
+                        tally.started.elapsed().as_secs_f64()
+                    );
+                }
             }
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
