@@ -242,6 +242,12 @@ fn gate(
     }
 }
 
+/// A gate that passes when `ok`; its next step is there only when it fails.
+fn pass_when(name: &str, measured: String, threshold: String, ok: bool, next: impl FnOnce() -> String) -> Gate {
+    let status = if ok { Status::Pass } else { Status::Fail };
+    gate(name, None, measured, threshold, status, (!ok).then(next))
+}
+
 /// The test ran long enough (`readiness.min_duration`).
 fn observation_window(evidence: &Evidence, readiness: &Readiness) -> Gate {
     let observed_ms = evidence.observed().map_or(0, |(first, last)| last - first);
@@ -307,45 +313,35 @@ fn high_severity_groups(evidence: &Evidence) -> Gate {
         .iter()
         .filter(|group| group.severity == "high" && (group.status == "open" || group.status == "bug"))
         .collect();
-    gate(
+    pass_when(
         "high_severity_groups",
-        None,
         format!("{} open", open_high.len()),
         "0 open (accepted and fixed groups do not count)".into(),
-        if open_high.is_empty() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        (!open_high.is_empty()).then(|| {
+        open_high.is_empty(),
+        || {
             let keys: Vec<&str> = open_high.iter().take(5).map(|g| g.key.as_str()).collect();
             format!(
                 "triage {} open high-severity divergence group(s): {}",
                 open_high.len(),
                 keys.join(", ")
             )
-        }),
+        },
     )
 }
 
 /// No open write drift.
 fn write_drift(evidence: &Evidence) -> Gate {
-    gate(
+    pass_when(
         "write_drift",
-        None,
         format!("{} open", evidence.open_drift),
         "0 open".into(),
-        if evidence.open_drift == 0 {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        (evidence.open_drift > 0).then(|| {
+        evidence.open_drift == 0,
+        || {
             format!(
                 "replay {} drifted write(s): cutover drift replay --all -c CONFIG (or resolve them by hand)",
                 evidence.open_drift
             )
-        }),
+        },
     )
 }
 
@@ -372,17 +368,16 @@ fn shadow_error_rate(routes: &[RouteReport], readiness: &Readiness) -> Gate {
     let shadow_rate = shadow_failed as f64 / mirrored as f64;
     let primary_rate = primary_failed as f64 / mirrored as f64;
     let ok = shadow_rate <= primary_rate + readiness.max_shadow_error_rate;
-    gate(
+    pass_when(
         "shadow_error_rate",
-        None,
         format!(
             "shadow {} ({shadow_failed}/{mirrored}), primary {}",
             percent(shadow_rate),
             percent(primary_rate)
         ),
         threshold,
-        if ok { Status::Pass } else { Status::Fail },
-        (!ok).then(|| format!("the shadow failed {shadow_failed} mirrored requests; see shadow_errors by route")),
+        ok,
+        || format!("the shadow failed {shadow_failed} mirrored requests; see shadow_errors by route"),
     )
 }
 
@@ -433,26 +428,21 @@ fn shadow_p95(route: &RouteReport, readiness: &Readiness) -> Option<Gate> {
 
 /// No request late in the window used an ID the ID map does not know.
 fn unmapped_ids(evidence: &Evidence, readiness: &Readiness) -> Gate {
-    gate(
+    pass_when(
         "unmapped_ids",
-        None,
         format!(
             "{} in the last {}",
             evidence.unmapped_recent,
             human(i64::try_from(readiness.unmapped_window.as_millis()).unwrap_or(0))
         ),
         "0".into(),
-        if evidence.unmapped_recent == 0 {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        (evidence.unmapped_recent > 0).then(|| {
+        evidence.unmapped_recent == 0,
+        || {
             format!(
                 "{} recent requests used IDs the ID map does not know: import the missing pairs (cutover idmap import)",
                 evidence.unmapped_recent
             )
-        }),
+        },
     )
 }
 
