@@ -66,6 +66,15 @@ impl ApiError {
 /// Triage states a group can be given.
 const TRIAGE_STATES: [&str; 4] = ["open", "accepted", "bug", "fixed"];
 
+/// `[admin]`: access to the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// The environment variable holding the bearer token.
+    pub token_env: String,
+    /// The token, read from that variable at startup; `None` turns `/api/` off.
+    pub token: Option<Secret>,
+}
+
 /// What the admin listener serves from.
 pub struct AdminState {
     pub metrics: Metrics,

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::RwLock;
 
 use serde_json::Value;
@@ -50,6 +51,14 @@ impl Canonical {
 }
 
 pub use crate::exchange::{IdPair, Side};
+
+/// `[idmap]`: where ID pairs come from and how IDs are spelled.
+#[derive(Debug, Clone, Default)]
+pub struct IdMapConfig {
+    /// Mapping files imported at startup (JSON or CSV), resolved against the config's folder.
+    pub import: Vec<PathBuf>,
+    pub canonical: Canonical,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdMapError {

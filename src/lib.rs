@@ -45,10 +45,12 @@
 //! - [`report`]: the readiness report: evidence from the store, gates, verdict,
 //!   HTML/Markdown/JSON.
 //!
-//! Assembly and the top:
-//! - [`config`]: TOML → validated [`config::Config`]; errors point at the file and key;
-//!   `config::ranges` bounds every duration and size.
-//! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store.
+//! The admin listener, assembly and the top:
+//! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store;
+//!   built from the handles app gives it (a reload trait, the shared readiness).
+//! - [`config`]: TOML → validated [`config::Config`], assembled from the sections the
+//!   modules below own; errors point at the file and key; `config::ranges` bounds every
+//!   duration and size.
 //! - [`app`]: starts and stops one instance.
 //! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
 //! - [`cli`]: the `cutover` command line.

@@ -55,6 +55,26 @@ pub struct ConnectionLimits {
     pub max_connections: u32,
 }
 
+/// `[listen]`: where the proxy and the admin API listen, and how long a
+/// client may take.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    /// How long shutdown waits for in-flight requests and queued comparisons.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long a client may pause while sending a request body that is read before forwarding.
+    pub body_read_timeout: Duration,
+    /// How long a connection may send and receive nothing before it is closed.
+    pub idle_timeout: Duration,
+    /// Client connections open at once on the proxy port; more are closed at once.
+    pub max_connections: u32,
+    /// Route `match` paths compare letters regardless of ASCII case.
+    pub case_insensitive_paths: bool,
+}
+
 /// Serves connections from `listener` until `shutdown` turns true, then
 /// stops accepting and waits up to `grace` for open connections to finish
 /// their in-flight requests. Returns whether every connection finished.

@@ -23,8 +23,8 @@ const ORDER: [&str; 27] = [
     "metrics", "server", "upstream", "store",
     // the stages of a request
     "record", "mirror", "drift", "proxy", "report",
-    // assembly and the top
-    "config", "admin", "app", "demo", "cli",
+    // the admin listener, then assembly and the top
+    "admin", "config", "app", "demo", "cli",
 ];
 
 /// The source of a file without its test module and comments.

@@ -83,7 +83,7 @@ pub const NOISE_MEMORY: Bounds<usize> = Bounds {
 
 /// A duration setting's value: parsed, and within its bounds.
 pub fn duration_within(text: &str, bounds: Bounds<Duration>) -> Result<Duration, String> {
-    let value = super::parse_duration(text)?;
+    let value = crate::units::parse_duration(text)?;
     if value < bounds.min || value > bounds.max {
         return Err(format!(
             "must be from {} to {}, got \"{text}\"",
@@ -96,7 +96,7 @@ pub fn duration_within(text: &str, bounds: Bounds<Duration>) -> Result<Duration,
 
 /// A size setting's value: parsed, and within its bounds.
 pub fn size_within(text: &str, bounds: Bounds<usize>) -> Result<usize, String> {
-    let value = super::parse_size(text)?;
+    let value = crate::units::parse_size(text)?;
     if value < bounds.min || value > bounds.max {
         return Err(format!(
             "must be from {} to {}, got \"{text}\"",

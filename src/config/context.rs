@@ -1,0 +1,91 @@
+//! Parsing the TOML text and the validation context every section uses:
+//! errors that name the file and the key, and the checks of addresses,
+//! durations, sizes and names that many sections share.
+//!
+//! Must never: report an error without the file and the key it is about.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::ranges::{self, Bounds};
+use super::{ConfigError, RawConfig};
+
+pub(super) fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|err| toml_error(file, text, "", &err))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        toml_error(file, text, &path, err.inner())
+    })
+}
+
+pub(super) fn toml_error(file: &str, text: &str, path: &str, err: &toml::de::Error) -> ConfigError {
+    let mut message = err.message().trim().to_string();
+    if let Some(span) = err.span() {
+        let (line, column) = line_column(text, span.start);
+        message.push_str(&format!(" (line {line}, column {column})"));
+    }
+    let key = if path.is_empty() || path == "." {
+        "(document)".to_string()
+    } else {
+        path.to_string()
+    };
+    ConfigError::Invalid {
+        file: file.to_string(),
+        key,
+        message,
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    (line, column)
+}
+
+/// Validation context: knows the file name so every error can point at it.
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+}
+
+impl Ctx<'_> {
+    pub(super) fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn socket_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            self.invalid(
+                key,
+                format!("expected an IP address and port like \"127.0.0.1:8080\", got \"{value}\""),
+            )
+        })
+    }
+
+    pub(super) fn duration(&self, key: &str, value: &str, bounds: Bounds<Duration>) -> Result<Duration, ConfigError> {
+        ranges::duration_within(value, bounds).map_err(|message| self.invalid(key, message))
+    }
+
+    pub(super) fn size(&self, key: &str, value: &str, bounds: Bounds<usize>) -> Result<usize, ConfigError> {
+        ranges::size_within(value, bounds).map_err(|message| self.invalid(key, message))
+    }
+}
+
+/// A name cutover uses as a label or an ID kind: letters, digits, '-', '_', '.'.
+pub(super) fn is_label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// An ID kind (`"tasks"`), as `compare.ids`, `learn_ids`, `translate` and
+/// sweeps name it; the error is the message for the key that holds it.
+pub(super) fn id_kind(kind: &str) -> Result<(), String> {
+    if !kind.is_empty() && kind.chars().all(is_label_char) {
+        Ok(())
+    } else {
+        Err(format!("expected an ID kind like \"tasks\", got \"{kind}\""))
+    }
+}
