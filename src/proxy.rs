@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
@@ -32,7 +32,7 @@ use crate::idmap::Side;
 use crate::mirror::{CaptureBuf, Mirror, Plan, PrimaryObserver};
 use crate::mode::{Mode, ModeTable, ServingHealth};
 use crate::record::{DirectRequest, LostWrite};
-use crate::route::{is_safe, MirrorPolicy, RouteTable, UNMATCHED_ROUTE};
+use crate::route::{is_safe, MirrorPolicy, Route, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, OutgoingBody, Upstream, UpstreamBody};
 
@@ -91,6 +91,14 @@ impl ProxyState {
         Arc::clone(&self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
+    /// The upstream of a side.
+    fn serving(&self, side: Side) -> &Upstream {
+        match side {
+            Side::Primary => &self.primary,
+            Side::Shadow => &self.shadow,
+        }
+    }
+
     /// Puts new routes in force for the next request.
     pub fn replace_routes(&self, routes: RouteTable) {
         *self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(routes);
@@ -111,6 +119,36 @@ pub async fn handle(state: Arc<ProxyState>, client: SocketAddr, request: Request
         .await
 }
 
+/// One request on its way through the phases of [`forward`]: what was
+/// decided about it before anything is sent.
+struct InFlight<'a> {
+    state: &'a ProxyState,
+    route: Option<&'a Route>,
+    route_name: String,
+    request_id: String,
+    parts: http::request::Parts,
+    path_and_query: String,
+    /// What both upstreams get: hop-by-hop fields out, forwarding fields in.
+    headers: HeaderMap,
+    started_at: SystemTime,
+    /// Read once: a switch never changes a request in flight.
+    mode: Mode,
+    serving: Side,
+}
+
+/// The request body as it goes to the serving side, and what watches its answer.
+struct Prepared {
+    body: OutgoingBody,
+    observer: PrimaryObserver,
+    /// Where the answer's body is copied to for comparison, when the request is mirrored.
+    capture: Option<CaptureBuf>,
+    /// The request body, when it was read before forwarding.
+    body_copy: Option<Bytes>,
+}
+
+/// The phases of one request: admit it and choose who serves, plan the
+/// mirror, read the body, send, fall back, respond. Each phase is a
+/// function below; a refusal ends the request with its own answer.
 async fn forward(
     state: Arc<ProxyState>,
     routes: &RouteTable,
@@ -120,8 +158,41 @@ async fn forward(
     route_name: String,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
+    let mut flight = match admit(&state, routes, client, parts, request_id, route_name) {
+        Ok(flight) => flight,
+        Err((refusal, request_id)) => return json_error(StatusCode::BAD_REQUEST, refusal, None, &request_id),
+    };
+    let plan = plan_mirror(&flight, client);
+    let prepared = match read_body(&flight, plan, body).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal,
+    };
+    let started = Instant::now();
+    let resend = (flight.mode == Mode::CandidateFallback).then(|| (flight.headers.clone(), prepared.body_copy.clone()));
+    let answer = send(&mut flight, prepared.body, prepared.body_copy.as_deref(), started).await;
+    if let Some((headers, body)) = resend {
+        // The body must be at hand to send again: captured, or none at all.
+        let resendable = body.is_some() || is_safe(&flight.parts.method);
+        if resendable && candidate_failed(&answer) {
+            return fall_back(&flight, &answer, prepared.observer, started, headers, body).await;
+        }
+    }
+    respond(&flight, answer, prepared.observer, prepared.capture, started)
+}
+
+/// Refuses what an upstream could read otherwise than the client meant
+/// (the error says why, for a 400, and gives the request ID back), and
+/// decides who serves.
+fn admit<'a>(
+    state: &'a ProxyState,
+    routes: &'a RouteTable,
+    client: SocketAddr,
+    parts: http::request::Parts,
+    request_id: String,
+    route_name: String,
+) -> Result<InFlight<'a>, (&'static str, String)> {
     if let Some(refusal) = refuse_ambiguous(&parts) {
-        return json_error(StatusCode::BAD_REQUEST, refusal, None, &request_id);
+        return Err((refusal, request_id));
     }
     let Some(path_and_query) = parts
         .uri
@@ -129,189 +200,250 @@ async fn forward(
         .map(|pq| pq.as_str().to_string())
         .filter(|pq| pq.starts_with('/'))
     else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "request target must be an absolute path",
-            None,
-            &request_id,
-        );
+        return Err(("request target must be an absolute path", request_id));
     };
-    let route = routes.find(&parts.method, parts.uri.path());
     let headers = forwarded_headers(
         &parts.headers,
         parts.uri.authority().map(|a| a.as_str()),
         client,
         &request_id,
     );
-
-    let started_at = std::time::SystemTime::now();
-    // The mode is read once: a switch never changes a request in flight.
     let mode = state.modes.for_route(&route_name);
     let serving = if mode.candidate_serves() {
         Side::Shadow
     } else {
         Side::Primary
     };
-    let dual_write = route.filter(|route| route.mirror == MirrorPolicy::DualWrite && !is_safe(&parts.method));
-    let direct = || DirectRequest {
-        request_id: request_id.clone(),
-        route: route_name.clone(),
-        method: method_label(&parts.method),
-        path_and_query: path_and_query.clone(),
-        started_at,
-        lost_write: dual_write.filter(|_| mode.mirrors()).map(|route| LostWrite {
-            entity: state.mirror.entity_of(route, &path_and_query),
-        }),
+    Ok(InFlight {
+        state,
+        route: routes.find(&parts.method, parts.uri.path()),
+        route_name,
+        request_id,
+        parts,
+        path_and_query,
+        headers,
+        started_at: SystemTime::now(),
+        mode,
         serving,
-    };
-    let plan = if mode.mirrors() {
-        state.mirror.plan(route, &parts.method, &parts.headers, client.ip())
+    })
+}
+
+/// Whether, and how, the request is mirrored.
+fn plan_mirror(flight: &InFlight<'_>, client: SocketAddr) -> Plan {
+    if flight.mode.mirrors() {
+        let parts = &flight.parts;
+        flight
+            .state
+            .mirror
+            .plan(flight.route, &parts.method, &parts.headers, client.ip())
     } else {
         Plan::Skip(SkipReason::MirrorOff)
-    };
-    let mut body_copy: Option<Bytes> = None;
-    let (primary_body, observer, capture) = match plan {
-        Plan::Skip(reason) => (
-            OutgoingBody::streaming(body),
-            state.mirror.direct_observer(direct(), reason),
-            None,
-        ),
-        Plan::Mirror(ticket) => {
-            let mut request_capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
-            let read = read_bounded(body, &mut request_capture, state.body_read_timeout).await;
-            match (read, request_capture.finish()) {
-                (Err(err), _) => {
-                    warn!(error = %err, "could not read the request body");
-                    drop(ticket);
-                    // Dropped unfinished, the observer records the request as abandoned.
-                    drop(state.mirror.direct_observer(direct(), SkipReason::ClientDisconnected));
-                    let status = match err {
-                        BodyReadError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
-                        BodyReadError::Broken(_) => StatusCode::BAD_REQUEST,
-                    };
-                    let mut refused = json_error(
-                        status,
-                        &format!("could not read the request body: {err}"),
-                        None,
-                        &request_id,
-                    );
-                    refused
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                    return refused;
-                }
-                (Ok(rest), Err(reason)) => {
-                    drop(ticket);
-                    (
-                        OutgoingBody::streaming(rest),
-                        state.mirror.direct_observer(direct(), reason),
-                        None,
-                    )
-                }
-                (Ok(rest), Ok((bytes, reservation))) => {
-                    let mut shadow_headers = headers.clone();
-                    shadow_headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
-                    body_copy = Some(bytes.clone());
-                    let captured = CapturedRequest {
-                        method: parts.method.clone(),
-                        path_and_query: path_and_query.clone(),
-                        headers: headers.clone(),
-                        body: bytes,
-                    };
-                    let observer = state.mirror.dispatch(
-                        ticket,
-                        request_id.clone(),
-                        route_name.clone(),
-                        route,
-                        captured,
-                        shadow_headers,
-                        reservation,
-                        serving,
-                    );
-                    let capture = CaptureBuf::new(state.mirror.max_body(), state.mirror.budget());
-                    (OutgoingBody::streaming(rest), observer, Some(capture))
-                }
-            }
-        }
-    };
+    }
+}
 
-    let started = Instant::now();
-    let upstream = match serving {
-        Side::Primary => &state.primary,
-        Side::Shadow => &state.shadow,
+impl InFlight<'_> {
+    /// The request as recorded when it is not mirrored.
+    fn direct(&self) -> DirectRequest {
+        let dual_write = self
+            .route
+            .filter(|route| route.mirror == MirrorPolicy::DualWrite && !is_safe(&self.parts.method));
+        DirectRequest {
+            request_id: self.request_id.clone(),
+            route: self.route_name.clone(),
+            method: method_label(&self.parts.method),
+            path_and_query: self.path_and_query.clone(),
+            started_at: self.started_at,
+            lost_write: dual_write.filter(|_| self.mode.mirrors()).map(|route| LostWrite {
+                entity: self.state.mirror.entity_of(route, &self.path_and_query),
+            }),
+            serving: self.serving,
+        }
+    }
+}
+
+/// A mirrored request's body is read (bounded in size and time) so the
+/// shadow gets the same bytes; any other body streams through untouched.
+async fn read_body(flight: &InFlight<'_>, plan: Plan, body: Incoming) -> Result<Prepared, Response<ResponseBody>> {
+    let mirror = &flight.state.mirror;
+    let ticket = match plan {
+        Plan::Skip(reason) => {
+            return Ok(Prepared {
+                body: OutgoingBody::streaming(body),
+                observer: mirror.direct_observer(flight.direct(), reason),
+                capture: None,
+                body_copy: None,
+            })
+        }
+        Plan::Mirror(ticket) => ticket,
     };
-    // Clients hold IDs from whichever side served them: the serving side gets its own.
-    let translation = route.map(|route| &route.writes.translation);
-    let translated = translation
-        .map(|translation| {
-            translation.to_side(
+    let mut request_capture = CaptureBuf::new(mirror.max_body(), mirror.budget());
+    let read = read_bounded(body, &mut request_capture, flight.state.body_read_timeout).await;
+    match (read, request_capture.finish()) {
+        (Err(err), _) => {
+            warn!(error = %err, "could not read the request body");
+            drop(ticket);
+            // Dropped unfinished, the observer records the request as abandoned.
+            drop(mirror.direct_observer(flight.direct(), SkipReason::ClientDisconnected));
+            Err(unreadable_body(&err, &flight.request_id))
+        }
+        (Ok(rest), Err(reason)) => {
+            drop(ticket);
+            Ok(Prepared {
+                body: OutgoingBody::streaming(rest),
+                observer: mirror.direct_observer(flight.direct(), reason),
+                capture: None,
+                body_copy: None,
+            })
+        }
+        (Ok(rest), Ok((bytes, reservation))) => {
+            let mut shadow_headers = flight.headers.clone();
+            shadow_headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
+            let captured = CapturedRequest {
+                method: flight.parts.method.clone(),
+                path_and_query: flight.path_and_query.clone(),
+                headers: flight.headers.clone(),
+                body: bytes.clone(),
+            };
+            let observer = mirror.dispatch(
+                ticket,
+                flight.request_id.clone(),
+                flight.route_name.clone(),
+                flight.route,
+                captured,
+                shadow_headers,
+                reservation,
+                flight.serving,
+            );
+            Ok(Prepared {
+                body: OutgoingBody::streaming(rest),
+                observer,
+                capture: Some(CaptureBuf::new(mirror.max_body(), mirror.budget())),
+                body_copy: Some(bytes),
+            })
+        }
+    }
+}
+
+/// The answer to a body that could not be read: too slow, or broken.
+fn unreadable_body(err: &BodyReadError, request_id: &str) -> Response<ResponseBody> {
+    let status = match err {
+        BodyReadError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+        BodyReadError::Broken(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut refused = json_error(
+        status,
+        &format!("could not read the request body: {err}"),
+        None,
+        request_id,
+    );
+    refused
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    refused
+}
+
+/// Sends the request to the side that serves, with IDs in that side's
+/// space (clients hold IDs from whichever side served them).
+async fn send(
+    flight: &mut InFlight<'_>,
+    streaming: OutgoingBody,
+    body_copy: Option<&[u8]>,
+    started: Instant,
+) -> Result<Response<UpstreamBody>, Failure> {
+    let state = flight.state;
+    let upstream = state.serving(flight.serving);
+    let translated = flight
+        .route
+        .map(|route| {
+            route.writes.translation.to_side(
                 state.mirror.ids(),
-                serving,
-                &path_and_query,
-                body_copy.as_deref().unwrap_or_default(),
+                flight.serving,
+                &flight.path_and_query,
+                body_copy.unwrap_or_default(),
             )
         })
         .unwrap_or_default();
     // Borrowed: the untranslated path costs no copy on the hot path.
-    let send_path = translated.path_and_query.as_deref().unwrap_or(&path_and_query);
-    let fallback = (mode == Mode::CandidateFallback).then(|| (headers.clone(), body_copy.clone()));
-    let mut send_headers = headers;
-    let send_body = match translated.body {
+    let send_path = translated.path_and_query.as_deref().unwrap_or(&flight.path_and_query);
+    let mut headers = std::mem::take(&mut flight.headers);
+    let body = match translated.body {
         Some(body) => {
-            send_headers.remove(http::header::CONTENT_LENGTH);
+            headers.remove(http::header::CONTENT_LENGTH);
             OutgoingBody::from(Bytes::from(body))
         }
-        None => primary_body,
+        None => streaming,
     };
     let answer = upstream
-        .send(parts.method.clone(), send_path, send_headers, send_body)
+        .send(flight.parts.method.clone(), send_path, headers, body)
         .await;
-    if serving == Side::Shadow {
+    if flight.serving == Side::Shadow {
         let failed = answer
             .as_ref()
             .map_or(true, |response| response.status().is_server_error());
-        state.health.record(&route_name, failed, started.elapsed());
+        state.health.record(&flight.route_name, failed, started.elapsed());
     }
-    if let Some((fallback_headers, fallback_body)) = fallback {
-        let failed = match &answer {
-            Err(_) => true,
-            Ok(response) => response.status().is_server_error(),
-        };
-        // The body must be at hand to send again: captured, or none at all.
-        let resendable = fallback_body.is_some() || is_safe(&parts.method);
-        if failed && resendable {
-            let served = match &answer {
-                Err(failure) => SideResult::Failed {
-                    kind: failure.kind,
-                    message: failure.message.clone(),
-                    elapsed: started.elapsed(),
-                },
-                Ok(response) => SideResult::Uncaptured {
-                    status: response.status(),
-                    elapsed: started.elapsed(),
-                    reason: SkipReason::MirrorOff,
-                },
-            };
-            warn!(
-                upstream = upstream.name(),
-                "the candidate failed; the primary answers instead"
-            );
-            state.metrics.record_fallback(&route_name);
-            observer.finish(served, None);
-            let body = OutgoingBody::from(fallback_body.unwrap_or_default());
-            return match state
-                .primary
-                .send(parts.method.clone(), &path_and_query, fallback_headers, body)
-                .await
-            {
-                Err(failure) => upstream_error(state.primary.name(), &failure, &request_id),
-                Ok(response) => pass_through(response),
-            };
-        }
-    }
+    answer
+}
+
+/// No answer, or a 5xx: what `candidate-fallback` replaces with the primary's.
+fn candidate_failed(answer: &Result<Response<UpstreamBody>, Failure>) -> bool {
     match answer {
+        Err(_) => true,
+        Ok(response) => response.status().is_server_error(),
+    }
+}
+
+/// `candidate-fallback`: the candidate failed, so the primary answers. The
+/// candidate's result is what the observer records.
+async fn fall_back(
+    flight: &InFlight<'_>,
+    answer: &Result<Response<UpstreamBody>, Failure>,
+    observer: PrimaryObserver,
+    started: Instant,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+) -> Response<ResponseBody> {
+    let state = flight.state;
+    let served = match answer {
+        Err(failure) => SideResult::Failed {
+            kind: failure.kind,
+            message: failure.message.clone(),
+            elapsed: started.elapsed(),
+        },
+        Ok(response) => SideResult::Uncaptured {
+            status: response.status(),
+            elapsed: started.elapsed(),
+            reason: SkipReason::MirrorOff,
+        },
+    };
+    warn!(
+        upstream = state.serving(flight.serving).name(),
+        "the candidate failed; the primary answers instead"
+    );
+    state.metrics.record_fallback(&flight.route_name);
+    observer.finish(served, None);
+    let body = OutgoingBody::from(body.unwrap_or_default());
+    let method = flight.parts.method.clone();
+    match state.primary.send(method, &flight.path_and_query, headers, body).await {
+        Err(failure) => upstream_error(state.primary.name(), &failure, &flight.request_id),
+        Ok(response) => pass_through(response),
+    }
+}
+
+/// The serving side's answer goes back as it came, its body copied on the
+/// way when the exchange is compared; the observer learns how it ended.
+fn respond(
+    flight: &InFlight<'_>,
+    answer: Result<Response<UpstreamBody>, Failure>,
+    observer: PrimaryObserver,
+    capture: Option<CaptureBuf>,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let response = match answer {
+        Ok(response) => response,
         Err(failure) => {
-            warn!(upstream = upstream.name(), kind = failure.kind.label(), error = %failure.message, "serving upstream failed");
+            let upstream = flight.state.serving(flight.serving).name();
+            warn!(upstream, kind = failure.kind.label(), error = %failure.message, "serving upstream failed");
             observer.finish(
                 SideResult::Failed {
                     kind: failure.kind,
@@ -320,34 +452,31 @@ async fn forward(
                 },
                 None,
             );
-            upstream_error(upstream.name(), &failure, &request_id)
+            return upstream_error(upstream, &failure, &flight.request_id);
         }
-        Ok(response) => {
-            let (mut head, body) = response.into_parts();
-            reframe(&mut head.headers);
-            strip_hop_by_hop(&mut head.headers);
-            // hyper speaks the client's protocol; the upstream's version is not ours to copy.
-            head.version = Version::HTTP_11;
-            let captured_headers = if capture.is_some() {
-                head.headers.clone()
-            } else {
-                HeaderMap::new()
-            };
-            let observed = ObservedBody {
-                inner: body,
-                capture,
-                pending: Some(Pending {
-                    observer,
-                    status: head.status,
-                    headers: captured_headers,
-                    started,
-                }),
-            };
-            Response::from_parts(head, observed.boxed_unsync())
-        }
-    }
+    };
+    let (mut head, body) = response.into_parts();
+    reframe(&mut head.headers);
+    strip_hop_by_hop(&mut head.headers);
+    // hyper speaks the client's protocol; the upstream's version is not ours to copy.
+    head.version = Version::HTTP_11;
+    let captured_headers = if capture.is_some() {
+        head.headers.clone()
+    } else {
+        HeaderMap::new()
+    };
+    let observed = ObservedBody {
+        inner: body,
+        capture,
+        pending: Some(Pending {
+            observer,
+            status: head.status,
+            headers: captured_headers,
+            started,
+        }),
+    };
+    Response::from_parts(head, observed.boxed_unsync())
 }
-
 /// Requests a client could mean one way and an upstream read another,
 /// refused before either upstream sees them.
 fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {

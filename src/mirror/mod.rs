@@ -374,7 +374,10 @@ impl Mirror {
         }
         let dual_write = is_dual_write(route, method);
         let policy_mirrors = match route {
-            None => self.config.unmatched == Unmatched::Reads && is_safe(method),
+            None => match self.config.unmatched {
+                Unmatched::Reads => is_safe(method),
+                Unmatched::Off => false,
+            },
             Some(route) => route.mirror != MirrorPolicy::Off && (is_safe(method) || dual_write),
         };
         if !policy_mirrors {

@@ -55,8 +55,9 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("cutover-compare-{index}"))
                     .spawn(move || {
-                        if priority == ComparePriority::Idle {
-                            run_on_spare_cpu_only();
+                        match priority {
+                            ComparePriority::Idle => run_on_spare_cpu_only(),
+                            ComparePriority::Normal => {}
                         }
                         compare_loop(&from_proxy, &stopping, &recorder, &rechecks)
                     })?,
