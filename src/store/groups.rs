@@ -1,0 +1,317 @@
+//! Reading the evidence for triage: divergence groups, their samples, the
+//! per-route summary, triage itself, and retention.
+//!
+//! Must never: return a value that was not redacted when it was written.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{discard_if_failed, Store, StoreError};
+
+/// A stored sample, for the admin API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SampleRow {
+    pub at_ms: i64,
+    pub differences: serde_json::Value,
+    pub unified_diff: Option<String>,
+    pub request: serde_json::Value,
+    pub primary_excerpt: Option<String>,
+    pub shadow_excerpt: Option<String>,
+}
+
+/// One route's counts, for the admin summary.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RouteSummary {
+    pub route: String,
+    pub requests: i64,
+    /// Exchanges that were compared (match, diverged or transient).
+    pub compared: i64,
+    pub outcomes: Vec<(String, i64)>,
+    /// Groups still open (or marked bug).
+    pub open_groups: i64,
+}
+
+/// Which divergence groups to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupFilter {
+    pub route: Option<String>,
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    /// Text searched in the group's summary and path pattern.
+    pub q: Option<String>,
+    pub since_ms: Option<i64>,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// A divergence group as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GroupRow {
+    pub key: String,
+    pub route: String,
+    pub pattern: String,
+    pub kind: String,
+    pub severity: String,
+    pub count: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub status: String,
+}
+
+impl Store {
+    /// The samples of a group, oldest first.
+    pub async fn samples(&self, key: &str) -> Result<Vec<SampleRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, differences, unified_diff, request, primary_excerpt, shadow_excerpt \
+             FROM divergence_samples WHERE group_key = $1 ORDER BY id",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+                    let text: String = row.try_get(column)?;
+                    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+                };
+                Ok(SampleRow {
+                    at_ms: row.try_get("at_ms")?,
+                    differences: json("differences")?,
+                    unified_diff: row.try_get("unified_diff")?,
+                    request: json("request")?,
+                    primary_excerpt: row.try_get("primary_excerpt")?,
+                    shadow_excerpt: row.try_get("shadow_excerpt")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes exchanges and samples from before `cutoff_ms` (groups and
+    /// their counts stay). Returns how many exchanges and samples went.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            let samples = sqlx::query("DELETE FROM divergence_samples WHERE at_ms < $1")
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM exchange_groups WHERE exchange_id IN (SELECT id FROM exchanges WHERE at_ms < $1)")
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+            let exchanges = sqlx::query("DELETE FROM exchanges WHERE at_ms < $1")
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok((exchanges, samples))
+        }
+        .await;
+        discard_if_failed(connection, result).await
+    }
+
+    /// How many exchanges are stored.
+    pub async fn exchange_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM exchanges")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Every divergence group, most counted first.
+    pub async fn groups(&self) -> Result<Vec<GroupRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_key, route, pattern, kind, severity, count, first_seen_ms, last_seen_ms, status \
+             FROM divergence_groups ORDER BY count DESC, group_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(group_row).collect()
+    }
+
+    /// The group keys an exchange (by request id) counted in.
+    pub async fn groups_of(&self, request_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.group_key FROM exchange_groups g JOIN exchanges e ON e.id = g.exchange_id \
+             WHERE e.request_id = $1 ORDER BY g.group_key",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// Per route: requests by outcome, and open divergence groups.
+    pub async fn summary(&self) -> Result<Vec<RouteSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT route, outcome, COUNT(*) AS n FROM exchanges GROUP BY route, outcome ORDER BY route, outcome",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut routes: Vec<RouteSummary> = Vec::new();
+        for row in rows {
+            let route: String = row.try_get("route")?;
+            let outcome: String = row.try_get("outcome")?;
+            let count: i64 = row.try_get("n")?;
+            if routes.last().is_none_or(|last| last.route != route) {
+                routes.push(RouteSummary {
+                    route: route.clone(),
+                    ..RouteSummary::default()
+                });
+            }
+            let entry = routes.last_mut().ok_or(sqlx::Error::RowNotFound)?;
+            entry.requests += count;
+            if matches!(outcome.as_str(), "match" | "diverged" | "transient") {
+                entry.compared += count;
+            }
+            entry.outcomes.push((outcome, count));
+        }
+        let open = sqlx::query(
+            "SELECT route, COUNT(*) AS n FROM divergence_groups WHERE status IN ('open', 'bug') GROUP BY route",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in open {
+            let route: String = row.try_get("route")?;
+            let count: i64 = row.try_get("n")?;
+            match routes.iter_mut().find(|r| r.route == route) {
+                Some(entry) => entry.open_groups = count,
+                None => routes.push(RouteSummary {
+                    route,
+                    open_groups: count,
+                    ..RouteSummary::default()
+                }),
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Divergence groups matching a filter, most recently seen first, a page
+    /// at a time (keyset pagination: pass the returned cursor back).
+    pub async fn divergences(
+        &self,
+        filter: &GroupFilter,
+        limit: u32,
+    ) -> Result<(Vec<GroupRow>, Option<String>), StoreError> {
+        let mut sql = String::from(
+            "SELECT group_key, route, pattern, kind, severity, count, first_seen_ms, last_seen_ms, status \
+             FROM divergence_groups WHERE 1 = 1",
+        );
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut condition = |sql: &mut String, clause: &str, value: Bind| {
+            binds.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+        };
+        if let Some(route) = &filter.route {
+            condition(&mut sql, " AND route = ?", Bind::Text(route.clone()));
+        }
+        if let Some(status) = &filter.status {
+            condition(&mut sql, " AND status = ?", Bind::Text(status.clone()));
+        }
+        if let Some(severity) = &filter.severity {
+            condition(&mut sql, " AND severity = ?", Bind::Text(severity.clone()));
+        }
+        if let Some(since) = filter.since_ms {
+            condition(&mut sql, " AND last_seen_ms >= ?", Bind::Int(since));
+        }
+        if let Some(q) = &filter.q {
+            let like = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            condition(&mut sql, " AND (summary LIKE ? ESCAPE '\\'", Bind::Text(like.clone()));
+            condition(&mut sql, " OR pattern LIKE ? ESCAPE '\\')", Bind::Text(like));
+        }
+        if let Some((seen, key)) = filter.cursor.as_deref().and_then(|c| c.split_once(':')) {
+            if let Ok(seen) = seen.parse::<i64>() {
+                condition(&mut sql, " AND (last_seen_ms < ?", Bind::Int(seen));
+                condition(&mut sql, " OR (last_seen_ms = ?", Bind::Int(seen));
+                condition(&mut sql, " AND group_key > ?))", Bind::Text(key.to_string()));
+            }
+        }
+        binds.push(Bind::Int(i64::from(limit) + 1));
+        sql.push_str(&format!(
+            " ORDER BY last_seen_ms DESC, group_key LIMIT ${}",
+            binds.len()
+        ));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(number) => query.bind(number),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut groups: Vec<GroupRow> = rows.iter().map(group_row).collect::<Result<_, _>>()?;
+        let next = if groups.len() > limit as usize {
+            groups.truncate(limit as usize);
+            groups.last().map(|g| format!("{}:{}", g.last_seen_ms, g.key))
+        } else {
+            None
+        };
+        Ok((groups, next))
+    }
+
+    /// One divergence group with its summary and note.
+    pub async fn group(&self, key: &str) -> Result<Option<(GroupRow, String, Option<String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT group_key, route, pattern, kind, severity, count, first_seen_ms, last_seen_ms, status, summary, note \
+             FROM divergence_groups WHERE group_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some((group_row(&row)?, row.try_get("summary")?, row.try_get("note")?))),
+        }
+    }
+
+    /// Sets a group's triage status and note, and records the triage as an event.
+    /// Returns false when no such group exists.
+    pub async fn triage(&self, key: &str, status: &str, note: Option<&str>, at_ms: i64) -> Result<bool, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            let updated = sqlx::query("UPDATE divergence_groups SET status = $1, note = $2 WHERE group_key = $3")
+                .bind(status)
+                .bind(note)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            let detail = serde_json::json!({"group": key, "status": status, "note": note}).to_string();
+            sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, 'triage', $2)")
+                .bind(at_ms)
+                .bind(detail)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await;
+        discard_if_failed(connection, result).await
+    }
+}
+
+fn group_row(row: &AnyRow) -> Result<GroupRow, StoreError> {
+    Ok(GroupRow {
+        key: row.try_get("group_key")?,
+        route: row.try_get("route")?,
+        pattern: row.try_get("pattern")?,
+        kind: row.try_get("kind")?,
+        severity: row.try_get("severity")?,
+        count: row.try_get("count")?,
+        first_seen_ms: row.try_get("first_seen_ms")?,
+        last_seen_ms: row.try_get("last_seen_ms")?,
+        status: row.try_get("status")?,
+    })
+}
