@@ -1,0 +1,236 @@
+//! The HTTP of forwarding: which requests are refused as ambiguous, which
+//! header fields are hop-by-hop, the forwarding fields and request ID both
+//! upstreams get, and cutover's own small error answers.
+//!
+//! Must never: let a request through that a client could mean one way and
+//! an upstream read another, or copy a hop-by-hop field to the other side.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
+use http::{HeaderMap, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+
+use crate::exchange::FailureKind;
+use crate::headers::{MARKERS, REQUEST_ID};
+use crate::server::{BoxError, ResponseBody};
+use crate::upstream::{Failure, UpstreamBody};
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
+/// and `keep-alive`); fields named in `Connection` are removed too.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Requests a client could mean one way and an upstream read another,
+/// refused before either upstream sees them.
+pub(super) fn refuse_ambiguous(parts: &http::request::Parts) -> Option<&'static str> {
+    // Content-Length is settled by the listener already: it refuses
+    // conflicting values and drops it when Transfer-Encoding frames the body.
+    let headers = &parts.headers;
+    // Raw bytes outside ASCII are not a request target (RFC 9112 §3.2,
+    // RFC 3986 §2): they arrive percent-encoded or not at all.
+    if parts
+        .uri
+        .path_and_query()
+        .is_some_and(|target| !target.as_str().is_ascii())
+    {
+        return Some("the request target has bytes outside ASCII; percent-encode them");
+    }
+    // HTTP/1.1 needs exactly one Host (RFC 9112 §3.2); HTTP/2 carries its
+    // authority in :authority instead, and HTTP/1.0 may leave it out.
+    let hosts = headers.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Some("a request must have one Host header, not several");
+    }
+    if hosts == 0 && parts.version == Version::HTTP_11 {
+        return Some("an HTTP/1.1 request must have a Host header");
+    }
+    // HTTP/1 absolute-form aimed at another host than the Host header names
+    // (HTTP/2 always carries an authority; it is the Host there).
+    if parts.version <= Version::HTTP_11 {
+        if let Some(authority) = parts.uri.authority() {
+            let host = headers.get(HOST).and_then(|value| value.to_str().ok());
+            if host.is_none_or(|host| !host.eq_ignore_ascii_case(authority.as_str())) {
+                return Some("an absolute request target must name the same host as the Host header");
+            }
+        }
+    }
+    None
+}
+
+/// The response as the upstream gave it, minus hop-by-hop fields, not observed.
+pub(super) fn pass_through(response: Response<UpstreamBody>) -> Response<ResponseBody> {
+    let (mut head, body) = response.into_parts();
+    reframe(&mut head.headers);
+    strip_hop_by_hop(&mut head.headers);
+    head.version = Version::HTTP_11;
+    Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync())
+}
+
+/// The request id: the client's own when it is a sane header value, else a new UUID.
+pub(super) fn request_id_of(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= 200)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// An answer framed by Transfer-Encoding is framed by it alone (RFC 9112
+/// §6.3): a Content-Length beside it is a lie about the body (and a
+/// smuggling shape), so it is dropped and the client's framing is hyper's.
+pub(super) fn reframe(headers: &mut HeaderMap) {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+}
+
+/// Removes hop-by-hop fields, including every field `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The headers sent upstream: the client's, minus hop-by-hop fields and
+/// Host, plus the forwarding fields and the request id.
+pub(super) fn forwarded_headers(
+    incoming: &HeaderMap,
+    authority: Option<&str>,
+    client: SocketAddr,
+    request_id: &str,
+) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    for marker in MARKERS {
+        headers.remove(marker);
+    }
+    let host = headers
+        .remove(HOST)
+        .and_then(|value| value.to_str().ok().map(str::to_string))
+        .or_else(|| authority.map(str::to_string));
+    let client_ip = client.ip().to_string();
+    let chain: Vec<&str> = incoming
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let forwarded_for = if chain.is_empty() {
+        client_ip
+    } else {
+        format!("{}, {client_ip}", chain.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-forwarded-host") {
+        if let Some(value) = host.and_then(|host| HeaderValue::from_str(&host).ok()) {
+            headers.insert("x-forwarded-host", value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    headers
+}
+
+/// 502 when the primary could not be reached or broke off, 504 when it timed out.
+pub(super) fn upstream_error(upstream: &str, failure: &Failure, request_id: &str) -> Response<ResponseBody> {
+    let (status, prefix) = match failure.kind {
+        FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+        FailureKind::Connect => (StatusCode::BAD_GATEWAY, "upstream unreachable"),
+        FailureKind::Protocol | FailureKind::Body => (StatusCode::BAD_GATEWAY, "upstream failed"),
+    };
+    json_error(
+        status,
+        &format!("{prefix}: {}", failure.message),
+        Some(upstream),
+        request_id,
+    )
+}
+
+/// A small JSON error answer: `{"error": ..., "upstream": ..., "request_id": ...}`.
+pub fn json_error(
+    status: StatusCode,
+    message: &str,
+    upstream: Option<&str>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let mut body = serde_json::json!({ "error": message, "request_id": request_id });
+    if let Some(upstream) = upstream {
+        body["upstream"] = serde_json::Value::from(upstream);
+    }
+    let mut response = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn forwarding_fields_extend_the_chain_and_keep_the_client_request_id() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(HOST, HeaderValue::from_static("api.example.com"));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        incoming.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let id = request_id_of(&incoming);
+        let out = forwarded_headers(&incoming, None, client, &id);
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-host"], "api.example.com");
+        assert_eq!(out[REQUEST_ID], "abc-123");
+        assert!(out.get(HOST).is_none());
+    }
+
+    #[test]
+    fn a_missing_request_id_is_generated() {
+        let id = request_id_of(&HeaderMap::new());
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    }
+}
