@@ -77,6 +77,12 @@ impl ProxyState {
         }
     }
 
+    /// How long a client may pause while sending a body that is read before forwarding.
+    pub fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> ProxyState {
+        self.body_read_timeout = timeout;
+        self
+    }
+
     /// The routes in force.
     pub fn routes(&self) -> Arc<RouteTable> {
         Arc::clone(&self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
