@@ -1,0 +1,93 @@
+//! `demo`: the whole chain on one machine, with its report.
+//!
+//! Must never: take a path a user's deployment would not.
+
+use std::path::PathBuf;
+
+use super::runtime;
+use super::serve::ignore_file_size_signal;
+
+pub(super) fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
+    use crate::demo::{DemoOptions, Stage};
+    let duration =
+        crate::units::parse_duration(duration).map_err(|message| anyhow::anyhow!("--duration: {message}"))?;
+    anyhow::ensure!(rps > 0, "--rps must be at least 1");
+    let options = DemoOptions {
+        duration,
+        rps,
+        out,
+        keep_running,
+    };
+    runtime()?.block_on(async {
+        ignore_file_size_signal()?;
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = stop_tx.send(true);
+            }
+        });
+        let bar = indicatif::ProgressBar::new(duration.as_millis().try_into().unwrap_or(u64::MAX));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {elapsed:>3} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let show = |stage: Stage<'_>| match stage {
+            Stage::Started { proxy, admin, config } => bar.println(format!(
+                "cutover demo: proxy on {proxy}, admin on {admin}, config {}",
+                config.display()
+            )),
+            Stage::Running(progress) => {
+                bar.set_position(progress.elapsed.as_millis().try_into().unwrap_or(u64::MAX));
+                bar.set_message(format!(
+                    "{} requests, {} matched, {} diverged, {} groups",
+                    progress.requests, progress.matched, progress.diverged, progress.groups
+                ));
+            }
+            Stage::Reporting => bar.finish_with_message("traffic done; writing the report"),
+        };
+        let (result, running) = crate::demo::run(&options, stop.clone(), &show).await?;
+        println!("\nVerdict: {}  ({} requests)", result.verdict.label(), result.requests);
+        if !result.groups.is_empty() {
+            println!("Divergence groups:");
+        }
+        for group in &result.groups {
+            let place = match (group.pattern.as_str(), group.kind.as_str()) {
+                ("", "status_changed") => "(status)",
+                ("", _) => "(whole answer)",
+                (pattern, _) => pattern,
+            };
+            println!(
+                "  {:<6} {:<14} {:<22} {:<18} {:>4}×  {}",
+                group.severity, group.route, place, group.kind, group.count, group.key
+            );
+        }
+        for step in &result.next_steps {
+            println!("Next: {step}");
+        }
+        println!(
+            "Report: {} and {}",
+            result.report_html.display(),
+            result.report_md.display()
+        );
+        println!("Config: {}", result.config.display());
+        println!("Store:  {}", result.store.display());
+        if keep_running && !*stop.borrow() {
+            println!(
+                "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}\n\
+                 \x20 curl -H 'Authorization: Bearer {token}' http://{admin}/report > report.html\n\
+                 \x20 curl -H 'Authorization: Bearer {token}' 'http://{admin}/api/divergences?status=open'\n\
+                 \x20 curl http://{admin}/metrics\n\
+                 Prometheus: add a scrape job for {admin} (path /metrics, no token).\n\
+                 Grafana: import dashboards/cutover.json and pick that Prometheus; the SQL panels need\n\
+                 the Postgres store of a real deployment (deploy/docker-compose.yml sets one up).",
+                proxy = result.proxy,
+                admin = result.admin,
+                token = result.token,
+            );
+            let mut stop = stop;
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+        running.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,305 @@
+//! The commands over the evidence in a store: `switch`, `idmap import`,
+//! `report`, `drift` and `diff`.
+//!
+//! Must never: change the store but through the library's own calls.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::compare::rules::CompareRules;
+use crate::compare::{compare_responses, Context as CompareContext, NoIds};
+use crate::config::Config;
+use crate::exchange::CapturedResponse;
+use crate::ledger::LedgerState;
+
+use super::{runtime, DiffFormat, DriftCommand, ReportFormat, StoreArgs};
+
+pub(super) fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyhow::Result<()> {
+    let mode = crate::mode::Mode::parse(mode).with_context(|| {
+        format!("unknown mode \"{mode}\": expected shadow, candidate, candidate-fallback or primary-only")
+    })?;
+    let config = at.config()?;
+    if let (Some(config), Some(route)) = (&config, &route) {
+        anyhow::ensure!(
+            config.routes.iter().any(|r| &r.name == route),
+            "{}: no route named \"{route}\"",
+            config.source
+        );
+    }
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        if let (None, Some(route)) = (&config, &route) {
+            // No config to check against: the instances on the store say what they serve.
+            match store.announced_routes(500).await? {
+                None => anyhow::bail!(
+                    "cannot check route \"{route}\": no instance on this store has announced its routes; \
+                     pass -c CONFIG to check it against the config"
+                ),
+                Some(names) if !names.contains(route) => anyhow::bail!(
+                    "no route named \"{route}\" on this store's instances; their routes are: {}",
+                    names.join(", ")
+                ),
+                Some(_) => {}
+            }
+        }
+        let switch = crate::mode::Switch {
+            mode,
+            route: route.clone(),
+            reason: "manual".into(),
+        };
+        let detail = serde_json::to_value(&switch)?;
+        store.add_event("mode_switch", &detail, crate::clock::now_ms()).await?;
+        store.close().await;
+        println!(
+            "{} → {mode}; every instance on this store applies it within a second",
+            route.as_deref().unwrap_or("all routes")
+        );
+        Ok(())
+    })
+}
+
+/// Imports a mapping file into the store; `Ok(false)` when rows were skipped.
+pub(super) fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Result<bool> {
+    let config = at.config()?;
+    let canonical = config.as_ref().map(|c| c.idmap.canonical).unwrap_or_default();
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        // The map as stored, so conflicts with earlier pairs are reported too.
+        let ids = crate::idmap::IdMap::new(canonical);
+        for (pair, _) in store.id_pairs().await? {
+            // Pairs stored before the canonical form was set are reported by the import.
+            let _ = ids.insert(&pair);
+        }
+        let report = crate::app::import_file(&ids, file).with_context(|| file.display().to_string())?;
+        let added = store
+            .insert_id_pairs(&report.added, "import", crate::clock::now_ms())
+            .await?;
+        store.close().await;
+        for problem in &report.problems {
+            eprintln!("{}:{}: skipped: {}", file.display(), problem.line, problem.message);
+        }
+        println!(
+            "{}: {added} pair(s) imported, {} already known, {} row(s) skipped",
+            file.display(),
+            report.known,
+            report.problems.len()
+        );
+        Ok(report.problems.is_empty())
+    })
+}
+
+/// Builds and writes the report; returns its verdict.
+pub(super) fn report(
+    since: Option<&str>,
+    between: Option<(&str, &str)>,
+    format: ReportFormat,
+    out: Option<&std::path::Path>,
+    at: &StoreArgs,
+) -> anyhow::Result<crate::report::Verdict> {
+    let config = at.config()?;
+    let readiness = config.as_ref().map(|c| c.readiness.clone()).unwrap_or_default();
+    let now = crate::clock::now_ms();
+    let span = match between {
+        Some((from, to)) => {
+            let parse = |text: &str, what: &str| -> anyhow::Result<i64> {
+                Ok(chrono::DateTime::parse_from_rfc3339(text)
+                    .with_context(|| {
+                        format!("--{what} \"{text}\": expected an RFC 3339 time like 2026-11-20T08:00:00Z")
+                    })?
+                    .timestamp_millis())
+            };
+            let span = crate::report::Span {
+                from_ms: parse(from, "from")?,
+                to_ms: parse(to, "to")?,
+            };
+            anyhow::ensure!(span.from_ms < span.to_ms, "--from must be before --to");
+            span
+        }
+        None => {
+            let since = since.unwrap_or("48h");
+            let length =
+                crate::units::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
+            crate::report::Span::since(length, now)
+        }
+    };
+    let format = match format {
+        ReportFormat::Html => crate::report::Format::Html,
+        ReportFormat::Md => crate::report::Format::Markdown,
+        ReportFormat::Json => crate::report::Format::Json,
+    };
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        let report = crate::report::Report::build(&store, span, &readiness, now).await?;
+        store.close().await;
+        let text = report.render(format);
+        match out {
+            Some(path) => {
+                std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("{}: {}", path.display(), report.verdict.label());
+            }
+            None => print!("{text}"),
+        }
+        Ok(report.verdict)
+    })
+}
+
+/// `drift list|replay|resolve`; `Ok(false)` when writes still drift after a replay.
+pub(super) fn drift(command: DriftCommand) -> anyhow::Result<bool> {
+    runtime()?.block_on(async {
+        match command {
+            DriftCommand::List { at } => drift_list(&at).await,
+            DriftCommand::Replay { id, all: _, at } => drift_replay(id, &at).await,
+            DriftCommand::Resolve { id, note, at } => drift_resolve(id, note, &at).await,
+        }
+    })
+}
+
+/// `drift list`: the open drift, oldest first.
+async fn drift_list(at: &StoreArgs) -> anyhow::Result<bool> {
+    let config = at.config()?;
+    let store = at.open(config.as_ref()).await?;
+    let open = store.ledger(Some(LedgerState::Drift), i64::MAX).await?;
+    store.close().await;
+    if open.is_empty() {
+        println!("no open drift");
+    }
+    for row in &open {
+        let detail: Option<crate::ledger::DriftDetail> =
+            row.replay.as_deref().and_then(|text| serde_json::from_str(text).ok());
+        println!(
+            "#{:<6} {} {:<16} {} {} {} (primary {}, shadow {}, {} tries){}",
+            row.id,
+            chrono::DateTime::from_timestamp_millis(row.at_ms)
+                .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            row.route,
+            row.method,
+            row.path,
+            row.entity.as_deref().unwrap_or("-"),
+            row.primary_status.map_or("-".into(), |s| s.to_string()),
+            row.shadow_status.map_or("-".into(), |s| s.to_string()),
+            row.attempts,
+            detail.map(|d| format!(": {}", d.reason)).unwrap_or_default()
+        );
+    }
+    Ok(true)
+}
+
+/// `drift replay`: one row (`--id`) or every open drift, in order; `Ok(false)` while some still drift.
+async fn drift_replay(id: Option<i64>, at: &StoreArgs) -> anyhow::Result<bool> {
+    let config = at
+        .config()?
+        .context("drift replay needs --config (the shadow to send to, the routes, replay_headers)")?;
+    let store = at.open(Some(&config)).await?;
+    let ids = Arc::new(crate::idmap::IdMap::new(config.idmap.canonical));
+    for (pair, _) in store.id_pairs().await? {
+        let _ = ids.insert(&pair);
+    }
+    let replayer = crate::drift::Replayer {
+        shadow: crate::upstream::Upstream::new(&config.shadow)?,
+        primary: crate::upstream::Upstream::new(&config.primary)?,
+        ids,
+        routes: config.routes.clone(),
+        replay_headers: config.shadow.replay_headers.clone(),
+        store: store.clone(),
+        seal: config.redact.seal().cloned(),
+    };
+    let selection = match id {
+        Some(id) => crate::drift::Selection::One(id),
+        None => crate::drift::Selection::All,
+    };
+    let replayed = replayer.replay(selection).await?;
+    store.close().await;
+    for result in &replayed {
+        println!(
+            "#{:<6} {:<16} {:<10} {}",
+            result.id, result.route, result.state, result.message
+        );
+    }
+    let still = replayed.iter().filter(|r| r.state != LedgerState::Reconciled).count();
+    println!(
+        "{} replayed, {} reconciled, {still} still drift",
+        replayed.len(),
+        replayed.len() - still
+    );
+    Ok(still == 0)
+}
+
+/// `drift resolve`: marks an open drift reconciled by hand, with a note.
+async fn drift_resolve(id: i64, note: String, at: &StoreArgs) -> anyhow::Result<bool> {
+    let config = at.config()?;
+    let store = at.open(config.as_ref()).await?;
+    let open = store.ledger(Some(LedgerState::Drift), i64::MAX).await?;
+    anyhow::ensure!(
+        open.iter().any(|row| row.id == id),
+        "ledger row {id} is not an open drift"
+    );
+    let now = crate::clock::now_ms();
+    store.settle_ledger(id, LedgerState::Reconciled, None, now).await?;
+    store
+        .add_event("drift_resolved", &serde_json::json!({"id": id, "note": note}), now)
+        .await?;
+    store.close().await;
+    println!("#{id} marked reconciled");
+    Ok(true)
+}
+
+/// Compares two saved responses; `Ok(true)` when they match.
+pub(super) fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    config: Option<&std::path::Path>,
+    route: Option<&str>,
+    format: DiffFormat,
+) -> anyhow::Result<bool> {
+    let read = |path: &std::path::Path| -> anyhow::Result<CapturedResponse> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        CapturedResponse::from_saved(&bytes).with_context(|| format!("{}", path.display()))
+    };
+    let (primary, shadow) = (read(a)?, read(b)?);
+    let (rules, route_name, decode_limit) = match (config, route) {
+        (Some(config), Some(name)) => {
+            let config = Config::load(config)?;
+            let found = config.routes.iter().find(|r| r.name == name).ok_or_else(|| {
+                let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "{}: no route named \"{name}\" (routes: {})",
+                    config.source,
+                    names.join(", ")
+                )
+            })?;
+            (Arc::clone(&found.compare), name.to_string(), config.mirror.max_decoded)
+        }
+        _ => (Arc::new(CompareRules::new()), "diff".to_string(), 64 << 20),
+    };
+    // A bare body has no headers: comparing them would only report their absence.
+    let rules = if primary.headers.is_empty() || shadow.headers.is_empty() {
+        let mut without_headers = (*rules).clone();
+        without_headers.headers.clear();
+        Arc::new(without_headers)
+    } else {
+        rules
+    };
+    let ctx = CompareContext {
+        route: &route_name,
+        method: &http::Method::GET,
+        rules: &rules,
+        ids: &NoIds,
+        decode_limit,
+        want_patch: !matches!(format, DiffFormat::Text),
+    };
+    let comparison = compare_responses(&ctx, &primary, &shadow);
+    match format {
+        DiffFormat::Text => print!("{}", comparison.to_text()),
+        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&comparison)?),
+        DiffFormat::Patch => println!(
+            "{}",
+            serde_json::to_string_pretty(&comparison.patch.clone().unwrap_or_default())?
+        ),
+    }
+    if let Some(reason) = comparison.incomparable {
+        anyhow::bail!("the bodies cannot be compared: {reason}");
+    }
+    Ok(comparison.is_match())
+}
