@@ -28,22 +28,29 @@ pub use sweep::{Sweep, SweepRun};
 pub use workers::Workers;
 use workers::{noise_loop, recheck_loop};
 
+mod observer;
+mod pairs;
+mod reads;
+
+use observer::{ObserverTarget, PrimaryDone};
+pub use observer::{Plan, PrimaryObserver, Ticket};
+use pairs::SharedPairs;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::{HeaderMap, Method};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
 use crate::compare;
 use crate::compare::noise::{NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
-use crate::exchange::{method_label, CapturedRequest, CapturedResponse, Outcome, SideResult, SkipReason, Source};
+use crate::exchange::{method_label, CapturedRequest, Outcome, SkipReason};
 use crate::idmap::{IdMap, Side};
 use crate::metrics::Metrics;
 use crate::record::{DirectRequest, Exchange, Recorder, RecorderParts};
@@ -69,81 +76,7 @@ pub struct Recording {
 }
 
 pub use crate::budget::{MemoryBudget, Reservation};
-use crate::upstream::{OutgoingBody, Upstream};
-
-/// A place in the mirror queue; the exchange holding it is in flight.
-#[derive(Debug)]
-pub struct Ticket {
-    _permit: OwnedSemaphorePermit,
-    metrics: Metrics,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.metrics.queue_depth().dec();
-    }
-}
-
-/// What to do with a request, decided before anything is sent.
-#[derive(Debug)]
-pub enum Plan {
-    Mirror(Ticket),
-    Skip(SkipReason),
-}
-
-/// Receives the primary's result for one request and makes sure it is
-/// recorded exactly once: dropped unfinished, it records `Abandoned`.
-#[derive(Debug)]
-pub struct PrimaryObserver {
-    target: Option<ObserverTarget>,
-}
-
-#[derive(Debug)]
-enum ObserverTarget {
-    /// A mirrored request: the primary's result joins the shadow's. A write
-    /// takes its turn in its entity's lane the moment the primary is done.
-    Mirrored(oneshot::Sender<PrimaryDone>, Option<PendingWrite>),
-    /// Not mirrored: the outcome is recorded as soon as the primary is done.
-    Direct {
-        recorder: Arc<Recorder>,
-        request: DirectRequest,
-        reason: SkipReason,
-    },
-}
-
-impl PrimaryObserver {
-    /// Reports the primary's result, with the budget its captured body holds.
-    pub fn finish(mut self, result: SideResult, held: Option<Reservation>) {
-        self.deliver(result, held);
-    }
-
-    fn deliver(&mut self, result: SideResult, held: Option<Reservation>) {
-        match self.target.take() {
-            Some(ObserverTarget::Mirrored(tx, mut pending)) => {
-                if let Some(pending) = pending.as_mut() {
-                    pending.take_turn();
-                }
-                // The receiving task only goes away at shutdown past the grace period.
-                let _ = tx.send((result, held, pending));
-            }
-            Some(ObserverTarget::Direct {
-                recorder,
-                request,
-                reason,
-            }) => recorder.record_direct(&request, &result, reason),
-            None => {}
-        }
-    }
-}
-
-impl Drop for PrimaryObserver {
-    fn drop(&mut self) {
-        self.deliver(SideResult::Abandoned, None);
-    }
-}
-
-/// The primary's result, the budget its body holds, and (for a write) its pending place.
-type PrimaryDone = (SideResult, Option<Reservation>, Option<PendingWrite>);
+use crate::upstream::Upstream;
 
 /// The mirror: shared by every request of one running instance.
 pub struct Mirror {
@@ -181,51 +114,6 @@ pub struct Mirror {
     instance: String,
     /// This run's key prefix for write intents (random: unique across restarts).
     run: String,
-}
-
-/// The store side of the ID map: pairs this instance learns are written at
-/// once (another instance may need them for the next request), and a miss
-/// is looked up there before an ID is called unmapped.
-struct SharedPairs {
-    config: crate::store::WriterConfig,
-    store: tokio::sync::OnceCell<crate::store::Store>,
-    /// Recent misses, not asked again for a while (an unmapped ID is usually asked for repeatedly).
-    misses: Mutex<HashMap<(String, String), Instant>>,
-}
-
-/// How long a miss in the store is believed.
-const MISS_TTL: Duration = Duration::from_secs(5);
-
-impl SharedPairs {
-    async fn store(&self) -> Option<&crate::store::Store> {
-        self.store
-            .get_or_try_init(|| crate::store::Store::open(&self.config.url, &self.config.options))
-            .await
-            .ok()
-    }
-
-    /// Looks an ID up in the store; a pair found is added to `ids`.
-    async fn find(&self, ids: &IdMap, kind: &str, id: &str, known: Side) -> bool {
-        let key = (kind.to_string(), id.to_string());
-        {
-            let mut misses = self.misses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            misses.retain(|_, at| at.elapsed() < MISS_TTL);
-            if misses.contains_key(&key) {
-                return false;
-            }
-        }
-        let Some(store) = self.store().await else { return false };
-        match store.id_pair_of(kind, id, known).await {
-            Ok(Some(pair)) => ids.insert(&pair).is_ok(),
-            _ => {
-                let mut misses = self.misses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if misses.len() < 100_000 {
-                    misses.insert(key, Instant::now());
-                }
-                false
-            }
-        }
-    }
 }
 
 /// A mirrored request on its way to the shadow.
@@ -469,144 +357,6 @@ impl Mirror {
         }
     }
 
-    /// A mirrored read: waits (bounded) for pending shadow writes to what it
-    /// reads, translates its IDs, asks the shadow, joins the primary's answer.
-    async fn run_read(self: Arc<Self>, job: Job, primary_rx: oneshot::Receiver<PrimaryDone>) {
-        let Job {
-            ticket,
-            request_id,
-            route,
-            rules,
-            writes,
-            entity,
-            request,
-            shadow_headers,
-            mut reservation,
-            started_at,
-            serving,
-        } = job;
-        let write_epoch = self.writes.load(Ordering::Acquire);
-        let writes_started = self.lanes.started();
-        let scope = entity.map_or(Scope::Everything, Scope::Entity);
-        let clear = self.lanes.pending(&scope) == 0 || self.lanes.wait_clear(&scope, self.config.write_wait).await;
-        let mirrored_to = serving.other();
-        let ((mirrored_request, mirrored_headers), unmapped) =
-            self.translate(&writes, &request, shadow_headers, mirrored_to).await;
-        // Asking twice learns the shadow's own noise: only while it is the mirrored side.
-        let ask_twice = serving == Side::Primary
-            && self.noise.config().active
-            && rules.learn_noise
-            && rand::random::<f64>() < self.noise.config().active_sample;
-        // Copied only for the few requests asked twice.
-        let repeat_headers = ask_twice.then(|| mirrored_headers.clone());
-        let (mirrored, mirrored_reservation) = self
-            .call_if_free(mirrored_to, &mirrored_request, mirrored_headers)
-            .await;
-        reservation.absorb(mirrored_reservation);
-        let shadow_repeat = match repeat_headers {
-            Some(headers) if matches!(mirrored, SideResult::Complete(_)) => {
-                let (repeat, repeat_reservation) = self.call_if_free(mirrored_to, &mirrored_request, headers).await;
-                reservation.absorb(repeat_reservation);
-                Some(repeat)
-            }
-            _ => None,
-        };
-        let (served, held, _) = primary_rx.await.unwrap_or((SideResult::Abandoned, None, None));
-        if let Some(held) = held {
-            reservation.absorb(held);
-        }
-        let (primary, shadow) = serving.arrange(served, mirrored);
-        // A write that began while this read ran may be in one answer and not the other.
-        let racy = !clear || self.lanes.started() != writes_started;
-        let exchange = Exchange {
-            request_id,
-            route,
-            started_at,
-            request,
-            primary,
-            shadow,
-            shadow_repeat,
-            rules,
-            write_epoch,
-            reservation,
-            source: Source::Traffic,
-            unmapped,
-            racy,
-            write: None,
-        };
-        self.hand_to_workers(exchange, ticket);
-    }
-
-    /// The request as the shadow gets it: IDs translated through the map
-    /// (waiting, bounded, for a pair a create still on its way will teach),
-    /// and the IDs that had no pair.
-    async fn translate(
-        &self,
-        writes: &WriteRules,
-        request: &CapturedRequest,
-        mut headers: HeaderMap,
-        to: Side,
-    ) -> ((CapturedRequest, HeaderMap), Vec<(String, String)>) {
-        let translation = &writes.translation;
-        let apply = || translation.to_side(&self.ids, to, &request.path_and_query, &request.body);
-        let mut translated = apply();
-        // Another instance may have learned the pair: ask the store. A write
-        // keeps asking (bounded): the create it follows may still be on its
-        // way through another instance.
-        if !translated.unmapped.is_empty() {
-            let patient = !is_safe(&request.method);
-            let deadline = Instant::now() + self.config.write_wait;
-            loop {
-                let mut found = false;
-                for (kind, id) in &translated.unmapped {
-                    found |= self.pairs.find(&self.ids, kind, id, to.other()).await;
-                }
-                if found {
-                    translated = apply();
-                }
-                if translated.unmapped.is_empty() || !patient || Instant::now() >= deadline {
-                    break;
-                }
-                self.pairs
-                    .misses
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clear();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        if !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
-            let mut changes = self.ids.watch();
-            let deadline = tokio::time::Instant::now() + self.config.write_wait;
-            while !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
-                changes.borrow_and_update();
-                translated = apply();
-                if translated.unmapped.is_empty() || tokio::time::timeout_at(deadline, changes.changed()).await.is_err()
-                {
-                    break;
-                }
-            }
-            translated = apply();
-        }
-        let body = match translated.body {
-            Some(body) => {
-                headers.remove(http::header::CONTENT_LENGTH);
-                Bytes::from(body)
-            }
-            None => request.body.clone(),
-        };
-        let shadow_request = CapturedRequest {
-            method: request.method.clone(),
-            path_and_query: translated
-                .path_and_query
-                .unwrap_or_else(|| request.path_and_query.clone()),
-            // What the shadow is sent travels beside it (`call` takes the headers apart).
-            headers: HeaderMap::new(),
-            body,
-        };
-        ((shadow_request, headers), translated.unmapped)
-    }
-
     /// The upstream of a side.
     fn upstream(&self, side: Side) -> &Upstream {
         match side {
@@ -640,106 +390,6 @@ impl Mirror {
         match side {
             Side::Primary => &self.primary_in_flight,
             Side::Shadow => &self.shadow_in_flight,
-        }
-    }
-
-    /// Sends the captured request to a side once fewer than `max_in_flight`
-    /// requests are outstanding to it (writes, rechecks, sweeps: they wait).
-    async fn call(&self, to: Side, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, Reservation) {
-        // Never closed; a closed semaphore would only mean no bound.
-        let _slot = self.in_flight(to).acquire().await.ok();
-        self.exchange_with(self.upstream(to), request, headers).await
-    }
-
-    /// Sends the captured request to a side only if a slot under
-    /// `max_in_flight` is free now; a read does not wait for a slow shadow,
-    /// it is skipped (`in_flight_full`).
-    async fn call_if_free(&self, to: Side, request: &CapturedRequest, headers: HeaderMap) -> (SideResult, Reservation) {
-        let Ok(_slot) = self.in_flight(to).try_acquire() else {
-            return (
-                SideResult::NotAsked(SkipReason::InFlightFull),
-                Reservation::empty(&self.budget),
-            );
-        };
-        self.exchange_with(self.upstream(to), request, headers).await
-    }
-
-    /// Sends the captured request to an upstream; the whole exchange
-    /// (headers and body) must finish within that upstream's timeout.
-    async fn exchange_with(
-        &self,
-        upstream: &Upstream,
-        request: &CapturedRequest,
-        headers: HeaderMap,
-    ) -> (SideResult, Reservation) {
-        let started = Instant::now();
-        let mut capture = CaptureBuf::new(self.config.max_body, &self.budget);
-        let deadline = upstream.timeout();
-        let attempt = async {
-            let response = upstream
-                .send(
-                    request.method.clone(),
-                    &request.path_and_query,
-                    headers,
-                    OutgoingBody::from(request.body.clone()),
-                )
-                .await
-                .map_err(|failure| (failure.kind, failure.message))?;
-            let (head, mut body) = response.into_parts();
-            loop {
-                match body.chunk().await {
-                    Ok(Some(chunk)) => {
-                        if !capture.push(&chunk) {
-                            return Ok(Err(head.status));
-                        }
-                    }
-                    Ok(None) => return Ok(Ok((head.status, head.headers))),
-                    Err(failure) => return Err((failure.kind, failure.message)),
-                }
-            }
-        };
-        let result = tokio::time::timeout(deadline, attempt).await;
-        let elapsed = started.elapsed();
-        match result {
-            Err(_) => (
-                SideResult::Failed {
-                    kind: crate::exchange::FailureKind::Timeout,
-                    message: format!("no complete answer within {}", humantime::format_duration(deadline)),
-                    elapsed,
-                },
-                Reservation::empty(&self.budget),
-            ),
-            Ok(Err((kind, message))) => (
-                SideResult::Failed { kind, message, elapsed },
-                Reservation::empty(&self.budget),
-            ),
-            Ok(Ok(Err(status))) => (
-                SideResult::Uncaptured {
-                    status,
-                    elapsed,
-                    reason: capture.overflow().unwrap_or(SkipReason::BodyTooLarge),
-                },
-                Reservation::empty(&self.budget),
-            ),
-            Ok(Ok(Ok((status, headers)))) => match capture.finish() {
-                Ok((body, reservation)) => (
-                    SideResult::Complete(CapturedResponse {
-                        status,
-                        headers,
-                        body,
-                        elapsed,
-                    }),
-                    reservation,
-                ),
-                Err(reason) => (
-                    SideResult::Uncaptured {
-                        status,
-                        elapsed,
-                        reason,
-                    },
-                    Reservation::empty(&self.budget),
-                ),
-            },
         }
     }
 
