@@ -163,19 +163,13 @@ impl Replayer {
                     |detail| detail.not_replayable.unwrap_or(detail.reason)
                 )
             );
-            self.store
-                .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
-                .await?;
-            return Ok(result);
+            return self.still_drift(row, result).await;
         };
         let (sent_path, body) = match request.to_send(self.seal.as_ref()) {
             Ok(opened) => opened,
             Err(message) => {
                 result.message = format!("not sent: {message}");
-                self.store
-                    .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
-                    .await?;
-                return Ok(result);
+                return self.still_drift(row, result).await;
             }
         };
         let route = self.routes.iter().find(|route| route.name == row.route);
@@ -188,13 +182,48 @@ impl Replayer {
         };
         if let Some((kind, id)) = translated.unmapped.first() {
             result.message = format!("not sent: {kind} ID {id} has no pair yet");
-            self.store
-                .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
-                .await?;
-            return Ok(result);
+            return self.still_drift(row, result).await;
         }
         let path = translated.path_and_query.unwrap_or(sent_path);
         let body = translated.body.map(Bytes::from).unwrap_or(body);
+        let headers = self.headers_for(request);
+        let method = Method::from_bytes(request.method.as_bytes()).unwrap_or(Method::POST);
+        let target = match request.target {
+            Side::Shadow => &self.shadow,
+            Side::Primary => &self.primary,
+        };
+        let answer = target.send(method, &path, headers, OutgoingBody::from(body)).await;
+        let (status, answer_body) = match answer {
+            Err(failure) => {
+                result.message = format!("{} failed: {}", target.name(), failure.message);
+                return self.still_drift(row, result).await;
+            }
+            Ok(response) => read_answer(response).await,
+        };
+        result.shadow_status = Some(status);
+        let reconciled = applied(Some(status)) == applied(request.served_status);
+        if reconciled {
+            result.state = LedgerState::Reconciled;
+            result.message = format!("{} answered {status}", target.name());
+            if let Some(route) = route {
+                self.learn(route, request, &answer_body, &mut result).await?;
+            }
+        } else {
+            result.message = format!(
+                "{} answered {status}, the side that served {}",
+                target.name(),
+                request.served_status.map_or("nothing".to_string(), |s| s.to_string())
+            );
+        }
+        self.store
+            .settle_ledger(row.id, result.state, Some(i64::from(status)), now_ms())
+            .await?;
+        Ok(result)
+    }
+
+    /// The replayed request's headers: the recorded ones (framing aside),
+    /// the side's `replay_headers`, its Idempotency-Key and the markers.
+    fn headers_for(&self, request: &ReplayRequest) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             if NOT_REPLAYED_HEADERS
@@ -217,50 +246,13 @@ impl Replayer {
         }
         headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
         headers.insert(REPLAY_MARKER, HeaderValue::from_static("1"));
-        let method = Method::from_bytes(request.method.as_bytes()).unwrap_or(Method::POST);
-        let target = match request.target {
-            Side::Shadow => &self.shadow,
-            Side::Primary => &self.primary,
-        };
-        let answer = target.send(method, &path, headers, OutgoingBody::from(body)).await;
-        let (status, answer_body) = match answer {
-            Err(failure) => {
-                result.message = format!("{} failed: {}", target.name(), failure.message);
-                self.store
-                    .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
-                    .await?;
-                return Ok(result);
-            }
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let mut body = response.into_body();
-                let mut collected = Vec::new();
-                while let Ok(Some(chunk)) = body.chunk().await {
-                    if collected.len() + chunk.len() > ANSWER_LIMIT {
-                        break;
-                    }
-                    collected.extend_from_slice(&chunk);
-                }
-                (status, collected)
-            }
-        };
-        result.shadow_status = Some(status);
-        let reconciled = applied(Some(status)) == applied(request.served_status);
-        if reconciled {
-            result.state = LedgerState::Reconciled;
-            result.message = format!("{} answered {status}", target.name());
-            if let Some(route) = route {
-                self.learn(route, request, &answer_body, &mut result).await?;
-            }
-        } else {
-            result.message = format!(
-                "{} answered {status}, the side that served {}",
-                target.name(),
-                request.served_status.map_or("nothing".to_string(), |s| s.to_string())
-            );
-        }
+        headers
+    }
+
+    /// A row that still drifts after this try (the result says why).
+    async fn still_drift(&self, row: &LedgerRow, result: Replayed) -> Result<Replayed, DriftError> {
         self.store
-            .settle_ledger(row.id, result.state, Some(i64::from(status)), now_ms())
+            .settle_ledger(row.id, LedgerState::Drift, None, now_ms())
             .await?;
         Ok(result)
     }
@@ -299,4 +291,18 @@ impl Replayer {
         }
         Ok(())
     }
+}
+
+/// The status of a replay's answer and its body (up to `ANSWER_LIMIT`).
+async fn read_answer(response: http::Response<crate::upstream::UpstreamBody>) -> (u16, Vec<u8>) {
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut collected = Vec::new();
+    while let Ok(Some(chunk)) = body.chunk().await {
+        if collected.len() + chunk.len() > ANSWER_LIMIT {
+            break;
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    (status, collected)
 }

@@ -113,10 +113,16 @@ impl ConnectionClose {
 }
 
 impl Metrics {
+    /// Every metric, created and registered. (A long function on purpose:
+    /// it is the list of metrics with their help texts, one after another,
+    /// as the README's metrics reference lists them.)
     pub fn new() -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
-        let requests_total = IntCounterVec::new(
-            Opts::new(REQUESTS_TOTAL, "Requests served, by route, method and outcome."),
+        let r = &registry;
+        let requests_total = counters(
+            r,
+            REQUESTS_TOTAL,
+            "Requests served, by route, method and outcome.",
             &["route", "method", "outcome"],
         )?;
         let upstream_duration = HistogramVec::new(
@@ -127,106 +133,97 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["backend", "route"],
         )?;
-        let divergences_total = IntCounterVec::new(
-            Opts::new(
-                DIVERGENCES_TOTAL,
-                "Diverged exchanges, by route and the severity of their most severe difference.",
-            ),
+        registry.register(Box::new(upstream_duration.clone()))?;
+        let divergences_total = counters(
+            r,
+            DIVERGENCES_TOTAL,
+            "Diverged exchanges, by route and the severity of their most severe difference.",
             &["route", "severity"],
         )?;
-        let mirror_queue_depth = IntGauge::new(
+        let mirror_queue_depth = gauge(
+            r,
             MIRROR_QUEUE_DEPTH,
             "Mirrored exchanges in flight (shadow request, waiting for comparison, or comparing).",
         )?;
-        let mirror_dropped_total = IntCounterVec::new(
-            Opts::new(MIRROR_DROPPED_TOTAL, "Requests not compared, by reason."),
+        let mirror_dropped_total = counters(
+            r,
+            MIRROR_DROPPED_TOTAL,
+            "Requests not compared, by reason.",
             &["reason"],
         )?;
-        let shadow_errors_total = IntCounterVec::new(
-            Opts::new(SHADOW_ERRORS_TOTAL, "Shadow failures, by route and kind."),
+        for reason in SkipReason::ALL {
+            mirror_dropped_total.with_label_values(&[reason.label()]);
+        }
+        let shadow_errors_total = counters(
+            r,
+            SHADOW_ERRORS_TOTAL,
+            "Shadow failures, by route and kind.",
             &["route", "kind"],
         )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Always 1; the version label names the running build."),
+        let build_info = gauges(
+            r,
+            BUILD_INFO,
+            "Always 1; the version label names the running build.",
             &["version"],
         )?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let store_pending = IntGauge::new(STORE_PENDING, "Records waiting to be written to the store.")?;
-        let store_write_failures = prometheus::IntCounter::new(
+        let store_pending = gauge(r, STORE_PENDING, "Records waiting to be written to the store.")?;
+        let store_write_failures = counter(
+            r,
             STORE_WRITE_FAILURES_TOTAL,
             "Failed attempts to write a batch to the store.",
         )?;
-        let store_records_lost = prometheus::IntCounter::new(
+        let store_records_lost = counter(
+            r,
             STORE_RECORDS_LOST_TOTAL,
             "Records dropped because the store's buffer was full.",
         )?;
-        let idmap_unmapped_total = IntCounterVec::new(
-            Opts::new(
-                IDMAP_UNMAPPED_TOTAL,
-                "IDs the primary used that the ID map does not know, by kind.",
-            ),
+        let idmap_unmapped_total = counters(
+            r,
+            IDMAP_UNMAPPED_TOTAL,
+            "IDs the primary used that the ID map does not know, by kind.",
             &["kind"],
         )?;
-        let mode = IntGaugeVec::new(
-            Opts::new(
-                MODE,
-                "1 for the global mode in force (shadow, candidate, candidate-fallback, primary-only), 0 for the others.",
-            ),
+        let mode = gauges(
+            r,
+            MODE,
+            "1 for the global mode in force (shadow, candidate, candidate-fallback, primary-only), 0 for the others.",
             &["mode"],
         )?;
         for each in crate::mode::Mode::ALL {
             mode.with_label_values(&[each.label()])
                 .set(i64::from(each == crate::mode::Mode::Shadow));
         }
-        let write_drift_total = IntCounterVec::new(
-            Opts::new(
-                WRITE_DRIFT_TOTAL,
-                "Mirrored writes that drifted (one side applied it, the other did not), by route.",
-            ),
+        let write_drift_total = counters(
+            r,
+            WRITE_DRIFT_TOTAL,
+            "Mirrored writes that drifted (one side applied it, the other did not), by route.",
             &["route"],
         )?;
-        let drift_open = IntGauge::new(DRIFT_OPEN, "Drifted writes not yet replayed or resolved.")?;
-        let fallback_total = IntCounterVec::new(
-            Opts::new(
-                FALLBACK_TOTAL,
-                "Requests the candidate failed that the primary answered instead (candidate-fallback), by route.",
-            ),
+        let drift_open = gauge(r, DRIFT_OPEN, "Drifted writes not yet replayed or resolved.")?;
+        let fallback_total = counters(
+            r,
+            FALLBACK_TOTAL,
+            "Requests the candidate failed that the primary answered instead (candidate-fallback), by route.",
             &["route"],
         )?;
-        registry.register(Box::new(fallback_total.clone()))?;
-        let sweeps_total = IntCounterVec::new(
-            Opts::new(
-                SWEEPS_TOTAL,
-                "Synthetic sweep requests compared, by route and outcome (apart from cutover_requests_total).",
-            ),
+        let sweeps_total = counters(
+            r,
+            SWEEPS_TOTAL,
+            "Synthetic sweep requests compared, by route and outcome (apart from cutover_requests_total).",
             &["route", "outcome"],
         )?;
-        registry.register(Box::new(sweeps_total.clone()))?;
-        let idmap_entries = IntGaugeVec::new(Opts::new(IDMAP_ENTRIES, "ID pairs known, by kind."), &["kind"])?;
-        registry.register(Box::new(write_drift_total.clone()))?;
-        registry.register(Box::new(drift_open.clone()))?;
-        registry.register(Box::new(idmap_entries.clone()))?;
-        registry.register(Box::new(idmap_unmapped_total.clone()))?;
-        registry.register(Box::new(mode.clone()))?;
-        registry.register(Box::new(store_pending.clone()))?;
-        registry.register(Box::new(store_write_failures.clone()))?;
-        registry.register(Box::new(store_records_lost.clone()))?;
-        registry.register(Box::new(requests_total.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(divergences_total.clone()))?;
-        registry.register(Box::new(mirror_queue_depth.clone()))?;
-        registry.register(Box::new(mirror_dropped_total.clone()))?;
-        registry.register(Box::new(shadow_errors_total.clone()))?;
-        registry.register(Box::new(build_info))?;
-        let connections_open = IntGaugeVec::new(
-            Opts::new(CONNECTIONS_OPEN, "Client connections open, by listener (proxy, admin)."),
+        let idmap_entries = gauges(r, IDMAP_ENTRIES, "ID pairs known, by kind.", &["kind"])?;
+        let connections_open = gauges(
+            r,
+            CONNECTIONS_OPEN,
+            "Client connections open, by listener (proxy, admin).",
             &["listener"],
         )?;
-        let connections_closed = IntCounterVec::new(
-            Opts::new(
-                CONNECTIONS_CLOSED_TOTAL,
-                "Client connections cutover closed itself, by listener and reason (refused, silent, idle).",
-            ),
+        let connections_closed = counters(
+            r,
+            CONNECTIONS_CLOSED_TOTAL,
+            "Client connections cutover closed itself, by listener and reason (refused, silent, idle).",
             &["listener", "reason"],
         )?;
         for listener in ["proxy", "admin"] {
@@ -234,11 +231,6 @@ impl Metrics {
             for reason in ConnectionClose::ALL {
                 connections_closed.with_label_values(&[listener, reason.label()]);
             }
-        }
-        registry.register(Box::new(connections_open.clone()))?;
-        registry.register(Box::new(connections_closed.clone()))?;
-        for reason in SkipReason::ALL {
-            mirror_dropped_total.with_label_values(&[reason.label()]);
         }
         Ok(Metrics {
             registry,
@@ -376,6 +368,34 @@ impl std::fmt::Debug for Metrics {
 /// plus `status_5xx` for answers that came back as server errors.
 pub fn shadow_error_kind(kind: Option<FailureKind>) -> &'static str {
     kind.map_or("status_5xx", FailureKind::label)
+}
+
+/// A labelled counter, registered.
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// A labelled gauge, registered.
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// A gauge, registered.
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    let metric = IntGauge::new(name, help)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// A counter, registered.
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<prometheus::IntCounter, MetricsError> {
+    let metric = prometheus::IntCounter::new(name, help)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 #[cfg(test)]

@@ -245,51 +245,110 @@ pub struct Context<'a> {
     pub want_patch: bool,
 }
 
-/// Compares two complete answers under a route's rules.
+/// Compares two complete answers under a route's rules: the status first
+/// (bodies of different statuses differ by nature), then the compared
+/// headers, then the bodies as what they decode to.
 pub fn compare_responses(ctx: &Context<'_>, primary: &CapturedResponse, shadow: &CapturedResponse) -> Comparison {
-    let mut out = Comparison::default();
-    let method = crate::exchange::method_label(ctx.method);
-    let mut push = |location: Location,
-                    path: String,
-                    pattern: String,
-                    kind: Kind,
-                    p: Option<String>,
-                    s: Option<String>,
-                    item: Option<String>,
-                    severity: Severity| {
-        let group_key = group_key(ctx.route, method, &location, &pattern, kind);
-        out.differences.push(Difference {
-            location,
-            path,
-            pattern,
-            kind,
-            primary: p,
-            shadow: s,
-            item,
-            severity,
-            group_key,
-        });
+    let mut found = Findings {
+        ctx,
+        method: crate::exchange::method_label(ctx.method),
+        out: Comparison::default(),
     };
     if primary.status != shadow.status {
         let class_changed = primary.status.as_u16() / 100 != shadow.status.as_u16() / 100;
-        push(
-            Location::Status,
-            String::new(),
-            String::new(),
-            Kind::StatusChanged,
-            Some(primary.status.as_u16().to_string()),
-            Some(shadow.status.as_u16().to_string()),
-            None,
-            if class_changed {
+        found.push(Finding {
+            location: Location::Status,
+            path: String::new(),
+            pattern: String::new(),
+            kind: Kind::StatusChanged,
+            primary: Some(primary.status.as_u16().to_string()),
+            shadow: Some(shadow.status.as_u16().to_string()),
+            item: None,
+            severity: if class_changed {
                 Severity::High
             } else {
                 Severity::Medium
             },
-        );
-        // The status is the finding: bodies of different statuses differ by nature.
-        return out;
+        });
+        return found.out;
     }
-    for name in &ctx.rules.headers {
+    compare_headers(&mut found, primary, shadow);
+    if identical_as_decoded(ctx, primary, shadow) {
+        return found.out;
+    }
+    let decoded = (
+        decode(&primary.headers, &primary.body, ctx.decode_limit),
+        decode(&shadow.headers, &shadow.body, ctx.decode_limit),
+    );
+    match decoded {
+        (Ok(p), Ok(s)) => compare_bodies(&mut found, p, s),
+        (Err(err), _) => found.out.incomparable = Some(format!("primary body: {err}")),
+        (_, Err(err)) => found.out.incomparable = Some(format!("shadow body: {err}")),
+    }
+    found.out
+}
+
+/// A difference before its group key is known.
+struct Finding {
+    location: Location,
+    path: String,
+    pattern: String,
+    kind: Kind,
+    primary: Option<String>,
+    shadow: Option<String>,
+    item: Option<String>,
+    severity: Severity,
+}
+
+impl Finding {
+    /// A difference of the whole body.
+    fn whole_body(kind: Kind, primary: Option<String>, shadow: Option<String>, severity: Severity) -> Finding {
+        Finding {
+            location: Location::Body,
+            path: String::new(),
+            pattern: String::new(),
+            kind,
+            primary,
+            shadow,
+            item: None,
+            severity,
+        }
+    }
+}
+
+/// The comparison being built, with what every difference's group key needs.
+struct Findings<'c, 'a> {
+    ctx: &'c Context<'a>,
+    method: &'static str,
+    out: Comparison,
+}
+
+impl Findings<'_, '_> {
+    fn push(&mut self, finding: Finding) {
+        let group_key = group_key(
+            self.ctx.route,
+            self.method,
+            &finding.location,
+            &finding.pattern,
+            finding.kind,
+        );
+        self.out.differences.push(Difference {
+            location: finding.location,
+            path: finding.path,
+            pattern: finding.pattern,
+            kind: finding.kind,
+            primary: finding.primary,
+            shadow: finding.shadow,
+            item: finding.item,
+            severity: finding.severity,
+            group_key,
+        });
+    }
+}
+
+/// The headers the route compares; Content-Type by its media type alone.
+fn compare_headers(found: &mut Findings<'_, '_>, primary: &CapturedResponse, shadow: &CapturedResponse) {
+    for name in &found.ctx.rules.headers {
         let p = header_text(&primary.headers, name);
         let s = header_text(&shadow.headers, name);
         let (equal, severity) = if name == http::header::CONTENT_TYPE {
@@ -299,130 +358,110 @@ pub fn compare_responses(ctx: &Context<'_>, primary: &CapturedResponse, shadow: 
             (p == s, Severity::Medium)
         };
         if !equal {
-            push(
-                Location::Header,
-                name.to_string(),
-                name.to_string(),
-                Kind::HeaderChanged,
-                p,
-                s,
-                None,
+            found.push(Finding {
+                location: Location::Header,
+                path: name.to_string(),
+                pattern: name.to_string(),
+                kind: Kind::HeaderChanged,
+                primary: p,
+                shadow: s,
+                item: None,
                 severity,
-            );
+            });
         }
     }
-    if identical_as_decoded(ctx, primary, shadow) {
-        return out;
-    }
-    let decoded = (
-        decode(&primary.headers, &primary.body, ctx.decode_limit),
-        decode(&shadow.headers, &shadow.body, ctx.decode_limit),
-    );
-    let (p_body, s_body) = match decoded {
-        (Ok(p), Ok(s)) => (p, s),
-        (Err(err), _) => {
-            out.incomparable = Some(format!("primary body: {err}"));
-            return out;
-        }
-        (_, Err(err)) => {
-            out.incomparable = Some(format!("shadow body: {err}"));
-            return out;
-        }
-    };
-    match (p_body, s_body) {
-        (Body::Json(mut p), Body::Json(mut s)) => {
-            json::normalize(&mut p, ctx.rules);
-            json::normalize(&mut s, ctx.rules);
-            let mut differ = Differ::new(ctx.rules, ctx.ids);
-            if ctx.want_patch {
-                differ = differ.with_patch();
-            }
-            differ.run(&p, &s);
-            for raw in differ.differences {
-                let pattern = json::pattern(&raw.path);
-                let severity = ctx
-                    .rules
-                    .severity_at(&json::segments_text(&raw.path))
-                    .unwrap_or_else(|| default_severity(raw.kind));
-                push(
-                    Location::Body,
-                    json::pointer(&raw.path),
-                    pattern,
-                    raw.kind,
-                    raw.primary,
-                    raw.shadow,
-                    raw.item,
-                    severity,
-                );
-            }
-            out.truncated = differ.truncated;
-            out.unmapped = differ.unmapped;
-            out.patch = ctx.want_patch.then_some(differ.patch);
-            out.primary_document = Some(p);
-        }
+}
+
+/// Two decoded bodies: JSON structurally, text by lines, binary by bytes;
+/// bodies of different kinds are a type change.
+fn compare_bodies(found: &mut Findings<'_, '_>, primary: Body, shadow: Body) {
+    match (primary, shadow) {
+        (Body::Json(p), Body::Json(s)) => compare_json(found, p, s),
         (Body::Text(p), Body::Text(s)) => {
             if p != s {
-                let diff = similar::TextDiff::configure()
-                    .timeout(std::time::Duration::from_millis(250))
-                    .diff_lines(&p, &s);
-                let first = diff
-                    .ops()
-                    .iter()
-                    .find(|op| op.tag() != similar::DiffTag::Equal)
-                    .map(|op| {
-                        let old = op.old_range();
-                        let new = op.new_range();
-                        let line = |text: &str, index: usize| text.lines().nth(index).map(str::to_string);
-                        (line(&p, old.start), line(&s, new.start))
-                    })
-                    .unwrap_or((None, None));
-                out.text_diff = Some(
-                    diff.unified_diff()
-                        .context_radius(3)
-                        .header("primary", "shadow")
-                        .to_string(),
-                );
-                push(
-                    Location::Body,
-                    String::new(),
-                    String::new(),
-                    Kind::TextChanged,
-                    first.0,
-                    first.1,
-                    None,
-                    Severity::Medium,
-                );
+                compare_text(found, &p, &s);
             }
         }
         (Body::Binary(p), Body::Binary(s)) => {
             if p != s {
-                push(
-                    Location::Body,
-                    String::new(),
-                    String::new(),
+                found.push(Finding::whole_body(
                     Kind::BinaryChanged,
                     Some(binary_summary(&p)),
                     Some(binary_summary(&s)),
-                    None,
                     Severity::Medium,
-                );
+                ));
             }
         }
         (Body::Empty, Body::Empty) => {}
-        (p, s) => {
-            push(
-                Location::Body,
-                String::new(),
-                String::new(),
-                Kind::TypeChanged,
-                Some(p.kind_name().to_string()),
-                Some(s.kind_name().to_string()),
-                None,
-                Severity::High,
-            );
-        }
+        (p, s) => found.push(Finding::whole_body(
+            Kind::TypeChanged,
+            Some(p.kind_name().to_string()),
+            Some(s.kind_name().to_string()),
+            Severity::High,
+        )),
     }
-    out
+}
+
+/// Two JSON documents, normalized under the rules, then diffed.
+fn compare_json(found: &mut Findings<'_, '_>, mut p: Value, mut s: Value) {
+    let ctx = found.ctx;
+    json::normalize(&mut p, ctx.rules);
+    json::normalize(&mut s, ctx.rules);
+    let mut differ = Differ::new(ctx.rules, ctx.ids);
+    if ctx.want_patch {
+        differ = differ.with_patch();
+    }
+    differ.run(&p, &s);
+    for raw in differ.differences {
+        let severity = ctx
+            .rules
+            .severity_at(&json::segments_text(&raw.path))
+            .unwrap_or_else(|| default_severity(raw.kind));
+        found.push(Finding {
+            location: Location::Body,
+            path: json::pointer(&raw.path),
+            pattern: json::pattern(&raw.path),
+            kind: raw.kind,
+            primary: raw.primary,
+            shadow: raw.shadow,
+            item: raw.item,
+            severity,
+        });
+    }
+    found.out.truncated = differ.truncated;
+    found.out.unmapped = differ.unmapped;
+    found.out.patch = ctx.want_patch.then_some(differ.patch);
+    found.out.primary_document = Some(p);
+}
+
+/// Two different texts: a unified line diff, and the first lines that differ.
+fn compare_text(found: &mut Findings<'_, '_>, p: &str, s: &str) {
+    let diff = similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_millis(250))
+        .diff_lines(p, s);
+    let first = diff
+        .ops()
+        .iter()
+        .find(|op| op.tag() != similar::DiffTag::Equal)
+        .map(|op| {
+            let old = op.old_range();
+            let new = op.new_range();
+            let line = |text: &str, index: usize| text.lines().nth(index).map(str::to_string);
+            (line(p, old.start), line(s, new.start))
+        })
+        .unwrap_or((None, None));
+    found.out.text_diff = Some(
+        diff.unified_diff()
+            .context_radius(3)
+            .header("primary", "shadow")
+            .to_string(),
+    );
+    found.push(Finding::whole_body(
+        Kind::TextChanged,
+        first.0,
+        first.1,
+        Severity::Medium,
+    ));
 }
 
 /// Whether both bodies are the same UTF-8 bytes under the same plain framing

@@ -93,8 +93,19 @@ impl Evidence {
     /// Reads the evidence of `[from_ms, to_ms)`; `recent_from_ms` starts the
     /// part of the window where unmapped IDs count against the verdict.
     pub async fn gather(store: &Store, from_ms: i64, to_ms: i64, recent_from_ms: i64) -> Result<Evidence, StoreError> {
-        let pool = store.pool();
         let mut evidence = Evidence::default();
+        evidence.route_counts(store, from_ms, to_ms).await?;
+        evidence.latencies_and_timeline(store, from_ms, to_ms).await?;
+        evidence.groups = groups(store, from_ms, to_ms).await?;
+        evidence.ledger_counts(store, from_ms, to_ms).await?;
+        evidence.id_counts(store, recent_from_ms, to_ms).await?;
+        evidence.noise_and_events(store, from_ms, to_ms).await?;
+        Ok(evidence)
+    }
+
+    /// Requests per route by source, outcome and skip reason; 429s and cache hits per side.
+    async fn route_counts(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let pool = store.pool();
         let rows = sqlx::query(
             "SELECT route, source, outcome, COALESCE(reason, ''), COUNT(*), MIN(at_ms), MAX(at_ms), \
              SUM(CASE WHEN primary_status = 429 THEN 1 ELSE 0 END), \
@@ -115,7 +126,7 @@ impl Evidence {
             let outcome: String = row.try_get(2)?;
             let reason: String = row.try_get(3)?;
             let count = count_at(row, 4)?;
-            let counts = evidence.routes.entry(route).or_default();
+            let counts = self.routes.entry(route).or_default();
             let (first, last): (i64, i64) = (row.try_get(5)?, row.try_get(6)?);
             counts.first_ms = if counts.requests == 0 {
                 first
@@ -136,13 +147,19 @@ impl Evidence {
             counts.shadow_cache_hits += count_at(row, 11)?;
             counts.shadow_cache_known += count_at(row, 12)?;
         }
+        Ok(())
+    }
+
+    /// Latency samples per side and route, and the window in 48 buckets.
+    async fn latencies_and_timeline(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let pool = store.pool();
         for (column, into) in [
-            ("primary_ms", &mut evidence.primary_latency),
-            ("shadow_ms", &mut evidence.shadow_latency),
+            ("primary_ms", &mut self.primary_latency),
+            ("shadow_ms", &mut self.shadow_latency),
         ] {
             *into = latency(store, column, from_ms, to_ms).await?;
         }
-        evidence.bucket_ms = ((to_ms - from_ms) / 48).max(1000);
+        self.bucket_ms = ((to_ms - from_ms) / 48).max(1000);
         let rows = sqlx::query(
             "SELECT CAST((at_ms - $1) / $3 AS BIGINT) AS bucket, COUNT(*), \
              SUM(CASE WHEN outcome IN ('match', 'diverged', 'transient') THEN 1 ELSE 0 END), \
@@ -151,19 +168,24 @@ impl Evidence {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .bind(evidence.bucket_ms)
+        .bind(self.bucket_ms)
         .fetch_all(pool)
         .await?;
         for row in &rows {
             let bucket: i64 = row.try_get(0)?;
-            evidence.timeline.push(TimeBucket {
-                start_ms: from_ms + bucket * evidence.bucket_ms,
+            self.timeline.push(TimeBucket {
+                start_ms: from_ms + bucket * self.bucket_ms,
                 requests: count_at(row, 1)?,
                 compared: count_at(row, 2)?,
                 diverged: count_at(row, 3)?,
             });
         }
-        evidence.groups = groups(store, from_ms, to_ms).await?;
+        Ok(())
+    }
+
+    /// The write ledger by route and state, and the drift still open (whenever it happened).
+    async fn ledger_counts(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let pool = store.pool();
         let rows = sqlx::query(
             "SELECT route, state, COUNT(*) FROM write_ledger WHERE at_ms >= $1 AND at_ms < $2 GROUP BY route, state",
         )
@@ -174,26 +196,23 @@ impl Evidence {
         for row in &rows {
             let (route, state): (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let count = count_at(row, 2)?;
-            *evidence.ledger.entry(state.clone()).or_default() += count;
-            *evidence
-                .ledger_routes
-                .entry(route)
-                .or_default()
-                .entry(state)
-                .or_default() += count;
+            *self.ledger.entry(state.clone()).or_default() += count;
+            *self.ledger_routes.entry(route).or_default().entry(state).or_default() += count;
         }
         // Open drift counts whenever it happened: it is still open.
-        evidence.open_drift = u64::try_from(store.ledger_count(LedgerState::Drift).await?).unwrap_or(0);
+        self.open_drift = u64::try_from(store.ledger_count(LedgerState::Drift).await?).unwrap_or(0);
+        Ok(())
+    }
+
+    /// ID pairs by kind and origin, and unmapped IDs since `recent_from_ms`.
+    async fn id_counts(&mut self, store: &Store, recent_from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let pool = store.pool();
         let rows = sqlx::query("SELECT kind, origin, COUNT(*) FROM id_map GROUP BY kind, origin")
             .fetch_all(pool)
             .await?;
         for row in &rows {
             let (kind, origin): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            evidence
-                .idmap
-                .entry(kind)
-                .or_default()
-                .insert(origin, count_at(row, 2)?);
+            self.idmap.entry(kind).or_default().insert(origin, count_at(row, 2)?);
         }
         let row =
             sqlx::query("SELECT COUNT(*) FROM exchanges WHERE at_ms >= $1 AND at_ms < $2 AND reason = 'unmapped_id'")
@@ -201,7 +220,13 @@ impl Evidence {
                 .bind(to_ms)
                 .fetch_one(pool)
                 .await?;
-        evidence.unmapped_recent = count_at(&row, 0)?;
+        self.unmapped_recent = count_at(&row, 0)?;
+        Ok(())
+    }
+
+    /// Learned noise seen in the window, and the events in it (triage aside).
+    async fn noise_and_events(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let pool = store.pool();
         let rows = sqlx::query(
             "SELECT route, pattern, observations FROM learned_noise WHERE last_seen_ms >= $1 \
              ORDER BY observations DESC, route, pattern LIMIT 50",
@@ -210,9 +235,7 @@ impl Evidence {
         .fetch_all(pool)
         .await?;
         for row in &rows {
-            evidence
-                .noise
-                .push((row.try_get(0)?, row.try_get(1)?, count_at(row, 2)?));
+            self.noise.push((row.try_get(0)?, row.try_get(1)?, count_at(row, 2)?));
         }
         let rows = sqlx::query(
             "SELECT at_ms, kind, detail FROM events WHERE at_ms >= $1 AND at_ms < $2 AND kind <> 'triage' \
@@ -223,11 +246,9 @@ impl Evidence {
         .fetch_all(pool)
         .await?;
         for row in &rows {
-            evidence
-                .events
-                .push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            self.events.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
         }
-        Ok(evidence)
+        Ok(())
     }
 
     /// The time of the first and last exchange in the window.

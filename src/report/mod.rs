@@ -212,20 +212,7 @@ impl Report {
         let verdict = Verdict::of(&gates);
         let next_steps = gates.iter().filter_map(|gate| gate.next_step.clone()).collect();
         let observed = evidence.observed();
-        let config_fingerprints = {
-            let mut seen: Vec<String> = evidence
-                .events
-                .iter()
-                .filter(|(_, kind, _)| kind == "start")
-                .filter_map(|(_, _, detail)| {
-                    serde_json::from_str::<serde_json::Value>(detail).ok()?["config"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .collect();
-            seen.dedup();
-            seen
-        };
+        let config_fingerprints = config_fingerprints(&evidence);
         let unmapped_by_route = evidence
             .routes
             .iter()
@@ -247,17 +234,7 @@ impl Report {
             routes,
             not_covered,
             groups: evidence.groups.clone(),
-            writes: Writes {
-                ok: evidence.ledger.get(LedgerState::Ok.label()).copied().unwrap_or(0),
-                drift: evidence.ledger.get(LedgerState::Drift.label()).copied().unwrap_or(0),
-                reconciled: evidence
-                    .ledger
-                    .get(LedgerState::Reconciled.label())
-                    .copied()
-                    .unwrap_or(0),
-                open_drift: evidence.open_drift,
-                by_route: evidence.ledger_routes.clone(),
-            },
+            writes: Writes::of(&evidence),
             idmap: IdMapCoverage {
                 kinds: evidence.idmap.clone(),
                 unmapped_by_route,
@@ -274,16 +251,7 @@ impl Report {
                 .collect(),
             config_fingerprints,
             timeline: evidence.timeline.clone(),
-            events: evidence
-                .events
-                .iter()
-                .filter(|(_, kind, _)| kind != "start" && kind != "stop")
-                .map(|(at, kind, detail)| Event {
-                    at: time(*at),
-                    kind: kind.clone(),
-                    detail: serde_json::from_str(detail).unwrap_or(serde_json::Value::Null),
-                })
-                .collect(),
+            events: shown_events(&evidence),
             evidence,
         }
     }
@@ -377,4 +345,51 @@ fn time(millis: i64) -> String {
     chrono::DateTime::from_timestamp_millis(millis)
         .map(|at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
+}
+
+impl Writes {
+    /// The write ledger's counts in the window, and the drift still open.
+    fn of(evidence: &Evidence) -> Writes {
+        Writes {
+            ok: evidence.ledger.get(LedgerState::Ok.label()).copied().unwrap_or(0),
+            drift: evidence.ledger.get(LedgerState::Drift.label()).copied().unwrap_or(0),
+            reconciled: evidence
+                .ledger
+                .get(LedgerState::Reconciled.label())
+                .copied()
+                .unwrap_or(0),
+            open_drift: evidence.open_drift,
+            by_route: evidence.ledger_routes.clone(),
+        }
+    }
+}
+
+/// The configurations the instances in the window started with, in order.
+fn config_fingerprints(evidence: &Evidence) -> Vec<String> {
+    let mut seen: Vec<String> = evidence
+        .events
+        .iter()
+        .filter(|(_, kind, _)| kind == "start")
+        .filter_map(|(_, _, detail)| {
+            serde_json::from_str::<serde_json::Value>(detail).ok()?["config"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    seen.dedup();
+    seen
+}
+
+/// The events the report lists (starts and stops are in the fingerprints).
+fn shown_events(evidence: &Evidence) -> Vec<Event> {
+    evidence
+        .events
+        .iter()
+        .filter(|(_, kind, _)| kind != "start" && kind != "stop")
+        .map(|(at, kind, detail)| Event {
+            at: time(*at),
+            kind: kind.clone(),
+            detail: serde_json::from_str(detail).unwrap_or(serde_json::Value::Null),
+        })
+        .collect()
 }

@@ -14,6 +14,22 @@ const EXAMPLES: usize = 5;
 
 pub fn markdown(report: &Report) -> String {
     let mut out = String::new();
+    markdown_header(&mut out, report);
+    markdown_gates(&mut out, report);
+    markdown_routes(&mut out, report);
+    markdown_groups(&mut out, report);
+    markdown_writes_and_ids(&mut out, report);
+    if !report.events.is_empty() {
+        out.push_str("\n## Events\n\n");
+        for event in &report.events {
+            let _ = writeln!(out, "- {} {} {}", event.at, event.kind, event.detail);
+        }
+    }
+    out
+}
+
+/// The verdict and its window, what stands in the way, and the next steps.
+fn markdown_header(out: &mut String, report: &Report) {
     let _ = writeln!(out, "# Cutover readiness: **{}**\n", report.verdict.label());
     let _ = writeln!(
         out,
@@ -49,6 +65,10 @@ pub fn markdown(report: &Report) -> String {
         }
         out.push('\n');
     }
+}
+
+/// Every gate, measured against its threshold.
+fn markdown_gates(out: &mut String, report: &Report) {
     out.push_str("## Gates\n\n| gate | measured | threshold | result |\n|---|---|---|---|\n");
     for gate in &report.gates {
         let _ = writeln!(
@@ -60,6 +80,10 @@ pub fn markdown(report: &Report) -> String {
             gate.status.label()
         );
     }
+}
+
+/// Per-route counts, match rates and latencies.
+fn markdown_routes(out: &mut String, report: &Report) {
     out.push_str("\n## Routes\n\n");
     out.push_str(
         "| route | requests | of which sweeps | compared | matched | diverged | racy / transient | skipped | match rate (95% CI) | primary p50/p95/p99 | shadow p50/p95/p99 | speedup | errors p/s | 429 p/s | cache hits p/s |\n\
@@ -96,6 +120,10 @@ pub fn markdown(report: &Report) -> String {
             report.not_covered.join(", ")
         );
     }
+}
+
+/// The top divergence groups, then an example diff of the first few.
+fn markdown_groups(out: &mut String, report: &Report) {
     out.push_str("\n## Top divergence groups\n\n");
     if report.groups.is_empty() {
         out.push_str("None in this window.\n");
@@ -134,6 +162,10 @@ pub fn markdown(report: &Report) -> String {
             }
         }
     }
+}
+
+/// Writes, the ID map, and learned noise awaiting confirmation.
+fn markdown_writes_and_ids(out: &mut String, report: &Report) {
     let _ = writeln!(out, "\n## Writes\n\n{}", writes_sentence(report));
     out.push_str("\n## ID map\n\n");
     if report.idmap.kinds.is_empty() {
@@ -156,17 +188,24 @@ pub fn markdown(report: &Report) -> String {
             );
         }
     }
-    if !report.events.is_empty() {
-        out.push_str("\n## Events\n\n");
-        for event in &report.events {
-            let _ = writeln!(out, "- {} {} {}", event.at, event.kind, event.detail);
-        }
-    }
-    out
 }
 
 pub fn html(report: &Report) -> String {
     let mut out = String::new();
+    html_header(&mut out, report);
+    html_blocking(&mut out, report);
+    html_gates(&mut out, report);
+    html_routes(&mut out, report);
+    html_charts(&mut out, report);
+    html_groups(&mut out, report);
+    html_writes_and_ids(&mut out, report);
+    html_events(&mut out, report);
+    out.push_str("<footer class=\"dim\">cutover report, schema version 1. Figures come from the divergence store only.</footer></body></html>\n");
+    out
+}
+
+/// The page head and the verdict, with the window it covers.
+fn html_header(out: &mut String, report: &Report) {
     let verdict_class = match report.verdict {
         super::Verdict::Go => "go",
         super::Verdict::NoGo => "nogo",
@@ -186,6 +225,10 @@ pub fn html(report: &Report) -> String {
         generated = esc(&report.generated_at),
         fingerprints = esc(&fingerprints(report)),
     );
+}
+
+/// What stands in the way: the gates that do not pass, then the next steps.
+fn html_blocking(out: &mut String, report: &Report) {
     let blocking: Vec<_> = report.gates.iter().filter(|g| g.status != Status::Pass).collect();
     out.push_str("<section><h2>What stands in the way</h2>");
     if blocking.is_empty() {
@@ -212,6 +255,10 @@ pub fn html(report: &Report) -> String {
         }
         out.push_str("</ol>");
     }
+}
+
+/// Every gate, measured against its threshold.
+fn html_gates(out: &mut String, report: &Report) {
     out.push_str("</section><section><h2>Gates</h2><table><thead><tr><th>gate</th><th>measured</th><th>threshold</th><th>result</th></tr></thead><tbody>");
     for gate in &report.gates {
         let _ = write!(
@@ -224,6 +271,10 @@ pub fn html(report: &Report) -> String {
             gate.status.label()
         );
     }
+}
+
+/// Per-route counts, match rates and latencies.
+fn html_routes(out: &mut String, report: &Report) {
     out.push_str(
         "</tbody></table></section><section><h2>Routes</h2><table class=\"wide\"><thead><tr>\
         <th>route</th><th>requests</th><th>of which sweeps</th><th>compared</th><th>matched</th><th>diverged</th><th>racy / transient</th>\
@@ -264,6 +315,10 @@ pub fn html(report: &Report) -> String {
             esc(&report.not_covered.join(", "))
         );
     }
+}
+
+/// Latency charts of the busiest routes, the divergence rate and the request volume.
+fn html_charts(out: &mut String, report: &Report) {
     out.push_str("</section><section class=\"charts\"><h2>Charts</h2>");
     let mut busiest: Vec<&RouteReport> = report.routes.iter().filter(|r| r.shadow.samples > 0).collect();
     busiest.sort_by_key(|route| std::cmp::Reverse(route.shadow.samples));
@@ -281,6 +336,10 @@ pub fn html(report: &Report) -> String {
     {
         let _ = write!(out, "<figure>{svg}</figure>");
     }
+}
+
+/// The top divergence groups, then an example diff of the first few.
+fn html_groups(out: &mut String, report: &Report) {
     out.push_str("</section><section><h2>Top divergence groups</h2>");
     if report.groups.is_empty() {
         out.push_str("<p>None in this window.</p>");
@@ -325,6 +384,10 @@ pub fn html(report: &Report) -> String {
             }
         }
     }
+}
+
+/// Writes, the ID map, and learned noise awaiting confirmation.
+fn html_writes_and_ids(out: &mut String, report: &Report) {
     let _ = write!(
         out,
         "</section><section><h2>Writes</h2><p>{}</p></section><section><h2>ID map</h2>",
@@ -359,6 +422,10 @@ pub fn html(report: &Report) -> String {
         }
         out.push_str("</ul>");
     }
+}
+
+/// Switches, reloads and other events in the window.
+fn html_events(out: &mut String, report: &Report) {
     out.push_str("</section>");
     if !report.events.is_empty() {
         out.push_str("<section><h2>Events</h2><ul>");
@@ -373,8 +440,6 @@ pub fn html(report: &Report) -> String {
         }
         out.push_str("</ul></section>");
     }
-    out.push_str("<footer class=\"dim\">cutover report, schema version 1. Figures come from the divergence store only.</footer></body></html>\n");
-    out
 }
 
 const CSS: &str = "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2328;max-width:1200px;margin:24px auto;padding:0 16px}\
