@@ -39,6 +39,10 @@ const DURABLE_WAIT: Duration = Duration::from_secs(2);
 const RETRY_BASE: Duration = Duration::from_millis(100);
 
 impl Mirror {
+    /// One mirrored write, from the serving side's answer to its ledger row
+    /// settled and the exchange handed to the workers. (Long on purpose:
+    /// every way out settles the write's ledger row, and keeping the exits
+    /// side by side is what shows that none is missed.)
     pub(super) async fn run_write(
         self: Arc<Self>,
         job: Job,
@@ -181,21 +185,7 @@ impl Mirror {
         let mirrored_status = status_of(&mirrored).and_then(|status| u16::try_from(status).ok());
         let drifted = applied(served_status) != applied(mirrored_status);
         let row = if drifted {
-            let reason = match &mirrored {
-                SideResult::Failed { message, .. } => {
-                    format!(
-                        "the {} failed after {attempts} tries: {message}",
-                        side_name(mirrored_to)
-                    )
-                }
-                _ => format!(
-                    "the {} answered {}, the {} {}",
-                    side_name(serving),
-                    served_status.map_or("nothing".into(), |s| s.to_string()),
-                    side_name(mirrored_to),
-                    mirrored_status.map_or("nothing".into(), |s| s.to_string())
-                ),
-            };
+            let reason = drift_reason(serving, served_status, &mirrored, mirrored_status, attempts);
             let detail = detail(&reason, created.clone());
             // A write the other side never got (no answer, or 5xx after the
             // retries) may still be applied by a replay, so later writes to
@@ -585,5 +575,32 @@ fn json_of(answer: &crate::exchange::CapturedResponse) -> Option<serde_json::Val
     match crate::compare::decode::decode(&answer.headers, &answer.body, 16 * 1024 * 1024) {
         Ok(crate::compare::decode::Body::Json(document)) => Some(document),
         _ => None,
+    }
+}
+
+/// Why a mirrored write drifted: the other side failed, or the two sides
+/// answered differently.
+fn drift_reason(
+    serving: Side,
+    served_status: Option<u16>,
+    mirrored: &SideResult,
+    mirrored_status: Option<u16>,
+    attempts: u32,
+) -> String {
+    let mirrored_to = serving.other();
+    match mirrored {
+        SideResult::Failed { message, .. } => {
+            format!(
+                "the {} failed after {attempts} tries: {message}",
+                side_name(mirrored_to)
+            )
+        }
+        _ => format!(
+            "the {} answered {}, the {} {}",
+            side_name(serving),
+            served_status.map_or("nothing".into(), |s| s.to_string()),
+            side_name(mirrored_to),
+            mirrored_status.map_or("nothing".into(), |s| s.to_string())
+        ),
     }
 }

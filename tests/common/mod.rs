@@ -1,4 +1,15 @@
-//! Test harness: real HTTP backends and a real proxy on port 0, talking over sockets.
+//! Test harness: real HTTP backends and a real proxy on port 0, talking over
+//! sockets, the way zero-to-production's `spawn_app` does. What is here:
+//! backends (a handler, a fixed answer, raw bytes, garbage, a closed port),
+//! [`ProxySetup`] for an in-process proxy, [`ServeProcess`] and
+//! [`Supervised`] for the real `cutover serve` binary, a client that talks
+//! to exactly the address it is given, metrics readers, and [`eventually`]
+//! for what lands after the client's answer. [`tasks`] is a stateful task
+//! API for dual-write tests.
+//!
+//! Must never: bind anything but loopback port 0, wait on a fixed sleep
+//! where a condition can be polled, or share state between tests (each
+//! test builds its own backends, proxy and store).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::convert::Infallible;
@@ -22,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub mod tasks;
 
+/// The body of every answer a test backend gives.
 pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A request as a test backend saw it.
@@ -102,6 +114,7 @@ pub async fn fixed(status: u16, headers: &[(&str, &str)], body: &'static [u8]) -
     .await
 }
 
+/// An answer with this status, these headers (in order, repeats kept) and body.
 pub fn respond(status: u16, headers: &[(String, String)], body: Bytes) -> Response<TestBody> {
     let mut response = Response::new(Full::new(body).boxed_unsync());
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -259,6 +272,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The admin listener's `/metrics` page, as text.
 pub async fn metrics_text(admin: SocketAddr) -> String {
     client()
         .get(format!("http://{admin}/metrics"))

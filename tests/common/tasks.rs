@@ -1,6 +1,13 @@
 //! A stateful task API for dual-write tests, shaped like TomOS's: list,
 //! get, create, update, complete, batch create. Each side generates its
 //! own IDs (`Scheme`), so the proxy has to translate them.
+//!
+//! Unlike the demo's task API (`cutover::demo::backend`), both sides here
+//! behave alike but for their IDs, and the test steers them: down, slow
+//! writes, gaps between writes, and the state read back directly.
+//!
+//! Must never: answer differently on the two sides except where a test
+//! asks for it (IDs, down, delays): a test's divergence must be its own.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +28,7 @@ pub enum Scheme {
     Candidate,
 }
 
+/// A task as one side holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     pub id: String,
@@ -46,6 +54,7 @@ pub struct TaskApi {
 }
 
 impl TaskApi {
+    /// An empty API that names new tasks by `scheme`.
     pub fn new(scheme: Scheme) -> TaskApi {
         TaskApi {
             scheme,
@@ -58,16 +67,19 @@ impl TaskApi {
         }
     }
 
+    /// Writes apply one at a time, `gap` apart.
     pub fn with_write_gap(mut self, gap: Duration) -> TaskApi {
         self.write_gap = gap;
         self
     }
 
+    /// Each write waits `delay` before it applies.
     pub fn with_write_delay(mut self, delay: Duration) -> TaskApi {
         self.write_delay = delay;
         self
     }
 
+    /// Serves the API on a loopback port of its own.
     pub async fn serve(&self) -> Backend {
         let api = self.clone();
         backend(move |seen| {
