@@ -43,10 +43,10 @@ pub struct SweepRun {
 }
 
 impl Mirror {
-    /// Runs one sweep now: every request it names, paced at its rate.
-    pub async fn sweep_once(self: &Arc<Self>, sweep: &Sweep) -> SweepRun {
-        let mut run = SweepRun::default();
-        let targets: Vec<(String, String)> = match &sweep.ids {
+    /// The (primary path, shadow path) pairs a sweep reads: its one request,
+    /// or one per ID pair of its kind (IDs with no pair counted in `run`).
+    fn sweep_targets(&self, sweep: &Sweep, run: &mut SweepRun) -> Vec<(String, String)> {
+        match &sweep.ids {
             None => sweep
                 .request
                 .path(&|_| None)
@@ -66,7 +66,13 @@ impl Mirror {
                     Some((primary, shadow))
                 })
                 .collect(),
-        };
+        }
+    }
+
+    /// Runs one sweep now: every request it names, paced at its rate.
+    pub async fn sweep_once(self: &Arc<Self>, sweep: &Sweep) -> SweepRun {
+        let mut run = SweepRun::default();
+        let targets = self.sweep_targets(sweep, &mut run);
         let pace = Duration::from_secs_f64(1.0 / sweep.rate.per_second.max(0.001));
         let total = targets.len();
         for (index, (primary_path, shadow_path)) in targets.into_iter().enumerate() {
