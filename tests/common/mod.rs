@@ -152,10 +152,19 @@ pub async fn garbage_server() -> SocketAddr {
     raw_server(b"\x00\x13garbage, not HTTP at all\r\n\r\n\xff\xfe").await
 }
 
-/// A loopback address nothing listens on.
+/// Sockets bound by [`closed_port`], held for the test process's life.
+static HELD_PORTS: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+
+/// A loopback address nothing listens on, and nothing will: the port stays
+/// bound (without `listen`) for the rest of the test process, so a server
+/// another test starts on port 0 can never be given it. A connection to it
+/// is refused at once.
 pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    HELD_PORTS.lock().unwrap().push(socket);
+    addr
 }
 
 /// The config a test proxy starts from; tests adjust fields, then `start`.
