@@ -52,7 +52,7 @@
 //!   modules below own; errors point at the file and key; `config::ranges` bounds every
 //!   duration and size.
 //! - [`app`]: starts and stops one instance.
-//! - [`demo`]: `cutover demo`: two task APIs, the proxy, a client and the report on one machine.
+//! - [`demo`]: `cutover demo`: the task API in two flavors (also hosted by the tests), the proxy, a client and the report on one machine.
 //! - [`cli`]: the `cutover` command line.
 #![forbid(unsafe_code)]
 

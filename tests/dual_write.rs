@@ -9,7 +9,7 @@ use cutover::ledger::LedgerState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::tasks::{Scheme, Task, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, Task, TaskApi, ROUTES};
 use common::*;
 use cutover::idmap::IdPair;
 use cutover::metrics::{DRIFT_OPEN, IDMAP_UNMAPPED_TOTAL, REQUESTS_TOTAL, WRITE_DRIFT_TOTAL};
@@ -120,7 +120,7 @@ async fn outcomes(admin: std::net::SocketAddr, route: &str, outcome: &str) -> f6
 
 #[tokio::test]
 async fn create_update_complete_and_read_compare_through_learned_ids_that_survive_a_restart() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
     let proxy = rig.setup().start().await;
     let (status, created) = send(
         proxy.proxy_addr,
@@ -227,9 +227,9 @@ async fn create_update_complete_and_read_compare_through_learned_ids_that_surviv
 
 #[tokio::test]
 async fn a_batch_create_pairs_ids_by_position() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
     // Give the sides different counters so positions, not numbers, must pair them.
-    rig.shadow_api.seed("t-0", "seeded on the shadow only");
+    rig.shadow_api.seed_as("t-0", "seeded on the shadow only");
     let proxy = rig.setup().start().await;
     let (status, created) = send(
         proxy.proxy_addr,
@@ -256,7 +256,7 @@ async fn a_batch_create_pairs_ids_by_position() {
 
 #[tokio::test]
 async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
     let proxy = rig.setup().start().await;
     let admin = proxy.admin_addr;
     let (_, created) = send(proxy.proxy_addr, "POST", "/api/task", Some(json!({"task": "first"}))).await;
@@ -368,8 +368,8 @@ async fn concurrent_updates_to_one_task_end_the_same_and_racing_reads_are_racy_n
     // The primary applies writes one at a time with a gap, so the order its
     // answers reach the proxy is the order it applied them; the shadow is slow.
     let rig = Rig::new(
-        TaskApi::new(Scheme::Legacy).with_write_gap(Duration::from_millis(3)),
-        TaskApi::new(Scheme::Candidate).with_write_delay(Duration::from_millis(4)),
+        TaskApi::new(Flavor::Legacy).with_write_gap(Duration::from_millis(3)),
+        TaskApi::new(Flavor::Candidate).with_write_delay(Duration::from_millis(4)),
     )
     .await;
     let mut setup = rig.setup();
@@ -444,8 +444,8 @@ async fn concurrent_updates_to_one_task_end_the_same_and_racing_reads_are_racy_n
 
 #[tokio::test]
 async fn an_unmapped_id_is_sent_unchanged_and_counted_never_a_divergence() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
-    rig.primary_api.seed("legacy-only", "from before the migration");
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
+    rig.primary_api.seed_as("legacy-only", "from before the migration");
     let proxy = rig.setup().start().await;
     let (status, _) = send(proxy.proxy_addr, "GET", "/api/task/legacy-only", None).await;
     assert_eq!(status, 200);
@@ -462,7 +462,7 @@ async fn an_unmapped_id_is_sent_unchanged_and_counted_never_a_divergence() {
 
 #[tokio::test]
 async fn a_mapping_file_imports_its_good_rows_and_names_the_bad_ones_by_line() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
     let file = rig.dir.path().join("id-mappings.json");
     std::fs::write(
         &file,
@@ -513,9 +513,9 @@ async fn a_mapping_file_imports_its_good_rows_and_names_the_bad_ones_by_line() {
 
 #[tokio::test]
 async fn writes_wait_for_the_shadow_rate_limit_and_reads_beyond_it_are_skipped() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
-    rig.primary_api.seed("p-1", "rate limited");
-    rig.shadow_api.seed("t-1", "rate limited");
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
+    rig.primary_api.seed_as("p-1", "rate limited");
+    rig.shadow_api.seed_as("t-1", "rate limited");
     let mut setup = rig.setup();
     setup.shadow_extra = "rate_limit = \"4/s\"";
     let proxy = rig.start_with_map(&setup, "map.csv", "tasks,p-1,t-1\n").await;
@@ -567,12 +567,12 @@ async fn writes_wait_for_the_shadow_rate_limit_and_reads_beyond_it_are_skipped()
 
 #[tokio::test]
 async fn writes_wait_for_a_slot_under_max_in_flight_and_none_is_dropped() {
-    let shadow_api = TaskApi::new(Scheme::Candidate).with_write_delay(Duration::from_millis(200));
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), shadow_api).await;
+    let shadow_api = TaskApi::new(Flavor::Candidate).with_write_delay(Duration::from_millis(200));
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), shadow_api).await;
     let mut map = String::new();
     for n in 1..=4 {
-        rig.primary_api.seed(&format!("p-{n}"), "slow shadow");
-        rig.shadow_api.seed(&format!("t-{n}"), "slow shadow");
+        rig.primary_api.seed_as(&format!("p-{n}"), "slow shadow");
+        rig.shadow_api.seed_as(&format!("t-{n}"), "slow shadow");
         map.push_str(&format!("tasks,p-{n},t-{n}\n"));
     }
     let mut setup = rig.setup();
@@ -616,9 +616,9 @@ async fn writes_wait_for_a_slot_under_max_in_flight_and_none_is_dropped() {
 
 #[tokio::test]
 async fn a_replay_through_the_admin_api_releases_the_held_entity() {
-    let rig = Rig::new(TaskApi::new(Scheme::Legacy), TaskApi::new(Scheme::Candidate)).await;
-    rig.primary_api.seed("p-1", "one");
-    rig.shadow_api.seed("t-1", "one");
+    let rig = Rig::new(TaskApi::new(Flavor::Legacy), TaskApi::new(Flavor::Candidate)).await;
+    rig.primary_api.seed_as("p-1", "one");
+    rig.shadow_api.seed_as("t-1", "one");
     let mut setup = rig.setup();
     setup.shadow_extra = "write_tries = 1";
     let proxy = rig

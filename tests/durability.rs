@@ -12,7 +12,7 @@ use cutover::ledger::LedgerState;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::tasks::{Scheme, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, TaskApi, ROUTES};
 use common::*;
 use cutover::store::{Store, StoreOptions};
 use serde_json::{json, Value};
@@ -43,10 +43,10 @@ async fn create_all(proxy: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn kill_9_after_a_burst_of_creates_loses_no_pair_unseen() {
-    let primary = TaskApi::new(Scheme::Legacy).serve().await;
+    let primary = TaskApi::new(Flavor::Legacy).serve().await;
     // The shadow takes 25 ms per write, one at a time: slower than the
     // creates come, so at the kill the last ones are on their way to it.
-    let shadow = TaskApi::new(Scheme::Candidate)
+    let shadow = TaskApi::new(Flavor::Candidate)
         .with_write_delay(Duration::from_millis(25))
         .serve()
         .await;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::tasks::{Scheme, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, TaskApi, ROUTES};
 use common::*;
 use cutover::metrics::{REQUESTS_TOTAL, STORE_PENDING, STORE_RECORDS_LOST_TOTAL, STORE_WRITE_FAILURES_TOTAL};
 use cutover::store::{Store, StoreOptions};
@@ -238,8 +238,8 @@ async fn open(store_url: &str) -> Store {
 
 #[tokio::test]
 async fn kill_9_mid_traffic_leaves_a_sound_store_and_the_restart_is_an_event() {
-    let primary_api = TaskApi::new(Scheme::Legacy);
-    let shadow_api = TaskApi::new(Scheme::Candidate);
+    let primary_api = TaskApi::new(Flavor::Legacy);
+    let shadow_api = TaskApi::new(Flavor::Candidate);
     let primary = primary_api.serve().await;
     let shadow = shadow_api.serve().await;
     let dir = tempfile::tempdir().unwrap();

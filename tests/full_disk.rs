@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::tasks::{Scheme, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, TaskApi, ROUTES};
 use common::*;
 use cutover::metrics::{STORE_PENDING, STORE_RECORDS_LOST_TOTAL, STORE_WRITE_FAILURES_TOTAL};
 use cutover::store::{Store, StoreOptions};
@@ -107,8 +107,8 @@ async fn create_tasks(proxy: &str, prefix: &str, count: usize) {
 #[tokio::test]
 async fn a_full_disk_during_dual_writes_recovers_in_seconds_leaks_nothing_and_tells_the_truth() {
     let Some(disk) = Tmpfs::mount("2m") else { return };
-    let primary = TaskApi::new(Scheme::Legacy).serve().await;
-    let shadow = TaskApi::new(Scheme::Candidate).serve().await;
+    let primary = TaskApi::new(Flavor::Legacy).serve().await;
+    let shadow = TaskApi::new(Flavor::Candidate).serve().await;
     let store_url = format!("sqlite://{}", disk.path.join("cutover.db").display());
     let mut setup = ProxySetup::new(primary.url(), shadow.url());
     setup.routes = ROUTES;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::tasks::{Scheme, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, TaskApi, ROUTES};
 use common::*;
 use serde_json::{json, Value};
 
@@ -196,8 +196,8 @@ async fn candidate_fallback_answers_with_the_primary_when_the_candidate_fails() 
 
 #[tokio::test]
 async fn while_the_candidate_serves_writes_reach_the_old_primary_with_its_own_ids_and_a_rollback_loses_nothing() {
-    let legacy = TaskApi::new(Scheme::Legacy);
-    let candidate = TaskApi::new(Scheme::Candidate);
+    let legacy = TaskApi::new(Flavor::Legacy);
+    let candidate = TaskApi::new(Flavor::Candidate);
     let (primary, shadow) = (legacy.serve().await, candidate.serve().await);
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("cutover.db").display());

@@ -5,14 +5,14 @@
 
 mod common;
 
-use common::tasks::{Scheme, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, TaskApi, ROUTES};
 use common::*;
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn a_create_through_one_replica_and_an_update_through_another_translate_the_id() {
-    let legacy = TaskApi::new(Scheme::Legacy);
-    let candidate = TaskApi::new(Scheme::Candidate);
+    let legacy = TaskApi::new(Flavor::Legacy);
+    let candidate = TaskApi::new(Flavor::Candidate);
     let (primary, shadow) = (legacy.serve().await, candidate.serve().await);
     let dir = tempfile::tempdir().unwrap();
     let store = shared_store(dir.path()).await;

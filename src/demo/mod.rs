@@ -9,7 +9,7 @@
 //! real HTTP through it, and reads the report from the SQLite store, like a
 //! user would.
 
-mod backend;
+pub mod tasks;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use crate::app::{Running, StartError};
 use crate::config::{Config, ConfigError};
 use crate::report::{Format, Report, Span, Verdict};
 use crate::store::{GroupRow, Store, StoreError, StoreOptions};
-use backend::{Flavor, Seed, TaskApi};
+use tasks::{Flavor, Ids, Seed, TaskApi};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -111,11 +111,17 @@ pub async fn run(
     for stale in ["cutover.db", "cutover.db-wal", "cutover.db-shm"] {
         let _ = std::fs::remove_file(out.join(stale));
     }
-    let legacy = TaskApi::start(Flavor::Legacy).await.map_err(DemoError::Backend)?;
-    let candidate = TaskApi::start(Flavor::Candidate).await.map_err(DemoError::Backend)?;
+    // Random UUIDs on both sides: the data migration kept Notion's key type.
+    let legacy_api = TaskApi::new(Flavor::Legacy).with_ids(Ids::Uuid).with_timestamps();
+    let candidate_api = TaskApi::new(Flavor::Candidate)
+        .with_ids(Ids::Uuid)
+        .with_timestamps()
+        .with_bugs();
+    let legacy = legacy_api.start().await.map_err(DemoError::Backend)?;
+    let candidate = candidate_api.start().await.map_err(DemoError::Backend)?;
     let seeds = seeds();
-    let legacy_ids = legacy.seed(&seeds);
-    let candidate_ids = candidate.seed(&seeds);
+    let legacy_ids = legacy_api.seed(&seeds);
+    let candidate_ids = candidate_api.seed(&seeds);
     // The data migration's mapping, as a real one would write it.
     let mapping: serde_json::Map<String, serde_json::Value> = legacy_ids
         .iter()
