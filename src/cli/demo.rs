@@ -3,12 +3,14 @@
 //! Must never: take a path a user's deployment would not.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::demo::{DemoOptions, DemoResult, Stage};
 
 use super::runtime;
 use super::serve::ignore_file_size_signal;
 
 pub(super) fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
-    use crate::demo::{DemoOptions, Stage};
     let duration =
         crate::units::parse_duration(duration).map_err(|message| anyhow::anyhow!("--duration: {message}"))?;
     anyhow::ensure!(rps > 0, "--rps must be at least 1");
@@ -26,11 +28,7 @@ pub(super) fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -
                 let _ = stop_tx.send(true);
             }
         });
-        let bar = indicatif::ProgressBar::new(duration.as_millis().try_into().unwrap_or(u64::MAX));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {elapsed:>3} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        let bar = progress_bar(duration);
         let show = |stage: Stage<'_>| match stage {
             Stage::Started { proxy, admin, config } => bar.println(format!(
                 "cutover demo: proxy on {proxy}, admin on {admin}, config {}",
@@ -46,48 +44,67 @@ pub(super) fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -
             Stage::Reporting => bar.finish_with_message("traffic done; writing the report"),
         };
         let (result, running) = crate::demo::run(&options, stop.clone(), &show).await?;
-        println!("\nVerdict: {}  ({} requests)", result.verdict.label(), result.requests);
-        if !result.groups.is_empty() {
-            println!("Divergence groups:");
-        }
-        for group in &result.groups {
-            let place = match (group.pattern.as_str(), group.kind.as_str()) {
-                ("", "status_changed") => "(status)",
-                ("", _) => "(whole answer)",
-                (pattern, _) => pattern,
-            };
-            println!(
-                "  {:<6} {:<14} {:<22} {:<18} {:>4}×  {}",
-                group.severity, group.route, place, group.kind, group.count, group.key
-            );
-        }
-        for step in &result.next_steps {
-            println!("Next: {step}");
-        }
-        println!(
-            "Report: {} and {}",
-            result.report_html.display(),
-            result.report_md.display()
-        );
-        println!("Config: {}", result.config.display());
-        println!("Store:  {}", result.store.display());
+        print_result(&result);
         if keep_running && !*stop.borrow() {
-            println!(
-                "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}\n\
-                 \x20 curl -H 'Authorization: Bearer {token}' http://{admin}/report > report.html\n\
-                 \x20 curl -H 'Authorization: Bearer {token}' 'http://{admin}/api/divergences?status=open'\n\
-                 \x20 curl http://{admin}/metrics\n\
-                 Prometheus: add a scrape job for {admin} (path /metrics, no token).\n\
-                 Grafana: import dashboards/cutover.json and pick that Prometheus; the SQL panels need\n\
-                 the Postgres store of a real deployment (deploy/docker-compose.yml sets one up).",
-                proxy = result.proxy,
-                admin = result.admin,
-                token = result.token,
-            );
+            print_still_running(&result);
             let mut stop = stop;
             let _ = stop.wait_for(|stopped| *stopped).await;
         }
         running.shutdown().await;
         Ok(())
     })
+}
+
+fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(duration.as_millis().try_into().unwrap_or(u64::MAX));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {elapsed:>3} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The verdict, the groups, the next steps and where everything was written.
+fn print_result(result: &DemoResult) {
+    println!("\nVerdict: {}  ({} requests)", result.verdict.label(), result.requests);
+    if !result.groups.is_empty() {
+        println!("Divergence groups:");
+    }
+    for group in &result.groups {
+        let place = match (group.pattern.as_str(), group.kind.as_str()) {
+            ("", "status_changed") => "(status)",
+            ("", _) => "(whole answer)",
+            (pattern, _) => pattern,
+        };
+        println!(
+            "  {:<6} {:<14} {:<22} {:<18} {:>4}×  {}",
+            group.severity, group.route, place, group.kind, group.count, group.key
+        );
+    }
+    for step in &result.next_steps {
+        println!("Next: {step}");
+    }
+    println!(
+        "Report: {} and {}",
+        result.report_html.display(),
+        result.report_md.display()
+    );
+    println!("Config: {}", result.config.display());
+    println!("Store:  {}", result.store.display());
+}
+
+/// With `--keep-running`: how to look at what is still up.
+fn print_still_running(result: &DemoResult) {
+    println!(
+        "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}\n\
+         \x20 curl -H 'Authorization: Bearer {token}' http://{admin}/report > report.html\n\
+         \x20 curl -H 'Authorization: Bearer {token}' 'http://{admin}/api/divergences?status=open'\n\
+         \x20 curl http://{admin}/metrics\n\
+         Prometheus: add a scrape job for {admin} (path /metrics, no token).\n\
+         Grafana: import dashboards/cutover.json and pick that Prometheus; the SQL panels need\n\
+         the Postgres store of a real deployment (deploy/docker-compose.yml sets one up).",
+        proxy = result.proxy,
+        admin = result.admin,
+        token = result.token,
+    );
 }

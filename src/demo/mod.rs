@@ -22,9 +22,9 @@ use tokio::sync::watch;
 
 use crate::app::{Running, StartError};
 use crate::config::{Config, ConfigError};
-use crate::report::{Format, Report, Span, Verdict};
+use crate::report::{Format, Readiness, Report, Span, Verdict};
 use crate::store::{GroupRow, Store, StoreError, StoreOptions};
-use tasks::{Flavor, Ids, Seed, TaskApi};
+use tasks::{Flavor, Ids, Listening, Seed, TaskApi};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -111,68 +111,25 @@ pub async fn run(
     for stale in ["cutover.db", "cutover.db-wal", "cutover.db-shm"] {
         let _ = std::fs::remove_file(out.join(stale));
     }
-    // Random UUIDs on both sides: the data migration kept Notion's key type.
-    let legacy_api = TaskApi::new(Flavor::Legacy).with_ids(Ids::Uuid).with_timestamps();
-    let candidate_api = TaskApi::new(Flavor::Candidate)
-        .with_ids(Ids::Uuid)
-        .with_timestamps()
-        .with_bugs();
-    let legacy = legacy_api.start().await.map_err(DemoError::Backend)?;
-    let candidate = candidate_api.start().await.map_err(DemoError::Backend)?;
-    let seeds = seeds();
-    let legacy_ids = legacy_api.seed(&seeds);
-    let candidate_ids = candidate_api.seed(&seeds);
-    // The data migration's mapping, as a real one would write it.
-    let mapping: serde_json::Map<String, serde_json::Value> = legacy_ids
-        .iter()
-        .zip(&candidate_ids)
-        .map(|(l, c)| (l.clone(), serde_json::Value::from(c.clone())))
-        .collect();
-    let mapping_path = out.join("id-mappings.json");
-    write(&mapping_path, &serde_json::json!({ "tasks": mapping }).to_string())?;
+    let backends = Backends::start(out).await?;
     let config_path = out.join("cutover.toml");
-    write(&config_path, &config_text(&legacy.url(), &candidate.url(), &store_path))?;
-    // The admin API needs a token: the user's, else one made for this run.
-    let token = std::env::var(TOKEN_ENV)
-        .ok()
-        .filter(|token| !token.is_empty())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let text = std::fs::read_to_string(&config_path).map_err(|source| write_error(&config_path, source))?;
-    let env = |name: &str| {
-        if name == TOKEN_ENV {
-            Some(token.clone())
-        } else {
-            std::env::var(name).ok()
-        }
-    };
-    let config = Config::parse(&text, &config_path.display().to_string(), &env)?;
-    let readiness = config.readiness.clone();
-    let running = crate::app::start(config)
-        .await
-        .map_err(|err| DemoError::Start(Box::new(err)))?;
+    write(
+        &config_path,
+        &config_text(&backends.legacy.url(), &backends.candidate.url(), &store_path),
+    )?;
+    let token = admin_token();
+    let (running, readiness) = start_proxy(&config_path, &token).await?;
     show(Stage::Started {
         proxy: running.proxy_addr,
         admin: running.admin_addr,
         config: &config_path,
     });
 
-    let client = traffic::Client::new(running.proxy_addr, legacy_ids)?;
+    let client = traffic::Client::new(running.proxy_addr, backends.legacy_ids.clone())?;
     let store_url = format!("sqlite://{}", store_path.display());
     let store = Store::open(&store_url, &StoreOptions::default()).await?;
-    let traffic = {
-        let client = Arc::clone(&client);
-        let stop = stop.clone();
-        let (rps, duration) = (options.rps, options.duration);
-        tokio::spawn(async move { client.run(rps, duration, stop).await })
-    };
     let started = std::time::Instant::now();
-    while !traffic.is_finished() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        show(Stage::Running(
-            progress(&running, &store, &client, started.elapsed()).await,
-        ));
-    }
-    let _ = traffic.await;
+    drive(options, stop, show, &running, &store, &client).await;
     show(Stage::Reporting);
     settle(&running).await;
     let now = crate::clock::now_ms();
@@ -188,8 +145,8 @@ pub async fn run(
     let groups = store.groups().await?;
     store.close().await;
     if !options.keep_running {
-        legacy.stop();
-        candidate.stop();
+        backends.legacy.stop();
+        backends.candidate.stop();
     }
     let result = DemoResult {
         verdict: report.verdict,
@@ -205,6 +162,97 @@ pub async fn run(
         token,
     };
     Ok((result, running))
+}
+
+/// The demo's two task APIs, serving, seeded alike.
+struct Backends {
+    legacy: Listening,
+    candidate: Listening,
+    /// The seeded tasks' IDs on the legacy side, for the client to use.
+    legacy_ids: Vec<String>,
+}
+
+impl Backends {
+    /// Starts both APIs, seeds them, and writes the data migration's ID
+    /// mapping to `out` as a real migration would.
+    async fn start(out: &Path) -> Result<Backends, DemoError> {
+        // Random UUIDs on both sides: the data migration kept Notion's key type.
+        let legacy_api = TaskApi::new(Flavor::Legacy).with_ids(Ids::Uuid).with_timestamps();
+        let candidate_api = TaskApi::new(Flavor::Candidate)
+            .with_ids(Ids::Uuid)
+            .with_timestamps()
+            .with_bugs();
+        let legacy = legacy_api.start().await.map_err(DemoError::Backend)?;
+        let candidate = candidate_api.start().await.map_err(DemoError::Backend)?;
+        let seeds = seeds();
+        let legacy_ids = legacy_api.seed(&seeds);
+        let candidate_ids = candidate_api.seed(&seeds);
+        let mapping: serde_json::Map<String, serde_json::Value> = legacy_ids
+            .iter()
+            .zip(&candidate_ids)
+            .map(|(l, c)| (l.clone(), serde_json::Value::from(c.clone())))
+            .collect();
+        write(
+            &out.join("id-mappings.json"),
+            &serde_json::json!({ "tasks": mapping }).to_string(),
+        )?;
+        Ok(Backends {
+            legacy,
+            candidate,
+            legacy_ids,
+        })
+    }
+}
+
+/// The admin API needs a token: the user's, else one made for this run.
+fn admin_token() -> String {
+    std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Starts the proxy from the config file it wrote, as a user would.
+async fn start_proxy(config_path: &Path, token: &str) -> Result<(Running, Readiness), DemoError> {
+    let text = std::fs::read_to_string(config_path).map_err(|source| write_error(config_path, source))?;
+    let env = |name: &str| {
+        if name == TOKEN_ENV {
+            Some(token.to_string())
+        } else {
+            std::env::var(name).ok()
+        }
+    };
+    let config = Config::parse(&text, &config_path.display().to_string(), &env)?;
+    let readiness = config.readiness.clone();
+    let running = crate::app::start(config)
+        .await
+        .map_err(|err| DemoError::Start(Box::new(err)))?;
+    Ok((running, readiness))
+}
+
+/// Sends the traffic through the proxy, showing progress, until it is done
+/// or `stop` turns true.
+async fn drive(
+    options: &DemoOptions,
+    stop: watch::Receiver<bool>,
+    show: &(dyn Fn(Stage<'_>) + Sync),
+    running: &Running,
+    store: &Store,
+    client: &Arc<traffic::Client>,
+) {
+    let traffic = {
+        let client = Arc::clone(client);
+        let (rps, duration) = (options.rps, options.duration);
+        tokio::spawn(async move { client.run(rps, duration, stop).await })
+    };
+    let started = std::time::Instant::now();
+    while !traffic.is_finished() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        show(Stage::Running(
+            progress(running, store, client, started.elapsed()).await,
+        ));
+    }
+    let _ = traffic.await;
 }
 
 /// Waits until the mirror has compared everything and the store has it all.
@@ -274,6 +322,7 @@ fn seeds() -> Vec<Seed> {
 }
 
 /// The demo's config: mirror reads, dual-write writes, rules for the noise.
+/// It is long because it is one TOML document, written to be read whole.
 fn config_text(legacy: &str, candidate: &str, store: &Path) -> String {
     // Every route answers tasks the same way, so every route gets the same rules.
     let rules = r#"[route.compare]

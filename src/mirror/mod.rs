@@ -17,6 +17,7 @@ mod admission;
 mod config;
 mod lanes;
 mod sweep;
+mod verify;
 mod workers;
 mod writes;
 

@@ -189,31 +189,44 @@ impl<'a> Differ<'a> {
             }
         }
         self.item = outer_item;
-        if shadow_order.windows(2).any(|pair| pair[0] > pair[1]) {
-            let shown = |keys: &[Option<String>], order: &mut dyn Iterator<Item = usize>| {
-                Value::from(
-                    order
-                        .map(|i| keys[i].clone().unwrap_or_else(|| format!("#{i}")))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )
-            };
-            let primary_order = shown(&p_keys, &mut (0..p.len()));
-            let mut sorted = shadow_order.clone();
-            sorted.sort_unstable();
-            let shadow_keys_in_shadow_order = shown(&s_keys, &mut sorted.into_iter());
-            self.record(
-                path,
-                Kind::OrderOnly,
-                Some(&primary_order),
-                Some(&shadow_keys_in_shadow_order),
-            );
-        }
+        self.record_order(&p_keys, &s_keys, &shadow_order, path);
         if self.found() != found_before {
             self.replace_array(patch_mark, path, p);
         } else {
             self.patch.truncate(patch_mark);
         }
+    }
+
+    /// Records `order_only` when the matched shadow items, taken in the
+    /// primary's order, are not in the shadow's own order.
+    fn record_order<'v>(
+        &mut self,
+        p_keys: &[Option<String>],
+        s_keys: &[Option<String>],
+        shadow_order: &[usize],
+        path: &mut Vec<Segment<'v>>,
+    ) {
+        if !shadow_order.windows(2).any(|pair| pair[0] > pair[1]) {
+            return;
+        }
+        let shown = |keys: &[Option<String>], order: &mut dyn Iterator<Item = usize>| {
+            Value::from(
+                order
+                    .map(|i| keys[i].clone().unwrap_or_else(|| format!("#{i}")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        };
+        let primary_order = shown(p_keys, &mut (0..p_keys.len()));
+        let mut sorted = shadow_order.to_vec();
+        sorted.sort_unstable();
+        let shadow_keys_in_shadow_order = shown(s_keys, &mut sorted.into_iter());
+        self.record(
+            path,
+            Kind::OrderOnly,
+            Some(&primary_order),
+            Some(&shadow_keys_in_shadow_order),
+        );
     }
 
     /// An item's key, as text; the primary's key goes through the ID map when
