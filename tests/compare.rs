@@ -1,10 +1,13 @@
 //! The comparison engine, table-driven: every rule and kind, and the cases
 //! that trip up naive diffs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cutover::compare::json::{MAX_DIFFERENCES, MAX_GROUPS};
 use cutover::compare::rules::{CompareRules, ItemKey, Rule, Tolerance};
 use cutover::compare::{compare_responses, Comparison, Context, IdLookup, Kind, Location, NoIds, Severity};
 use cutover::exchange::CapturedResponse;
@@ -688,4 +691,44 @@ fn identical_answers_get_the_verdict_the_full_comparison_gives() {
             verdict(&hot)
         );
     }
+}
+
+#[test]
+fn a_large_answer_keeps_every_group_and_counts_the_rest() {
+    let (primary, shadow) = common::large_divergent_lists(10_000);
+    let by_id = rules(|r| {
+        r.add("u", "/tasks", Rule::Unordered(ItemKey::Field(vec!["id".into()])))
+            .unwrap()
+    });
+    let comparison = compare_json(&by_id, primary.clone(), shadow.clone());
+    let groups: std::collections::BTreeSet<(String, String)> = comparison
+        .differences
+        .iter()
+        .map(|d| (d.pattern.clone(), d.kind.label().to_string()))
+        .collect();
+    let expected = common::LARGE_LIST_GROUPS
+        .iter()
+        .map(|(pattern, kind)| (pattern.to_string(), kind.to_string()))
+        .collect();
+    assert_eq!(groups, expected, "every kind of difference is kept");
+    assert_eq!(comparison.differences.len() + comparison.truncated, 3 * 10_000 - 1);
+    assert!(comparison.truncated > 0, "the count past the cap stays visible");
+    assert!(comparison.differences.len() <= MAX_DIFFERENCES + MAX_GROUPS);
+    let again = compare_json(&by_id, primary, shadow);
+    assert_eq!(
+        again.differences.iter().map(|d| &d.path).collect::<Vec<_>>(),
+        comparison.differences.iter().map(|d| &d.path).collect::<Vec<_>>(),
+        "the same answers keep the same examples"
+    );
+}
+
+#[test]
+fn past_the_group_cap_new_groups_are_counted_not_kept() {
+    let primary: serde_json::Map<String, Value> = (0..3_000).map(|i| (format!("f{i}"), json!(i))).collect();
+    let shadow: serde_json::Map<String, Value> = (0..3_000).map(|i| (format!("f{i}"), json!(i + 1))).collect();
+    let comparison = compare_json(&CompareRules::new(), Value::Object(primary), Value::Object(shadow));
+    // The first groups fill the kept differences; past them, each new group
+    // keeps its example until there are MAX_GROUPS.
+    assert_eq!(comparison.differences.len(), MAX_GROUPS);
+    assert_eq!(comparison.differences.len() + comparison.truncated, 3_000);
 }

@@ -243,3 +243,54 @@ async fn secrets_stay_out_of_the_logs() {
         }
     }
 }
+
+/// A 10,000-item answer with about 30,000 differences: the proxy records
+/// every kind of difference in it as a group, the order and the item
+/// missing at the end included, however far past the kept examples they are.
+#[tokio::test]
+async fn a_large_answer_counts_in_every_group_it_has() {
+    let (primary_list, shadow_list) = large_divergent_lists(10_000);
+    let primary_body = Bytes::from(primary_list.to_string());
+    let shadow_body = Bytes::from(shadow_list.to_string());
+    let primary = backend(move |_| {
+        let body = primary_body.clone();
+        async move { respond(200, &json(), body) }
+    })
+    .await;
+    let shadow = backend(move |_| {
+        let body = shadow_body.clone();
+        async move { respond(200, &json(), body) }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("evidence.db").display());
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.store = url.clone();
+    setup.routes = LARGE_LIST_ROUTE;
+    let proxy = setup.start().await;
+    let answer = client()
+        .get(format!("http://{}/tasks", proxy.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.bytes().await.unwrap().len(), primary_list.to_string().len());
+    let diverged = wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "diverged")], 1.0).await;
+    assert_eq!(diverged, 1.0, "{}", metrics_text(proxy.admin_addr).await);
+    let report = proxy.shutdown().await;
+    assert_eq!(report.unwritten.records, 0);
+
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let mut groups: Vec<(String, String, i64)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.pattern, g.kind, g.count))
+        .collect();
+    groups.sort();
+    let expected: Vec<(String, String, i64)> = LARGE_LIST_GROUPS
+        .iter()
+        .map(|(pattern, kind)| (pattern.to_string(), kind.to_string(), 1))
+        .collect();
+    assert_eq!(groups, expected);
+}

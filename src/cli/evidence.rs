@@ -1,5 +1,5 @@
 //! The commands over the evidence in a store: `switch`, `idmap import`,
-//! `report`, `drift` and `diff`.
+//! `report` and `drift`.
 //!
 //! Must never: change the store but through the library's own calls.
 
@@ -7,13 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::compare::rules::CompareRules;
-use crate::compare::{compare_responses, Context as CompareContext, NoIds};
-use crate::config::Config;
-use crate::exchange::CapturedResponse;
 use crate::ledger::LedgerState;
 
-use super::{runtime, DiffFormat, DriftCommand, ReportFormat, StoreArgs};
+use super::{runtime, DriftCommand, ReportFormat, StoreArgs};
 
 pub(super) fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyhow::Result<()> {
     let mode = crate::mode::Mode::parse(mode).with_context(|| {
@@ -243,63 +239,4 @@ async fn drift_resolve(id: i64, note: String, at: &StoreArgs) -> anyhow::Result<
     store.close().await;
     println!("#{id} marked reconciled");
     Ok(true)
-}
-
-/// Compares two saved responses; `Ok(true)` when they match.
-pub(super) fn diff(
-    a: &std::path::Path,
-    b: &std::path::Path,
-    config: Option<&std::path::Path>,
-    route: Option<&str>,
-    format: DiffFormat,
-) -> anyhow::Result<bool> {
-    let read = |path: &std::path::Path| -> anyhow::Result<CapturedResponse> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        CapturedResponse::from_saved(&bytes).with_context(|| format!("{}", path.display()))
-    };
-    let (primary, shadow) = (read(a)?, read(b)?);
-    let (rules, route_name, decode_limit) = match (config, route) {
-        (Some(config), Some(name)) => {
-            let config = Config::load(config)?;
-            let found = config.routes.iter().find(|r| r.name == name).ok_or_else(|| {
-                let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-                anyhow::anyhow!(
-                    "{}: no route named \"{name}\" (routes: {})",
-                    config.source,
-                    names.join(", ")
-                )
-            })?;
-            (Arc::clone(&found.compare), name.to_string(), config.mirror.max_decoded)
-        }
-        _ => (Arc::new(CompareRules::new()), "diff".to_string(), 64 << 20),
-    };
-    // A bare body has no headers: comparing them would only report their absence.
-    let rules = if primary.headers.is_empty() || shadow.headers.is_empty() {
-        let mut without_headers = (*rules).clone();
-        without_headers.headers.clear();
-        Arc::new(without_headers)
-    } else {
-        rules
-    };
-    let ctx = CompareContext {
-        route: &route_name,
-        method: &http::Method::GET,
-        rules: &rules,
-        ids: &NoIds,
-        decode_limit,
-        want_patch: !matches!(format, DiffFormat::Text),
-    };
-    let comparison = compare_responses(&ctx, &primary, &shadow);
-    match format {
-        DiffFormat::Text => print!("{}", comparison.to_text()),
-        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&comparison)?),
-        DiffFormat::Patch => println!(
-            "{}",
-            serde_json::to_string_pretty(&comparison.patch.clone().unwrap_or_default())?
-        ),
-    }
-    if let Some(reason) = comparison.incomparable {
-        anyhow::bail!("the bodies cannot be compared: {reason}");
-    }
-    Ok(comparison.is_match())
 }

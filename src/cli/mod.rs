@@ -13,11 +13,13 @@ use tracing_subscriber::EnvFilter;
 use crate::config::Config;
 
 mod demo;
+mod diff;
 mod evidence;
 mod serve;
 
 use demo::demo;
-use evidence::{diff, drift, idmap_import, report, switch};
+use diff::diff;
+use evidence::{drift, idmap_import, report, switch};
 use serve::{check_config, health, migrate, serve};
 
 #[derive(Debug, Parser)]
@@ -140,6 +142,10 @@ enum Command {
         /// The route whose rules apply (with --config).
         #[arg(long, requires = "config")]
         route: Option<String>,
+        /// The store whose ID pairs apply (with --config; else the config's
+        /// store, and its `[idmap] import` files either way).
+        #[arg(long, value_name = "URL", requires = "config")]
+        store: Option<String>,
         /// `text` for people, `json` for the differences, `patch` for the
         /// RFC 6902 JSON Patch that turns B into A.
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
@@ -289,8 +295,18 @@ pub fn run() -> ExitCode {
             b,
             config,
             route,
+            store,
             format,
-        } => return found_or_not(diff(&a, &b, config.as_deref(), route.as_deref(), format)),
+        } => {
+            return found_or_not(diff(
+                &a,
+                &b,
+                config.as_deref(),
+                route.as_deref(),
+                store.as_deref(),
+                format,
+            ))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -584,3 +584,33 @@ pub async fn api_get(admin: impl std::fmt::Display, path: &str, token: &str) -> 
         .unwrap();
     serde_json::from_slice(&body).unwrap()
 }
+
+/// The five groups of [`large_divergent_lists`], as (pattern, kind).
+pub const LARGE_LIST_GROUPS: [(&str, &str); 5] = [
+    ("/tasks", "order_only"),
+    ("/tasks/*", "missing_in_shadow"),
+    ("/tasks/*/n", "type_changed"),
+    ("/tasks/*/note", "extra_in_shadow"),
+    ("/tasks/*/title", "value_changed"),
+];
+
+/// The route rules [`large_divergent_lists`] are compared under.
+pub const LARGE_LIST_ROUTE: &str =
+    "[[route]]\nname = \"list\"\nmatch = \"GET /tasks\"\n[route.compare]\nunordered = { \"/tasks\" = \"id\" }\n";
+
+/// A primary's task list of `n` items and a shadow's answer to the same
+/// request where every item differs in three fields (a changed title, a
+/// number sent as a string, an extra field), the last item is missing and
+/// the first two are swapped: `3n - 1` differences in five groups, the
+/// order and the missing item found last.
+pub fn large_divergent_lists(n: usize) -> (serde_json::Value, serde_json::Value) {
+    use serde_json::json;
+    let primary: Vec<serde_json::Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "title": format!("Task {i}"), "n": i}))
+        .collect();
+    let mut shadow: Vec<serde_json::Value> = (0..n - 1)
+        .map(|i| json!({"id": format!("t{i}"), "title": format!("task {i}"), "n": i.to_string(), "note": ""}))
+        .collect();
+    shadow.swap(0, 1);
+    (json!({ "tasks": primary }), json!({ "tasks": shadow }))
+}

@@ -7,10 +7,17 @@
 //! so a dropped record shows as one missing item, not a cascade of changed
 //! values. Unordered arrays are matched by a key.
 //!
+//! Past [`MAX_DIFFERENCES`] the walk keeps only the first difference of
+//! each group it has not seen yet (a pattern and a kind), so a large answer
+//! loses examples, never a kind of difference; the rest are counted.
+//!
 //! Must never: treat a difference as equal unless a rule says so; panic on
-//! any document; grow its output past [`MAX_DIFFERENCES`].
+//! any document; drop the only difference of a group while fewer than
+//! [`MAX_GROUPS`] groups are kept; grow its output past
+//! [`MAX_DIFFERENCES`] + [`MAX_GROUPS`].
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value};
@@ -24,8 +31,13 @@ mod scalars;
 
 pub use scalars::{canonical_decimal, instant_nanos};
 
-/// Differences kept per exchange; past it they are counted, not kept.
+/// Differences kept per exchange as they come; past it only a group's
+/// first difference is kept, the rest are counted.
 pub const MAX_DIFFERENCES: usize = 500;
+/// Groups (pattern and kind) one exchange keeps an example of; past it a
+/// new group is counted, not kept (an answer with this many distinct
+/// places that differ is one broken answer, not that many findings).
+pub const MAX_GROUPS: usize = 1_000;
 /// Longest array aligned item by item; longer ones compare by index.
 const ALIGN_LIMIT: usize = 20_000;
 /// Longest value shown in a difference.
@@ -111,8 +123,15 @@ pub struct Differ<'a> {
     rules: &'a CompareRules,
     ids: &'a dyn IdLookup,
     pub differences: Vec<RawDifference>,
-    /// Differences found past [`MAX_DIFFERENCES`].
+    /// Differences found but not kept: past [`MAX_DIFFERENCES`], in a group
+    /// that already has its example.
     pub truncated: usize,
+    /// Every difference found, kept or not, including in a trial.
+    found: usize,
+    /// A trial walk (see `agree`) counts what it finds and keeps nothing.
+    trial: bool,
+    /// The groups the kept differences are in.
+    groups: HashSet<(Kind, String)>,
     pub patch: Vec<Value>,
     pub unmapped: Vec<UnmappedId>,
     /// The key of the unordered item being walked, for the differences inside it.
@@ -128,6 +147,9 @@ impl<'a> Differ<'a> {
             ids,
             differences: Vec::new(),
             truncated: 0,
+            found: 0,
+            trial: false,
+            groups: HashSet::new(),
             patch: Vec::new(),
             unmapped: Vec::new(),
             item: None,
@@ -148,13 +170,23 @@ impl<'a> Differ<'a> {
     }
 
     fn found(&mut self) -> usize {
-        self.differences.len() + self.truncated
+        self.found
     }
 
     fn record(&mut self, path: &[Segment<'_>], kind: Kind, primary: Option<&Value>, shadow: Option<&Value>) {
-        if self.differences.len() >= MAX_DIFFERENCES {
+        self.found += 1;
+        if self.trial {
+            return;
+        }
+        let group = (kind, pattern(path));
+        let new_group = !self.groups.contains(&group);
+        let keep = self.differences.len() < MAX_DIFFERENCES || (new_group && self.groups.len() < MAX_GROUPS);
+        if !keep {
             self.truncated += 1;
             return;
+        }
+        if new_group {
+            self.groups.insert(group);
         }
         self.differences.push(RawDifference {
             path: path.iter().map(Segment::to_owned_segment).collect(),
@@ -244,18 +276,14 @@ impl<'a> Differ<'a> {
         cursor: &Cursor,
         path: &mut Vec<Segment<'v>>,
     ) -> bool {
-        let marks = (
-            self.differences.len(),
-            self.truncated,
-            self.patch.len(),
-            self.unmapped.len(),
-        );
+        let marks = (self.found, self.patch.len(), self.unmapped.len());
+        let outer_trial = std::mem::replace(&mut self.trial, true);
         self.diff(primary, shadow, cursor, path);
-        let agreed = self.differences.len() == marks.0 && self.truncated == marks.1;
-        self.differences.truncate(marks.0);
-        self.truncated = marks.1;
-        self.patch.truncate(marks.2);
-        self.unmapped.truncate(marks.3);
+        self.trial = outer_trial;
+        let agreed = self.found == marks.0;
+        self.found = marks.0;
+        self.patch.truncate(marks.1);
+        self.unmapped.truncate(marks.2);
         agreed
     }
 
