@@ -732,3 +732,82 @@ fn past_the_group_cap_new_groups_are_counted_not_kept() {
     assert_eq!(comparison.differences.len(), MAX_GROUPS);
     assert_eq!(comparison.differences.len() + comparison.truncated, 3_000);
 }
+
+#[test]
+fn a_promised_sort_accepts_ties_in_any_order_and_names_the_first_pair_that_breaks_it() {
+    let sorted = rules(|r| {
+        r.add("u", "/tasks", Rule::Unordered(ItemKey::Field(vec!["id".into()])))
+            .unwrap();
+        r.add(
+            "o",
+            "/tasks",
+            Rule::OrderBy(vec![vec!["priority".into()], vec!["due".into()]]),
+        )
+        .unwrap();
+    });
+    let primary = json!({"tasks": [
+        {"id": "a", "priority": 1, "due": "2026-01-01"},
+        {"id": "b", "priority": 1, "due": "2026-01-01"},
+        {"id": "c", "priority": 2, "due": "2026-01-01"},
+    ]});
+    let ties_swapped = json!({"tasks": [
+        {"id": "b", "priority": 1, "due": "2026-01-01"},
+        {"id": "a", "priority": 1, "due": "2026-01-01"},
+        {"id": "c", "priority": 2, "due": "2026-01-01"},
+    ]});
+    assert!(compare_json(&sorted, primary.clone(), ties_swapped.clone()).is_match());
+    let without_the_promise = rules(|r| {
+        r.add("u", "/tasks", Rule::Unordered(ItemKey::Field(vec!["id".into()])))
+            .unwrap()
+    });
+    assert_eq!(
+        found(&compare_json(&without_the_promise, primary.clone(), ties_swapped)),
+        vec![("/tasks".into(), Kind::OrderOnly, Severity::Low)]
+    );
+
+    let broken = json!({"tasks": [
+        {"id": "c", "priority": 2, "due": "2026-01-01"},
+        {"id": "a", "priority": 1, "due": "2026-01-01"},
+        {"id": "b", "priority": 1, "due": "2026-01-01"},
+    ]});
+    let comparison = compare_json(&sorted, primary, broken);
+    assert_eq!(
+        found(&comparison),
+        vec![("/tasks".into(), Kind::OrderOnly, Severity::Low)]
+    );
+    assert_eq!(
+        comparison.differences[0].primary.as_deref(),
+        Some(r#""id=b (/priority=1, /due=\"2026-01-01\") before id=c (/priority=2, /due=\"2026-01-01\")""#)
+    );
+    assert_eq!(
+        comparison.differences[0].shadow.as_deref(),
+        Some(r#""id=c (/priority=2, /due=\"2026-01-01\") before id=b (/priority=1, /due=\"2026-01-01\")""#)
+    );
+}
+
+#[test]
+fn a_promised_sort_matches_items_through_the_id_map() {
+    let sorted = rules(|r| {
+        r.add("u", "/tasks", Rule::Unordered(ItemKey::Field(vec!["id".into()])))
+            .unwrap();
+        r.add("i", "/tasks/*/id", Rule::Id("tasks".into())).unwrap();
+        r.add("o", "/tasks", Rule::OrderBy(vec![vec!["priority".into()]]))
+            .unwrap();
+    });
+    let ids = Map(["p-1", "p-2", "p-3"]
+        .into_iter()
+        .map(|p| (("tasks".to_string(), p.to_string()), p.replace('p', "s")))
+        .collect());
+    let primary =
+        json!({"tasks": [{"id": "p-1", "priority": 1}, {"id": "p-2", "priority": 1}, {"id": "p-3", "priority": 2}]});
+    let tied =
+        json!({"tasks": [{"id": "s-2", "priority": 1}, {"id": "s-1", "priority": 1}, {"id": "s-3", "priority": 2}]});
+    let broken =
+        json!({"tasks": [{"id": "s-3", "priority": 2}, {"id": "s-1", "priority": 1}, {"id": "s-2", "priority": 1}]});
+    let compare = |shadow: &Value| compare_with(&sorted, &ids, &json_response(&primary), &json_response(shadow));
+    assert!(compare(&tied).is_match(), "{:?}", compare(&tied).differences);
+    assert_eq!(
+        found(&compare(&broken)),
+        vec![("/tasks".into(), Kind::OrderOnly, Severity::Low)]
+    );
+}

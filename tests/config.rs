@@ -246,8 +246,13 @@ fn broken_configs_point_at_the_key() {
         ),
         (
             "mirror = \"dual-write\"\n",
+            "mirror = \"dual-write\"\n[route.compare]\norder_by = { \"/tasks\" = [\"/priority\"] }\n",
+            "config/tomos.toml: route \"update-task\": compare.order_by.\"/tasks\": needs an `unordered` key at the same path, to match the items by (for example unordered = { \"/tasks\" = \"id\" })",
+        ),
+        (
+            "mirror = \"dual-write\"\n",
             "mirror = \"dual-write\"\n[route.compare]\nignore_paths = [\"/x\"]\n",
-            "config/tomos.toml: route[0].compare.ignore_paths: unknown field `ignore_paths`, expected one of `ignore`, `unordered`, `time_tolerance`, `dates_as_midnight_utc`, `number_tolerance`, `null_equals_missing`, `ids`, `trim`, `case_insensitive`, `headers`, `allow_extra_fields`, `severity`, `not_noise`, `learn_noise`, `recheck` (line 19, column 1)",
+            "config/tomos.toml: route[0].compare.ignore_paths: unknown field `ignore_paths`, expected one of `ignore`, `unordered`, `order_by`, `time_tolerance`, `dates_as_midnight_utc`, `number_tolerance`, `null_equals_missing`, `ids`, `trim`, `case_insensitive`, `headers`, `allow_extra_fields`, `severity`, `not_noise`, `learn_noise`, `recheck` (line 19, column 1)",
         ),
         (
             "[[route]]",

@@ -95,12 +95,18 @@ fn diff_applies_a_routes_rules_from_a_config() {
     let stdout = String::from_utf8_lossy(&with_rules.stdout);
     assert_eq!(
         stdout,
-        "diverged: 1 difference in 1 group\n  low    order_only        /tasks: \"t1, t2\" -> \"t2, t1\"\n"
+        concat!(
+            "diverged: 1 difference in 1 group\n  low    order_only        /tasks: ",
+            r#""id=t1 (/priority=null, /dueDate=\"2026-01-20T09:00:00.000+11:00\") before id=t2 (/priority=null, /dueDate=null)""#,
+            " -> ",
+            r#""id=t2 (/priority=null, /dueDate=null) before id=t1 (/priority=null, /dueDate=\"2026-01-19T22:00:00Z\")""#,
+            "\n"
+        )
     );
     assert_eq!(
         with_rules.status.code(),
         Some(1),
-        "an order change is still reported, at low severity"
+        "an order that breaks the promised sort (due date) is reported, at low severity"
     );
 
     let unknown = cutover(

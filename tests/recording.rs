@@ -294,3 +294,78 @@ async fn a_large_answer_counts_in_every_group_it_has() {
         .collect();
     assert_eq!(groups, expected);
 }
+
+/// Through the proxy: tied items in another order are a match under the
+/// route's promised sort, an order that breaks it is one `order_only` group.
+#[tokio::test]
+async fn a_promised_sort_is_judged_through_the_proxy() {
+    let primary = backend(|_| async move {
+        let body = r#"{"tasks":[{"id":"a","priority":1},{"id":"b","priority":1},{"id":"c","priority":2}]}"#;
+        respond(200, &json(), Bytes::from_static(body.as_bytes()))
+    })
+    .await;
+    let shadow = backend(|seen: Seen| async move {
+        let body = if seen.path_and_query == "/tied" {
+            r#"{"tasks":[{"id":"b","priority":1},{"id":"a","priority":1},{"id":"c","priority":2}]}"#
+        } else {
+            r#"{"tasks":[{"id":"c","priority":2},{"id":"a","priority":1},{"id":"b","priority":1}]}"#
+        };
+        respond(200, &json(), Bytes::from_static(body.as_bytes()))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("evidence.db").display());
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.store = url.clone();
+    setup.routes = r#"
+[[route]]
+name = "tied"
+match = "GET /tied"
+[route.compare]
+unordered = { "/tasks" = "id" }
+order_by = { "/tasks" = ["/priority"] }
+
+[[route]]
+name = "broken"
+match = "GET /broken"
+[route.compare]
+unordered = { "/tasks" = "id" }
+order_by = { "/tasks" = ["/priority"] }
+"#;
+    let proxy = setup.start().await;
+    for path in ["tied", "broken"] {
+        let answer = client()
+            .get(format!("http://{}/{path}", proxy.proxy_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[], 2.0).await;
+    let outcome = |route: &'static str, outcome: &'static str| {
+        let admin = proxy.admin_addr;
+        async move {
+            metric(
+                &metrics_text(admin).await,
+                REQUESTS_TOTAL,
+                &[("route", route), ("outcome", outcome)],
+            )
+        }
+    };
+    assert_eq!(outcome("tied", "match").await, 1.0);
+    assert_eq!(outcome("broken", "diverged").await, 1.0);
+    proxy.shutdown().await;
+
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let groups: Vec<(String, String, String)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.route, g.pattern, g.kind))
+        .collect();
+    assert_eq!(
+        groups,
+        [("broken".to_string(), "/tasks".to_string(), "order_only".to_string())]
+    );
+}

@@ -65,6 +65,10 @@ pub enum ItemKey {
 pub enum Rule {
     Ignore,
     Unordered(ItemKey),
+    /// The sort an array's answer promises, by these fields of its items
+    /// (each a path of keys into the item); only with `Unordered` at the
+    /// same place, whose key matches the items.
+    OrderBy(Vec<Vec<String>>),
     TimeTolerance(Duration),
     NumberTolerance(Tolerance),
     NullEqualsMissing,

@@ -27,6 +27,8 @@ pub(super) struct RawCompare {
     #[serde(default)]
     unordered: BTreeMap<String, String>,
     #[serde(default)]
+    order_by: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     time_tolerance: BTreeMap<String, String>,
     #[serde(default)]
     dates_as_midnight_utc: bool,
@@ -206,6 +208,12 @@ impl Ctx<'_> {
                 .add(&rule_key, path, Rule::Unordered(item_key))
                 .map_err(rule_error)?;
         }
+        for (path, fields) in &raw.order_by {
+            let rule_key = format!("compare.order_by.\"{path}\"");
+            let rule = order_by(fields, raw.unordered.contains_key(path))
+                .map_err(|message| invalid(rule_key.clone(), message))?;
+            rules.add(&rule_key, path, rule).map_err(rule_error)?;
+        }
         for (path, text) in &raw.time_tolerance {
             let key = format!("compare.time_tolerance.\"{path}\"");
             let duration = ranges::duration_within(text, ranges::TIME_TOLERANCE)
@@ -264,6 +272,28 @@ impl Ctx<'_> {
         }
         Ok(rules)
     }
+}
+
+/// An `order_by` rule: one or more fields of the items (names or pointers
+/// of plain keys), at a path that also has an `unordered` key to match the
+/// items by.
+fn order_by(fields: &[String], unordered_too: bool) -> Result<Rule, String> {
+    if !unordered_too {
+        return Err("needs an `unordered` key at the same path, to match the items by \
+                    (for example unordered = { \"/tasks\" = \"id\" })"
+            .into());
+    }
+    if fields.is_empty() {
+        return Err("expected at least one field to sort by, e.g. [\"/priority\", \"/dueDate\"]".into());
+    }
+    let fields = fields
+        .iter()
+        .map(|field| match item_key(field)? {
+            ItemKey::Field(segments) => Ok(segments),
+            ItemKey::Whole => Err(format!("\"{field}\" is not a field of the items")),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Rule::OrderBy(fields))
 }
 
 /// An `unordered` item key: the whole item (`""` or `"."`), a field name,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use similar::{Algorithm, DiffOp};
 
 use crate::compare::pointer::Cursor;
-use crate::compare::rules::ItemKey;
+use crate::compare::rules::{ItemKey, Rule};
 use crate::compare::Kind;
 
 use super::*;
@@ -161,7 +161,7 @@ impl<'a> Differ<'a> {
             }
         }
         let mut matched_shadow = vec![false; s.len()];
-        let mut shadow_order = Vec::with_capacity(p.len());
+        let mut matched = Vec::with_capacity(p.len());
         let outer_item = self.item.take();
         for (pi, k) in p_keys.iter().enumerate() {
             let partner = match k {
@@ -173,7 +173,7 @@ impl<'a> Differ<'a> {
             match partner {
                 Some(si) => {
                     matched_shadow[si] = true;
-                    shadow_order.push(si);
+                    matched.push((pi, si));
                     self.diff(&p[pi], &s[si], &self.rules.step(cursor, &pi.to_string()), path);
                 }
                 None => self.record(path, Kind::MissingInShadow, Some(&p[pi]), None),
@@ -189,7 +189,24 @@ impl<'a> Differ<'a> {
             }
         }
         self.item = outer_item;
-        self.record_order(&p_keys, &s_keys, &shadow_order, path);
+        let promised = self.rules.at(cursor).find_map(|rule| match rule {
+            Rule::OrderBy(fields) => Some(fields),
+            _ => None,
+        });
+        match promised {
+            Some(fields) => {
+                let keys = MatchedKeys {
+                    key,
+                    primary: &p_keys,
+                    shadow: &s_keys,
+                };
+                self.record_broken_sort(p, s, &keys, &matched, fields, path);
+            }
+            None => {
+                let shadow_order: Vec<usize> = matched.iter().map(|&(_, si)| si).collect();
+                self.record_order(&p_keys, &s_keys, &shadow_order, path);
+            }
+        }
         if self.found() != found_before {
             self.replace_array(patch_mark, path, p);
         } else {
@@ -229,6 +246,62 @@ impl<'a> Differ<'a> {
         );
     }
 
+    /// Records `order_only` when the shadow breaks the promised sort: an
+    /// item the primary lists before another is listed after it, and the
+    /// two are not tied (ties are neighbours in the primary's answer with
+    /// equal sort values; they may come in any order). The example is the
+    /// first pair out of order, with their sort values on each side.
+    fn record_broken_sort<'v>(
+        &mut self,
+        p: &'v [Value],
+        s: &'v [Value],
+        keys: &MatchedKeys<'_>,
+        matched: &[(usize, usize)],
+        fields: &[Vec<String>],
+        path: &mut Vec<Segment<'v>>,
+    ) {
+        // The item of the earlier tie groups furthest down the shadow's list,
+        // and the same within the current group.
+        let mut earlier: Option<(usize, usize)> = None;
+        let mut current: Option<(usize, usize)> = None;
+        let furthest = |a: Option<(usize, usize)>, b: Option<(usize, usize)>| match (a, b) {
+            (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        for (index, &(pi, si)) in matched.iter().enumerate() {
+            if index > 0 && sort_values(&p[pi], fields) != sort_values(&p[matched[index - 1].0], fields) {
+                earlier = furthest(earlier, current.take());
+            }
+            if let Some((first_p, first_s)) = earlier.filter(|&(_, earlier_si)| earlier_si > si) {
+                let shown = |item: &Value, label: String| format!("{label} ({})", sort_text(item, fields));
+                let primary = format!(
+                    "{} before {}",
+                    shown(
+                        &p[first_p],
+                        item_label(keys.key, keys.primary[first_p].as_deref(), first_p)
+                    ),
+                    shown(&p[pi], item_label(keys.key, keys.primary[pi].as_deref(), pi)),
+                );
+                let shadow = format!(
+                    "{} before {}",
+                    shown(&s[si], item_label(keys.key, keys.shadow[si].as_deref(), si)),
+                    shown(
+                        &s[first_s],
+                        item_label(keys.key, keys.shadow[first_s].as_deref(), first_s)
+                    ),
+                );
+                self.record(
+                    path,
+                    Kind::OrderOnly,
+                    Some(&Value::from(primary)),
+                    Some(&Value::from(shadow)),
+                );
+                return;
+            }
+            current = furthest(current, Some((pi, si)));
+        }
+    }
+
     /// An item's key, as text; the primary's key goes through the ID map when
     /// the key's path is an ID.
     fn item_key(&self, item: &Value, key: &ItemKey, item_cursor: &Cursor, primary_side: bool) -> Option<String> {
@@ -258,6 +331,36 @@ impl<'a> Differ<'a> {
             }
         }
     }
+}
+
+/// The item keys of an unordered array's two sides, for labels.
+struct MatchedKeys<'k> {
+    key: &'k ItemKey,
+    primary: &'k [Option<String>],
+    shadow: &'k [Option<String>],
+}
+
+/// An item's values at the sort fields (null where it has none).
+fn sort_values<'v>(item: &'v Value, fields: &[Vec<String>]) -> Vec<&'v Value> {
+    fields
+        .iter()
+        .map(|field| {
+            field
+                .iter()
+                .try_fold(item, |value, segment| value.get(segment.as_str()))
+                .unwrap_or(&Value::Null)
+        })
+        .collect()
+}
+
+/// `/priority=1, /dueDate="2026-01-02"`: an item's sort values, for an example.
+fn sort_text(item: &Value, fields: &[Vec<String>]) -> String {
+    fields
+        .iter()
+        .zip(sort_values(item, fields))
+        .map(|(field, value)| format!("/{}={value}", field.join("/")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn item_label(key: &ItemKey, value: Option<&str>, index: usize) -> String {
