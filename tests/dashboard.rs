@@ -210,7 +210,7 @@ async fn every_promql_expression_returns_a_series_from_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let (proxy, _primary, _shadow) = busy_proxy(dir.path()).await;
     drive(proxy.proxy_addr).await;
-    let port = closed_port().await.port();
+    let port = free_port().await;
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,

@@ -152,6 +152,13 @@ pub async fn garbage_server() -> SocketAddr {
     raw_server(b"\x00\x13garbage, not HTTP at all\r\n\r\n\xff\xfe").await
 }
 
+/// A loopback port free at the moment, for another process to bind (it
+/// is released on return, so it is not [`closed_port`]'s).
+pub async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// Sockets bound by [`closed_port`], held for the test process's life.
 static HELD_PORTS: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
 
