@@ -13,6 +13,12 @@
 //! is always reported. Learned noise is listed for a person to confirm, and
 //! a route's `not_noise` paths are never learned.
 //!
+//! A remembered answer is charged what it holds: its bytes and an upper
+//! estimate of its parsed document (every node, map entry and string
+//! allocation), so answers that parse into far more than their size (long
+//! arrays of `0`) cannot hold more than `memory`. The table of volatile
+//! paths holds at most [`MAX_VOLATILE_PATHS`].
+//!
 //! Must never: learn from two answers a write may have changed, or hold
 //! more than its memory budget of remembered answers.
 
@@ -106,10 +112,48 @@ struct State {
     generations: u64,
     bytes: usize,
     volatile: HashMap<(String, String, Side), (u32, SystemTime, SystemTime)>,
+    /// Whether reaching [`MAX_VOLATILE_PATHS`] was logged.
+    full_logged: bool,
 }
 
 /// Stale entries of `State::order` tolerated beyond one per live one.
 const STALE_SLACK: usize = 64;
+
+/// Volatile paths tracked at most; past it new paths are not learned (an
+/// API whose keys are data, such as IDs as object keys, would otherwise
+/// grow the table without end).
+pub const MAX_VOLATILE_PATHS: usize = 10_000;
+
+/// What one remembered answer costs besides its document: its slot in the
+/// table, its entry in the order, and its bookkeeping.
+const ENTRY_COST: usize = 512;
+/// A node of a parsed document: its `Value` slot, with room for the growth
+/// of the array or map that holds it.
+const NODE_COST: usize = 2 * std::mem::size_of::<Value>();
+/// A map entry beyond its value: the key's `String` and the tree's share.
+const MAP_ENTRY_COST: usize = 4 * std::mem::size_of::<String>();
+/// The smallest heap allocation (a short string or number's text).
+const ALLOCATION_COST: usize = 32;
+
+/// An upper estimate of the heap a parsed document holds, given the size of
+/// its text (which bounds every string, key and number's own bytes).
+pub fn held_bytes(text_len: usize, doc: &Value) -> usize {
+    fn nodes(value: &Value) -> usize {
+        match value {
+            Value::Null | Value::Bool(_) => NODE_COST,
+            Value::Number(_) | Value::String(_) => NODE_COST + ALLOCATION_COST,
+            Value::Array(items) => NODE_COST + ALLOCATION_COST + items.iter().map(nodes).sum::<usize>(),
+            Value::Object(map) => {
+                NODE_COST
+                    + map
+                        .values()
+                        .map(|child| MAP_ENTRY_COST + ALLOCATION_COST + nodes(child))
+                        .sum::<usize>()
+            }
+        }
+    }
+    ENTRY_COST + 2 * text_len + nodes(doc)
+}
 
 /// The noise learner of one running instance.
 pub struct NoiseLearner {
@@ -171,7 +215,8 @@ impl NoiseLearner {
         let Some(doc) = doc() else {
             return;
         };
-        let bytes = body.len();
+        // The body's bytes once (shared with the capture), its document's text again.
+        let bytes = body.len() + held_bytes(body.len(), &doc);
         let mut state = self.lock();
         if let Some(previous) = state.recent.get(&request) {
             if now.duration_since(previous.at) <= self.config.window && previous.write_epoch == write_epoch {
@@ -230,10 +275,21 @@ impl NoiseLearner {
     fn count(&self, state: &mut State, route: &str, patterns: Vec<String>, side: Side) {
         let now = SystemTime::now();
         for pattern in patterns {
-            let entry = state
-                .volatile
-                .entry((route.to_string(), pattern.clone(), side))
-                .or_insert((0, now, now));
+            let key = (route.to_string(), pattern, side);
+            if state.volatile.len() >= MAX_VOLATILE_PATHS && !state.volatile.contains_key(&key) {
+                if !state.full_logged {
+                    state.full_logged = true;
+                    tracing::warn!(
+                        route,
+                        pattern = %key.1,
+                        limit = MAX_VOLATILE_PATHS,
+                        "the noise learner tracks as many volatile paths as it may: new ones are not learned"
+                    );
+                }
+                continue;
+            }
+            let pattern = key.1.clone();
+            let entry = state.volatile.entry(key).or_insert((0, now, now));
             entry.0 += 1;
             entry.2 = now;
             if entry.0 == self.config.min_observations {
@@ -369,6 +425,25 @@ mod tests {
     }
 
     #[test]
+    fn the_table_of_volatile_paths_is_bounded() {
+        let noise = learner();
+        let rules = CompareRules::new();
+        // Keys that are data: 11 requests of 1,000 keys each, all changing.
+        let keyed = |request: usize, n: u64| {
+            let map: serde_json::Map<String, Value> = (0..1_000)
+                .map(|i| (format!("k{}", request * 1_000 + i), json!(n)))
+                .collect();
+            Value::Object(map)
+        };
+        for request in 0..11 {
+            let fingerprint = fingerprint("GET", &format!("/keyed/{request}"), b"");
+            observe(&noise, &rules, fingerprint, 0, keyed(request, 1));
+            observe(&noise, &rules, fingerprint, 0, keyed(request, 2));
+        }
+        assert_eq!(noise.learned().len(), MAX_VOLATILE_PATHS);
+    }
+
+    #[test]
     fn not_noise_paths_are_never_learned() {
         let noise = learner();
         let mut rules = CompareRules::new();
@@ -381,10 +456,17 @@ mod tests {
         assert_eq!(patterns, ["/at"]);
     }
 
+    /// What remembering `doc`, sent as its JSON text, is charged.
+    fn cost(doc: &Value) -> usize {
+        let text = doc.to_string();
+        text.len() + held_bytes(text.len(), doc)
+    }
+
     #[test]
     fn remembered_answers_stay_within_the_memory_budget() {
+        let budget = 2 * cost(&json!({"n": 0})) + 10;
         let noise = NoiseLearner::new(NoiseConfig {
-            memory: 20,
+            memory: budget,
             ..NoiseConfig::default()
         });
         let rules = CompareRules::new();
@@ -392,14 +474,14 @@ mod tests {
             observe(&noise, &rules, n, 0, json!({"n": n}));
         }
         let state = noise.lock();
-        assert_eq!(state.recent.len(), 2, "{{\"n\":N}} is 7 bytes: two fit in 20");
-        assert!(state.bytes <= 20);
+        assert_eq!(state.recent.len(), 2, "two answers fit");
+        assert!(state.bytes <= budget);
     }
 
     #[test]
     fn the_oldest_request_is_forgotten_first_however_often_another_changes() {
         let noise = NoiseLearner::new(NoiseConfig {
-            memory: 3 * 9,
+            memory: 3 * cost(&json!({"n": 100})),
             ..NoiseConfig::default()
         });
         let rules = CompareRules::new();
