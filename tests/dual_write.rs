@@ -9,7 +9,7 @@ use cutover::ledger::LedgerState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::tasks::{Flavor, Host, Task, TaskApi, ROUTES};
+use common::tasks::{Flavor, Host, Ids, Task, TaskApi, ROUTES};
 use common::*;
 use cutover::idmap::IdPair;
 use cutover::metrics::{DRIFT_OPEN, IDMAP_UNMAPPED_TOTAL, REQUESTS_TOTAL, WRITE_DRIFT_TOTAL};
@@ -669,4 +669,51 @@ async fn a_replay_through_the_admin_api_releases_the_held_entity() {
     proxy.shutdown().await;
     assert_eq!(rig.shadow_api.tasks()["t-1"].title, "three");
     rig.assert_same_state().await;
+}
+
+/// config/tomos.toml in front of the two task APIs: a candidate that names
+/// the new ID `taskId` instead of `notionPageId` (which the iOS app decodes)
+/// shows as a divergence at /notionPageId, and the pair is still learned.
+#[tokio::test]
+async fn the_tomos_config_reports_a_create_answer_without_notion_page_id() {
+    let primary = TaskApi::new(Flavor::Legacy).serve().await;
+    let shadow = TaskApi::new(Flavor::Candidate).with_ids(Ids::Uuid).serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("evidence.db").display());
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tomos.toml"))
+        .unwrap()
+        .replace("https://tomos-notion.vercel.app", &primary.url())
+        .replace("https://tomos-postgres.vercel.app", &shadow.url())
+        .replace("0.0.0.0:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0");
+    let text = format!("{text}\n[store]\nurl = \"{store_url}\"\n");
+    let config = cutover::config::Config::parse(&text, "config/tomos.toml", &|_| None).unwrap();
+    let proxy = cutover::app::start(config).await.unwrap();
+    let (status, created) = send(proxy.proxy_addr, "POST", "/api/task", Some(json!({"task": "buy milk"}))).await;
+    assert_eq!(status, 201);
+    let primary_id = created["notionPageId"].as_str().unwrap().to_string();
+    let admin = proxy.admin_addr;
+    eventually("the create is judged diverged", || async move {
+        outcomes(admin, "create-task", "diverged").await == 1.0
+    })
+    .await;
+    proxy.shutdown().await;
+
+    let store = Store::open(&store_url, &StoreOptions::default()).await.unwrap();
+    let groups: Vec<(String, String, String)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.route, g.pattern, g.kind))
+        .collect();
+    assert!(
+        groups.contains(&("create-task".into(), "/notionPageId".into(), "missing_in_shadow".into())),
+        "{groups:?}"
+    );
+    let pairs = store.id_pairs().await.unwrap();
+    assert!(
+        pairs.iter().any(|(pair, _)| pair.primary_id == primary_id),
+        "the pair is learned from /notionPageId and /taskId: {pairs:?}"
+    );
 }

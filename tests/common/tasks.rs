@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 #[allow(unused_imports)] // each test binary uses a different part of the harness
-pub use cutover::demo::tasks::{Flavor, Task, TaskApi};
+pub use cutover::demo::tasks::{Flavor, Ids, Task, TaskApi};
 
 use super::{backend, respond, Backend};
 
