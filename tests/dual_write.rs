@@ -699,18 +699,17 @@ async fn the_tomos_config_reports_a_create_answer_without_notion_page_id() {
     .await;
     proxy.shutdown().await;
 
-    let store = Store::open(&store_url, &StoreOptions::default()).await.unwrap();
-    let groups: Vec<(String, String, String)> = store
-        .groups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|g| (g.route, g.pattern, g.kind))
-        .collect();
+    let groups = stored_groups(&store_url).await;
     assert!(
-        groups.contains(&("create-task".into(), "/notionPageId".into(), "missing_in_shadow".into())),
+        groups.contains(&(
+            "create-task".into(),
+            "/notionPageId".into(),
+            "missing_in_shadow".into(),
+            1
+        )),
         "{groups:?}"
     );
+    let store = Store::open(&store_url, &StoreOptions::default()).await.unwrap();
     let pairs = store.id_pairs().await.unwrap();
     assert!(
         pairs.iter().any(|(pair, _)| pair.primary_id == primary_id),

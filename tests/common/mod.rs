@@ -621,3 +621,19 @@ pub fn large_divergent_lists(n: usize) -> (serde_json::Value, serde_json::Value)
     shadow.swap(0, 1);
     (json!({ "tasks": primary }), json!({ "tasks": shadow }))
 }
+
+/// Every divergence group in the store at `url`, as (route, pattern, kind,
+/// count), sorted.
+pub async fn stored_groups(url: &str) -> Vec<(String, String, String, i64)> {
+    let store = cutover::store::Store::open(url, &Default::default()).await.unwrap();
+    let mut groups: Vec<(String, String, String, i64)> = store
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.route, g.pattern, g.kind, g.count))
+        .collect();
+    store.close().await;
+    groups.sort();
+    groups
+}
