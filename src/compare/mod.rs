@@ -19,7 +19,7 @@ pub mod pointer;
 mod responses;
 pub mod rules;
 
-pub use responses::compare_responses;
+pub use responses::{compare_responses, LINE_DIFF_DEADLINE};
 
 use http::Method;
 use serde::Serialize;

@@ -203,10 +203,16 @@ fn compare_json(found: &mut Findings<'_, '_>, mut p: Value, mut s: Value) {
     found.out.primary_document = Some(p);
 }
 
+/// Longest a line diff searches for the smallest diff; past it the diff is
+/// coarser (bigger hunks), never missing a change. Shared by text bodies
+/// and divergence samples: on a large answer that differs throughout, an
+/// exact line diff would hold a comparison worker for minutes.
+pub const LINE_DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Two different texts: a unified line diff, and the first lines that differ.
 fn compare_text(found: &mut Findings<'_, '_>, p: &str, s: &str) {
     let diff = similar::TextDiff::configure()
-        .timeout(std::time::Duration::from_millis(250))
+        .timeout(LINE_DIFF_DEADLINE)
         .diff_lines(p, s);
     let first = diff
         .ops()

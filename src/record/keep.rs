@@ -15,9 +15,6 @@ use crate::store::{ExchangeRecord, GroupRef, SampleRecord};
 const EXCERPT_LIMIT: usize = 4096;
 /// Longest unified diff kept in a sample.
 const DIFF_LIMIT: usize = 64 * 1024;
-/// Longest a sample's line diff may search for the smallest diff; past it
-/// the diff is coarser (bigger hunks), never missing a change.
-const UNIFIED_DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Recorder {
     /// Keeps an exchange: its row, and the groups its differences counted in.
@@ -110,10 +107,8 @@ impl Recorder {
         let differences = serde_json::to_string(&differences).unwrap_or_default();
         let primary_text = self.render(&primary.headers, &primary.body);
         let shadow_text = self.render(&shadow.headers, &shadow.body);
-        // A deadline, as for text bodies: on a large answer that differs
-        // throughout, an exact line diff takes minutes of a comparison worker.
         let unified = similar::TextDiff::configure()
-            .timeout(UNIFIED_DIFF_DEADLINE)
+            .timeout(compare::LINE_DIFF_DEADLINE)
             .diff_lines(&primary_text, &shadow_text)
             .unified_diff()
             .context_radius(3)
