@@ -585,8 +585,22 @@ struct HealthTally {
 
 /// Asks the admin listener's `/healthz` and `/readyz` every half second;
 /// each must answer 200 within two seconds, however many idle clients the
-/// proxy holds.
+/// proxy holds. Counting starts once the instance is first ready (up to
+/// 10 s): until the ID map has loaded from the store, `/readyz` answers 503
+/// by design.
 async fn probe_health(client: reqwest::Client, admin: SocketAddr, tally: Arc<HealthTally>) {
+    for _ in 0..100 {
+        let ready = client
+            .get(format!("http://{admin}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == StatusCode::OK);
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     loop {
         for path in ["/healthz", "/readyz"] {
             tally.probes.fetch_add(1, Ordering::Relaxed);
