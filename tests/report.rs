@@ -519,6 +519,23 @@ async fn the_command_writes_the_report_and_its_exit_code_is_the_verdict() {
     ])
     .await
     .unwrap();
-    assert_eq!(bad.status.code(), Some(3), "an error is not a verdict");
+    assert_eq!(
+        bad.status.code(),
+        Some(cutover::cli::EXIT_USAGE.into()),
+        "a usage error is not a verdict"
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+    let missing = run(vec![
+        "report".into(),
+        "--check".into(),
+        "--store".into(),
+        format!("sqlite://{}", dir.path().join("missing.db").display()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        missing.status.code(),
+        Some(3),
+        "a report that cannot be made is not a verdict"
+    );
 }

@@ -10,9 +10,7 @@ use crate::demo::{DemoOptions, DemoResult, Stage};
 use super::runtime;
 use super::serve::ignore_file_size_signal;
 
-pub(super) fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
-    let duration =
-        crate::units::parse_duration(duration).map_err(|message| anyhow::anyhow!("--duration: {message}"))?;
+pub(super) fn demo(duration: Duration, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
     anyhow::ensure!(rps > 0, "--rps must be at least 1");
     let options = DemoOptions {
         duration,
@@ -44,9 +42,9 @@ pub(super) fn demo(duration: &str, rps: u32, out: PathBuf, keep_running: bool) -
             Stage::Reporting => bar.finish_with_message("traffic done; writing the report"),
         };
         let (result, running) = crate::demo::run(&options, stop.clone(), &show).await?;
-        print_result(&result);
+        print_result(&result)?;
         if keep_running && !*stop.borrow() {
-            print_still_running(&result);
+            print_still_running(&result)?;
             let mut stop = stop;
             let _ = stop.wait_for(|stopped| *stopped).await;
         }
@@ -65,10 +63,10 @@ fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
 }
 
 /// The verdict, the groups, the next steps and where everything was written.
-fn print_result(result: &DemoResult) {
-    println!("\nVerdict: {}  ({} requests)", result.verdict.label(), result.requests);
+fn print_result(result: &DemoResult) -> anyhow::Result<()> {
+    say!("\nVerdict: {}  ({} requests)", result.verdict.label(), result.requests);
     if !result.groups.is_empty() {
-        println!("Divergence groups:");
+        say!("Divergence groups:");
     }
     for group in &result.groups {
         let place = match (group.pattern.as_str(), group.kind.as_str()) {
@@ -76,26 +74,32 @@ fn print_result(result: &DemoResult) {
             ("", _) => "(whole answer)",
             (pattern, _) => pattern,
         };
-        println!(
+        say!(
             "  {:<6} {:<14} {:<22} {:<18} {:>4}×  {}",
-            group.severity, group.route, place, group.kind, group.count, group.key
+            group.severity,
+            group.route,
+            place,
+            group.kind,
+            group.count,
+            group.key
         );
     }
     for step in &result.next_steps {
-        println!("Next: {step}");
+        say!("Next: {step}");
     }
-    println!(
+    say!(
         "Report: {} and {}",
         result.report_html.display(),
         result.report_md.display()
     );
-    println!("Config: {}", result.config.display());
-    println!("Store:  {}", result.store.display());
+    say!("Config: {}", result.config.display());
+    say!("Store:  {}", result.store.display());
+    Ok(())
 }
 
 /// With `--keep-running`: how to look at what is still up.
-fn print_still_running(result: &DemoResult) {
-    println!(
+fn print_still_running(result: &DemoResult) -> anyhow::Result<()> {
+    say!(
         "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}\n\
          \x20 curl -H 'Authorization: Bearer {token}' http://{admin}/report > report.html\n\
          \x20 curl -H 'Authorization: Bearer {token}' 'http://{admin}/api/divergences?status=open'\n\
@@ -107,4 +111,5 @@ fn print_still_running(result: &DemoResult) {
         admin = result.admin,
         token = result.token,
     );
+    Ok(())
 }

@@ -69,9 +69,9 @@ pub(super) fn diff(
     };
     let comparison = compare_responses(&ctx, &primary, &shadow);
     match format {
-        DiffFormat::Text => print!("{}", comparison.to_text()),
-        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&comparison)?),
-        DiffFormat::Patch => println!(
+        DiffFormat::Text => crate::cli::write_stdout(&comparison.to_text(), false)?,
+        DiffFormat::Json => say!("{}", serde_json::to_string_pretty(&comparison)?),
+        DiffFormat::Patch => say!(
             "{}",
             serde_json::to_string_pretty(&comparison.patch.clone().unwrap_or_default())?
         ),
@@ -94,13 +94,7 @@ fn id_map(config: &Config, store: Option<&str>) -> anyhow::Result<IdMap> {
         imported += report.added.len();
     }
     let url = store.unwrap_or(&config.store.url);
-    let from_store = match sqlite_file(url) {
-        Some(file) if !file.exists() => {
-            eprintln!("ID map: no store at {url} (nothing recorded there yet)");
-            0
-        }
-        _ => runtime()?.block_on(pairs_from_store(&ids, url))?,
-    };
+    let from_store = runtime()?.block_on(pairs_from_store(&ids, url))?;
     eprintln!(
         "ID map: {} pairs ({imported} from idmap.import, {from_store} from the store {url})",
         imported + from_store
@@ -109,9 +103,13 @@ fn id_map(config: &Config, store: Option<&str>) -> anyhow::Result<IdMap> {
 }
 
 async fn pairs_from_store(ids: &IdMap, url: &str) -> anyhow::Result<usize> {
-    let store = crate::store::Store::open(url, &crate::store::StoreOptions::default())
-        .await
-        .with_context(|| format!("cannot open the store {url} for its ID pairs"))?;
+    let store = match crate::store::Store::open_existing(url, &crate::store::StoreOptions::default()).await {
+        Err(crate::store::StoreError::Missing { .. }) => {
+            eprintln!("ID map: no store at {url} (nothing recorded there yet)");
+            return Ok(0);
+        }
+        opened => opened.with_context(|| format!("cannot open the store {url} for its ID pairs"))?,
+    };
     let pairs = store.id_pairs().await;
     store.close().await;
     let mut added = 0;
@@ -122,11 +120,4 @@ async fn pairs_from_store(ids: &IdMap, url: &str) -> anyhow::Result<usize> {
         }
     }
     Ok(added)
-}
-
-/// The file of a SQLite URL (`sqlite://PATH`), unless it is in memory.
-fn sqlite_file(url: &str) -> Option<&Path> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.contains(":memory:")).then(|| Path::new(path))
 }

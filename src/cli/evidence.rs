@@ -47,7 +47,7 @@ pub(super) fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyho
         let detail = serde_json::to_value(&switch)?;
         store.add_event("mode_switch", &detail, crate::clock::now_ms()).await?;
         store.close().await;
-        println!(
+        say!(
             "{} → {mode}; every instance on this store applies it within a second",
             route.as_deref().unwrap_or("all routes")
         );
@@ -75,7 +75,7 @@ pub(super) fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Re
         for problem in &report.problems {
             eprintln!("{}:{}: skipped: {}", file.display(), problem.line, problem.message);
         }
-        println!(
+        say!(
             "{}: {added} pair(s) imported, {} already known, {} row(s) skipped",
             file.display(),
             report.known,
@@ -85,18 +85,50 @@ pub(super) fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Re
     })
 }
 
+/// What `cutover report` was asked for.
+pub(super) struct ReportRequest<'a> {
+    pub since: Option<std::time::Duration>,
+    pub between: Option<(&'a str, &'a str)>,
+    pub format: ReportFormat,
+    pub out: Option<&'a std::path::Path>,
+    /// Only the verdict and the gates that did not pass go to standard
+    /// output; the report itself only to `out`.
+    pub check: bool,
+}
+
 /// Builds and writes the report; returns its verdict.
-pub(super) fn report(
-    since: Option<&str>,
-    between: Option<(&str, &str)>,
-    format: ReportFormat,
-    out: Option<&std::path::Path>,
-    at: &StoreArgs,
-) -> anyhow::Result<crate::report::Verdict> {
+pub(super) fn report(request: &ReportRequest<'_>, at: &StoreArgs) -> anyhow::Result<crate::report::Verdict> {
     let config = at.config()?;
     let readiness = config.as_ref().map(|c| c.readiness.clone()).unwrap_or_default();
     let now = crate::clock::now_ms();
-    let span = match between {
+    let span = report_span(request, now)?;
+    let format = match request.format {
+        ReportFormat::Html => crate::report::Format::Html,
+        ReportFormat::Md => crate::report::Format::Markdown,
+        ReportFormat::Json => crate::report::Format::Json,
+    };
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        let report = crate::report::Report::build(&store, span, &readiness, now).await?;
+        store.close().await;
+        if let Some(path) = request.out {
+            std::fs::write(path, report.render(format)).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("{}: {}", path.display(), report.verdict.label());
+        }
+        if request.check {
+            for line in report.check_lines() {
+                say!("{line}");
+            }
+        } else if request.out.is_none() {
+            crate::cli::write_stdout(&report.render(format), false)?;
+        }
+        Ok(report.verdict)
+    })
+}
+
+/// The window `--since` or `--from`/`--to` ask for.
+fn report_span(request: &ReportRequest<'_>, now: i64) -> anyhow::Result<crate::report::Span> {
+    Ok(match request.between {
         Some((from, to)) => {
             let parse = |text: &str, what: &str| -> anyhow::Result<i64> {
                 Ok(chrono::DateTime::parse_from_rfc3339(text)
@@ -112,31 +144,7 @@ pub(super) fn report(
             anyhow::ensure!(span.from_ms < span.to_ms, "--from must be before --to");
             span
         }
-        None => {
-            let since = since.unwrap_or("48h");
-            let length =
-                crate::units::parse_duration(since).map_err(|message| anyhow::anyhow!("--since: {message}"))?;
-            crate::report::Span::since(length, now)
-        }
-    };
-    let format = match format {
-        ReportFormat::Html => crate::report::Format::Html,
-        ReportFormat::Md => crate::report::Format::Markdown,
-        ReportFormat::Json => crate::report::Format::Json,
-    };
-    runtime()?.block_on(async {
-        let store = at.open(config.as_ref()).await?;
-        let report = crate::report::Report::build(&store, span, &readiness, now).await?;
-        store.close().await;
-        let text = report.render(format);
-        match out {
-            Some(path) => {
-                std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-                eprintln!("{}: {}", path.display(), report.verdict.label());
-            }
-            None => print!("{text}"),
-        }
-        Ok(report.verdict)
+        None => crate::report::Span::since(request.since.unwrap_or(std::time::Duration::from_secs(48 * 3600)), now),
     })
 }
 
@@ -158,12 +166,12 @@ async fn drift_list(at: &StoreArgs) -> anyhow::Result<bool> {
     let open = store.ledger(Some(LedgerState::Drift), i64::MAX).await?;
     store.close().await;
     if open.is_empty() {
-        println!("no open drift");
+        say!("no open drift");
     }
     for row in &open {
         let detail: Option<crate::ledger::DriftDetail> =
             row.replay.as_deref().and_then(|text| serde_json::from_str(text).ok());
-        println!(
+        say!(
             "#{:<6} {} {:<16} {} {} {} (primary {}, shadow {}, {} tries){}",
             row.id,
             chrono::DateTime::from_timestamp_millis(row.at_ms)
@@ -208,13 +216,16 @@ async fn drift_replay(id: Option<i64>, at: &StoreArgs) -> anyhow::Result<bool> {
     let replayed = replayer.replay(selection).await?;
     store.close().await;
     for result in &replayed {
-        println!(
+        say!(
             "#{:<6} {:<16} {:<10} {}",
-            result.id, result.route, result.state, result.message
+            result.id,
+            result.route,
+            result.state,
+            result.message
         );
     }
     let still = replayed.iter().filter(|r| r.state != LedgerState::Reconciled).count();
-    println!(
+    say!(
         "{} replayed, {} reconciled, {still} still drift",
         replayed.len(),
         replayed.len() - still
@@ -237,6 +248,6 @@ async fn drift_resolve(id: i64, note: String, at: &StoreArgs) -> anyhow::Result<
         .add_event("drift_resolved", &serde_json::json!({"id": id, "note": note}), now)
         .await?;
     store.close().await;
-    println!("#{id} marked reconciled");
+    say!("#{id} marked reconciled");
     Ok(true)
 }

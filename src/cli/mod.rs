@@ -12,6 +12,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
+/// `println!` that hands a failed write back as an error instead of
+/// panicking, so a reader that closes the pipe early (`| head`) ends the
+/// command quietly (see [`exit`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!($($arg)*), true)?
+    };
+}
+
 mod demo;
 mod diff;
 mod evidence;
@@ -66,8 +75,8 @@ enum Command {
     /// and the readiness report at the end.
     Demo {
         /// How long the client sends traffic.
-        #[arg(long, default_value = "30s")]
-        duration: String,
+        #[arg(long, default_value = "30s", value_parser = crate::units::parse_duration)]
+        duration: std::time::Duration,
         /// Requests per second.
         #[arg(long, default_value_t = 20)]
         rps: u32,
@@ -109,8 +118,8 @@ enum Command {
     /// `[readiness]` (defaults without -c).
     Report {
         /// The window: the last DURATION (default 48h).
-        #[arg(long, value_name = "DURATION", conflicts_with_all = ["from", "to"])]
-        since: Option<String>,
+        #[arg(long, value_name = "DURATION", conflicts_with_all = ["from", "to"], value_parser = crate::units::parse_duration)]
+        since: Option<std::time::Duration>,
         /// The window's start (RFC 3339, e.g. 2026-11-20T08:00:00Z).
         #[arg(long, requires = "to")]
         from: Option<String>,
@@ -163,6 +172,10 @@ struct StoreArgs {
     /// A configuration file (its store, routes and shadow).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Start an empty store when none exists (else a missing store is an
+    /// error, so a typo in a path never reports on nothing).
+    #[arg(long)]
+    create: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,7 +235,12 @@ impl StoreArgs {
 
     async fn open(&self, config: Option<&Config>) -> anyhow::Result<crate::store::Store> {
         let url = self.url(config);
-        Ok(crate::store::Store::open(&url, &crate::store::StoreOptions::default()).await?)
+        let options = crate::store::StoreOptions::default();
+        Ok(if self.create {
+            crate::store::Store::open(&url, &options).await?
+        } else {
+            crate::store::Store::open_existing(&url, &options).await?
+        })
     }
 }
 
@@ -240,9 +258,26 @@ enum DiffFormat {
     Patch,
 }
 
-/// Runs the command line; the exit code is 0 on success, 1 on failure.
+/// Exit codes (the README's table): 0 and 1 are each command's yes and no
+/// (GO and NO-GO for `report --check`), 2 NOT YET or "could not answer",
+/// 3 a report that could not be made under `--check`, and this one a
+/// usage error (a mistyped flag or value), after sysexits.h's EX_USAGE.
+pub const EXIT_USAGE: u8 = 64;
+
+/// Runs the command line and gives the process's exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(usage) => {
+            let _ = usage.print();
+            // --help and --version are answers, not errors.
+            return if usage.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // The demo draws a progress line; only warnings may interrupt it.
     // (Drifted writes are the demo's findings, shown in its report.)
     let quiet = matches!(cli.command, Command::Demo { .. });
@@ -250,21 +285,22 @@ pub fn run() -> ExitCode {
         cli.log_format,
         if quiet { "warn,cutover::mirror=error" } else { "info" },
     );
-    let result = match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Migrate { store } => migrate(&store),
-        Command::Health { admin } => health(&admin),
-        Command::Switch { mode, route, at } => switch(&mode, route, &at),
+    let done = |result: anyhow::Result<()>| exit(result.map(|()| ExitCode::SUCCESS), 1);
+    match cli.command {
+        Command::Serve { config } => done(serve(&config)),
+        Command::CheckConfig { file } => done(check_config(&file)),
+        Command::Migrate { store } => done(migrate(&store)),
+        Command::Health { admin } => done(health(&admin)),
+        Command::Switch { mode, route, at } => done(switch(&mode, route, &at)),
         Command::Demo {
             duration,
             rps,
             out,
             keep_running,
-        } => demo(&duration, rps, out, keep_running),
+        } => done(demo(duration, rps, out, keep_running)),
         Command::Idmap {
             command: IdmapCommand::Import { file, at },
-        } => return found_or_not(idmap_import(&file, &at)),
+        } => found_or_not(idmap_import(&file, &at)),
         Command::Report {
             since,
             from,
@@ -274,22 +310,24 @@ pub fn run() -> ExitCode {
             check,
             at,
         } => {
-            return match report(
-                since.as_deref(),
-                from.as_deref().zip(to.as_deref()),
+            let request = evidence::ReportRequest {
+                since,
+                between: from.as_deref().zip(to.as_deref()),
                 format,
-                out.as_deref(),
-                &at,
-            ) {
-                Ok(verdict) if check => ExitCode::from(verdict.exit_code()),
-                Ok(_) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("error: {err:#}");
-                    ExitCode::from(if check { 3 } else { 1 })
+                out: out.as_deref(),
+                check,
+            };
+            let verdict = report(&request, &at);
+            let code = verdict.map(|verdict| {
+                if check {
+                    ExitCode::from(verdict.exit_code())
+                } else {
+                    ExitCode::SUCCESS
                 }
-            }
+            });
+            exit(code, if check { 3 } else { 1 })
         }
-        Command::Drift { command } => return found_or_not(drift(command)),
+        Command::Drift { command } => found_or_not(drift(command)),
         Command::Diff {
             a,
             b,
@@ -297,24 +335,49 @@ pub fn run() -> ExitCode {
             route,
             store,
             format,
-        } => {
-            return found_or_not(diff(
-                &a,
-                &b,
-                config.as_deref(),
-                route.as_deref(),
-                store.as_deref(),
-                format,
-            ))
-        }
-    };
+        } => found_or_not(diff(
+            &a,
+            &b,
+            config.as_deref(),
+            route.as_deref(),
+            store.as_deref(),
+            format,
+        )),
+    }
+}
+
+/// A command's exit: its own code, or on error the message and
+/// `error_code`, except that a closed standard output (the reader of a
+/// pipe has what it wanted, as `git log | head`) ends quietly with 0.
+fn exit(result: anyhow::Result<ExitCode>, error_code: u8) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(error_code)
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes to standard output, and a newline when asked; errors (a closed
+/// pipe) come back instead of panicking as `print!` does.
+pub(crate) fn write_stdout(text: &str, newline: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if newline {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -331,14 +394,8 @@ fn init_logging(format: LogFormat, default_level: &str) {
 /// The exit code of a command that answers a question: 0 yes (it passed),
 /// 1 no (it found something), 2 it could not answer.
 fn found_or_not(result: anyhow::Result<bool>) -> ExitCode {
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+    let code = result.map(|yes| if yes { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    exit(code, 2)
 }
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -109,7 +109,7 @@ pub(super) fn migrate(url: &str) -> anyhow::Result<()> {
     runtime.block_on(async {
         let store = crate::store::Store::open(url, &crate::store::StoreOptions::default()).await?;
         store.close().await;
-        println!("{}: schema up to date", crate::store::redact_url(url));
+        say!("{}: schema up to date", crate::store::redact_url(url));
         Ok(())
     })
 }
@@ -135,22 +135,24 @@ pub(super) fn health(admin: &str) -> anyhow::Result<()> {
 
 pub(super) fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    println!("{}: ok", config.source);
-    println!("  proxy on {}, admin on {}", config.listen.proxy, config.listen.admin);
+    say!("{}: ok", config.source);
+    say!("  proxy on {}, admin on {}", config.listen.proxy, config.listen.admin);
     for (side, upstream) in [("primary", &config.primary), ("shadow", &config.shadow)] {
-        println!(
+        say!(
             "  {side:<7} {} at {} (timeout {})",
             upstream.name,
             upstream.url,
             humantime::format_duration(upstream.timeout)
         );
     }
-    println!("  store: {}", crate::store::redact_url(&config.store.url));
-    println!(
+    say!("  store: {}", crate::store::redact_url(&config.store.url));
+    say!(
         "  mirror: queue {}, max_body {} bytes, unmatched requests: {}",
-        config.mirror.queue, config.mirror.max_body, config.mirror.unmatched
+        config.mirror.queue,
+        config.mirror.max_body,
+        config.mirror.unmatched
     );
-    println!("  {} routes:", config.routes.len());
+    say!("  {} routes:", config.routes.len());
     for route in config.routes.iter() {
         let params: Vec<String> = route
             .template
@@ -180,12 +182,13 @@ pub(super) fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
                 policy.push_str(&format!(", verifies with {}", verify.text));
             }
         }
-        println!("    {:<18} {:<40} {policy}{sample}{ids}", route.name, route.match_text);
+        say!("    {:<18} {:<40} {policy}{sample}{ids}", route.name, route.match_text);
     }
     for unreachable in config.routes.unreachable() {
-        println!(
+        say!(
             "  warning: route \"{}\" can never match: route \"{}\" comes first and takes every request it would",
-            unreachable.route, unreachable.covered_by
+            unreachable.route,
+            unreachable.covered_by
         );
     }
     Ok(())

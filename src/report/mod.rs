@@ -256,6 +256,43 @@ impl Report {
         }
     }
 
+    /// What `report --check` prints: the verdict on one line, then each
+    /// gate that did not pass with its figure, threshold and next step.
+    pub fn check_lines(&self) -> Vec<String> {
+        let open: Vec<&Gate> = self.gates.iter().filter(|gate| gate.status != Status::Pass).collect();
+        let failing = open.iter().filter(|gate| gate.status == Status::Fail).count();
+        let mut lines = vec![format!(
+            "{}: {} of {} gates pass, {failing} fail, {} lack data ({} observed)",
+            self.verdict.label(),
+            self.gates.len() - open.len(),
+            self.gates.len(),
+            open.len() - failing,
+            human(
+                i64::try_from(self.window.observed_seconds)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000)
+            ),
+        )];
+        for gate in open {
+            let route = gate
+                .route
+                .as_deref()
+                .map(|route| format!(" {route}"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "  {}: {}{route}: {} (needs {})",
+                gate.status.label(),
+                gate.gate,
+                gate.measured,
+                gate.threshold
+            ));
+            if let Some(step) = &gate.next_step {
+                lines.push(format!("    next: {step}"));
+            }
+        }
+        lines
+    }
+
     /// The report in a format.
     pub fn render(&self, format: Format) -> String {
         match format {

@@ -42,6 +42,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store: {0}")]
     Query(#[from] sqlx::Error),
+    #[error(
+        "store {url} does not exist (or holds no cutover schema): point --store or -c at the proxy's store, \
+         or pass --create to start an empty one"
+    )]
+    Missing { url: String },
     #[error("store: write_ledger row {id} has state \"{state}\", which this version does not know")]
     UnknownLedgerState { id: i64, state: String },
 }
@@ -96,13 +101,39 @@ pub struct Store {
 impl Store {
     /// Connects (creating a SQLite file if missing) without migrating.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        Store::connect_with(url, options, true).await
+    }
+
+    /// Opens a store that must already exist (a SQLite file, or a database
+    /// holding cutover's schema), bringing its schema up to date; a typo in
+    /// a URL is then an error instead of a new, empty store.
+    pub async fn open_existing(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let missing = || StoreError::Missing { url: redact_url(url) };
+        let store = match Store::connect_with(url, options, false).await {
+            Err(StoreError::Connect { .. }) if Engine::of(url) == Some(Engine::Sqlite) => return Err(missing()),
+            other => other?,
+        };
+        let has_schema = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .is_ok();
+        if !has_schema {
+            store.close().await;
+            return Err(missing());
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_with(url: &str, options: &StoreOptions, create: bool) -> Result<Store, StoreError> {
         let engine = Engine::of(url).ok_or_else(|| StoreError::Scheme(url.to_string()))?;
         sqlx::any::install_default_drivers();
         let in_memory = url.contains(":memory:");
         let url_to_open = match engine {
             Engine::Sqlite if !url.contains("mode=") && !in_memory => {
                 let separator = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{separator}mode=rwc")
+                let mode = if create { "rwc" } else { "rw" };
+                format!("{url}{separator}mode={mode}")
             }
             _ => url.to_string(),
         };
