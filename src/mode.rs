@@ -79,6 +79,9 @@ pub struct Switch {
     /// Why: `manual`, or the rollback rule that fired.
     #[serde(default)]
     pub reason: String,
+    /// Asked for with `force` while the report said NO-GO.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// The modes in force.
@@ -272,6 +275,7 @@ impl Modes {
             mode: Mode::Shadow,
             route: self.routes.contains_key(route).then(|| route.to_string()),
             reason,
+            forced: false,
         })
     }
 }
@@ -313,17 +317,9 @@ mod tests {
     fn a_rollback_goes_back_to_shadow_where_the_candidate_serves() {
         let mut modes = Modes::default();
         assert_eq!(modes.rollback_for("a", "r".into()), None, "nothing to roll back");
-        modes.apply(&Switch {
-            mode: Mode::Candidate,
-            route: Some("a".into()),
-            reason: String::new(),
-        });
+        modes.apply(&switch(Mode::Candidate, Some("a")));
         assert_eq!(modes.rollback_for("a", "r".into()).unwrap().route.as_deref(), Some("a"));
-        modes.apply(&Switch {
-            mode: Mode::CandidateFallback,
-            route: None,
-            reason: String::new(),
-        });
+        modes.apply(&switch(Mode::CandidateFallback, None));
         assert_eq!(modes.rollback_for("b", "r".into()).unwrap().route, None);
     }
 
@@ -332,6 +328,7 @@ mod tests {
             mode,
             route: route.map(str::to_string),
             reason: "manual".into(),
+            forced: false,
         }
     }
 

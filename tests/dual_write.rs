@@ -338,6 +338,10 @@ async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
     let listing = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listing.lines().count(), 3, "{listing}");
     assert!(listing.contains("held: an earlier write to tasks:"), "{listing}");
+    // One source: the gauge, the API, `drift list` and the report agree.
+    assert_eq!(metric(&metrics_text(admin).await, DRIFT_OPEN, &[]), 3.0);
+    let report = api_get(&admin, "/report.json", token).await;
+    assert_eq!(report["writes"]["open_drift"], 3, "{}", report["writes"]);
     let replay = run_cutover(&["drift", "replay", "--all", "-c", config.to_str().unwrap()]).await;
     let replayed = String::from_utf8_lossy(&replay.stdout);
     assert_eq!(
@@ -352,6 +356,11 @@ async fn writes_the_shadow_misses_become_drift_that_a_replay_repairs() {
     );
     assert_eq!(store.ledger_count(LedgerState::Drift).await.unwrap(), 0);
     assert_eq!(store.ledger_count(LedgerState::Reconciled).await.unwrap(), 3);
+    // The replay ran in another process; the running proxy's gauge follows the ledger.
+    eventually("the gauge reads the replayed ledger", || async {
+        metric(&metrics_text(admin).await, DRIFT_OPEN, &[]) == 0.0
+    })
+    .await;
     store.close().await;
     proxy.shutdown().await;
     // Full state, not status codes: the rename, the completion and the new task are on both sides.

@@ -40,7 +40,16 @@ async fn start(primary: &Backend, shadow: &Backend, store: &str, routes: &'stati
     setup.start().await
 }
 
-async fn switch(admin: std::net::SocketAddr, body: Value) -> Value {
+/// A forced switch: these backends answer who they are, so every compared
+/// request diverges and the report says NO-GO (see the test of that below).
+async fn switch(admin: std::net::SocketAddr, mut body: Value) -> Value {
+    body["force"] = json!(true);
+    let (status, answer) = post_mode(admin, body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn post_mode(admin: std::net::SocketAddr, body: Value) -> (u16, Value) {
     let answer = client()
         .post(format!("http://{admin}/api/mode"))
         .bearer_auth(TOKEN)
@@ -48,8 +57,8 @@ async fn switch(admin: std::net::SocketAddr, body: Value) -> Value {
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 200);
-    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
+    let status = answer.status().as_u16();
+    (status, serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap())
 }
 
 async fn side_of(proxy: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -370,5 +379,72 @@ async fn a_switch_naming_a_route_that_does_not_exist_is_refused_by_the_api_and_t
         "{}",
         String::from_utf8_lossy(&accepted.stderr)
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_switch_to_the_candidate_under_no_go_must_be_forced_and_the_event_says_so() {
+    let primary = backend(side_backend("legacy")).await;
+    let shadow = backend(side_backend("candidate")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let proxy = start(
+        &primary,
+        &shadow,
+        &store,
+        "[[route]]\nname = \"things\"\nmatch = \"GET /things\"\n",
+    )
+    .await;
+    for _ in 0..5 {
+        side_of(proxy.proxy_addr, "/things").await;
+    }
+    let opened = cutover::store::Store::open(&store, &Default::default()).await.unwrap();
+    eventually("the five divergences are recorded", || async {
+        let summary = opened.summary().await.unwrap();
+        summary
+            .iter()
+            .flat_map(|route| &route.outcomes)
+            .any(|(outcome, n)| outcome == "diverged" && *n == 5)
+    })
+    .await;
+
+    let (status, refused) = post_mode(proxy.admin_addr, json!({"mode": "candidate"})).await;
+    assert_eq!(status, 409, "{refused}");
+    let said = refused["error"].as_str().unwrap();
+    assert!(
+        said.contains("says NO-GO") && said.contains("match_rate things (0/5") && said.contains("\"force\": true"),
+        "{said}"
+    );
+    let store_row = format!("--store={store}");
+    let cli = run_cutover(&["switch", "candidate-fallback", &store_row]).await;
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success() && stderr.contains("pass --force"), "{stderr}");
+    assert_eq!(
+        side_of(proxy.proxy_addr, "/things").await.1,
+        "legacy",
+        "nothing switched"
+    );
+    let back = run_cutover(&["switch", "primary-only", &store_row]).await;
+    assert!(
+        back.status.success(),
+        "away from the candidate needs no force: {back:?}"
+    );
+
+    let (status, _) = post_mode(proxy.admin_addr, json!({"mode": "candidate", "force": "yes"})).await;
+    assert_eq!(status, 400, "force is a boolean");
+    let (status, _) = post_mode(proxy.admin_addr, json!({"mode": "candidate", "force": true})).await;
+    assert_eq!(status, 200);
+    let forced = run_cutover(&["switch", "candidate", "--force", &store_row]).await;
+    assert!(forced.status.success(), "{forced:?}");
+    let switches: Vec<Value> = opened
+        .events("mode_switch")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, detail)| serde_json::from_str(&detail).unwrap())
+        .collect();
+    let forced_flags: Vec<bool> = switches.iter().map(|s| s["forced"] == json!(true)).collect();
+    assert_eq!(forced_flags, [false, true, true], "{switches:?}");
+    opened.close().await;
     proxy.shutdown().await;
 }

@@ -296,6 +296,41 @@ async fn open_drift_unmapped_ids_slow_or_failing_shadows_are_each_no_go() {
     assert_eq!(gate(&failing, "coverage", Some("get-task")).status, Status::Fail);
 }
 
+/// Sub-millisecond jitter never fails the latency gate; a shadow slower
+/// than the primary by more than `shadow_p95_slack` does.
+#[tokio::test]
+async fn the_latency_gate_has_an_absolute_slack() {
+    let latencies = |primary_ms: f64, shadow_ms: f64| {
+        (0..100)
+            .map(|i| exchange("all-tasks", T0 + i * 60_000, "match", primary_ms, shadow_ms))
+            .collect::<Vec<_>>()
+    };
+    let (store, _dir) = fresh_store().await;
+    store.record(&latencies(0.3, 0.6)).await.unwrap();
+    let jitter = report(&store, &Readiness::default()).await;
+    let gate_of = |report: &Report| gate(report, "shadow_p95", Some("all-tasks")).clone();
+    assert_eq!(gate_of(&jitter).status, Status::Pass, "{:?}", gate_of(&jitter));
+    assert_eq!(gate_of(&jitter).threshold, "≤ 200.0 ms and ≤ the primary's + 5.0 ms");
+    let no_slack = Readiness {
+        shadow_p95_slack: std::time::Duration::ZERO,
+        ..Readiness::default()
+    };
+    assert_eq!(gate_of(&report(&store, &no_slack).await).status, Status::Fail);
+
+    let (store, _dir) = fresh_store().await;
+    store.record(&latencies(1.0, 12.0)).await.unwrap();
+    let slower = gate_of(&report(&store, &Readiness::default()).await);
+    assert_eq!(slower.status, Status::Fail);
+    assert!(
+        slower
+            .next_step
+            .as_deref()
+            .unwrap()
+            .contains("is above the primary's (1.0 ms) + 5.0 ms"),
+        "{slower:?}"
+    );
+}
+
 /// The fixture the snapshots are taken of: two routes, a group, drift, ID pairs.
 async fn snapshot_fixture(store: &Store) {
     healthy(store).await;

@@ -134,16 +134,32 @@ async fn switch_mode(state: &AdminState, asked: Value) -> ApiAnswer {
             )));
         }
     }
+    let force = match &asked["force"] {
+        Value::Null => false,
+        Value::Bool(force) => *force,
+        other => return Err(bad_request(&format!("force must be true or false, got {other}"))),
+    };
+    let store = state.store().await?;
+    let against = if mode.candidate_serves() {
+        last_report(state, store).await?.against_switching()
+    } else {
+        None
+    };
+    if let (Some(against), false) = (&against, force) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{against}; send \"force\": true to switch to {mode} anyway"),
+        ));
+    }
     let switch = crate::mode::Switch {
         mode,
         route,
         reason: asked["reason"].as_str().unwrap_or("manual").to_string(),
+        forced: against.is_some(),
     };
     let detail = serde_json::to_value(&switch).unwrap_or_default();
     // Recorded first: the store is how every replica (and a restart) learns of it.
-    let id = state
-        .store()
-        .await?
+    let id = store
         .add_event("mode_switch", &detail, crate::clock::now_ms())
         .await
         .map_err(store_failed)?;
@@ -189,8 +205,17 @@ async fn drift_replay(state: &AdminState, asked: Value) -> ApiAnswer {
 }
 
 /// `GET /report` (HTML) and `GET /report.json`, over `?since=48h` (default).
+/// The report over the default window, judged by the gates in force.
+async fn last_report(state: &AdminState, store: &crate::store::Store) -> Result<crate::report::Report, ApiError> {
+    let now = crate::clock::now_ms();
+    let span = crate::report::Span::since(crate::report::DEFAULT_WINDOW, now);
+    crate::report::Report::build(store, span, &state.readiness(), now)
+        .await
+        .map_err(store_failed)
+}
+
 pub(super) async fn report<B>(state: &AdminState, request: &Request<B>) -> Result<Response<ResponseBody>, ApiError> {
-    let mut since = std::time::Duration::from_secs(48 * 3600);
+    let mut since = crate::report::DEFAULT_WINDOW;
     for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
         match name.as_ref() {
             "since" => {
@@ -202,12 +227,7 @@ pub(super) async fn report<B>(state: &AdminState, request: &Request<B>) -> Resul
     }
     let now = crate::clock::now_ms();
     let store = state.store().await?;
-    let readiness = state
-        .readiness
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    let report = crate::report::Report::build(store, crate::report::Span::since(since, now), &readiness, now)
+    let report = crate::report::Report::build(store, crate::report::Span::since(since, now), &state.readiness(), now)
         .await
         .map_err(store_failed)?;
     Ok(if request.uri().path() == "/report.json" {

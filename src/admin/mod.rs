@@ -185,6 +185,14 @@ impl AdminState {
         }
     }
 
+    /// The gates in force (a reload replaces them).
+    fn readiness(&self) -> crate::report::Readiness {
+        self.readiness
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     async fn store(&self) -> Result<&Store, ApiError> {
         self.store
             .get_or_try_init(|| Store::open(&self.store_url, &self.store_options))

@@ -1,5 +1,6 @@
 //! What an instance follows in the background until shutdown: mode
-//! switches made elsewhere, the `[rollback]` rule, `[[sweep]]` runs and ID
+//! switches made elsewhere, the open drift (every instance's, and what
+//! `cutover drift` replayed or resolved), the `[rollback]` rule, `[[sweep]]` runs and ID
 //! pairs other instances learned.
 //!
 //! Must never: run on a request's path, or outlive the shutdown signal.
@@ -60,10 +61,14 @@ pub(super) fn spawn(
 
 /// How often an instance looks for mode switches made elsewhere (another
 /// replica, `cutover switch`): a switch reaches every instance within it.
+/// The open-drift gauge is read from the store as often.
 const MODE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Applies the store's `mode_switch` events, all of them at startup (so a
-/// restart keeps the mode) and then as they appear, until shutdown.
+/// restart keeps the mode) and then as they appear, until shutdown; and
+/// sets `cutover_drift_open` from the ledger, the one count the API, `drift
+/// list` and the report read too (drift found by a read-back, by another
+/// replica, or settled by the CLI included).
 async fn follow_modes(
     config: WriterConfig,
     modes: Arc<ModeTable>,
@@ -86,6 +91,11 @@ async fn follow_modes(
                     warn!(error = %err, "cannot read mode switches from the store");
                     store = None;
                 }
+            }
+        }
+        if let Some(opened) = &store {
+            if let Ok(open) = opened.ledger_count(crate::ledger::LedgerState::Drift).await {
+                metrics.drift_open().set(open);
             }
         }
         tokio::select! {

@@ -11,7 +11,7 @@ use crate::ledger::LedgerState;
 
 use super::{runtime, DriftCommand, ReportFormat, StoreArgs};
 
-pub(super) fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyhow::Result<()> {
+pub(super) fn switch(mode: &str, route: Option<String>, force: bool, at: &StoreArgs) -> anyhow::Result<()> {
     let mode = crate::mode::Mode::parse(mode).with_context(|| {
         format!("unknown mode \"{mode}\": expected shadow, candidate, candidate-fallback or primary-only")
     })?;
@@ -39,10 +39,25 @@ pub(super) fn switch(mode: &str, route: Option<String>, at: &StoreArgs) -> anyho
                 Some(_) => {}
             }
         }
+        let against = if mode.candidate_serves() {
+            let readiness = config.as_ref().map(|c| c.readiness.clone()).unwrap_or_default();
+            let now = crate::clock::now_ms();
+            let span = crate::report::Span::since(crate::report::DEFAULT_WINDOW, now);
+            crate::report::Report::build(&store, span, &readiness, now)
+                .await?
+                .against_switching()
+        } else {
+            None
+        };
+        if let (Some(against), false) = (&against, force) {
+            store.close().await;
+            anyhow::bail!("{against}; pass --force to switch to {mode} anyway");
+        }
         let switch = crate::mode::Switch {
             mode,
             route: route.clone(),
             reason: "manual".into(),
+            forced: against.is_some(),
         };
         let detail = serde_json::to_value(&switch)?;
         store.add_event("mode_switch", &detail, crate::clock::now_ms()).await?;
@@ -60,7 +75,7 @@ pub(super) fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Re
     let config = at.config()?;
     let canonical = config.as_ref().map(|c| c.idmap.canonical).unwrap_or_default();
     runtime()?.block_on(async {
-        let store = at.open(config.as_ref()).await?;
+        let store = at.open_creating(config.as_ref(), true).await?;
         // The map as stored, so conflicts with earlier pairs are reported too.
         let ids = crate::idmap::IdMap::new(canonical);
         for (pair, _) in store.id_pairs().await? {
@@ -144,7 +159,7 @@ fn report_span(request: &ReportRequest<'_>, now: i64) -> anyhow::Result<crate::r
             anyhow::ensure!(span.from_ms < span.to_ms, "--from must be before --to");
             span
         }
-        None => crate::report::Span::since(request.since.unwrap_or(std::time::Duration::from_secs(48 * 3600)), now),
+        None => crate::report::Span::since(request.since.unwrap_or(crate::report::DEFAULT_WINDOW), now),
     })
 }
 

@@ -94,6 +94,10 @@ enum Command {
         /// Only this route (a global switch clears every route's own mode).
         #[arg(long)]
         route: Option<String>,
+        /// Switch to the candidate even though the report says NO-GO (the
+        /// event records that it was forced).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         at: StoreArgs,
     },
@@ -234,9 +238,15 @@ impl StoreArgs {
     }
 
     async fn open(&self, config: Option<&Config>) -> anyhow::Result<crate::store::Store> {
+        self.open_creating(config, self.create).await
+    }
+
+    /// Opens the store, creating it when `create` (an import that fills a
+    /// store before the proxy first starts).
+    async fn open_creating(&self, config: Option<&Config>, create: bool) -> anyhow::Result<crate::store::Store> {
         let url = self.url(config);
         let options = crate::store::StoreOptions::default();
-        Ok(if self.create {
+        Ok(if create {
             crate::store::Store::open(&url, &options).await?
         } else {
             crate::store::Store::open_existing(&url, &options).await?
@@ -291,7 +301,7 @@ pub fn run() -> ExitCode {
         Command::CheckConfig { file } => done(check_config(&file)),
         Command::Migrate { store } => done(migrate(&store)),
         Command::Health { admin } => done(health(&admin)),
-        Command::Switch { mode, route, at } => done(switch(&mode, route, &at)),
+        Command::Switch { mode, route, force, at } => done(switch(&mode, route, force, &at)),
         Command::Demo {
             duration,
             rps,

@@ -57,7 +57,7 @@ pub const TIME_TOLERANCE: Bounds<Duration> = within(secs(0), secs(3650 * DAY));
 pub const RECHECK: Bounds<Duration> = within(ms(1), secs(10 * MINUTE));
 /// `[[sweep]] every`.
 pub const SWEEP_EVERY: Bounds<Duration> = within(secs(1), secs(365 * DAY));
-/// `rollback.p95`, `readiness.shadow_p95_max`.
+/// `rollback.p95`, `readiness.shadow_p95_max`, `readiness.shadow_p95_slack`.
 pub const LATENCY_LIMIT: Bounds<Duration> = within(secs(0), secs(HOUR));
 /// `rollback.window`.
 pub const ROLLBACK_WINDOW: Bounds<Duration> = within(secs(1), secs(DAY));

@@ -22,6 +22,7 @@ pub(super) struct RawReadiness {
     min_match_rate: Option<f64>,
     max_shadow_error_rate: Option<f64>,
     shadow_p95_max: Option<String>,
+    shadow_p95_slack: Option<String>,
     unmapped_window: Option<String>,
 }
 
@@ -65,6 +66,12 @@ impl Ctx<'_> {
                 "readiness.shadow_p95_max",
                 raw.shadow_p95_max,
                 defaults.shadow_p95_max,
+                ranges::LATENCY_LIMIT,
+            )?,
+            shadow_p95_slack: duration(
+                "readiness.shadow_p95_slack",
+                raw.shadow_p95_slack,
+                defaults.shadow_p95_slack,
                 ranges::LATENCY_LIMIT,
             )?,
             unmapped_window: duration(

@@ -381,14 +381,16 @@ fn shadow_error_rate(routes: &[RouteReport], readiness: &Readiness) -> Gate {
     )
 }
 
-/// A route's shadow p95 is within `shadow_p95_max` and the primary's; none
-/// for a route without latencies on both sides.
+/// A route's shadow p95 is within `shadow_p95_max`, and within the
+/// primary's plus `shadow_p95_slack`; none for a route without latencies on
+/// both sides.
 fn shadow_p95(route: &RouteReport, readiness: &Readiness) -> Option<Gate> {
     let p95_max = readiness.shadow_p95_max.as_secs_f64() * 1000.0;
+    let slack = readiness.shadow_p95_slack.as_secs_f64() * 1000.0;
     let (Some(shadow), Some(primary)) = (route.shadow.p95_ms, route.primary.p95_ms) else {
         return None;
     };
-    let threshold = format!("≤ {} and ≤ the primary's", ms(p95_max));
+    let threshold = format!("≤ {} and ≤ the primary's + {}", ms(p95_max), ms(slack));
     let measured = format!("shadow p95 {}, primary p95 {}", ms(shadow), ms(primary));
     let (status, next) = if route.shadow.samples < readiness.min_compared_per_route {
         (
@@ -399,7 +401,7 @@ fn shadow_p95(route: &RouteReport, readiness: &Readiness) -> Option<Gate> {
                 readiness.min_compared_per_route - route.shadow.samples
             )),
         )
-    } else if shadow > p95_max || shadow > primary {
+    } else if shadow > p95_max || shadow > primary + slack {
         (
             Status::Fail,
             Some(format!(
@@ -409,7 +411,7 @@ fn shadow_p95(route: &RouteReport, readiness: &Readiness) -> Option<Gate> {
                 if shadow > p95_max {
                     ms(p95_max)
                 } else {
-                    format!("the primary's ({})", ms(primary))
+                    format!("the primary's ({}) + {}", ms(primary), ms(slack))
                 }
             )),
         )

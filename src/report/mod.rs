@@ -25,6 +25,9 @@ use evidence::{percentile, GroupEvidence, TimeBucket};
 /// The JSON schema version of [`Report`] (docs/report-schema.json).
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The window a report covers unless asked otherwise (`--since`, `?since=`).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(48 * 3600);
+
 /// `[readiness]`: what GO requires.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
@@ -36,8 +39,12 @@ pub struct Readiness {
     pub min_match_rate: f64,
     /// The shadow's error rate may exceed the primary's by at most this.
     pub max_shadow_error_rate: f64,
-    /// Each route's shadow p95 must be at most this (and not above the primary's).
+    /// Each route's shadow p95 must be at most this (and not above the
+    /// primary's by more than `shadow_p95_slack`).
     pub shadow_p95_max: Duration,
+    /// How far the shadow's p95 may exceed the primary's: below it, the
+    /// jitter of sub-millisecond answers never fails a route.
+    pub shadow_p95_slack: Duration,
     /// Unmapped IDs in this last part of the window fail the report.
     pub unmapped_window: Duration,
 }
@@ -50,6 +57,7 @@ impl Default for Readiness {
             min_match_rate: 0.99,
             max_shadow_error_rate: 0.001,
             shadow_p95_max: Duration::from_millis(200),
+            shadow_p95_slack: Duration::from_millis(5),
             unmapped_window: Duration::from_secs(3600),
         }
     }
@@ -291,6 +299,28 @@ impl Report {
             }
         }
         lines
+    }
+
+    /// Why switching to the candidate needs to be forced: the report says
+    /// NO-GO, because of these gates. `None` when it does not.
+    pub fn against_switching(&self) -> Option<String> {
+        if self.verdict != Verdict::NoGo {
+            return None;
+        }
+        let failing: Vec<String> = self
+            .gates
+            .iter()
+            .filter(|gate| gate.status == Status::Fail)
+            .map(|gate| match &gate.route {
+                Some(route) => format!("{} {route} ({})", gate.gate, gate.measured),
+                None => format!("{} ({})", gate.gate, gate.measured),
+            })
+            .collect();
+        Some(format!(
+            "the report over the last {} says NO-GO: {}",
+            human(i64::try_from(DEFAULT_WINDOW.as_millis()).unwrap_or(i64::MAX)),
+            failing.join("; ")
+        ))
     }
 
     /// The report in a format.
