@@ -296,6 +296,94 @@ async fn open_drift_unmapped_ids_slow_or_failing_shadows_are_each_no_go() {
     assert_eq!(gate(&failing, "coverage", Some("get-task")).status, Status::Fail);
 }
 
+/// Triage moves the verdict: an exchange whose every difference is in an
+/// accepted group counts as a match (shown apart); bug and fixed keep
+/// counting; one open group among accepted ones keeps the exchange diverged.
+#[tokio::test]
+async fn accepted_differences_count_as_matches_and_the_triage_command_sets_them() {
+    let (store, dir) = fresh_store().await;
+    healthy(&store).await;
+    let medium = GroupRef {
+        key: "medium0000000001".into(),
+        severity: "medium".into(),
+        pattern: "/tasks/*/context".into(),
+        kind: "missing_in_shadow".into(),
+        ..high_group()
+    };
+    let other = GroupRef {
+        key: "medium0000000002".into(),
+        pattern: "/tasks/*/tags".into(),
+        ..medium.clone()
+    };
+    let diverged = |at: i64, groups: Vec<GroupRef>| {
+        let mut record = exchange("all-tasks", at, "diverged", 1500.0, 90.0);
+        record.groups = groups;
+        record
+    };
+    let mut records: Vec<ExchangeRecord> = (0..40).map(|i| diverged(T0 + i * 1000, vec![medium.clone()])).collect();
+    records.push(diverged(T0 + 50_000, vec![medium.clone(), other.clone()]));
+    store.record(&records).await.unwrap();
+    let url = format!("sqlite://{}", dir.path().join("report.db").display());
+    let triage = |status: &'static str, key: &'static str| {
+        let url = url.clone();
+        async move {
+            let run = common_run(&[
+                "triage",
+                key,
+                status,
+                "--note",
+                "Notion has no context",
+                "--store",
+                &url,
+            ])
+            .await;
+            assert!(run.status.success(), "{run:?}");
+        }
+    };
+    let route_of = |report: &Report| report.routes.iter().find(|r| r.route == "all-tasks").unwrap().clone();
+
+    let open = report(&store, &Readiness::default()).await;
+    assert_eq!(gate(&open, "match_rate", Some("all-tasks")).status, Status::Fail);
+    assert_eq!((route_of(&open).accepted, route_of(&open).diverged), (0, 41));
+
+    triage("accepted", "medium0000000001").await;
+    let accepted = report(&store, &Readiness::default()).await;
+    let route = route_of(&accepted);
+    assert_eq!((route.matched, route.accepted, route.diverged), (1000, 40, 1));
+    assert!(
+        gate(&accepted, "match_rate", Some("all-tasks"))
+            .measured
+            .starts_with("1040/1041"),
+        "{:?}",
+        gate(&accepted, "match_rate", Some("all-tasks"))
+    );
+    assert!(accepted.render(Format::Markdown).contains("| 1000 + 40 accepted |"));
+
+    triage("accepted", "medium0000000002").await;
+    assert_eq!(route_of(&report(&store, &Readiness::default()).await).accepted, 41);
+    for still_counts in ["bug", "fixed", "open"] {
+        triage(still_counts, "medium0000000001").await;
+        let route = route_of(&report(&store, &Readiness::default()).await);
+        assert_eq!((route.accepted, route.diverged), (0, 41), "{still_counts}");
+    }
+    let unknown = common_run(&["triage", "nosuchgroup", "accepted", "--store", &url]).await;
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no divergence group nosuchgroup"));
+    let bad = common_run(&["triage", "medium0000000001", "acepted", "--store", &url]).await;
+    assert_eq!(bad.status.code(), Some(cutover::cli::EXIT_USAGE.into()));
+}
+
+async fn common_run(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Sub-millisecond jitter never fails the latency gate; a shadow slower
 /// than the primary by more than `shadow_p95_slack` does.
 #[tokio::test]

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::server::ResponseBody;
-use crate::store::{GroupFilter, LedgerState};
+use crate::store::{GroupFilter, LedgerState, TRIAGE_STATES};
 
 use super::*;
 

@@ -67,9 +67,6 @@ impl ApiError {
     }
 }
 
-/// Triage states a group can be given.
-const TRIAGE_STATES: [&str; 4] = ["open", "accepted", "bug", "fixed"];
-
 /// `[admin]`: access to the admin API.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {

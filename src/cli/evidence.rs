@@ -70,6 +70,22 @@ pub(super) fn switch(mode: &str, route: Option<String>, force: bool, at: &StoreA
     })
 }
 
+/// `triage GROUP STATUS [--note]`: what the triage endpoint does.
+pub(super) fn triage(group: &str, status: &str, note: Option<&str>, at: &StoreArgs) -> anyhow::Result<()> {
+    let config = at.config()?;
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        let found = store.triage(group, status, note, crate::clock::now_ms()).await;
+        store.close().await;
+        anyhow::ensure!(
+            found?,
+            "no divergence group {group} in this store (the report and `GET /api/divergences` list them)"
+        );
+        say!("{group}: {status}");
+        Ok(())
+    })
+}
+
 /// Imports a mapping file into the store; `Ok(false)` when rows were skipped.
 pub(super) fn idmap_import(file: &std::path::Path, at: &StoreArgs) -> anyhow::Result<bool> {
     let config = at.config()?;

@@ -28,7 +28,7 @@ mod serve;
 
 use demo::demo;
 use diff::diff;
-use evidence::{drift, idmap_import, report, switch};
+use evidence::{drift, idmap_import, report, switch, triage};
 use serve::{check_config, health, migrate, serve};
 
 #[derive(Debug, Parser)]
@@ -111,6 +111,20 @@ enum Command {
     Idmap {
         #[command(subcommand)]
         command: IdmapCommand,
+    },
+    /// Triage a divergence group, as `POST /api/divergences/{group}/triage`
+    /// does: `accepted` differences count as matches in the report, `bug`
+    /// and `fixed` keep counting, `open` undoes a triage.
+    Triage {
+        /// The group's key (in the report, `cutover diff` and the API).
+        group: String,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::store::TRIAGE_STATES))]
+        status: String,
+        /// Why (kept with the group and in the events table).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        at: StoreArgs,
     },
     /// Drifted writes (one side applied a mirrored write, the other did not).
     Drift {
@@ -337,6 +351,12 @@ pub fn run() -> ExitCode {
             });
             exit(code, if check { 3 } else { 1 })
         }
+        Command::Triage {
+            group,
+            status,
+            note,
+            at,
+        } => done(triage(&group, &status, note.as_deref(), &at)),
         Command::Drift { command } => found_or_not(drift(command)),
         Command::Diff {
             a,

@@ -32,6 +32,9 @@ pub struct RouteCounts {
     pub shadow_cache_known: u64,
     pub first_ms: i64,
     pub last_ms: i64,
+    /// Of the diverged, those whose every difference is in an `accepted`
+    /// group: matches, with accepted differences.
+    pub accepted: u64,
 }
 
 impl RouteCounts {
@@ -95,6 +98,7 @@ impl Evidence {
     pub async fn gather(store: &Store, from_ms: i64, to_ms: i64, recent_from_ms: i64) -> Result<Evidence, StoreError> {
         let mut evidence = Evidence::default();
         evidence.route_counts(store, from_ms, to_ms).await?;
+        evidence.accepted_differences(store, from_ms, to_ms).await?;
         evidence.latencies_and_timeline(store, from_ms, to_ms).await?;
         evidence.groups = groups(store, from_ms, to_ms).await?;
         evidence.ledger_counts(store, from_ms, to_ms).await?;
@@ -146,6 +150,31 @@ impl Evidence {
             counts.primary_cache_known += count_at(row, 10)?;
             counts.shadow_cache_hits += count_at(row, 11)?;
             counts.shadow_cache_known += count_at(row, 12)?;
+        }
+        Ok(())
+    }
+
+    /// Per route, the diverged exchanges whose every group was triaged
+    /// `accepted` (Scientist's `ignore`): they count as matches.
+    async fn accepted_differences(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.route, COUNT(*) FROM exchanges e \
+             WHERE e.at_ms >= $1 AND e.at_ms < $2 AND e.outcome = 'diverged' \
+             AND EXISTS (SELECT 1 FROM exchange_groups eg WHERE eg.exchange_id = e.id) \
+             AND NOT EXISTS (SELECT 1 FROM exchange_groups eg \
+                 JOIN divergence_groups g ON g.group_key = eg.group_key \
+                 WHERE eg.exchange_id = e.id AND g.status <> 'accepted') \
+             GROUP BY e.route",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(store.pool())
+        .await?;
+        for row in &rows {
+            let route: String = row.try_get(0)?;
+            if let Some(counts) = self.routes.get_mut(&route) {
+                counts.accepted = count_at(row, 1)?;
+            }
         }
         Ok(())
     }

@@ -209,7 +209,7 @@ pub fn judge(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness)
         } else {
             match_rate_gate(
                 &route.route,
-                route.matched,
+                route.matched + route.accepted,
                 route.compared,
                 readiness.min_compared_per_route,
                 readiness.min_match_rate,

@@ -116,10 +116,14 @@ pub struct Latency {
 pub struct RouteReport {
     pub route: String,
     pub requests: u64,
-    /// match + diverged + transient.
+    /// matched + accepted + diverged.
     pub compared: u64,
     /// match + transient.
     pub matched: u64,
+    /// Diverged, but every difference is in an `accepted` group: counted as
+    /// matched by the match-rate gate.
+    pub accepted: u64,
+    /// Diverged with a difference not accepted (open, bug or fixed groups).
     pub diverged: u64,
     pub racy: u64,
     pub transient: u64,
@@ -335,8 +339,9 @@ impl Report {
 
 fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence) -> RouteReport {
     let matched = counts.outcome("match") + counts.outcome("transient");
+    let accepted = counts.accepted.min(counts.outcome("diverged"));
     let compared = matched + counts.outcome("diverged");
-    let (low, high) = gates::wilson(matched, compared);
+    let (low, high) = gates::wilson(matched + accepted, compared);
     let latency = |histograms: &BTreeMap<String, evidence::Histogram>| {
         let histogram = histograms.get(name).cloned().unwrap_or_default();
         Latency {
@@ -354,7 +359,8 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
         requests: counts.requests,
         compared,
         matched,
-        diverged: counts.outcome("diverged"),
+        accepted,
+        diverged: counts.outcome("diverged") - accepted,
         racy: counts.outcome("racy"),
         transient: counts.outcome("transient"),
         primary_errors: counts.outcome("primary_error"),
@@ -362,7 +368,7 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
         both_errors: counts.outcome("both_error"),
         skipped: counts.skipped.clone(),
         by_source: counts.sources.clone(),
-        match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
+        match_rate: (compared > 0).then(|| (matched + accepted) as f64 / compared as f64),
         match_rate_low: low,
         match_rate_high: high,
         speedup: match (primary.p50_ms, shadow.p50_ms) {

@@ -82,11 +82,20 @@ fn markdown_gates(out: &mut String, report: &Report) {
     }
 }
 
+/// Matches, and apart from them those with accepted differences only.
+fn matched(route: &RouteReport) -> String {
+    if route.accepted == 0 {
+        route.matched.to_string()
+    } else {
+        format!("{} + {} accepted", route.matched, route.accepted)
+    }
+}
+
 /// Per-route counts, match rates and latencies.
 fn markdown_routes(out: &mut String, report: &Report) {
     out.push_str("\n## Routes\n\n");
     out.push_str(
-        "| route | requests | of which sweeps | compared | matched | diverged | racy / transient | skipped | match rate (95% CI) | primary p50/p95/p99 | shadow p50/p95/p99 | speedup | errors p/s | 429 p/s | cache hits p/s |\n\
+        "| route | requests | of which sweeps | compared | matched | diverged | racy / transient | skipped | match rate (95% CI) | primary p50/p95/p99 | shadow p50/p95/p99 | speedup | errors primary / shadow | 429 primary / shadow | cache hits primary / shadow |\n\
          |---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---|---|---|\n",
     );
     for route in &report.routes {
@@ -97,7 +106,7 @@ fn markdown_routes(out: &mut String, report: &Report) {
             route.requests,
             sweeps(route),
             route.compared,
-            route.matched,
+            matched(route),
             route.diverged,
             route.racy,
             route.transient,
@@ -279,7 +288,7 @@ fn html_routes(out: &mut String, report: &Report) {
         "</tbody></table></section><section><h2>Routes</h2><table class=\"wide\"><thead><tr>\
         <th>route</th><th>requests</th><th>of which sweeps</th><th>compared</th><th>matched</th><th>diverged</th><th>racy / transient</th>\
         <th>skipped</th><th>match rate (95% CI)</th><th>primary p50/p95/p99</th><th>shadow p50/p95/p99</th>\
-        <th>speedup</th><th>errors p/s</th><th>429 p/s</th><th>cache hits p/s</th></tr></thead><tbody>",
+        <th>speedup</th><th>errors primary / shadow</th><th>429 primary / shadow</th><th>cache hits primary / shadow</th></tr></thead><tbody>",
     );
     for route in &report.routes {
         let _ = write!(
@@ -291,7 +300,7 @@ fn html_routes(out: &mut String, report: &Report) {
             route.requests,
             sweeps(route),
             route.compared,
-            route.matched,
+            matched(route),
             route.diverged,
             route.racy,
             route.transient,

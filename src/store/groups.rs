@@ -31,6 +31,10 @@ pub struct RouteSummary {
     pub open_groups: i64,
 }
 
+/// Triage states a group can be given: `accepted` differences count as
+/// matches in the report; `bug` and `fixed` groups keep counting.
+pub const TRIAGE_STATES: [&str; 4] = ["open", "accepted", "bug", "fixed"];
+
 /// Which divergence groups to list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupFilter {
@@ -272,7 +276,7 @@ impl Store {
         }
     }
 
-    /// Sets a group's triage status and note, and records the triage as an event.
+    /// Sets a group's triage status (one of [`TRIAGE_STATES`]) and note, and records the triage as an event.
     /// Returns false when no such group exists.
     pub async fn triage(&self, key: &str, status: &str, note: Option<&str>, at_ms: i64) -> Result<bool, StoreError> {
         let mut connection = self.pool.acquire().await?;

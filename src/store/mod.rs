@@ -20,7 +20,7 @@ mod writer;
 
 pub use crate::ledger::{LedgerRecord, LedgerState};
 
-pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow};
+pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow, TRIAGE_STATES};
 pub use records::{ExchangeRecord, GroupRef, IntentRecord, NoiseRecord, Record, SampleRecord};
 pub use write_ledger::LedgerRow;
 pub use writer::{Commit, Unwritten, Writer, WriterConfig};
