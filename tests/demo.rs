@@ -145,14 +145,24 @@ async fn keep_running_leaves_the_report_and_api_up_until_ctrl_c() {
             let _ = lines_tx.send(line);
         }
     });
-    let curl_line = tokio::task::spawn_blocking(move || {
-        lines_rx
-            .iter()
-            .find(|line| line.contains("/report > report.html"))
-            .expect("the demo says how to fetch the report")
+    // Every line up to the curl hint, which comes after the next steps.
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in lines_rx.iter() {
+            let done = line.contains("/report > report.html");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
     })
     .await
     .unwrap();
+    let curl_line = lines.last().unwrap().clone();
+    assert!(curl_line.contains("/report > report.html"), "{lines:?}");
+    let config = out.join("cutover.toml");
+    run_printed_next_steps(&lines, &config).await;
     let token = curl_line
         .split("Bearer ")
         .nth(1)
@@ -185,4 +195,92 @@ async fn keep_running_leaves_the_report_and_api_up_until_ctrl_c() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Runs, through a shell and as printed, the commands in the demo's next
+/// steps: the replay reaches the candidate (the backends are still up) and
+/// accepting a route's groups turns its failing match rate around.
+async fn run_printed_next_steps(lines: &[String], config: &std::path::Path) {
+    let commands: Vec<String> = lines
+        .iter()
+        .filter(|line| line.starts_with("Next: "))
+        .flat_map(|line| line.split('`').skip(1).step_by(2).map(str::to_string))
+        .collect();
+    assert!(
+        commands.iter().all(|command| command.starts_with("cutover ")
+            && command.contains(&format!("-c {}", config.display()))
+            && !command.contains("CONFIG")),
+        "{commands:?}"
+    );
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_cutover"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let shell = |command: String| {
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .args(["-c", &command])
+                .env("PATH", path)
+                .output()
+                .unwrap()
+        })
+    };
+    let replay = commands
+        .iter()
+        .find(|c| c.starts_with("cutover drift replay"))
+        .expect("a replay step");
+    let replayed = shell(replay.clone()).await.unwrap();
+    let said = String::from_utf8_lossy(&replayed.stdout);
+    assert!(
+        said.contains(" replayed, "),
+        "{said}{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(
+        said.lines()
+            .filter(|l| l.starts_with('#'))
+            .all(|l| l.contains("candidate answered")),
+        "every replay reached the candidate: {said}"
+    );
+    let route_gate = |json: &serde_json::Value| {
+        json["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["gate"] == "match_rate" && g["route"] == "all-tasks")
+            .unwrap()["status"]
+            .clone()
+    };
+    let report = |config: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .args([
+                    "report",
+                    "--format",
+                    "json",
+                    "--since",
+                    "1h",
+                    "-c",
+                    config.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        })
+    };
+    assert_eq!(route_gate(&report(config.to_path_buf()).await.unwrap()), "fail");
+    for accept in commands
+        .iter()
+        .filter(|c| c.starts_with("cutover triage") && c.contains(" accepted "))
+    {
+        let accepted = shell(accept.clone()).await.unwrap();
+        assert!(accepted.status.success(), "{accept}: {accepted:?}");
+    }
+    let after = report(config.to_path_buf()).await.unwrap();
+    assert_ne!(
+        route_gate(&after),
+        "fail",
+        "accepting its groups moved the gate: {after}"
+    );
 }

@@ -229,7 +229,8 @@ pub(super) async fn report<B>(state: &AdminState, request: &Request<B>) -> Resul
     let store = state.store().await?;
     let report = crate::report::Report::build(store, crate::report::Span::since(since, now), &state.readiness(), now)
         .await
-        .map_err(store_failed)?;
+        .map_err(store_failed)?
+        .with_commands(&state.commands);
     Ok(if request.uri().path() == "/report.json" {
         text(
             StatusCode::OK,

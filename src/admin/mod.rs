@@ -100,6 +100,8 @@ pub struct AdminState {
     /// The store writer: readiness reports its writes failing, which a
     /// ping (a read) does not see.
     pub writer: Option<Arc<crate::store::Writer>>,
+    /// How the report's next steps reach this instance's store and config.
+    pub commands: crate::report::Commands,
     store: OnceCell<Store>,
 }
 
@@ -178,6 +180,7 @@ impl AdminState {
             modes: None,
             loaded: None,
             writer: None,
+            commands: crate::report::Commands::default(),
             store: OnceCell::new(),
         }
     }

@@ -226,6 +226,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     admin_state.loaded = Some(ready);
     admin_state.writer = Some(Arc::clone(&writer));
     admin_state.modes = Some(Arc::clone(&modes));
+    admin_state.commands = if std::path::Path::new(&config.source).is_file() {
+        crate::report::Commands::config(&config.source)
+    } else {
+        crate::report::Commands::store(&config.store.url)
+    };
     let reloader = Arc::new(Reloader::new(config.clone(), reload_target, instance.clone()));
     admin_state.reloader = Some(Arc::clone(&reloader) as Arc<dyn crate::admin::Reload>);
     let admin_state = Arc::new(admin_state);

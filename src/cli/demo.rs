@@ -12,12 +12,7 @@ use super::serve::ignore_file_size_signal;
 
 pub(super) fn demo(duration: Duration, rps: u32, out: PathBuf, keep_running: bool) -> anyhow::Result<()> {
     anyhow::ensure!(rps > 0, "--rps must be at least 1");
-    let options = DemoOptions {
-        duration,
-        rps,
-        out,
-        keep_running,
-    };
+    let options = DemoOptions { duration, rps, out };
     runtime()?.block_on(async {
         ignore_file_size_signal()?;
         let (stop_tx, stop) = tokio::sync::watch::channel(false);

@@ -140,7 +140,9 @@ pub(super) fn report(request: &ReportRequest<'_>, at: &StoreArgs) -> anyhow::Res
     };
     runtime()?.block_on(async {
         let store = at.open(config.as_ref()).await?;
-        let report = crate::report::Report::build(&store, span, &readiness, now).await?;
+        let report = crate::report::Report::build(&store, span, &readiness, now)
+            .await?
+            .with_commands(&at.commands());
         store.close().await;
         if let Some(path) = request.out {
             std::fs::write(path, report.render(format)).with_context(|| format!("cannot write {}", path.display()))?;

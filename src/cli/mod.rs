@@ -251,6 +251,15 @@ impl StoreArgs {
             .unwrap_or_else(|| crate::store::DEFAULT_URL.to_string())
     }
 
+    /// How the report's next steps find this store again.
+    fn commands(&self) -> crate::report::Commands {
+        match (&self.config, &self.store) {
+            (Some(path), _) => crate::report::Commands::config(&path.display().to_string()),
+            (None, Some(url)) => crate::report::Commands::store(url),
+            (None, None) => crate::report::Commands::default(),
+        }
+    }
+
     async fn open(&self, config: Option<&Config>) -> anyhow::Result<crate::store::Store> {
         self.open_creating(config, self.create).await
     }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::app::{Running, StartError};
 use crate::config::{Config, ConfigError};
-use crate::report::{Format, Readiness, Report, Span, Verdict};
+use crate::report::{Commands, Format, Readiness, Report, Span, Verdict};
 use crate::store::{GroupRow, Store, StoreError, StoreOptions};
 use tasks::{Flavor, Ids, Listening, Seed, TaskApi};
 
@@ -53,8 +53,6 @@ pub struct DemoOptions {
     pub rps: u32,
     /// Where the config, the ID map, the store and the reports go.
     pub out: PathBuf,
-    /// Keep the proxy and the admin API up after the run, until `stop`.
-    pub keep_running: bool,
 }
 
 /// What the demo produced.
@@ -98,13 +96,32 @@ pub enum Stage<'a> {
     Reporting,
 }
 
+/// What the demo leaves running after its report: the proxy with its
+/// admin API, and both task APIs behind it, so the printed next steps (a
+/// replay, a triage, a report) work against them until [`shutdown`].
+///
+/// [`shutdown`]: DemoRunning::shutdown
+pub struct DemoRunning {
+    pub proxy: Running,
+    backends: Backends,
+}
+
+impl DemoRunning {
+    /// Stops the proxy (draining it), then the task APIs.
+    pub async fn shutdown(self) {
+        self.proxy.shutdown().await;
+        self.backends.legacy.stop();
+        self.backends.candidate.stop();
+    }
+}
+
 /// Runs the demo. `stop` turning true (Ctrl-C) ends the traffic early; the
 /// report is still written from what was recorded.
 pub async fn run(
     options: &DemoOptions,
     stop: watch::Receiver<bool>,
     show: &(dyn Fn(Stage<'_>) + Sync),
-) -> Result<(DemoResult, Running), DemoError> {
+) -> Result<(DemoResult, DemoRunning), DemoError> {
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(|source| write_error(out, source))?;
     let store_path = out.join("cutover.db");
@@ -137,17 +154,15 @@ pub async fn run(
         from_ms: now - i64::try_from(started.elapsed().as_millis()).unwrap_or(0) - 60_000,
         to_ms: now + 1,
     };
-    let report = Report::build(&store, span, &readiness, now).await?;
+    let report = Report::build(&store, span, &readiness, now)
+        .await?
+        .with_commands(&Commands::config(&config_path.display().to_string()));
     let report_html = out.join("report.html");
     let report_md = out.join("report.md");
     write(&report_html, &report.render(Format::Html))?;
     write(&report_md, &report.render(Format::Markdown))?;
     let groups = store.groups().await?;
     store.close().await;
-    if !options.keep_running {
-        backends.legacy.stop();
-        backends.candidate.stop();
-    }
     let result = DemoResult {
         verdict: report.verdict,
         requests: client.sent.load(Ordering::Relaxed),
@@ -161,7 +176,13 @@ pub async fn run(
         admin: running.admin_addr,
         token,
     };
-    Ok((result, running))
+    Ok((
+        result,
+        DemoRunning {
+            proxy: running,
+            backends,
+        },
+    ))
 }
 
 /// The demo's two task APIs, serving, seeded alike.

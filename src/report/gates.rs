@@ -263,10 +263,9 @@ fn observation_window(evidence: &Evidence, readiness: &Readiness) -> Gate {
             if evidence.routes.is_empty() {
                 "no traffic recorded in this window: send traffic through cutover (or widen --since)".to_string()
             } else {
-                format!(
-                    "keep the parallel test running {} longer",
-                    human(needed_ms - observed_ms)
-                )
+                // Rounded up to the second: "0s longer" would read as done.
+                let remaining_ms = (needed_ms - observed_ms).saturating_add(999) / 1000 * 1000;
+                format!("keep the parallel test running {} longer", human(remaining_ms))
             }
         }),
     )
@@ -338,7 +337,7 @@ fn write_drift(evidence: &Evidence) -> Gate {
         evidence.open_drift == 0,
         || {
             format!(
-                "replay {} drifted write(s): cutover drift replay --all -c CONFIG (or resolve them by hand)",
+                "replay {} drifted write(s), or resolve by hand those that cannot be replayed",
                 evidence.open_drift
             )
         },

@@ -10,6 +10,7 @@ mod charts;
 pub mod evidence;
 pub mod gates;
 mod render;
+mod steps;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use evidence::Evidence;
 pub use gates::{Gate, Status, Verdict};
+pub use steps::Commands;
 
 use crate::store::{LedgerState, Store, StoreError};
 use evidence::{percentile, GroupEvidence, TimeBucket};
@@ -222,7 +224,6 @@ impl Report {
         routes.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
         let gates = gates::judge(&evidence, &routes, readiness);
         let verdict = Verdict::of(&gates);
-        let next_steps = gates.iter().filter_map(|gate| gate.next_step.clone()).collect();
         let observed = evidence.observed();
         let config_fingerprints = config_fingerprints(&evidence);
         let unmapped_by_route = evidence
@@ -230,7 +231,7 @@ impl Report {
             .iter()
             .filter_map(|(route, counts)| counts.skipped.get("unmapped_id").map(|n| (route.clone(), *n)))
             .collect();
-        Report {
+        let mut report = Report {
             schema_version: SCHEMA_VERSION,
             generated_at: time(now_ms),
             window: Window {
@@ -242,7 +243,7 @@ impl Report {
             },
             verdict,
             gates,
-            next_steps,
+            next_steps: Vec::new(),
             routes,
             not_covered,
             groups: evidence.groups.clone(),
@@ -265,7 +266,16 @@ impl Report {
             timeline: evidence.timeline.clone(),
             events: shown_events(&evidence),
             evidence,
-        }
+        };
+        report.next_steps = steps::next_steps(&report, &Commands::default());
+        report
+    }
+
+    /// The next steps as commands that find the store this way (`-c` the
+    /// config the report was made with, or `--store` its URL).
+    pub fn with_commands(mut self, commands: &Commands) -> Report {
+        self.next_steps = steps::next_steps(&self, commands);
+        self
     }
 
     /// What `report --check` prints: the verdict on one line, then each
@@ -298,10 +308,8 @@ impl Report {
                 gate.measured,
                 gate.threshold
             ));
-            if let Some(step) = &gate.next_step {
-                lines.push(format!("    next: {step}"));
-            }
         }
+        lines.extend(self.next_steps.iter().map(|step| format!("next: {step}")));
         lines
     }
 
