@@ -81,7 +81,12 @@ fn diverged_with_group(at_ms: i64) -> ExchangeRecord {
     record.groups = vec![high_group()];
     record.samples = vec![SampleRecord {
         group_key: high_group().key,
-        differences: "[]".into(),
+        differences: serde_json::json!([{
+            "location": "body", "path": "/tasks/0/status", "pattern": "/tasks/*/status",
+            "kind": "value_changed", "primary": "\"done\"", "shadow": "\"Done\"", "item": "id=t1",
+            "severity": "high", "group_key": high_group().key,
+        }])
+        .to_string(),
         unified_diff: Some(
             "--- primary\n+++ shadow\n@@ -1,3 +1,3 @@\n {\n-  \"status\": \"done\"\n+  \"status\": \"Done\"\n }".into(),
         ),
@@ -382,6 +387,94 @@ async fn common_run(args: &[&str]) -> std::process::Output {
     })
     .await
     .unwrap()
+}
+
+/// Each group shows its differences field by field (a status difference
+/// its two statuses) and its share of the route; however many groups and
+/// however large their samples, report.md fits a pull-request comment.
+#[tokio::test]
+async fn groups_show_their_differences_and_markdown_stays_under_the_comment_limit() {
+    let (store, _dir) = fresh_store().await;
+    healthy(&store).await;
+    let status = GroupRef {
+        key: "5747005c4a46ed00".into(),
+        route: "complete-task".into(),
+        method: "PATCH".into(),
+        location: "status".into(),
+        pattern: String::new(),
+        kind: "status_changed".into(),
+        severity: "high".into(),
+        summary: "status_changed".into(),
+    };
+    let huge_diff: String = std::iter::once("--- primary\n+++ shadow\n".to_string())
+        .chain((0..5000).map(|n| format!("-  \"title\": \"task {n}\",\n+  \"title\": \"Task {n}\",\n")))
+        .collect();
+    let mut records = Vec::new();
+    for n in 0..60 {
+        let group = GroupRef {
+            key: format!("{n:016x}"),
+            pattern: format!("/tasks/*/field{n}"),
+            kind: "value_changed".into(),
+            severity: "medium".into(),
+            ..high_group()
+        };
+        let mut record = exchange("all-tasks", T0 + n * 1000, "diverged", 1500.0, 90.0);
+        record.groups = vec![group.clone()];
+        record.samples = vec![SampleRecord {
+            group_key: group.key.clone(),
+            differences: serde_json::json!([{"location": "body", "path": format!("/tasks/0/field{n}"),
+                "pattern": group.pattern, "kind": "value_changed", "primary": "1", "shadow": "2",
+                "severity": "medium", "group_key": group.key}])
+            .to_string(),
+            unified_diff: Some(huge_diff.clone()),
+            request: "{}".into(),
+            primary_excerpt: None,
+            shadow_excerpt: None,
+        }];
+        records.push(record);
+    }
+    let mut refused = exchange("complete-task", T0 + 99_000, "diverged", 10.0, 10.0);
+    refused.groups = vec![status.clone()];
+    refused.samples = vec![SampleRecord {
+        group_key: status.key.clone(),
+        differences: serde_json::json!([{"location": "status", "path": "", "pattern": "", "kind": "status_changed",
+            "primary": "200", "shadow": "409", "severity": "high", "group_key": status.key}])
+        .to_string(),
+        unified_diff: None,
+        request: "{}".into(),
+        primary_excerpt: None,
+        shadow_excerpt: None,
+    }];
+    records.push(refused);
+    store.record(&records).await.unwrap();
+    let report = report(&store, &Readiness::default()).await;
+
+    let refusal = report.groups.iter().find(|g| g.key == status.key).unwrap();
+    assert_eq!(refusal.differences[0].primary.as_deref(), Some("200"));
+    assert_eq!(refusal.differences[0].shadow.as_deref(), Some("409"));
+    assert_eq!(refusal.share, Some(1.0), "one of one compared complete-task requests");
+    let markdown = report.render(Format::Markdown);
+    assert!(markdown.contains("- status: `200` → `409`"), "{}", &markdown[..3000]);
+    let html = report.render(Format::Html);
+    assert!(html.contains("<td class=\"grow\">status</td><td><code>200</code></td><td><code>409</code></td>"));
+    assert!(html.contains(&format!("id=\"group-{}\"", status.key)));
+    assert!(
+        html.contains(&format!("<a href=\"#group-{0}\">{0}</a>", status.key)),
+        "next steps link to it"
+    );
+
+    assert!(
+        markdown.len() < cutover::report::MARKDOWN_LIMIT,
+        "{} characters",
+        markdown.len()
+    );
+    assert!(
+        markdown.contains("51 more groups: `cutover report --format html`"),
+        "it points to the rest"
+    );
+    let shown_example = report.groups.iter().find_map(|g| g.example.as_deref()).unwrap();
+    assert!(shown_example.lines().count() <= 45, "{shown_example}");
+    assert!(html.len() < 400_000, "{} bytes", html.len());
 }
 
 /// Sub-millisecond jitter never fails the latency gate; a shadow slower

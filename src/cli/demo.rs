@@ -65,9 +65,15 @@ fn print_result(result: &DemoResult) -> anyhow::Result<()> {
     }
     for group in &result.groups {
         let place = match (group.pattern.as_str(), group.kind.as_str()) {
-            ("", "status_changed") => "(status)",
-            ("", _) => "(whole answer)",
-            (pattern, _) => pattern,
+            (_, "status_changed") => group.differences.first().map_or("status".to_string(), |status| {
+                format!(
+                    "status {} → {}",
+                    status.primary.as_deref().unwrap_or("-"),
+                    status.shadow.as_deref().unwrap_or("-")
+                )
+            }),
+            ("", _) => "(whole answer)".to_string(),
+            (pattern, _) => pattern.to_string(),
         };
         say!(
             "  {:<6} {:<14} {:<22} {:<18} {:>4}×  {}",

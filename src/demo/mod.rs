@@ -22,8 +22,9 @@ use tokio::sync::watch;
 
 use crate::app::{Running, StartError};
 use crate::config::{Config, ConfigError};
+use crate::report::evidence::GroupEvidence;
 use crate::report::{Commands, Format, Readiness, Report, Span, Verdict};
-use crate::store::{GroupRow, Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreOptions};
 use tasks::{Flavor, Ids, Listening, Seed, TaskApi};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +61,8 @@ pub struct DemoOptions {
 pub struct DemoResult {
     pub verdict: Verdict,
     pub requests: u64,
-    pub groups: Vec<GroupRow>,
+    /// The report's groups, with their differences.
+    pub groups: Vec<GroupEvidence>,
     pub next_steps: Vec<String>,
     pub config: PathBuf,
     pub store: PathBuf,
@@ -161,12 +163,11 @@ pub async fn run(
     let report_md = out.join("report.md");
     write(&report_html, &report.render(Format::Html))?;
     write(&report_md, &report.render(Format::Markdown))?;
-    let groups = store.groups().await?;
     store.close().await;
     let result = DemoResult {
         verdict: report.verdict,
         requests: client.sent.load(Ordering::Relaxed),
-        groups,
+        groups: report.groups.clone(),
         next_steps: report.next_steps.clone(),
         config: config_path,
         store: store_path,

@@ -69,9 +69,23 @@ pub struct GroupEvidence {
     pub note: Option<String>,
     /// Exchanges in the window that counted in it.
     pub count: u64,
+    /// `count` over the route's compared requests in the window.
+    pub share: Option<f64>,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// The group's differences in its stored samples, field by field.
+    pub differences: Vec<ShownDifference>,
+    /// One sample's unified diff, trimmed to the lines about this group.
     pub example: Option<String>,
+}
+
+/// One difference of a group as the report shows it: where, and both values.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShownDifference {
+    pub path: String,
+    pub item: Option<String>,
+    pub primary: Option<String>,
+    pub shadow: Option<String>,
 }
 
 /// Everything the report is made from.
@@ -349,8 +363,10 @@ async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvid
             status: row.try_get(7)?,
             note: row.try_get(8)?,
             count: count_at(row, 9)?,
+            share: None,
             first_seen_ms: row.try_get(10)?,
             last_seen_ms: row.try_get(11)?,
+            differences: Vec::new(),
             example: None,
         });
     }
@@ -366,16 +382,17 @@ async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvid
             .then(a.key.cmp(&b.key))
     });
     for group in groups.iter_mut().take(TOP_GROUPS) {
-        group.example = store
-            .samples(&group.key)
-            .await?
-            .into_iter()
-            .find_map(|sample| sample.unified_diff);
+        let samples = store.samples(&group.key).await?;
+        group.differences = super::example::differences(&group.key, &samples);
+        group.example = samples.iter().find_map(|sample| {
+            let diff = sample.unified_diff.as_deref()?;
+            Some(super::example::trim(diff, &group.differences))
+        });
     }
     Ok(groups)
 }
 
-/// Groups shown with an example.
+/// Groups shown with their differences and an example.
 pub const TOP_GROUPS: usize = 10;
 
 /// A percentile of a histogram, in milliseconds.

@@ -8,6 +8,7 @@
 
 mod charts;
 pub mod evidence;
+mod example;
 pub mod gates;
 mod render;
 mod steps;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 pub use evidence::Evidence;
 pub use gates::{Gate, Status, Verdict};
+pub use render::MARKDOWN_LIMIT;
 pub use steps::Commands;
 
 use crate::store::{LedgerState, Store, StoreError};
@@ -231,6 +233,7 @@ impl Report {
             .iter()
             .filter_map(|(route, counts)| counts.skipped.get("unmapped_id").map(|n| (route.clone(), *n)))
             .collect();
+        let groups = with_shares(&evidence.groups, &routes);
         let mut report = Report {
             schema_version: SCHEMA_VERSION,
             generated_at: time(now_ms),
@@ -246,7 +249,7 @@ impl Report {
             next_steps: Vec::new(),
             routes,
             not_covered,
-            groups: evidence.groups.clone(),
+            groups,
             writes: Writes::of(&evidence),
             idmap: IdMapCoverage {
                 kinds: evidence.idmap.clone(),
@@ -390,6 +393,23 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
         primary_cache_hit_share: share(counts.primary_cache_hits, counts.primary_cache_known),
         shadow_cache_hit_share: share(counts.shadow_cache_hits, counts.shadow_cache_known),
     }
+}
+
+/// The groups, each with the share of its route's compared requests.
+fn with_shares(groups: &[GroupEvidence], routes: &[RouteReport]) -> Vec<GroupEvidence> {
+    groups
+        .iter()
+        .map(|group| {
+            let compared = routes
+                .iter()
+                .find(|route| route.route == group.route)
+                .map_or(0, |route| route.compared);
+            GroupEvidence {
+                share: (compared > 0).then(|| (group.count as f64 / compared as f64).min(1.0)),
+                ..group.clone()
+            }
+        })
+        .collect()
 }
 
 /// A duration in milliseconds, as a person reads it.
