@@ -12,7 +12,10 @@
 //!   (`{"all": true}` or `{"id": N}`);
 //! - `GET /api/mode`, `POST /api/mode` (`{"mode": "candidate", "route"?: "name"}`) switch who serves;
 //! - `POST /api/reload` re-reads the config file (validated first; on error the old one stays);
-//! - `GET /report` (HTML) and `GET /report.json` (`?since=48h`) need the token too.
+//! - `GET /report` (HTML) and `GET /report.json` (`?since=48h`) need the token too;
+//! - `GET /` leads a browser to the report: a login form that posts the
+//!   token to `POST /login`, which sets an HttpOnly, SameSite=Strict cookie
+//!   good for reads (`GET`) only; `POST /logout` ends it.
 //!
 //! Every non-2xx answer is JSON with an `error` message.
 //!
@@ -39,6 +42,7 @@ use crate::server::ResponseBody;
 use crate::store::{Store, StoreOptions};
 
 mod api;
+mod session;
 
 use api::{api_route, report};
 
@@ -211,6 +215,9 @@ pub async fn handle(state: Arc<AdminState>, _peer: SocketAddr, request: Request<
         (_, "/healthz" | "/metrics" | "/readyz") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here", None, "")
         }
+        (Method::GET, "/") => session::root(&state, &request),
+        (Method::POST, "/login") => session::login(&state, request).await,
+        (Method::POST, "/logout") => session::logout(),
         (Method::GET, "/report" | "/report.json") => {
             let answer = match authorize(&state, &request) {
                 Ok(()) => report(&state, &request).await,
@@ -227,7 +234,7 @@ pub async fn handle(state: Arc<AdminState>, _peer: SocketAddr, request: Request<
         }
         (_, other) => json_error(
             StatusCode::NOT_FOUND,
-            &format!("no admin endpoint at {other}; try /healthz, /readyz, /metrics or /api/summary"),
+            &format!("no admin endpoint at {other}; try /, /healthz, /readyz, /metrics or /api/summary"),
             None,
             "",
         ),
@@ -244,6 +251,9 @@ fn authorize<B>(state: &AdminState, request: &Request<B>) -> Result<(), ApiError
             ),
         ));
     };
+    if session::cookie_allows(token, request) {
+        return Ok(());
+    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)

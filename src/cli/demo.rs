@@ -101,7 +101,8 @@ fn print_result(result: &DemoResult) -> anyhow::Result<()> {
 /// With `--keep-running`: how to look at what is still up.
 fn print_still_running(result: &DemoResult) -> anyhow::Result<()> {
     say!(
-        "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}\n\
+        "\nStill running (Ctrl-C stops): proxy http://{proxy}, admin http://{admin}, and both task APIs\n\
+         Browser: open http://{admin}/ and log in with the token {token}\n\
          \x20 curl -H 'Authorization: Bearer {token}' http://{admin}/report > report.html\n\
          \x20 curl -H 'Authorization: Bearer {token}' 'http://{admin}/api/divergences?status=open'\n\
          \x20 curl http://{admin}/metrics\n\

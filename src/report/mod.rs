@@ -20,6 +20,7 @@ use serde::Serialize;
 
 pub use evidence::Evidence;
 pub use gates::{Gate, Status, Verdict};
+pub(crate) use render::esc as escape_html;
 pub use render::MARKDOWN_LIMIT;
 pub use steps::Commands;
 

@@ -148,7 +148,7 @@ pub(super) fn cell(text: &str) -> String {
 }
 
 /// HTML-escapes text.
-pub(super) fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
