@@ -284,3 +284,79 @@ async fn run_printed_next_steps(lines: &[String], config: &std::path::Path) {
         "accepting its groups moved the gate: {after}"
     );
 }
+
+/// The demo's report in real Chromium at 1,200 px and 800 px: nothing
+/// overflows horizontally, and the page fits in a few screens.
+#[tokio::test]
+async fn the_demo_report_fits_the_page_in_a_real_browser() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        assert!(
+            std::env::var_os("CUTOVER_TEST_REQUIRE_CHROMIUM").is_none(),
+            "CUTOVER_TEST_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
+        );
+        eprintln!("note: /usr/bin/chromium is not installed; the browser test is skipped (CI installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cutover-demo");
+    let demo = {
+        let out = out.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .args(["demo", "--duration", "4s", "--out", out.to_str().unwrap()])
+                .output()
+                .unwrap()
+        })
+    };
+    assert!(demo.await.unwrap().status.success());
+    // The page has no JavaScript of its own; the probe is added to a copy.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let probe = include_str!("browser/overflow-probe.html");
+    let probed = dir.path().join("probed.html");
+    std::fs::write(&probed, page.replace("</body>", &format!("{probe}</body>"))).unwrap();
+    for width in [1200, 800] {
+        let probed = probed.clone();
+        let dom = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("/usr/bin/chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    &format!("--window-size={width},1000"),
+                    "--dump-dom",
+                    &format!("file://{}", probed.display()),
+                ])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        let title = dom
+            .split("<title>")
+            .nth(1)
+            .and_then(|rest| rest.split("</title>").next())
+            .unwrap_or_default()
+            .replace("&gt;", ">")
+            .replace("&lt;", "<")
+            .replace("&amp;", "&");
+        let measured: serde_json::Value =
+            serde_json::from_str(&title).unwrap_or_else(|_| panic!("the probe did not run at {width} px: {title}"));
+        println!("at {width} px: {measured}");
+        assert_eq!(
+            measured["overflowing"],
+            serde_json::json!([]),
+            "at {width} px: {measured}"
+        );
+        assert!(
+            measured["page"].as_u64() <= measured["width"].as_u64(),
+            "at {width} px the page scrolls sideways: {measured}"
+        );
+        if width == 1200 {
+            // A few screens of a 1,000 px window, with every group's section.
+            let height = measured["height"].as_u64().unwrap();
+            assert!(height <= 7_000, "the page is {height} px tall");
+        }
+    }
+}

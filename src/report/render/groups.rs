@@ -86,7 +86,7 @@ pub(super) fn html(out: &mut String, report: &Report) {
     for group in report.groups.iter().take(TOP_GROUPS) {
         let _ = write!(
             out,
-            "<tr><td><span class=\"sev {sev}\">{sev}</span></td><td><a href=\"#group-{key}\"><code>{key}</code></a></td><td>{}</td>\
+            "<tr><td><span class=\"sev {sev}\">{sev}</span></td><td class=\"key\"><a href=\"#group-{key}\"><code>{key}</code></a></td><td>{}</td>\
              <td class=\"grow\"><code>{}</code></td><td>{}</td><td class=\"n\">{}{}</td><td>{}{}</td></tr>",
             esc(&group.route),
             esc(&group_place(group)),
@@ -158,9 +158,17 @@ fn html_group(out: &mut String, group: &GroupEvidence) {
     out.push_str("</div>");
 }
 
-/// Already escaped text with each shown group's key linked to its section.
-pub(super) fn link_keys(escaped: &str, report: &Report) -> String {
-    let mut out = escaped.to_string();
+/// A next step as HTML: escaped, its `commands` as code, and each shown
+/// group's key linked to its section.
+pub(super) fn step_html(step: &str, report: &Report) -> String {
+    let mut out = String::new();
+    for (n, part) in esc(step).split('`').enumerate() {
+        if n % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
     for group in report.groups.iter().take(TOP_GROUPS) {
         // Keys are hex digits: nothing in them needs escaping.
         let link = format!("<a href=\"#group-{0}\">{0}</a>", group.key);

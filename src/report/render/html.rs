@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::super::gates::Status;
-use super::super::{charts, human, Report, RouteReport};
+use super::super::{charts, human, ms_opt, Report, RouteReport};
 use super::*;
 
 pub fn html(report: &Report) -> String {
@@ -71,7 +71,7 @@ fn html_blocking(out: &mut String, report: &Report) {
     if !report.next_steps.is_empty() {
         out.push_str("<h3>Next steps</h3><ol>");
         for step in &report.next_steps {
-            let _ = write!(out, "<li>{}</li>", groups::link_keys(&esc(step), report));
+            let _ = write!(out, "<li>{}</li>", groups::step_html(step, report));
         }
         out.push_str("</ol>");
     }
@@ -83,7 +83,7 @@ fn html_gates(out: &mut String, report: &Report) {
     for gate in &report.gates {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><span class=\"status {}\">{}</span></td></tr>",
+            "<tr><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td><span class=\"status {}\">{}</span></td></tr>",
             esc(&gate_name(gate)),
             esc(&gate.measured),
             esc(&gate.threshold),
@@ -93,38 +93,30 @@ fn html_gates(out: &mut String, report: &Report) {
     }
 }
 
-/// Per-route counts, match rates and latencies.
+/// Per-route counts and match rates in a table that fits the column (only
+/// the route name wraps), then each route's detail.
 fn html_routes(out: &mut String, report: &Report) {
     out.push_str(
         "</tbody></table></section><section><h2>Routes</h2><table class=\"wide\"><thead><tr>\
-        <th>route</th><th>requests</th><th>of which sweeps</th><th>compared</th><th>matched</th><th>diverged</th><th>racy / transient</th>\
-        <th>skipped</th><th>match rate (95% CI)</th><th>primary p50/p95/p99</th><th>shadow p50/p95/p99</th>\
-        <th>speedup</th><th>errors primary / shadow</th><th>429 primary / shadow</th><th>cache hits primary / shadow</th></tr></thead><tbody>",
+        <th class=\"grow\">route</th><th>requests</th><th>compared</th><th>matched</th><th>diverged</th>\
+        <th>match rate (95% CI)</th><th>p95 primary / shadow</th><th>errors primary / shadow</th></tr></thead><tbody>",
     );
     for route in &report.routes {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
-             <td>{} / {}</td><td>{} / {}</td><td>{}</td></tr>",
+            "<tr><td class=\"grow\"><a href=\"#route-{id}\">{}</a></td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{} / {}</td><td class=\"n\">{} / {}</td></tr>",
             esc(&route.route),
             route.requests,
-            sweeps(route),
             route.compared,
-            matched(route),
+            esc(&matched(route)),
             route.diverged,
-            route.racy,
-            route.transient,
-            esc(&skipped(route)),
             esc(&match_rate(route)),
-            esc(&latencies(&route.primary)),
-            esc(&latencies(&route.shadow)),
-            route.speedup.map_or("–".into(), |s| format!("{s:.1}×")),
+            ms_opt(route.primary.p95_ms),
+            ms_opt(route.shadow.p95_ms),
             route.primary_errors + route.both_errors,
             route.shadow_errors + route.both_errors,
-            route.primary_429,
-            route.shadow_429,
-            esc(&cache(route)),
+            id = anchor(&route.route),
         );
     }
     out.push_str("</tbody></table>");
@@ -135,6 +127,33 @@ fn html_routes(out: &mut String, report: &Report) {
             esc(&report.not_covered.join(", "))
         );
     }
+    for route in &report.routes {
+        let _ = write!(
+            out,
+            "<details class=\"route\" id=\"route-{}\"><summary>{}: every figure</summary><dl>",
+            anchor(&route.route),
+            esc(&route.route)
+        );
+        for (term, value) in route_details(route) {
+            let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(term), esc(&value));
+        }
+        out.push_str("</dl></details>");
+    }
+}
+
+/// A route name as an element id: anything but letters, digits, `-` and
+/// `_` becomes `_` (route names are config text).
+fn anchor(route: &str) -> String {
+    route
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Latency charts of the busiest routes, the divergence rate and the request volume.
@@ -217,11 +236,14 @@ fn html_events(out: &mut String, report: &Report) {
 const CSS: &str = "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2328;max-width:1200px;margin:24px auto;padding:0 16px}\
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}h3{font-size:15px}\
 .meta,.dim{color:#59636e}.verdict{padding:2px 10px;border-radius:6px;color:#fff}.go{background:#1a7f37}.nogo{background:#cf222e}.notyet{background:#9a6700}\
-table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}\
+table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top;white-space:nowrap}\
+td.grow,th.grow{white-space:normal;overflow-wrap:anywhere;width:100%}td code{white-space:normal;overflow-wrap:anywhere}\
+.route dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:4px 0 12px}.route dt{color:#59636e}.route dd{margin:0;overflow-wrap:anywhere}.route summary{margin:4px 0}\
+td.text{white-space:normal;overflow-wrap:anywhere}td.key code{white-space:nowrap;overflow-wrap:normal}@media (max-width:1000px){th,td{white-space:normal}}\
 th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}table.wide{width:100%}\
 .status{padding:0 6px;border-radius:4px;white-space:nowrap}.status.pass{background:#dafbe1}.status.fail{background:#ffebe9}.status.ned{background:#fff8c5}\
 .sev.high{color:#cf222e;font-weight:600}.sev.medium{color:#9a6700}\
-pre.diff{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}pre.diff .add{color:#1a7f37}pre.diff .del{color:#cf222e}pre.diff .hunk{color:#8250df}\
-.group{margin:20px 0 8px}.group h3{margin:0 0 4px}td.grow{overflow-wrap:anywhere}td code{overflow-wrap:anywhere}\
+pre.diff{background:#f6f8fa;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}pre.diff .add{color:#1a7f37}pre.diff .del{color:#cf222e}pre.diff .hunk{color:#8250df}\
+.group{margin:20px 0 8px}.group h3{margin:0 0 4px;overflow-wrap:anywhere}li,p{overflow-wrap:anywhere}\
 figure{margin:8px 0}figure svg{max-width:100%;height:auto}footer{margin-top:32px}\
 @media print{body{margin:0;max-width:none}section{break-inside:avoid}details{display:block}figure{break-inside:avoid}a{color:inherit}}";

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::super::gates::Status;
-use super::super::{human, Report};
+use super::super::{human, ms_opt, Report};
 use super::*;
 
 pub fn markdown(report: &Report) -> String {
@@ -80,35 +80,27 @@ fn markdown_gates(out: &mut String, report: &Report) {
     }
 }
 
-/// Per-route counts, match rates and latencies.
+/// Per-route counts and match rates, then each route's detail.
 fn markdown_routes(out: &mut String, report: &Report) {
     out.push_str("\n## Routes\n\n");
     out.push_str(
-        "| route | requests | of which sweeps | compared | matched | diverged | racy / transient | skipped | match rate (95% CI) | primary p50/p95/p99 | shadow p50/p95/p99 | speedup | errors primary / shadow | 429 primary / shadow | cache hits primary / shadow |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---|---|---|\n",
+        "| route | requests | compared | matched | diverged | match rate (95% CI) | p95 primary / shadow | errors primary / shadow |\n\
+         |---|---:|---:|---:|---:|---|---|---:|\n",
     );
     for route in &report.routes {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
             cell(&route.route),
             route.requests,
-            sweeps(route),
             route.compared,
             matched(route),
             route.diverged,
-            route.racy,
-            route.transient,
-            cell(&skipped(route)),
             match_rate(route),
-            latencies(&route.primary),
-            latencies(&route.shadow),
-            route.speedup.map_or("–".into(), |s| format!("{s:.1}×")),
+            ms_opt(route.primary.p95_ms),
+            ms_opt(route.shadow.p95_ms),
             route.primary_errors + route.both_errors,
             route.shadow_errors + route.both_errors,
-            route.primary_429,
-            route.shadow_429,
-            cache(route),
         );
     }
     if !report.not_covered.is_empty() {
@@ -117,6 +109,13 @@ fn markdown_routes(out: &mut String, report: &Report) {
             "\nNot covered by design (mirror off): {}.",
             report.not_covered.join(", ")
         );
+    }
+    for route in &report.routes {
+        let details: Vec<String> = route_details(route)
+            .into_iter()
+            .map(|(term, value)| format!("{term} {value}"))
+            .collect();
+        let _ = writeln!(out, "\n**{}**: {}.", cell(&route.route), details.join("; "));
     }
 }
 

@@ -27,6 +27,49 @@ pub(super) const NOISE_INTRO: &str =
     "Value changes at these paths were set aside as noise. Confirm each (add it to the \
                            route's ignore) or veto it (not_noise).";
 
+/// A route's detail, term by term (both formats): what the routes table
+/// leaves out so it fits.
+pub(super) fn route_details(route: &RouteReport) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "requests",
+            format!("{} (of which sweeps {})", route.requests, sweeps(route)),
+        ),
+        (
+            "compared",
+            format!(
+                "{}: matched {}, diverged {}; racy {}, transient {}",
+                route.compared,
+                matched(route),
+                route.diverged,
+                route.racy,
+                route.transient
+            ),
+        ),
+        ("match rate (95% CI)", match_rate(route)),
+        ("skipped", skipped(route)),
+        ("primary p50 / p95 / p99", latencies(&route.primary)),
+        ("shadow p50 / p95 / p99", latencies(&route.shadow)),
+        (
+            "speedup (primary p50 / shadow p50)",
+            route.speedup.map_or("–".into(), |s| format!("{s:.1}×")),
+        ),
+        (
+            "errors primary / shadow",
+            format!(
+                "{} / {}",
+                route.primary_errors + route.both_errors,
+                route.shadow_errors + route.both_errors
+            ),
+        ),
+        (
+            "429 primary / shadow",
+            format!("{} / {}", route.primary_429, route.shadow_429),
+        ),
+        ("cache hits primary / shadow", cache(route)),
+    ]
+}
+
 /// The write ledger in one sentence (both formats).
 pub(super) fn writes_sentence(report: &Report) -> String {
     let writes = &report.writes;
