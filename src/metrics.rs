@@ -32,9 +32,13 @@ pub const FALLBACK_TOTAL: &str = "cutover_fallback_total";
 pub const SWEEPS_TOTAL: &str = "cutover_sweeps_total";
 pub const CONNECTIONS_OPEN: &str = "cutover_connections_open";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "cutover_connections_closed_total";
+pub const VERDICT: &str = "cutover_verdict";
+pub const BACKEND_INFO: &str = "cutover_backend_info";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
+    VERDICT,
+    BACKEND_INFO,
     CONNECTIONS_OPEN,
     CONNECTIONS_CLOSED_TOTAL,
     SWEEPS_TOTAL,
@@ -85,6 +89,8 @@ pub struct Metrics {
     fallback_total: IntCounterVec,
     sweeps_total: IntCounterVec,
     mode: IntGaugeVec,
+    verdict: IntGaugeVec,
+    backend_info: IntGaugeVec,
     connections_open: IntGaugeVec,
     connections_closed: IntCounterVec,
 }
@@ -194,6 +200,21 @@ impl Metrics {
             mode.with_label_values(&[each.label()])
                 .set(i64::from(each == crate::mode::Mode::Shadow));
         }
+        let verdict = gauges(
+            r,
+            VERDICT,
+            "1 for the readiness report's verdict (GO, NO-GO, NOT YET) over the last 48h, as this instance last judged it; 0 for the others.",
+            &["verdict"],
+        )?;
+        for each in ["GO", "NO-GO", "NOT YET"] {
+            verdict.with_label_values(&[each]).set(0);
+        }
+        let backend_info = gauges(
+            r,
+            BACKEND_INFO,
+            "1 per backend, labelled with its role (primary, shadow) and its name.",
+            &["role", "backend"],
+        )?;
         let write_drift_total = counters(
             r,
             WRITE_DRIFT_TOTAL,
@@ -250,6 +271,8 @@ impl Metrics {
             fallback_total,
             sweeps_total,
             mode,
+            verdict,
+            backend_info,
             connections_open,
             connections_closed,
         })
@@ -311,6 +334,20 @@ impl Metrics {
                 .with_label_values(&[each.label()])
                 .set(i64::from(each == mode));
         }
+    }
+
+    /// Sets `cutover_verdict`: 1 for `label`, 0 for the others.
+    pub fn set_verdict(&self, label: &str) {
+        for each in ["GO", "NO-GO", "NOT YET"] {
+            self.verdict.with_label_values(&[each]).set(i64::from(each == label));
+        }
+    }
+
+    /// Names the two backends by role (`cutover_backend_info`), so a
+    /// dashboard can tell which latency series is the primary's.
+    pub fn set_backends(&self, primary: &str, shadow: &str) {
+        self.backend_info.with_label_values(&["primary", primary]).set(1);
+        self.backend_info.with_label_values(&["shadow", shadow]).set(1);
     }
 
     /// Counts a drifted write; `cutover_drift_open` is not moved here but
@@ -426,10 +463,14 @@ mod tests {
         metrics.record_fallback("r");
         metrics.record_sweep("r", Outcome::Match);
         metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
+        metrics.set_backends("legacy", "candidate");
+        metrics.set_verdict("NO-GO");
         let text = metrics.encode();
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
         assert!(text.contains("cutover_mirror_dropped_total{reason=\"queue_full\"} 1"));
+        assert!(text.contains("cutover_verdict{verdict=\"NO-GO\"} 1"));
+        assert!(text.contains("cutover_verdict{verdict=\"GO\"} 0"));
     }
 }

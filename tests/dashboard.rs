@@ -259,6 +259,55 @@ async fn every_promql_expression_returns_a_series_from_a_real_prometheus() {
             empty.push(query);
         }
     }
+    // The mode and verdict tiles show one series each, named for what is in
+    // force; the speedup's variables start on the primary and the shadow.
+    let labels = |query: String, label: &'static str| {
+        let url = format!(
+            "{api}/api/v1/query?query={}",
+            form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+        );
+        async move {
+            let body: Value =
+                serde_json::from_slice(&client().get(url).send().await.unwrap().bytes().await.unwrap()).unwrap();
+            let result = body["data"]["result"].as_array().cloned().unwrap_or_default();
+            result
+                .iter()
+                .map(|series| series["metric"][label].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let expr_of = |title: &str| -> String {
+        panels(&dashboard)
+            .into_iter()
+            .find(|panel| panel["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"))["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(labels(expr_of("Current mode"), "mode").await, ["shadow"]);
+    assert_eq!(
+        labels(expr_of("Readiness verdict (last 48h)"), "verdict").await,
+        ["NOT YET"]
+    );
+    for (variable, backend) in [("primary", "legacy"), ("shadow", "candidate")] {
+        let query = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == variable)
+            .unwrap()["query"]["query"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let metric = query
+            .trim_start_matches("label_values(")
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(labels(metric, "backend").await, [backend], "${variable}");
+    }
     let _ = server.kill();
     let _ = server.wait();
     proxy.shutdown().await;

@@ -206,7 +206,10 @@ async fn drift_replay(state: &AdminState, asked: Value) -> ApiAnswer {
 
 /// `GET /report` (HTML) and `GET /report.json`, over `?since=48h` (default).
 /// The report over the default window, judged by the gates in force.
-async fn last_report(state: &AdminState, store: &crate::store::Store) -> Result<crate::report::Report, ApiError> {
+pub(super) async fn last_report(
+    state: &AdminState,
+    store: &crate::store::Store,
+) -> Result<crate::report::Report, ApiError> {
     let now = crate::clock::now_ms();
     let span = crate::report::Span::since(crate::report::DEFAULT_WINDOW, now);
     crate::report::Report::build(store, span, &state.readiness(), now)

@@ -205,6 +205,28 @@ impl AdminState {
     }
 }
 
+/// How often an instance judges the report for `cutover_verdict`.
+const VERDICT_EVERY: Duration = Duration::from_secs(60);
+
+/// Sets `cutover_verdict` from the report over the default window, now and
+/// every [`VERDICT_EVERY`] until shutdown, with the gates in force (a
+/// reload's included). A store that cannot answer leaves the last verdict.
+pub async fn follow_verdict(state: Arc<AdminState>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match state.store().await {
+            Ok(store) => match api::last_report(&state, store).await {
+                Ok(report) => state.metrics.set_verdict(report.verdict.label()),
+                Err(err) => tracing::warn!(error = %err.message, "cannot judge the report for cutover_verdict"),
+            },
+            Err(err) => tracing::warn!(error = %err.message, "cannot open the store for cutover_verdict"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(VERDICT_EVERY) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// Serves one admin request.
 pub async fn handle(state: Arc<AdminState>, _peer: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     let path = request.uri().path().to_string();

@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ids = Arc::new(IdMap::new(config.idmap.canonical));
     let imported = import_id_maps(&config, &ids).map_err(|err| *err)?;
     metrics.set_idmap_entries(&ids.counts());
+    metrics.set_backends(primary.name(), shadow.name());
     let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
     let instance = lifecycle::instance_name(&config);
     let (mirror, workers) = start_mirror(&config, &primary, &shadow, &metrics, &writer, &ids, &instance)?;
@@ -235,6 +236,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     admin_state.reloader = Some(Arc::clone(&reloader) as Arc<dyn crate::admin::Reload>);
     let admin_state = Arc::new(admin_state);
     reloader.tell_admin(&admin_state);
+    tokio::spawn(admin::follow_verdict(Arc::clone(&admin_state), shutdown_tx.subscribe()));
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
