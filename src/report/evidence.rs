@@ -77,6 +77,8 @@ pub struct GroupEvidence {
     pub differences: Vec<ShownDifference>,
     /// One sample's unified diff, trimmed to the lines about this group.
     pub example: Option<String>,
+    /// For an accepted group: the compare rule that makes it a match.
+    pub suggested_rule: Option<String>,
 }
 
 /// One difference of a group as the report shows it: where, and both values.
@@ -368,6 +370,7 @@ async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvid
             last_seen_ms: row.try_get(11)?,
             differences: Vec::new(),
             example: None,
+            suggested_rule: None,
         });
     }
     let rank = |severity: &str| match severity {

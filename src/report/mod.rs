@@ -12,6 +12,7 @@ mod example;
 pub mod gates;
 mod render;
 mod steps;
+mod suggest;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -234,7 +235,7 @@ impl Report {
             .iter()
             .filter_map(|(route, counts)| counts.skipped.get("unmapped_id").map(|n| (route.clone(), *n)))
             .collect();
-        let groups = with_shares(&evidence.groups, &routes);
+        let groups = annotated(&evidence.groups, &routes);
         let mut report = Report {
             schema_version: SCHEMA_VERSION,
             generated_at: time(now_ms),
@@ -396,8 +397,9 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
     }
 }
 
-/// The groups, each with the share of its route's compared requests.
-fn with_shares(groups: &[GroupEvidence], routes: &[RouteReport]) -> Vec<GroupEvidence> {
+/// The groups, each with the share of its route's compared requests and,
+/// once accepted, the rule that makes it a match.
+fn annotated(groups: &[GroupEvidence], routes: &[RouteReport]) -> Vec<GroupEvidence> {
     groups
         .iter()
         .map(|group| {
@@ -407,6 +409,7 @@ fn with_shares(groups: &[GroupEvidence], routes: &[RouteReport]) -> Vec<GroupEvi
                 .map_or(0, |route| route.compared);
             GroupEvidence {
                 share: (compared > 0).then(|| (group.count as f64 / compared as f64).min(1.0)),
+                suggested_rule: suggest::rule(group),
                 ..group.clone()
             }
         })

@@ -56,6 +56,13 @@ pub(super) fn markdown(out: &mut String, report: &Report) {
             let (place, primary, shadow) = difference_cells(group, difference);
             let _ = writeln!(out, "- {place}: `{}` → `{}`", code(&primary), code(&shadow));
         }
+        if let Some(rule) = &group.suggested_rule {
+            let _ = writeln!(
+                out,
+                "\nAccepted. To compare it as a match from now on, add to route {}'s `[route.compare]`:\n\n```toml\n{rule}\n```",
+                group.route
+            );
+        }
         if let Some(example) = &group.example {
             let _ = writeln!(
                 out,
@@ -137,6 +144,14 @@ fn html_group(out: &mut String, group: &GroupEvidence) {
             );
         }
         out.push_str("</tbody></table>");
+    }
+    if let Some(rule) = &group.suggested_rule {
+        let _ = write!(
+            out,
+            "<p>Accepted. To compare it as a match from now on, add to route {}'s <code>[route.compare]</code>:</p><pre class=\"rule\">{}</pre>",
+            esc(&group.route),
+            esc(rule)
+        );
     }
     if let Some(example) = &group.example {
         let _ = write!(

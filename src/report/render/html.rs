@@ -243,7 +243,7 @@ td.text{white-space:normal;overflow-wrap:anywhere}td.key code{white-space:nowrap
 th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}table.wide{width:100%}\
 .status{padding:0 6px;border-radius:4px;white-space:nowrap}.status.pass{background:#dafbe1}.status.fail{background:#ffebe9}.status.ned{background:#fff8c5}\
 .sev.high{color:#cf222e;font-weight:600}.sev.medium{color:#9a6700}\
-pre.diff{background:#f6f8fa;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}pre.diff .add{color:#1a7f37}pre.diff .del{color:#cf222e}pre.diff .hunk{color:#8250df}\
+pre.rule{background:#ddf4ff;padding:8px;font-size:13px;white-space:pre-wrap}pre.diff{background:#f6f8fa;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}pre.diff .add{color:#1a7f37}pre.diff .del{color:#cf222e}pre.diff .hunk{color:#8250df}\
 .group{margin:20px 0 8px}.group h3{margin:0 0 4px;overflow-wrap:anywhere}li,p{overflow-wrap:anywhere}\
 figure{margin:8px 0}figure svg{max-width:100%;height:auto}footer{margin-top:32px}\
 @media print{body{margin:0;max-width:none}section{break-inside:avoid}details{display:block}figure{break-inside:avoid}a{color:inherit}}";
