@@ -1,6 +1,8 @@
 //! `cutover demo` end to end, as a newcomer runs it: the real binary, a
 //! short run, both reports written, and exactly the seeded bugs found.
 
+mod common;
+
 use cutover::ledger::LedgerState;
 use std::collections::BTreeSet;
 
@@ -289,15 +291,9 @@ async fn run_printed_next_steps(lines: &[String], config: &std::path::Path) {
 /// overflows horizontally, and the page fits in a few screens.
 #[tokio::test]
 async fn the_demo_report_fits_the_page_in_a_real_browser() {
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        assert!(
-            std::env::var_os("CUTOVER_TEST_REQUIRE_CHROMIUM").is_none(),
-            "CUTOVER_TEST_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
-        );
-        eprintln!("note: /usr/bin/chromium is not installed; the browser test is skipped (CI installs it)");
+    let Some(chromium) = common::chromium() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cutover-demo");
     let demo = {
@@ -318,7 +314,7 @@ async fn the_demo_report_fits_the_page_in_a_real_browser() {
     for width in [1200, 800] {
         let probed = probed.clone();
         let dom = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("/usr/bin/chromium")
+            std::process::Command::new(chromium)
                 .args([
                     "--headless",
                     "--no-sandbox",

@@ -68,8 +68,14 @@ async fn side_of(proxy: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body["side"].as_str().unwrap_or_default().to_string())
 }
 
-#[tokio::test]
-async fn the_serving_side_follows_the_mode_and_no_request_fails_while_it_flips() {
+/// The two side backends, a fresh store, and a proxy with one route, `things`.
+struct Sides {
+    proxy: cutover::app::Running,
+    store: String,
+    _keep: (Backend, Backend, tempfile::TempDir),
+}
+
+async fn things_proxy() -> Sides {
     let primary = backend(side_backend("legacy")).await;
     let shadow = backend(side_backend("candidate")).await;
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +87,20 @@ async fn the_serving_side_follows_the_mode_and_no_request_fails_while_it_flips()
         "[[route]]\nname = \"things\"\nmatch = \"GET /things\"\n",
     )
     .await;
+    Sides {
+        proxy,
+        store,
+        _keep: (primary, shadow, dir),
+    }
+}
+
+#[tokio::test]
+async fn the_serving_side_follows_the_mode_and_no_request_fails_while_it_flips() {
+    let Sides {
+        proxy,
+        store,
+        _keep: (primary, shadow, _dir),
+    } = things_proxy().await;
     let addr = proxy.proxy_addr;
 
     // A client loop runs through every switch.
@@ -384,17 +404,9 @@ async fn a_switch_naming_a_route_that_does_not_exist_is_refused_by_the_api_and_t
 
 #[tokio::test]
 async fn a_switch_to_the_candidate_under_no_go_must_be_forced_and_the_event_says_so() {
-    let primary = backend(side_backend("legacy")).await;
-    let shadow = backend(side_backend("candidate")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
-    let proxy = start(
-        &primary,
-        &shadow,
-        &store,
-        "[[route]]\nname = \"things\"\nmatch = \"GET /things\"\n",
-    )
-    .await;
+    let Sides {
+        proxy, store, _keep, ..
+    } = things_proxy().await;
     for _ in 0..5 {
         side_of(proxy.proxy_addr, "/things").await;
     }

@@ -2,6 +2,8 @@
 //! real SQLite file: one verdict per gate edge case, snapshots of the
 //! Markdown and JSON, and the HTML rendered by a real headless Chromium.
 
+mod common;
+
 use cutover::ledger::LedgerState;
 use cutover::report::{Format, Readiness, Report, Span, Status, Verdict};
 use cutover::store::{ExchangeRecord, GroupRef, LedgerRecord, SampleRecord, Store, StoreOptions};
@@ -332,7 +334,7 @@ async fn accepted_differences_count_as_matches_and_the_triage_command_sets_them(
     let triage = |status: &'static str, key: &'static str| {
         let url = url.clone();
         async move {
-            let run = common_run(&[
+            let run = common::run_cutover(&[
                 "triage",
                 key,
                 status,
@@ -371,22 +373,10 @@ async fn accepted_differences_count_as_matches_and_the_triage_command_sets_them(
         let route = route_of(&report(&store, &Readiness::default()).await);
         assert_eq!((route.accepted, route.diverged), (0, 41), "{still_counts}");
     }
-    let unknown = common_run(&["triage", "nosuchgroup", "accepted", "--store", &url]).await;
+    let unknown = common::run_cutover(&["triage", "nosuchgroup", "accepted", "--store", &url]).await;
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no divergence group nosuchgroup"));
-    let bad = common_run(&["triage", "medium0000000001", "acepted", "--store", &url]).await;
+    let bad = common::run_cutover(&["triage", "medium0000000001", "acepted", "--store", &url]).await;
     assert_eq!(bad.status.code(), Some(cutover::cli::EXIT_USAGE.into()));
-}
-
-async fn common_run(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 /// Each group shows its differences field by field (a status difference
@@ -564,15 +554,9 @@ async fn markdown_and_json_snapshots() {
 
 #[tokio::test]
 async fn the_html_report_renders_in_a_real_browser() {
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        assert!(
-            std::env::var_os("CUTOVER_TEST_REQUIRE_CHROMIUM").is_none(),
-            "CUTOVER_TEST_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
-        );
-        eprintln!("note: /usr/bin/chromium is not installed; the browser test is skipped (CI installs it)");
+    let Some(chromium) = common::chromium() else {
         return;
-    }
+    };
     let (store, dir) = fresh_store().await;
     snapshot_fixture(&store).await;
     let report = report(&store, &Readiness::default()).await;
@@ -583,7 +567,7 @@ async fn the_html_report_renders_in_a_real_browser() {
     let output = tokio::task::spawn_blocking({
         let (page, screenshot) = (page.clone(), screenshot.clone());
         move || {
-            std::process::Command::new("/usr/bin/chromium")
+            std::process::Command::new(chromium)
                 .args([
                     "--headless",
                     "--no-sandbox",

@@ -227,11 +227,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     admin_state.loaded = Some(ready);
     admin_state.writer = Some(Arc::clone(&writer));
     admin_state.modes = Some(Arc::clone(&modes));
-    admin_state.commands = if std::path::Path::new(&config.source).is_file() {
-        crate::report::Commands::config(&config.source)
-    } else {
-        crate::report::Commands::store(&config.store.url)
-    };
     let reloader = Arc::new(Reloader::new(config.clone(), reload_target, instance.clone()));
     admin_state.reloader = Some(Arc::clone(&reloader) as Arc<dyn crate::admin::Reload>);
     let admin_state = Arc::new(admin_state);
@@ -352,5 +347,11 @@ fn admin_state(
         replaying: tokio::sync::Mutex::new(()),
     });
     admin_state.readiness = std::sync::RwLock::new(config.readiness.clone());
+    // The report's next steps pass the file this instance was started from.
+    admin_state.commands = if std::path::Path::new(&config.source).is_file() {
+        crate::report::Commands::config(&config.source)
+    } else {
+        crate::report::Commands::store(&config.store.url)
+    };
     admin_state
 }

@@ -350,15 +350,7 @@ pub fn run() -> ExitCode {
                 out: out.as_deref(),
                 check,
             };
-            let verdict = report(&request, &at);
-            let code = verdict.map(|verdict| {
-                if check {
-                    ExitCode::from(verdict.exit_code())
-                } else {
-                    ExitCode::SUCCESS
-                }
-            });
-            exit(code, if check { 3 } else { 1 })
+            report_exit(&request, &at)
         }
         Command::Triage {
             group,
@@ -383,6 +375,19 @@ pub fn run() -> ExitCode {
             format,
         )),
     }
+}
+
+/// `report`: with `--check` the verdict's code (3 when no report could be
+/// made), else 0 (1 on error).
+fn report_exit(request: &evidence::ReportRequest<'_>, at: &StoreArgs) -> ExitCode {
+    let code = report(request, at).map(|verdict| {
+        if request.check {
+            ExitCode::from(verdict.exit_code())
+        } else {
+            ExitCode::SUCCESS
+        }
+    });
+    exit(code, if request.check { 3 } else { 1 })
 }
 
 /// A command's exit: its own code, or on error the message and

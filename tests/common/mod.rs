@@ -637,3 +637,18 @@ pub async fn stored_groups(url: &str) -> Vec<(String, String, String, i64)> {
     groups.sort();
     groups
 }
+
+/// Debian's Chromium, for the report's browser tests; `None` (with a
+/// printed note) where it is not installed, unless CI requires it.
+pub fn chromium() -> Option<&'static std::path::Path> {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if chromium.exists() {
+        return Some(chromium);
+    }
+    assert!(
+        std::env::var_os("CUTOVER_TEST_REQUIRE_CHROMIUM").is_none(),
+        "CUTOVER_TEST_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
+    );
+    eprintln!("note: /usr/bin/chromium is not installed; the browser test is skipped (CI installs it)");
+    None
+}
