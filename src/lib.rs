@@ -10,6 +10,7 @@
 //! Leaves (they import nothing of cutover's):
 //! - [`clock`]: the wall clock in epoch milliseconds, as the store keeps it.
 //! - [`units`]: durations, sizes and rates as written in configs, flags and queries.
+//! - [`histogram`]: log-linear latency buckets, the store's rollups keep them (within 1.6%).
 //! - [`secret`]: a value that is used but never printed.
 //! - [`headers`]: the header names cutover reads or sets, and the markers clients may not.
 //! - [`budget`]: the byte budget captured bodies are held against, and its reservations.
@@ -67,6 +68,7 @@ pub mod demo;
 pub mod drift;
 pub mod exchange;
 pub mod headers;
+pub mod histogram;
 pub mod idmap;
 pub mod ledger;
 pub mod metrics;

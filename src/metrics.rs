@@ -25,6 +25,7 @@ pub const IDMAP_UNMAPPED_TOTAL: &str = "cutover_idmap_unmapped_total";
 pub const MODE: &str = "cutover_mode";
 pub const STORE_WRITE_FAILURES_TOTAL: &str = "cutover_store_write_failures_total";
 pub const STORE_RECORDS_LOST_TOTAL: &str = "cutover_store_records_lost_total";
+pub const STORE_ROWS_LEFT_OUT_TOTAL: &str = "cutover_store_rows_left_out_total";
 pub const WRITE_DRIFT_TOTAL: &str = "cutover_write_drift_total";
 pub const DRIFT_OPEN: &str = "cutover_drift_open";
 pub const IDMAP_ENTRIES: &str = "cutover_idmap_entries";
@@ -36,7 +37,7 @@ pub const VERDICT: &str = "cutover_verdict";
 pub const BACKEND_INFO: &str = "cutover_backend_info";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     VERDICT,
     BACKEND_INFO,
     CONNECTIONS_OPEN,
@@ -51,6 +52,7 @@ pub const ALL: [&str; 21] = [
     STORE_PENDING,
     STORE_WRITE_FAILURES_TOTAL,
     STORE_RECORDS_LOST_TOTAL,
+    STORE_ROWS_LEFT_OUT_TOTAL,
     REQUESTS_TOTAL,
     UPSTREAM_DURATION_SECONDS,
     DIVERGENCES_TOTAL,
@@ -79,9 +81,7 @@ pub struct Metrics {
     mirror_queue_depth: IntGauge,
     mirror_dropped_total: IntCounterVec,
     shadow_errors_total: IntCounterVec,
-    store_pending: IntGauge,
-    store_write_failures: prometheus::IntCounter,
-    store_records_lost: prometheus::IntCounter,
+    store: StoreMetrics,
     idmap_unmapped_total: IntCounterVec,
     write_drift_total: IntCounterVec,
     drift_open: IntGauge,
@@ -173,17 +173,7 @@ impl Metrics {
             &["version"],
         )?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let store_pending = gauge(r, STORE_PENDING, "Records waiting to be written to the store.")?;
-        let store_write_failures = counter(
-            r,
-            STORE_WRITE_FAILURES_TOTAL,
-            "Failed attempts to write a batch to the store.",
-        )?;
-        let store_records_lost = counter(
-            r,
-            STORE_RECORDS_LOST_TOTAL,
-            "Records dropped because the store's buffer was full.",
-        )?;
+        let store = StoreMetrics::register(r)?;
         let idmap_unmapped_total = counters(
             r,
             IDMAP_UNMAPPED_TOTAL,
@@ -261,9 +251,7 @@ impl Metrics {
             mirror_queue_depth,
             mirror_dropped_total,
             shadow_errors_total,
-            store_pending,
-            store_write_failures,
-            store_records_lost,
+            store,
             idmap_unmapped_total,
             write_drift_total,
             drift_open,
@@ -374,15 +362,20 @@ impl Metrics {
     }
 
     pub fn store_pending(&self) -> &IntGauge {
-        &self.store_pending
+        &self.store.pending
     }
 
     pub fn store_write_failures(&self) -> &prometheus::IntCounter {
-        &self.store_write_failures
+        &self.store.write_failures
     }
 
     pub fn store_records_lost(&self) -> &prometheus::IntCounter {
-        &self.store_records_lost
+        &self.store.records_lost
+    }
+
+    /// Exchanges counted in the rollups whose raw row `store.keep_matches` left out.
+    pub fn store_rows_left_out(&self) -> &prometheus::IntCounter {
+        &self.store.rows_left_out
     }
 
     /// The Prometheus text exposition of every metric.
@@ -413,6 +406,38 @@ fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Res
     let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
+}
+
+/// The store writer's own figures.
+#[derive(Clone)]
+struct StoreMetrics {
+    pending: IntGauge,
+    write_failures: prometheus::IntCounter,
+    records_lost: prometheus::IntCounter,
+    rows_left_out: prometheus::IntCounter,
+}
+
+impl StoreMetrics {
+    fn register(r: &Registry) -> Result<StoreMetrics, MetricsError> {
+        Ok(StoreMetrics {
+            pending: gauge(r, STORE_PENDING, "Records waiting to be written to the store.")?,
+            write_failures: counter(
+                r,
+                STORE_WRITE_FAILURES_TOTAL,
+                "Failed attempts to write a batch to the store.",
+            )?,
+            records_lost: counter(
+                r,
+                STORE_RECORDS_LOST_TOTAL,
+                "Records dropped because the store's buffer was full.",
+            )?,
+            rows_left_out: counter(
+                r,
+                STORE_ROWS_LEFT_OUT_TOTAL,
+                "Plain matches (and sampled_out skips) counted in the rollups whose raw row store.keep_matches left out.",
+            )?,
+        })
+    }
 }
 
 /// A labelled gauge, registered.

@@ -310,6 +310,8 @@ async fn a_browser_logs_in_with_a_cookie_that_opens_reads_only() {
     setup.env = vec![("CUTOVER_ADMIN_TOKEN", TOKEN.to_string())];
     let proxy = setup.start().await;
     let admin = proxy.admin_addr;
+    // reqwest is built without a bundled crypto provider (see cutover::upstream).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let browser = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

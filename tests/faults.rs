@@ -403,7 +403,7 @@ async fn a_full_disk_under_sqlite_keeps_serving_buffers_and_catches_up() {
     get(10).await;
     let store = open(&store_url).await;
     eventually("the first ten are stored", || async {
-        store.exchange_count().await.unwrap() == 10
+        store.counted_exchanges().await.unwrap() == 10
     })
     .await;
 
@@ -417,7 +417,7 @@ async fn a_full_disk_under_sqlite_keeps_serving_buffers_and_catches_up() {
         instance.metric(STORE_PENDING, &[]).await > 0.0,
         "records wait in the buffer"
     );
-    assert_eq!(store.exchange_count().await.unwrap(), 10, "nothing half-written");
+    assert_eq!(store.counted_exchanges().await.unwrap(), 10, "nothing half-written");
 
     prlimit(&instance.pid(), "unlimited:unlimited");
     eventually("the buffer drains once there is room", || async {
@@ -426,7 +426,11 @@ async fn a_full_disk_under_sqlite_keeps_serving_buffers_and_catches_up() {
     .await;
     assert_eq!(instance.metric(STORE_RECORDS_LOST_TOTAL, &[]).await, 0.0);
     assert_eq!(instance.metric(REQUESTS_TOTAL, &[]).await, 40.0);
-    assert_eq!(store.exchange_count().await.unwrap(), 40, "every exchange is stored");
+    assert_eq!(
+        store.counted_exchanges().await.unwrap(),
+        40,
+        "every exchange is counted"
+    );
     store.close().await;
     assert!(instance.logged("store write failed").await);
     assert_eq!(instance.kill("-TERM"), Some(0));
@@ -510,7 +514,7 @@ async fn a_postgres_store_that_disappears_and_returns_loses_nothing() {
     get(10).await;
     let store = open(&direct).await;
     eventually("the first ten are stored", || async {
-        store.exchange_count().await.unwrap() == 10
+        store.counted_exchanges().await.unwrap() == 10
     })
     .await;
 
@@ -524,7 +528,7 @@ async fn a_postgres_store_that_disappears_and_returns_loses_nothing() {
         readiness().await == 503
     })
     .await;
-    assert_eq!(store.exchange_count().await.unwrap(), 10);
+    assert_eq!(store.counted_exchanges().await.unwrap(), 10);
 
     relay.restore().await;
     eventually("the buffer drains when the store is back", || async {
@@ -535,9 +539,9 @@ async fn a_postgres_store_that_disappears_and_returns_loses_nothing() {
     assert_eq!(metric(&text, STORE_RECORDS_LOST_TOTAL, &[]), 0.0);
     assert_eq!(metric(&text, REQUESTS_TOTAL, &[]), 30.0);
     assert_eq!(
-        store.exchange_count().await.unwrap(),
+        store.counted_exchanges().await.unwrap(),
         30,
-        "every exchange is stored once"
+        "every exchange is counted once"
     );
     eventually("ready again", || async { readiness().await == 200 }).await;
     store.close().await;

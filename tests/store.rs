@@ -476,6 +476,18 @@ async fn batched_rows_keep_every_column(store: &Store, url: &str) {
     store.record(&batch).await.unwrap();
     assert_eq!(store.exchange_count().await.unwrap(), 251);
     assert_eq!(store.groups_of("d1").await.unwrap(), vec![title.key.clone()]);
+    // The same statements again with latencies where the first batch had
+    // none: a plan cached from a NULL must not reject a float.
+    let flipped: Vec<ExchangeRecord> = (0..100i64)
+        .map(|index| {
+            let mut plain = exchange(&format!("f{index}"), 20_000 + index, "match", vec![]);
+            plain.shadow_ms = (index % 2 == 1).then_some(index as f64);
+            plain
+        })
+        .collect();
+    store.record(&flipped).await.unwrap();
+    store.record(&flipped[1..2]).await.unwrap();
+    assert_eq!(store.exchange_count().await.unwrap(), 352);
 
     sqlx::any::install_default_drivers();
     let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap();

@@ -45,7 +45,7 @@ pub const CONNECT_TIMEOUT: Bounds<Duration> = within(ms(1), secs(5 * MINUTE));
 pub const WRITE_WAIT: Bounds<Duration> = within(ms(1), secs(HOUR));
 /// `store.acquire_timeout`.
 pub const ACQUIRE_TIMEOUT: Bounds<Duration> = within(ms(1), secs(10 * MINUTE));
-/// `store.retention`.
+/// `store.retention`, `store.rollup_retention`.
 pub const RETENTION: Bounds<Duration> = within(secs(HOUR), secs(3650 * DAY));
 /// `store.flush`.
 pub const FLUSH: Bounds<Duration> = within(ms(1), secs(MINUTE));

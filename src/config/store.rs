@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::context::Ctx;
 use super::{ranges, ConfigError, STORE_URL_ENV};
-use crate::store::{StoreOptions, WriterConfig};
+use crate::store::{KeepMatches, StoreOptions, WriterConfig};
 
 /// `[store]`: where evidence is kept and how it is written.
 #[derive(Debug, Deserialize)]
@@ -29,6 +29,10 @@ pub(super) struct RawStore {
     samples_per_group: u32,
     #[serde(default = "default_retention")]
     retention: String,
+    #[serde(default = "default_rollup_retention")]
+    rollup_retention: String,
+    #[serde(default = "default_keep_matches")]
+    keep_matches: String,
 }
 
 impl Default for RawStore {
@@ -42,6 +46,8 @@ impl Default for RawStore {
             acquire_timeout: default_acquire_timeout(),
             samples_per_group: default_samples_per_group(),
             retention: default_retention(),
+            rollup_retention: default_rollup_retention(),
+            keep_matches: default_keep_matches(),
         }
     }
 }
@@ -70,6 +76,12 @@ fn default_samples_per_group() -> u32 {
 fn default_retention() -> String {
     "14d".into()
 }
+fn default_rollup_retention() -> String {
+    "90d".into()
+}
+fn default_keep_matches() -> String {
+    "10/s".into()
+}
 
 impl Ctx<'_> {
     pub(super) fn store(&self, raw: RawStore, url_override: Option<String>) -> Result<WriterConfig, ConfigError> {
@@ -92,6 +104,19 @@ impl Ctx<'_> {
         if raw.batch == 0 || raw.buffer == 0 || raw.max_connections == 0 {
             return Err(self.invalid("store", "batch, buffer and max_connections must be at least 1"));
         }
+        let retention = self.duration("store.retention", &raw.retention, ranges::RETENTION)?;
+        let rollup_retention = self.duration("store.rollup_retention", &raw.rollup_retention, ranges::RETENTION)?;
+        if rollup_retention < retention {
+            return Err(self.invalid(
+                "store.rollup_retention",
+                format!(
+                    "\"{}\" is shorter than store.retention (\"{}\"): the counts would go before the rows they count",
+                    raw.rollup_retention, raw.retention
+                ),
+            ));
+        }
+        let keep_matches =
+            KeepMatches::parse(&raw.keep_matches).map_err(|message| self.invalid("store.keep_matches", message))?;
         Ok(WriterConfig {
             url,
             options: StoreOptions {
@@ -103,7 +128,9 @@ impl Ctx<'_> {
                 )?,
                 samples_per_group: raw.samples_per_group,
             },
-            retention: self.duration("store.retention", &raw.retention, ranges::RETENTION)?,
+            retention,
+            rollup_retention,
+            keep_matches,
             batch: raw.batch,
             flush: self.duration("store.flush", &raw.flush, ranges::FLUSH)?,
             buffer: raw.buffer,

@@ -1,6 +1,8 @@
 //! What the store holds about a time window, aggregated in the database
 //! (SQLite and PostgreSQL alike): counts per route and outcome, latency
-//! histograms, a timeline, divergence groups, the write ledger, the ID map.
+//! histograms and the timeline from the per-minute rollups (so a window's
+//! figures do not depend on which raw rows were kept), divergence groups
+//! from the raw rows of the diverged, the write ledger, the ID map.
 //!
 //! Must never: read rows one by one where the database can aggregate, or
 //! write anything.
@@ -11,10 +13,9 @@ use sqlx::Row;
 
 use crate::store::{LedgerState, Store, StoreError};
 
-/// Latency samples are bucketed in the database: tenths of a millisecond
-/// below 100 ms, whole milliseconds above. The key is in tenths.
-const LATENCY_BUCKET_SQL: &str = "CASE WHEN {col} < 100 THEN CAST({col} * 10 AS BIGINT) \
-                                  ELSE CAST({col} AS BIGINT) * 10 END";
+/// Rollup minutes that overlap `[$1, $2)`: a minute starting up to a
+/// minute before the window's start has some of its exchanges in it.
+const OVERLAPPING_MINUTES: &str = "minute_ms > $1 - 60000 AND minute_ms < $2";
 
 /// Counts of one route (and source) by outcome and reason.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,6 +36,8 @@ pub struct RouteCounts {
     /// Of the diverged, those whose every difference is in an `accepted`
     /// group: matches, with accepted differences.
     pub accepted: u64,
+    /// Exchanges counted whose raw row `store.keep_matches` left out.
+    pub rows_left_out: u64,
 }
 
 impl RouteCounts {
@@ -43,7 +46,7 @@ impl RouteCounts {
     }
 }
 
-/// A latency histogram: bucket key (tenths of a ms) → count.
+/// A latency histogram: bucket ([`crate::histogram`]'s layout) → count.
 pub type Histogram = BTreeMap<i64, u64>;
 
 /// A time bucket of the timeline.
@@ -123,23 +126,22 @@ impl Evidence {
         Ok(evidence)
     }
 
-    /// Requests per route by source, outcome and skip reason; 429s and cache hits per side.
+    /// Requests per route by source, outcome and skip reason; 429s and
+    /// cache hits per side (from the rollups).
     async fn route_counts(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
-        let pool = store.pool();
-        let rows = sqlx::query(
-            "SELECT route, source, outcome, COALESCE(reason, ''), COUNT(*), MIN(at_ms), MAX(at_ms), \
-             SUM(CASE WHEN primary_status = 429 THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN shadow_status = 429 THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN LOWER(primary_cache) LIKE 'hit%' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN primary_cache IS NOT NULL THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN LOWER(shadow_cache) LIKE 'hit%' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN shadow_cache IS NOT NULL THEN 1 ELSE 0 END) \
-             FROM exchanges WHERE at_ms >= $1 AND at_ms < $2 GROUP BY route, source, outcome, reason",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(pool)
-        .await?;
+        let sql = format!(
+            "SELECT route, source, outcome, reason, CAST(SUM(requests) AS BIGINT), MIN(first_ms), MAX(last_ms), \
+             CAST(SUM(primary_429) AS BIGINT), CAST(SUM(shadow_429) AS BIGINT), \
+             CAST(SUM(primary_cache_hits) AS BIGINT), CAST(SUM(primary_cache_known) AS BIGINT), \
+             CAST(SUM(shadow_cache_hits) AS BIGINT), CAST(SUM(shadow_cache_known) AS BIGINT), \
+             CAST(SUM(rows_left_out) AS BIGINT) \
+             FROM rollups WHERE {OVERLAPPING_MINUTES} GROUP BY route, source, outcome, reason"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(store.pool())
+            .await?;
         for row in &rows {
             let route: String = row.try_get(0)?;
             let source: String = row.try_get(1)?;
@@ -147,7 +149,10 @@ impl Evidence {
             let reason: String = row.try_get(3)?;
             let count = count_at(row, 4)?;
             let counts = self.routes.entry(route).or_default();
-            let (first, last): (i64, i64) = (row.try_get(5)?, row.try_get(6)?);
+            // A minute that straddles an edge of the window counts whole;
+            // its times are kept inside the window.
+            let first = row.try_get::<i64, _>(5)?.clamp(from_ms, to_ms - 1);
+            let last = row.try_get::<i64, _>(6)?.clamp(from_ms, to_ms - 1);
             counts.first_ms = if counts.requests == 0 {
                 first
             } else {
@@ -166,6 +171,7 @@ impl Evidence {
             counts.primary_cache_known += count_at(row, 10)?;
             counts.shadow_cache_hits += count_at(row, 11)?;
             counts.shadow_cache_known += count_at(row, 12)?;
+            counts.rows_left_out += count_at(row, 13)?;
         }
         Ok(())
     }
@@ -195,31 +201,31 @@ impl Evidence {
         Ok(())
     }
 
-    /// Latency samples per side and route, and the window in 48 buckets.
+    /// Latency per side and route, and the window in about 48 buckets of
+    /// whole minutes (from the rollups).
     async fn latencies_and_timeline(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
-        let pool = store.pool();
-        for (column, into) in [
-            ("primary_ms", &mut self.primary_latency),
-            ("shadow_ms", &mut self.shadow_latency),
-        ] {
-            *into = latency(store, column, from_ms, to_ms).await?;
-        }
-        self.bucket_ms = ((to_ms - from_ms) / 48).max(1000);
-        let rows = sqlx::query(
-            "SELECT CAST((at_ms - $1) / $3 AS BIGINT) AS bucket, COUNT(*), \
-             SUM(CASE WHEN outcome IN ('match', 'diverged', 'transient') THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN outcome = 'diverged' THEN 1 ELSE 0 END) \
-             FROM exchanges WHERE at_ms >= $1 AND at_ms < $2 GROUP BY bucket ORDER BY bucket",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(self.bucket_ms)
-        .fetch_all(pool)
-        .await?;
+        (self.primary_latency, self.shadow_latency) = latency(store, from_ms, to_ms).await?;
+        let minute = crate::store::MINUTE_MS;
+        let wanted = ((to_ms - from_ms) / 48).max(1);
+        self.bucket_ms = (wanted + minute - 1) / minute * minute;
+        let origin = crate::store::minute_of(from_ms);
+        let sql = format!(
+            "SELECT CAST((minute_ms - $3) / $4 AS BIGINT) AS bucket, CAST(SUM(requests) AS BIGINT), \
+             CAST(SUM(CASE WHEN outcome IN ('match', 'diverged', 'transient') THEN requests ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN outcome = 'diverged' THEN requests ELSE 0 END) AS BIGINT) \
+             FROM rollups WHERE {OVERLAPPING_MINUTES} GROUP BY bucket ORDER BY bucket"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(origin)
+            .bind(self.bucket_ms)
+            .fetch_all(store.pool())
+            .await?;
         for row in &rows {
             let bucket: i64 = row.try_get(0)?;
             self.timeline.push(TimeBucket {
-                start_ms: from_ms + bucket * self.bucket_ms,
+                start_ms: origin + bucket * self.bucket_ms,
                 requests: count_at(row, 1)?,
                 compared: count_at(row, 2)?,
                 diverged: count_at(row, 3)?,
@@ -259,12 +265,14 @@ impl Evidence {
             let (kind, origin): (String, String) = (row.try_get(0)?, row.try_get(1)?);
             self.idmap.entry(kind).or_default().insert(origin, count_at(row, 2)?);
         }
-        let row =
-            sqlx::query("SELECT COUNT(*) FROM exchanges WHERE at_ms >= $1 AND at_ms < $2 AND reason = 'unmapped_id'")
-                .bind(recent_from_ms)
-                .bind(to_ms)
-                .fetch_one(pool)
-                .await?;
+        let sql = format!(
+            "SELECT CAST(SUM(requests) AS BIGINT) FROM rollups WHERE {OVERLAPPING_MINUTES} AND reason = 'unmapped_id'"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(recent_from_ms)
+            .bind(to_ms)
+            .fetch_one(pool)
+            .await?;
         self.unmapped_recent = count_at(&row, 0)?;
         Ok(())
     }
@@ -310,32 +318,31 @@ fn count_at(row: &sqlx::any::AnyRow, index: usize) -> Result<u64, StoreError> {
     Ok(u64::try_from(value.unwrap_or(0)).unwrap_or(0))
 }
 
-/// The latency histogram of one side, per route, over exchanges both sides answered.
+/// The latency histograms of both sides, per route, over the exchanges
+/// both sides answered (from the rollups).
 async fn latency(
     store: &Store,
-    column: &'static str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<BTreeMap<String, Histogram>, StoreError> {
-    let bucket = LATENCY_BUCKET_SQL.replace("{col}", column);
-    // Column names come from the two constants above, never from input.
+) -> Result<(BTreeMap<String, Histogram>, BTreeMap<String, Histogram>), StoreError> {
     let sql = format!(
-        "SELECT route, {bucket} AS bucket, COUNT(*) FROM exchanges \
-         WHERE at_ms >= $1 AND at_ms < $2 AND primary_ms IS NOT NULL AND shadow_ms IS NOT NULL \
-         GROUP BY route, bucket"
+        "SELECT route, side, bucket, CAST(SUM(n) AS BIGINT) FROM rollup_latency WHERE {OVERLAPPING_MINUTES} \
+         GROUP BY route, side, bucket"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(from_ms)
         .bind(to_ms)
         .fetch_all(store.pool())
         .await?;
-    let mut histograms: BTreeMap<String, Histogram> = BTreeMap::new();
+    let (mut primary, mut shadow): (BTreeMap<String, Histogram>, BTreeMap<String, Histogram>) = Default::default();
     for row in &rows {
         let route: String = row.try_get(0)?;
-        let bucket: i64 = row.try_get(1)?;
-        *histograms.entry(route).or_default().entry(bucket).or_default() += count_at(row, 2)?;
+        let side: String = row.try_get(1)?;
+        let bucket: i64 = row.try_get(2)?;
+        let into = if side == "primary" { &mut primary } else { &mut shadow };
+        *into.entry(route).or_default().entry(bucket).or_default() += count_at(row, 3)?;
     }
-    Ok(histograms)
+    Ok((primary, shadow))
 }
 
 async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvidence>, StoreError> {
@@ -409,7 +416,7 @@ pub fn percentile(histogram: &Histogram, quantile: f64) -> Option<f64> {
     for (bucket, count) in histogram {
         seen += count;
         if seen >= rank {
-            return Some(*bucket as f64 / 10.0);
+            return Some(crate::histogram::value_of(*bucket));
         }
     }
     None
@@ -420,11 +427,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_read_the_bucketed_histogram() {
-        let histogram: Histogram = (1..=100).map(|ms| (ms * 10, 1)).collect();
-        assert_eq!(percentile(&histogram, 0.5), Some(50.0));
-        assert_eq!(percentile(&histogram, 0.95), Some(95.0));
-        assert_eq!(percentile(&histogram, 0.99), Some(99.0));
+    fn percentiles_read_the_bucketed_histogram_within_its_error() {
+        let mut histogram = Histogram::new();
+        for ms in 1..=100 {
+            *histogram.entry(crate::histogram::bucket_of(f64::from(ms))).or_default() += 1;
+        }
+        for (quantile, expected) in [(0.5, 50.0), (0.95, 95.0), (0.99, 99.0)] {
+            let shown = percentile(&histogram, quantile).expect("a percentile");
+            assert!(
+                (shown - expected).abs() / expected <= crate::histogram::RELATIVE_ERROR,
+                "p{quantile}: {shown}"
+            );
+        }
         assert_eq!(percentile(&Histogram::new(), 0.5), None);
     }
 }

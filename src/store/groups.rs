@@ -156,7 +156,8 @@ impl Store {
     /// Per route: requests by outcome, and open divergence groups.
     pub async fn summary(&self) -> Result<Vec<RouteSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT route, outcome, COUNT(*) AS n FROM exchanges GROUP BY route, outcome ORDER BY route, outcome",
+            "SELECT route, outcome, CAST(SUM(requests) AS BIGINT) AS n FROM rollups \
+             GROUP BY route, outcome ORDER BY route, outcome",
         )
         .fetch_all(&self.pool)
         .await?;

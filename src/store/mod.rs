@@ -1,7 +1,9 @@
 //! The divergence store: SQLite (the embedded default, a file created if
 //! missing, WAL mode) or PostgreSQL, chosen by the URL's scheme. Runtime
 //! queries through sqlx's `Any` driver: one code path for both databases,
-//! with migrations per database under `migrations/`.
+//! with migrations per database under `migrations/`. Every exchange counts
+//! in the per-minute rollups (`rollups`); raw rows are kept for what is
+//! worth triaging and a sample of matches (`keep`).
 //!
 //! Must never: be awaited on the proxy's hot path, or store anything that
 //! was not redacted first.
@@ -14,14 +16,18 @@ use sqlx::AnyPool;
 mod events;
 mod groups;
 mod ids;
+mod keep;
 mod records;
+mod rollups;
 mod write_ledger;
 mod writer;
 
 pub use crate::ledger::{LedgerRecord, LedgerState};
 
 pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow, TRIAGE_STATES};
+pub use keep::KeepMatches;
 pub use records::{ExchangeRecord, GroupRef, IntentRecord, NoiseRecord, Record, SampleRecord};
+pub use rollups::{minute_of, MINUTE_MS};
 pub use write_ledger::LedgerRow;
 pub use writer::{Commit, Unwritten, Writer, WriterConfig};
 
@@ -207,6 +213,10 @@ impl Store {
         match self.engine {
             Engine::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
             Engine::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        let rolled_up = self.backfill_rollups().await?;
+        if rolled_up > 0 {
+            tracing::info!(exchanges = rolled_up, "rolled up the exchanges recorded before rollups");
         }
         Ok(())
     }

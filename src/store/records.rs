@@ -24,7 +24,7 @@ pub struct GroupRef {
 }
 
 /// One observed request, as kept (already redacted).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExchangeRecord {
     pub at_ms: i64,
     pub request_id: String,
@@ -53,7 +53,7 @@ pub struct ExchangeRecord {
 impl ExchangeRecord {
     /// Whether the exchange is a row and nothing else: no groups, samples,
     /// learned IDs or ledger row need its id.
-    fn is_plain(&self) -> bool {
+    pub(super) fn is_plain(&self) -> bool {
         self.groups.is_empty() && self.samples.is_empty() && self.learned_ids.is_empty() && self.ledger.is_none()
     }
 }
@@ -90,26 +90,35 @@ pub(super) const EXCHANGE_COLUMNS: [&str; 14] = [
 /// (32,766) and PostgreSQL's (65,535) limits.
 const ROWS_PER_INSERT: usize = 100;
 
-/// `INSERT INTO exchanges (…) VALUES (…), (…), …` for `rows` rows, with
-/// the engine's placeholders: `$1, $2, …` for PostgreSQL, plain `?` for
-/// SQLite. Numbered placeholders are named parameters to SQLite, and
-/// binding each one looks its name up in a list as long as the statement:
-/// quadratic in the row count (measured: a fifth of the machine's CPU at
-/// 10,000 rows/s with 100-row statements). Anonymous ones bind in order.
+/// `INSERT INTO exchanges (…) VALUES (…), (…), …` for `rows` rows.
 pub(super) fn multi_row_insert(rows: usize, engine: Engine) -> String {
-    let mut sql = format!("INSERT INTO exchanges ({}) VALUES ", EXCHANGE_COLUMNS.join(", "));
+    format!(
+        "INSERT INTO exchanges ({}) VALUES {}",
+        EXCHANGE_COLUMNS.join(", "),
+        values_list(EXCHANGE_COLUMNS.len(), rows, engine)
+    )
+}
+
+/// `(…), (…), …` for `rows` rows of `columns` values, with the engine's
+/// placeholders: `$1, $2, …` for PostgreSQL, plain `?` for SQLite.
+/// Numbered placeholders are named parameters to SQLite, and binding each
+/// one looks its name up in a list as long as the statement: quadratic in
+/// the row count (measured: a fifth of the machine's CPU at 10,000 rows/s
+/// with 100-row statements). Anonymous ones bind in order.
+pub(super) fn values_list(columns: usize, rows: usize, engine: Engine) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for column in 0..EXCHANGE_COLUMNS.len() {
+        for column in 0..columns {
             if column > 0 {
                 sql.push_str(", ");
             }
             match engine {
                 Engine::Sqlite => sql.push('?'),
-                Engine::Postgres => sql.push_str(&format!("${}", row * EXCHANGE_COLUMNS.len() + column + 1)),
+                Engine::Postgres => sql.push_str(&format!("${}", row * columns + column + 1)),
             }
         }
         sql.push(')');
@@ -144,9 +153,18 @@ impl ExchangeInserts {
 }
 
 /// One open transaction of the write path.
-type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
+pub(super) type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// A statement that binds an optional float, planned afresh on PostgreSQL
+/// each time it runs. sqlx's `Any` driver (0.9) declares a NULL `f64` as a
+/// PostgreSQL `float4` parameter; a statement cached with that declaration
+/// then fails on every later non-NULL `f64` ("incorrect binary data format"),
+/// and the writer would retry that batch forever. SQLite keeps its cache.
+fn binds_optional_floats(query: Query<'_>, engine: Engine) -> Query<'_> {
+    query.persistent(engine == Engine::Sqlite)
+}
 
 fn bind_exchange<'q>(query: Query<'q>, exchange: &'q ExchangeRecord) -> Query<'q> {
     query
@@ -173,6 +191,8 @@ fn bind_exchange<'q>(query: Query<'q>, exchange: &'q ExchangeRecord) -> Query<'q
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Exchange(ExchangeRecord),
+    /// An exchange counted in the rollups whose raw row `store.keep_matches` leaves out.
+    Counted(ExchangeRecord),
     /// A snapshot of the paths learned as noise.
     Noise(Vec<NoiseRecord>),
     /// A dual-write's ledger row, by its intent (see [`IntentRecord`]).
@@ -218,9 +238,9 @@ struct LedgerInsert<'a> {
 }
 
 impl LedgerInsert<'_> {
-    async fn upsert(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+    async fn upsert(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, engine: Engine) -> Result<(), StoreError> {
         let ledger = self.ledger;
-        sqlx::query(LEDGER_UPSERT)
+        binds_optional_floats(sqlx::query(LEDGER_UPSERT), engine)
             .bind(self.at_ms)
             .bind(self.route)
             .bind(self.method)
@@ -275,7 +295,8 @@ impl Store {
         self.write(&records).await
     }
 
-    /// Writes a batch of records in one transaction.
+    /// Writes a batch of records in one transaction, with the rollups of
+    /// its exchanges.
     pub async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
         let mut connection = self.pool.acquire().await?;
         let written = async {
@@ -306,13 +327,15 @@ impl Store {
                         ledger: &intent.ledger,
                         instance: Some(&intent.instance),
                     };
-                    row.upsert(tx).await?;
+                    row.upsert(tx, self.engine).await?;
                     insert_pairs(tx, &intent.learned_ids, "learned", intent.at_ms).await?;
                 }
                 Record::Noise(noise) => insert_noise(tx, noise).await?,
+                Record::Counted(_) => {}
             }
         }
-        Ok(())
+        // Last, so the rows every replica adds into stay locked the shortest.
+        super::rollups::Rollups::of(batch).upsert(tx, self.engine).await
     }
 
     /// Exchanges with nothing hanging off them, many rows per statement.
@@ -324,7 +347,7 @@ impl Store {
             } else {
                 multi_row_insert(rows.len(), self.engine).into()
             };
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = binds_optional_floats(sqlx::query(sqlx::AssertSqlSafe(sql)), self.engine);
             for exchange in rows {
                 query = bind_exchange(query, exchange);
             }
@@ -337,9 +360,8 @@ impl Store {
     /// once more), its ledger row, learned pairs and samples.
     async fn insert_exchange(&self, tx: &mut Tx<'_>, exchange: &ExchangeRecord) -> Result<(), StoreError> {
         let inserts = ExchangeInserts::of(self.engine);
-        let row = bind_exchange(sqlx::query(inserts.single.as_str()), exchange)
-            .fetch_one(&mut **tx)
-            .await?;
+        let insert = binds_optional_floats(sqlx::query(inserts.single.as_str()), self.engine);
+        let row = bind_exchange(insert, exchange).fetch_one(&mut **tx).await?;
         let exchange_id: i64 = row.try_get(0)?;
         for group in &exchange.groups {
             sqlx::query(
@@ -378,7 +400,7 @@ impl Store {
                 ledger,
                 instance: None,
             };
-            row.upsert(tx).await?;
+            row.upsert(tx, self.engine).await?;
         }
         insert_pairs(tx, &exchange.learned_ids, "learned", exchange.at_ms).await?;
         for sample in &exchange.samples {

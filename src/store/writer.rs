@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use super::{redact_url, ExchangeRecord, NoiseRecord, Record, Store, StoreOptions};
+use super::keep::MatchSampler;
+use super::{redact_url, ExchangeRecord, KeepMatches, NoiseRecord, Record, Store, StoreOptions};
 
 /// How the writer batches and where it writes.
 #[derive(Debug, Clone)]
@@ -17,6 +18,10 @@ pub struct WriterConfig {
     pub batch: usize,
     /// Exchanges and samples older than this are pruned (groups stay).
     pub retention: Duration,
+    /// Rollups older than this are pruned (at least `retention`).
+    pub rollup_retention: Duration,
+    /// Which plain matches keep their raw row (all are counted in the rollups).
+    pub keep_matches: KeepMatches,
     /// How long a record may wait for its batch to fill.
     pub flush: Duration,
     /// Records held while the database is slow or away; past it they are lost (and counted).
@@ -125,7 +130,7 @@ impl Tally {
     fn count(&mut self, record: &Record) {
         self.left.records += 1;
         let (ledger, learned) = match record {
-            Record::Exchange(exchange) => {
+            Record::Exchange(exchange) | Record::Counted(exchange) => {
                 self.left.exchanges += 1;
                 (exchange.ledger.as_ref(), &exchange.learned_ids)
             }
@@ -310,6 +315,8 @@ async fn write_loop(
     let mut batch = Batch {
         records: Vec::with_capacity(config.batch),
         waiting: Vec::new(),
+        sampler: MatchSampler::new(config.keep_matches),
+        rows_left_out: 0,
     };
     loop {
         if batch.records.is_empty() {
@@ -337,6 +344,7 @@ async fn write_loop(
                 Ok(()) => {
                     health.succeeded();
                     metrics.store_pending().sub(batch.records.len() as i64);
+                    metrics.store_rows_left_out().inc_by(batch.rows_left_out);
                     batch.committed();
                     break;
                 }
@@ -391,15 +399,28 @@ async fn fill(
 struct Batch {
     records: Vec<Record>,
     waiting: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Chooses the matches whose row is kept, once, as they arrive: a
+    /// batch that is retried keeps the same rows.
+    sampler: MatchSampler,
+    /// Of `records`, those counted in the rollups only.
+    rows_left_out: u64,
 }
 
 impl Batch {
     fn push(&mut self, queued: Queued) {
-        self.records.push(queued.record);
+        let record = match queued.record {
+            Record::Exchange(exchange) if !self.sampler.keeps(&exchange) => {
+                self.rows_left_out += 1;
+                Record::Counted(exchange)
+            }
+            record => record,
+        };
+        self.records.push(record);
         self.waiting.extend(queued.committed);
     }
 
     fn committed(&mut self) {
+        self.rows_left_out = 0;
         self.records.clear();
         for waiter in self.waiting.drain(..) {
             let _ = waiter.send(());
@@ -484,8 +505,9 @@ fn unwritten(
     left
 }
 
-/// Prunes exchanges and samples past the retention, now and every ten
-/// minutes, on a connection of its own so writes never wait for it.
+/// Prunes exchanges and samples past the retention, and rollups past
+/// theirs, now and every ten minutes, on a connection of its own so writes
+/// never wait for it.
 async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Receiver<Stop>) {
     let mut store: Option<Store> = None;
     loop {
@@ -498,6 +520,11 @@ async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Rece
                 Ok((0, 0)) => {}
                 Ok((exchanges, samples)) => tracing::info!(exchanges, samples, "pruned evidence past the retention"),
                 Err(err) => tracing::warn!(error = %err, "pruning the store failed"),
+            }
+            match store.prune_rollups(crate::clock::ms_ago(config.rollup_retention)).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "pruned rollups past store.rollup_retention"),
+                Err(err) => tracing::warn!(error = %err, "pruning the rollups failed"),
             }
         }
         tokio::select! {

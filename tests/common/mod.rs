@@ -186,6 +186,8 @@ pub struct ProxySetup {
     pub grace: &'static str,
     /// `sqlite::memory:` unless a test looks at the store.
     pub store: String,
+    /// More keys of `[store]`.
+    pub store_extra: &'static str,
     /// Environment variables the config sees (e.g. the admin token).
     pub env: Vec<(&'static str, String)>,
 }
@@ -202,6 +204,7 @@ impl ProxySetup {
             routes: "",
             grace: "5s",
             store: "sqlite::memory:".to_string(),
+            store_extra: "",
             env: Vec::new(),
         }
     }
@@ -233,11 +236,13 @@ compare_priority = "normal"
 
 [store]
 url = "{store}"
+{store_extra}
 
 {routes}
 "#,
             grace = self.grace,
             store = self.store,
+            store_extra = self.store_extra,
             primary = self.primary,
             primary_timeout = self.primary_timeout,
             shadow = self.shadow,
