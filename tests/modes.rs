@@ -460,3 +460,43 @@ async fn a_switch_to_the_candidate_under_no_go_must_be_forced_and_the_event_says
     opened.close().await;
     proxy.shutdown().await;
 }
+
+/// Switched to the candidate while a create is still being mirrored to it
+/// (the candidate takes 400 ms per write): the client's next write uses the
+/// legacy's ID, and the candidate gets its own, once the create taught the
+/// pair, instead of an ID it cannot know.
+#[tokio::test]
+async fn a_switch_right_after_a_create_waits_for_the_pair_before_the_candidate_serves_it() {
+    let legacy = TaskApi::new(Flavor::Legacy);
+    let candidate = TaskApi::new(Flavor::Candidate).with_write_delay(Duration::from_millis(400));
+    let (primary, shadow) = (legacy.serve().await, candidate.serve().await);
+    let proxy = start(&primary, &shadow, "sqlite::memory:", ROUTES).await;
+    let created = client()
+        .post(format!("http://{}/api/task", proxy.proxy_addr))
+        .header("content-type", "application/json")
+        .body(json!({"task": "just made"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let legacy_id = created["notionPageId"].as_str().unwrap().to_string();
+    switch(proxy.admin_addr, json!({"mode": "candidate"})).await;
+    let renamed = client()
+        .patch(format!("http://{}/api/task/{legacy_id}", proxy.proxy_addr))
+        .header("content-type", "application/json")
+        .body(json!({"title": "renamed at once"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200, "the candidate served the rename");
+    let patches: Vec<String> = shadow
+        .requests()
+        .iter()
+        .filter(|seen| seen.method == http::Method::PATCH)
+        .map(|seen| seen.path_and_query.clone())
+        .collect();
+    assert_eq!(patches, ["/api/task/t-1"], "the candidate got its own ID");
+    assert_eq!(candidate.tasks()["t-1"].title, "renamed at once");
+    proxy.shutdown().await;
+}

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 pub use crate::budget::Reservation;
 use crate::exchange::{CapturedRequest, CapturedResponse, SideResult, SkipReason, Source};
-use crate::idmap::Side;
+use crate::idmap::{Side, Translated, Translation};
 use crate::record::Exchange;
 use crate::route::{is_safe, WriteRules};
 use crate::upstream::{OutgoingBody, Upstream};
@@ -102,47 +102,15 @@ impl Mirror {
         mut headers: HeaderMap,
         to: Side,
     ) -> ((CapturedRequest, HeaderMap), Vec<(String, String)>) {
-        let translation = &writes.translation;
-        let apply = || translation.to_side(&self.ids, to, &request.path_and_query, &request.body);
-        let mut translated = apply();
-        // Another instance may have learned the pair: ask the store. A write
-        // keeps asking (bounded): the create it follows may still be on its
-        // way through another instance.
-        if !translated.unmapped.is_empty() {
-            let patient = !is_safe(&request.method);
-            let deadline = Instant::now() + self.config.write_wait;
-            loop {
-                let mut found = false;
-                for (kind, id) in &translated.unmapped {
-                    found |= self.pairs.find(&self.ids, kind, id, to.other()).await;
-                }
-                if found {
-                    translated = apply();
-                }
-                if translated.unmapped.is_empty() || !patient || Instant::now() >= deadline {
-                    break;
-                }
-                self.pairs
-                    .misses
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clear();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        if !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
-            let mut changes = self.ids.watch();
-            let deadline = tokio::time::Instant::now() + self.config.write_wait;
-            while !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
-                changes.borrow_and_update();
-                translated = apply();
-                if translated.unmapped.is_empty() || tokio::time::timeout_at(deadline, changes.changed()).await.is_err()
-                {
-                    break;
-                }
-            }
-            translated = apply();
-        }
+        let translated = self
+            .translate_ids(
+                &writes.translation,
+                &request.method,
+                &request.path_and_query,
+                &request.body,
+                to,
+            )
+            .await;
         let body = match translated.body {
             Some(body) => {
                 headers.remove(http::header::CONTENT_LENGTH);
@@ -160,6 +128,58 @@ impl Mirror {
             body,
         };
         ((shadow_request, headers), translated.unmapped)
+    }
+
+    /// A request's IDs in `to`'s space. An ID with no pair in memory is
+    /// looked up in the store (another instance may have learned it); a
+    /// write keeps looking, and any request waits for a create still on its
+    /// way here to teach its pair, both bounded by `mirror.write_wait`.
+    pub async fn translate_ids(
+        &self,
+        translation: &Translation,
+        method: &http::Method,
+        path_and_query: &str,
+        body: &[u8],
+        to: Side,
+    ) -> Translated {
+        let apply = || translation.to_side(&self.ids, to, path_and_query, body);
+        let mut translated = apply();
+        if translated.unmapped.is_empty() {
+            return translated;
+        }
+        let patient = !is_safe(method);
+        let deadline = Instant::now() + self.config.write_wait;
+        loop {
+            for (kind, id) in &translated.unmapped {
+                self.pairs.find(&self.ids, kind, id, to.other()).await;
+            }
+            // Found in the store, or learned here meanwhile (a create of
+            // this instance that was on its way).
+            translated = apply();
+            if translated.unmapped.is_empty() || !patient || Instant::now() >= deadline {
+                break;
+            }
+            self.pairs
+                .misses
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clear();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
+            let mut changes = self.ids.watch();
+            let deadline = tokio::time::Instant::now() + self.config.write_wait;
+            while !translated.unmapped.is_empty() && self.learning.load(Ordering::Acquire) > 0 {
+                changes.borrow_and_update();
+                translated = apply();
+                if translated.unmapped.is_empty() || tokio::time::timeout_at(deadline, changes.changed()).await.is_err()
+                {
+                    break;
+                }
+            }
+            translated = apply();
+        }
+        translated
     }
 
     /// Sends the captured request to a side once fewer than `max_in_flight`

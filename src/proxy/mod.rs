@@ -349,7 +349,7 @@ async fn send(
 ) -> Result<Response<UpstreamBody>, Failure> {
     let state = flight.state;
     let upstream = state.serving(flight.serving);
-    let translated = flight
+    let mut translated = flight
         .route
         .map(|route| {
             route.writes.translation.to_side(
@@ -360,6 +360,23 @@ async fn send(
             )
         })
         .unwrap_or_default();
+    // While the candidate serves, an ID it has no pair for is most likely
+    // the legacy's ID of an entity whose create is still being mirrored (or
+    // was learned by another instance): wait for its pair, bounded, rather
+    // than send the candidate an ID it cannot know. The primary is never
+    // kept waiting: its clients' IDs are its own.
+    if let (Some(route), false, Side::Shadow) = (flight.route, translated.unmapped.is_empty(), flight.serving) {
+        translated = state
+            .mirror
+            .translate_ids(
+                &route.writes.translation,
+                &flight.parts.method,
+                &flight.path_and_query,
+                body_copy.unwrap_or_default(),
+                flight.serving,
+            )
+            .await;
+    }
     // Borrowed: the untranslated path costs no copy on the hot path.
     let send_path = translated.path_and_query.as_deref().unwrap_or(&flight.path_and_query);
     let mut headers = std::mem::take(&mut flight.headers);
