@@ -167,17 +167,22 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, Socke
 /// wiring is written down, each step a call or two, read top to bottom.)
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
-    // One pooled client per backend: the proxy, the mirror and replay share
-    // it (clones share the pool), and the system's roots are read once each.
+    // A pooled client per backend for the side that serves, and one for
+    // the mirror that holds at most `mirror.max_in_flight` connections
+    // (clones share a pool).
     let primary = Upstream::new(&config.primary)?;
     let shadow = Upstream::new(&config.shadow)?;
+    let mirrored = [
+        Upstream::with_connection_limit(&config.primary, config.mirror.max_in_flight)?,
+        Upstream::with_connection_limit(&config.shadow, config.mirror.max_in_flight)?,
+    ];
     let ids = Arc::new(IdMap::new(config.idmap.canonical));
     let imported = import_id_maps(&config, &ids).map_err(|err| *err)?;
     metrics.set_idmap_entries(&ids.counts());
     metrics.set_backends(primary.name(), shadow.name());
     let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
     let instance = lifecycle::instance_name(&config);
-    let (mirror, workers) = start_mirror(&config, &primary, &shadow, &metrics, &writer, &ids, &instance)?;
+    let (mirror, workers) = start_mirror(&config, mirrored, &metrics, &writer, &ids, &instance)?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(lifecycle::load_from_store(
         config.store.clone(),
@@ -267,8 +272,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// The mirror and its comparison workers, recording through `writer`.
 fn start_mirror(
     config: &Config,
-    primary: &Upstream,
-    shadow: &Upstream,
+    [primary, shadow]: [Upstream; 2],
     metrics: &Metrics,
     writer: &Arc<Writer>,
     ids: &Arc<IdMap>,
@@ -277,8 +281,8 @@ fn start_mirror(
     Mirror::start(
         config.mirror.clone(),
         config.noise.clone(),
-        primary.clone(),
-        shadow.clone(),
+        primary,
+        shadow,
         config.shadow.rate_limit,
         metrics.clone(),
         Recording {

@@ -36,6 +36,9 @@ use rustls::pki_types::CertificateDer;
 
 use crate::exchange::FailureKind;
 use crate::server::BoxError;
+use bounded::Bounded;
+
+mod bounded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -91,7 +94,7 @@ pub struct Failure {
     pub message: String,
 }
 
-type Connector = HttpsConnector<HttpConnector>;
+type Connector = Bounded<HttpsConnector<HttpConnector>>;
 
 /// One backend and the pooled client that talks to it.
 #[derive(Debug, Clone)]
@@ -120,7 +123,18 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 impl Upstream {
+    /// A client with a pool of its own, as many connections as it needs.
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+        Upstream::build(config, None)
+    }
+
+    /// A client with a pool of its own that holds at most `max_connections`
+    /// connections open, however its requests race.
+    pub fn with_connection_limit(config: &UpstreamConfig, max_connections: usize) -> Result<Upstream, UpstreamError> {
+        Upstream::build(config, Some(max_connections))
+    }
+
+    fn build(config: &UpstreamConfig, max_connections: Option<usize>) -> Result<Upstream, UpstreamError> {
         let url = &config.url;
         let no_host = || UpstreamError::NoHost {
             upstream: config.name.clone(),
@@ -152,6 +166,7 @@ impl Upstream {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
+        let connector = Bounded::new(connector, max_connections);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
