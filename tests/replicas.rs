@@ -10,20 +10,50 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn a_create_through_one_replica_and_an_update_through_another_translate_the_id() {
+/// The task API on both sides, and two instances of cutover in front of
+/// them on one store.
+struct Replicas {
+    candidate: TaskApi,
+    shadow: Backend,
+    a: cutover::app::Running,
+    b: cutover::app::Running,
+    store: String,
+    /// The legacy and its server, and the directory of a SQLite store:
+    /// held until the test ends.
+    _backends: (TaskApi, Backend, tempfile::TempDir),
+}
+
+async fn two_replicas(store_extra: &'static str) -> Replicas {
     let legacy = TaskApi::new(Flavor::Legacy);
     let candidate = TaskApi::new(Flavor::Candidate);
     let (primary, shadow) = (legacy.serve().await, candidate.serve().await);
     let dir = tempfile::tempdir().unwrap();
     let store = shared_store(dir.path()).await;
-    let start = || {
-        let mut setup = ProxySetup::new(primary.url(), shadow.url());
-        setup.store = store.clone();
-        setup.routes = ROUTES;
-        async move { setup.start().await }
-    };
-    let (a, b) = (start().await, start().await);
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.store = store.clone();
+    setup.store_extra = store_extra;
+    setup.routes = ROUTES;
+    let (a, b) = (setup.start().await, setup.start().await);
+    Replicas {
+        candidate,
+        shadow,
+        a,
+        b,
+        store,
+        _backends: (legacy, primary, dir),
+    }
+}
+
+#[tokio::test]
+async fn a_create_through_one_replica_and_an_update_through_another_translate_the_id() {
+    let Replicas {
+        candidate,
+        shadow,
+        a,
+        b,
+        store,
+        _backends,
+    } = two_replicas("").await;
     let created = client()
         .post(format!("http://{}/api/task", a.proxy_addr))
         .header("content-type", "application/json")
@@ -94,19 +124,14 @@ async fn a_create_through_one_replica_and_an_update_through_another_translate_th
 /// whether or not its raw row was kept.
 #[tokio::test]
 async fn two_replicas_count_every_request_once_in_the_shared_rollups() {
-    let legacy = TaskApi::new(Flavor::Legacy);
-    let candidate = TaskApi::new(Flavor::Candidate);
-    let (primary, shadow) = (legacy.serve().await, candidate.serve().await);
-    let dir = tempfile::tempdir().unwrap();
-    let store = shared_store(dir.path()).await;
-    let start = || {
-        let mut setup = ProxySetup::new(primary.url(), shadow.url());
-        setup.store = store.clone();
-        setup.store_extra = "keep_matches = \"2/s\"\nbatch = 16\nflush = \"20ms\"";
-        setup.routes = ROUTES;
-        async move { setup.start().await }
-    };
-    let (a, b) = (start().await, start().await);
+    let Replicas {
+        a,
+        b,
+        store,
+        candidate: _candidate,
+        shadow: _shadow,
+        _backends,
+    } = two_replicas("keep_matches = \"2/s\"\nbatch = 16\nflush = \"20ms\"").await;
     const REQUESTS: usize = 400;
     let sends = (0..REQUESTS).map(|i| {
         let proxy = if i % 2 == 0 { a.proxy_addr } else { b.proxy_addr };
