@@ -358,3 +358,62 @@ async fn rollups_outlive_the_raw_rows_retention_prunes() {
     assert_eq!(requests, 12_000 / 2, "the first five of ten minutes went");
     store.close().await;
 }
+
+/// The rows of `rollup_latency`, and the exchanges they count.
+async fn latency_rows(url: &str) -> (i64, i64) {
+    use sqlx::Row;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT COUNT(*), CAST(SUM(n) AS BIGINT) FROM rollup_latency")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    (row.get(0), row.get(1))
+}
+
+/// Latency buckets older than the cutoff fold into hours: fewer rows, the
+/// same counts, the same percentiles over a window holding the hour.
+async fn folding_latency_into_hours_keeps_every_count(url: &str) {
+    write_through_the_writer(url, KeepMatches::All, &workload()).await;
+    let store = Store::open(url, &StoreOptions::default()).await.unwrap();
+    let before = report_of(&store).await;
+    let (rows_before, n_before) = latency_rows(url).await;
+    assert!(store.compact_latency(T0 + 60 * MINUTE).await.unwrap() > 0);
+    let (rows_after, n_after) = latency_rows(url).await;
+    assert_eq!(n_after, n_before, "every count kept");
+    assert!(
+        rows_after * 5 < rows_before,
+        "{rows_before} minute rows, {rows_after} hour rows"
+    );
+    let after = report_of(&store).await;
+    assert_eq!(after.render(Format::Json), before.render(Format::Json));
+    assert_eq!(
+        store.compact_latency(T0 + 60 * MINUTE).await.unwrap(),
+        0,
+        "nothing left to fold"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_folds_latency_into_hours_keeping_every_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    folding_latency_into_hours_keeps_every_count(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_folds_latency_into_hours_keeping_every_count() {
+    if std::env::var("CUTOVER_TEST_POSTGRES_URL").is_err() {
+        eprintln!("note: CUTOVER_TEST_POSTGRES_URL is not set; skipping the PostgreSQL rollup test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = shared_store(dir.path()).await;
+    folding_latency_into_hours_keeps_every_count(&url).await;
+    drop_shared_store(&url).await;
+}

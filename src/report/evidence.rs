@@ -180,9 +180,12 @@ impl Evidence {
     /// `accepted` (Scientist's `ignore`): they count as matches.
     async fn accepted_differences(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
         let rows = sqlx::query(
+            // From the accepted groups' exchanges (usually none), not from
+            // every divergence in the window.
             "SELECT e.route, COUNT(*) FROM exchanges e \
-             WHERE e.at_ms >= $1 AND e.at_ms < $2 AND e.outcome = 'diverged' \
-             AND EXISTS (SELECT 1 FROM exchange_groups eg WHERE eg.exchange_id = e.id) \
+             WHERE e.id IN (SELECT eg.exchange_id FROM exchange_groups eg \
+                 JOIN divergence_groups g ON g.group_key = eg.group_key WHERE g.status = 'accepted') \
+             AND e.at_ms >= $1 AND e.at_ms < $2 AND e.outcome = 'diverged' \
              AND NOT EXISTS (SELECT 1 FROM exchange_groups eg \
                  JOIN divergence_groups g ON g.group_key = eg.group_key \
                  WHERE eg.exchange_id = e.id AND g.status <> 'accepted') \

@@ -272,6 +272,58 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// Folds the latency buckets of minutes before `cutoff_ms` into one row
+    /// per hour (the hour's first minute), keeping every count: a window's
+    /// percentiles then read at most ~60 times fewer rows, and only its
+    /// edges, by then older than the cutoff, lose their minutes. Returns
+    /// how many hour rows were written.
+    pub async fn compact_latency(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let cutoff = minute_of(cutoff_ms);
+        let written = match self.engine {
+            // One statement: rows another writer adds meanwhile are either
+            // in it or left for the next compaction, never lost.
+            Engine::Postgres => sqlx::query(
+                "WITH folded AS (DELETE FROM rollup_latency WHERE minute_ms < $1 AND minute_ms % 3600000 <> 0 \
+                 RETURNING minute_ms, route, side, bucket, n) \
+                 INSERT INTO rollup_latency (minute_ms, route, side, bucket, n) \
+                 SELECT minute_ms - minute_ms % 3600000, route, side, bucket, SUM(n) FROM folded \
+                 GROUP BY minute_ms - minute_ms % 3600000, route, side, bucket \
+                 ON CONFLICT (minute_ms, route, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
+            )
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
+            // SQLite has one writer at a time: both statements see the same rows.
+            Engine::Sqlite => {
+                let mut connection = self.pool.acquire().await?;
+                let result = async {
+                    let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+                    let folded = sqlx::query(
+                        "INSERT INTO rollup_latency (minute_ms, route, side, bucket, n) \
+                         SELECT minute_ms - minute_ms % 3600000, route, side, bucket, SUM(n) FROM rollup_latency \
+                         WHERE minute_ms < $1 AND minute_ms % 3600000 <> 0 \
+                         GROUP BY minute_ms - minute_ms % 3600000, route, side, bucket \
+                         ON CONFLICT (minute_ms, route, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
+                    )
+                    .bind(cutoff)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    sqlx::query("DELETE FROM rollup_latency WHERE minute_ms < $1 AND minute_ms % 3600000 <> 0")
+                        .bind(cutoff)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(folded)
+                }
+                .await;
+                discard_if_failed(connection, result).await?
+            }
+        };
+        Ok(written)
+    }
+
     /// Deletes rollups of minutes before `cutoff_ms`; returns how many rows went.
     pub async fn prune_rollups(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut gone = 0;

@@ -521,6 +521,11 @@ async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Rece
                 Ok((exchanges, samples)) => tracing::info!(exchanges, samples, "pruned evidence past the retention"),
                 Err(err) => tracing::warn!(error = %err, "pruning the store failed"),
             }
+            match store.compact_latency(crate::clock::ms_ago(LATENCY_BY_MINUTE_FOR)).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "folded latency buckets into hours"),
+                Err(err) => tracing::warn!(error = %err, "folding latency buckets into hours failed"),
+            }
             match store.prune_rollups(crate::clock::ms_ago(config.rollup_retention)).await {
                 Ok(0) => {}
                 Ok(rows) => tracing::info!(rows, "pruned rollups past store.rollup_retention"),
@@ -535,6 +540,10 @@ async fn prune_loop(config: WriterConfig, mut stopping: tokio::sync::watch::Rece
 }
 
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// How long latency buckets stay per minute before they are folded into
+/// hours (counts stay per minute).
+const LATENCY_BY_MINUTE_FOR: Duration = Duration::from_secs(2 * 3600);
 
 /// Retry delays of the writer (doubling, with up to 50% jitter).
 const RETRY_MIN: Duration = Duration::from_millis(100);
