@@ -7,7 +7,7 @@
 //!   the high-water mark of the last cycle against that of the first (a
 //!   full cycle of misbehaviour), and the fewest file descriptors held while
 //!   the shadow is healthy do not grow from the first cycle to the last;
-//! - the outcomes cutover counted, and the exchanges it stored, add up to the
+//! - the outcomes cutover counted, and the exchanges its store's rollups count, add up to the
 //!   requests sent;
 //! - with `--idle N`, N connections are held open to the proxy sending
 //!   nothing (each reopened as soon as the proxy closes it), and meanwhile
@@ -472,11 +472,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .status()?;
     let exit = child.wait()?;
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", store_path.display())).await?;
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM exchanges")
+    // Every exchange counts in the rollups; raw rows are kept only for a
+    // sample of the matches (store.keep_matches).
+    let stored: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM rollups")
         .fetch_one(&pool)
         .await?;
     let by_outcome: Vec<(String, i64)> =
-        sqlx::query_as("SELECT outcome, COUNT(*) FROM exchanges GROUP BY outcome ORDER BY outcome")
+        sqlx::query_as("SELECT outcome, CAST(SUM(requests) AS BIGINT) FROM rollups GROUP BY outcome ORDER BY outcome")
             .fetch_all(&pool)
             .await?;
     pool.close().await;
