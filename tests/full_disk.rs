@@ -117,7 +117,11 @@ async fn a_full_disk_during_dual_writes_recovers_in_seconds_leaks_nothing_and_te
     let config = config_dir.path().join("cutover.toml");
     std::fs::write(
         &config,
-        setup.toml().replace("[store]\n", "[store]\nflush = \"50ms\"\n"),
+        // One connection per pool: a pool that opens connections lazily
+        // would show as growth, and only a leak should.
+        setup
+            .toml()
+            .replace("[store]\n", "[store]\nflush = \"50ms\"\nmax_connections = 1\n"),
     )
     .unwrap();
     let instance = Supervised::start(&config, &[]);
@@ -169,7 +173,7 @@ async fn a_full_disk_during_dual_writes_recovers_in_seconds_leaks_nothing_and_te
     }
     eprintln!("descriptors on the store: {at_rest} at rest, {after_each:?} after each outage");
     assert!(
-        after_each[1] <= after_each[0],
+        after_each.iter().all(|after| *after <= at_rest),
         "no descriptor leaks: {at_rest} at rest, {after_each:?} after each outage"
     );
     assert_eq!(metric_of(STORE_RECORDS_LOST_TOTAL).await, 0.0);

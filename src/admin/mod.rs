@@ -33,13 +33,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
-use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
 use crate::proxy::json_error;
 use crate::secret::Secret;
 use crate::server::ResponseBody;
-use crate::store::{Store, StoreOptions};
+use crate::store::{SharedStore, Store};
 
 mod api;
 mod session;
@@ -87,8 +86,6 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// The variable the token is read from (named in the 403 message).
     pub token_env: String,
-    pub store_url: String,
-    pub store_options: StoreOptions,
     /// Host and port of the primary, for readiness.
     pub primary: (String, u16),
     /// The report's gates (replaced by a config reload).
@@ -106,7 +103,8 @@ pub struct AdminState {
     pub writer: Option<Arc<crate::store::Writer>>,
     /// How the report's next steps reach this instance's store and config.
     pub commands: crate::report::Commands,
-    store: OnceCell<Store>,
+    /// The instance's readers' pool, opened on first use.
+    store: SharedStore,
 }
 
 /// What a reload put in force.
@@ -167,16 +165,13 @@ impl AdminState {
         metrics: Metrics,
         token: Option<Secret>,
         token_env: String,
-        store_url: String,
-        store_options: StoreOptions,
+        store: SharedStore,
         primary: (String, u16),
     ) -> AdminState {
         AdminState {
             metrics,
             token,
             token_env,
-            store_url,
-            store_options,
             primary,
             readiness: std::sync::RwLock::new(crate::report::Readiness::default()),
             reloader: None,
@@ -185,7 +180,7 @@ impl AdminState {
             loaded: None,
             writer: None,
             commands: crate::report::Commands::default(),
-            store: OnceCell::new(),
+            store,
         }
     }
 
@@ -198,10 +193,7 @@ impl AdminState {
     }
 
     async fn store(&self) -> Result<&Store, ApiError> {
-        self.store
-            .get_or_try_init(|| Store::open(&self.store_url, &self.store_options))
-            .await
-            .map_err(store_failed)
+        self.store.get().await.map_err(store_failed)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::mode::{ModeTable, Switch};
 use crate::proxy::ProxyState;
-use crate::store::{Store, WriterConfig};
+use crate::store::SharedStore;
 
 /// Starts every follower this config asks for; each stops at shutdown.
 pub(super) fn spawn(
@@ -25,10 +25,11 @@ pub(super) fn spawn(
     mirror: &Arc<Mirror>,
     ids: &Arc<IdMap>,
     metrics: &Metrics,
+    readers: &SharedStore,
     shutdown: &watch::Sender<bool>,
 ) {
     tokio::spawn(follow_pairs(
-        config.store.clone(),
+        readers.clone(),
         Arc::clone(ids),
         metrics.clone(),
         shutdown.subscribe(),
@@ -37,7 +38,7 @@ pub(super) fn spawn(
         tokio::spawn(run_sweep(
             sweep,
             Arc::downgrade(mirror),
-            config.store.clone(),
+            readers.clone(),
             shutdown.subscribe(),
         ));
     }
@@ -46,13 +47,13 @@ pub(super) fn spawn(
             rule,
             Arc::clone(&state.health),
             Arc::clone(&state.modes),
-            config.store.clone(),
+            readers.clone(),
             metrics.clone(),
             shutdown.subscribe(),
         ));
     }
     tokio::spawn(follow_modes(
-        config.store.clone(),
+        readers.clone(),
         Arc::clone(&state.modes),
         metrics.clone(),
         shutdown.subscribe(),
@@ -70,33 +71,27 @@ const MODE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// list` and the report read too (drift found by a read-back, by another
 /// replica, or settled by the CLI included).
 async fn follow_modes(
-    config: WriterConfig,
+    readers: SharedStore,
     modes: Arc<ModeTable>,
     metrics: Metrics,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut store: Option<Store> = None;
     loop {
-        if store.is_none() {
-            store = Store::open(&config.url, &config.options).await.ok();
-        }
-        if let Some(opened) = &store {
-            match opened.events_after("mode_switch", modes.last_applied()).await {
-                Ok(events) => {
-                    for (id, _, detail) in events {
-                        crate::admin::apply_switch(&modes, &metrics, id, &detail);
+        match readers.get().await {
+            Ok(store) => {
+                match store.events_after("mode_switch", modes.last_applied()).await {
+                    Ok(events) => {
+                        for (id, _, detail) in events {
+                            crate::admin::apply_switch(&modes, &metrics, id, &detail);
+                        }
                     }
+                    Err(err) => warn!(error = %err, "cannot read mode switches from the store"),
                 }
-                Err(err) => {
-                    warn!(error = %err, "cannot read mode switches from the store");
-                    store = None;
+                if let Ok(open) = store.ledger_count(crate::ledger::LedgerState::Drift).await {
+                    metrics.drift_open().set(open);
                 }
             }
-        }
-        if let Some(opened) = &store {
-            if let Ok(open) = opened.ledger_count(crate::ledger::LedgerState::Drift).await {
-                metrics.drift_open().set(open);
-            }
+            Err(err) => warn!(error = %err, "cannot open the store to read mode switches"),
         }
         tokio::select! {
             _ = tokio::time::sleep(MODE_POLL) => {}
@@ -112,11 +107,10 @@ async fn watch_rollback(
     rule: crate::mode::RollbackRule,
     health: Arc<crate::mode::ServingHealth>,
     modes: Arc<ModeTable>,
-    config: WriterConfig,
+    readers: SharedStore,
     metrics: Metrics,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut store: Option<Store> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
@@ -134,10 +128,7 @@ async fn watch_rollback(
         if switches.is_empty() {
             continue;
         }
-        if store.is_none() {
-            store = Store::open(&config.url, &config.options).await.ok();
-        }
-        let Some(opened) = &store else {
+        let Ok(opened) = readers.get().await else {
             warn!("the rollback rule fired but the store is unreachable; retrying");
             continue;
         };
@@ -159,7 +150,6 @@ async fn watch_rollback(
                 }
                 Err(err) => {
                     warn!(error = %err, "the rollback rule fired but the switch could not be recorded; retrying");
-                    store = None;
                     break;
                 }
             }
@@ -172,7 +162,7 @@ async fn watch_rollback(
 async fn run_sweep(
     sweep: crate::mirror::Sweep,
     mirror: std::sync::Weak<crate::mirror::Mirror>,
-    config: WriterConfig,
+    readers: SharedStore,
     mut stopping: watch::Receiver<bool>,
 ) {
     let every_ms = i64::try_from(sweep.every.as_millis()).unwrap_or(i64::MAX);
@@ -181,21 +171,16 @@ async fn run_sweep(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(30),
     );
-    let mut store: Option<Store> = None;
     loop {
-        if store.is_none() {
-            store = Store::open(&config.url, &config.options).await.ok();
-        }
-        let claimed = match &store {
-            Some(opened) => match opened.claim_sweep(&sweep.name, every_ms, crate::clock::now_ms()).await {
+        let claimed = match readers.get().await {
+            Ok(store) => match store.claim_sweep(&sweep.name, every_ms, crate::clock::now_ms()).await {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     warn!(sweep = %sweep.name, error = %err, "cannot claim the sweep's run");
-                    store = None;
                     false
                 }
             },
-            None => false,
+            Err(_) => false,
         };
         if claimed {
             let Some(mirror) = mirror.upgrade() else { return };
@@ -215,21 +200,17 @@ async fn run_sweep(
 
 /// Brings in the ID pairs other instances on the store learned, every
 /// second (a pair a request needs sooner is read through on the miss).
-async fn follow_pairs(config: WriterConfig, ids: Arc<IdMap>, metrics: Metrics, mut stopping: watch::Receiver<bool>) {
+async fn follow_pairs(readers: SharedStore, ids: Arc<IdMap>, metrics: Metrics, mut stopping: watch::Receiver<bool>) {
     // Overlap the windows: instances' clocks and commits are not in lockstep.
     const OVERLAP_MS: i64 = 10_000;
     let mut since = crate::clock::now_ms() - OVERLAP_MS;
-    let mut store: Option<Store> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        if store.is_none() {
-            store = Store::open(&config.url, &config.options).await.ok();
-        }
-        let Some(opened) = &store else { continue };
-        match opened.id_pairs_since(since).await {
+        let Ok(store) = readers.get().await else { continue };
+        match store.id_pairs_since(since).await {
             Ok(pairs) => {
                 let mut added = false;
                 for (pair, created_ms) in pairs {
@@ -240,7 +221,7 @@ async fn follow_pairs(config: WriterConfig, ids: Arc<IdMap>, metrics: Metrics, m
                     metrics.set_idmap_entries(&ids.counts());
                 }
             }
-            Err(_) => store = None,
+            Err(err) => tracing::debug!(error = %err, "cannot read the ID pairs other instances learned"),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::idmap::{IdMap, IdPair};
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
-use crate::store::{LedgerState, Store, Writer, WriterConfig};
+use crate::store::{LedgerState, SharedStore, Store, Writer, WriterConfig};
 
 /// What a shutdown left undone (all zero on a clean stop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub(super) fn route_names(config: &Config) -> Vec<String> {
 /// entities whose writes are held behind drift, the open-drift gauge; then
 /// records the start as an `events` row. Readiness waits for it.
 pub(super) async fn load_from_store(
-    config: WriterConfig,
+    readers: SharedStore,
     lifecycle: Lifecycle,
     ids: Arc<IdMap>,
     imported: Vec<IdPair>,
@@ -102,7 +102,7 @@ pub(super) async fn load_from_store(
 ) {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match load_once(&config, &lifecycle, &ids, &imported, &drifted, &metrics).await {
+        match load_once(&readers, &lifecycle, &ids, &imported, &drifted, &metrics).await {
             Ok(()) => {
                 ready.store(true, std::sync::atomic::Ordering::Release);
                 return;
@@ -117,14 +117,14 @@ pub(super) async fn load_from_store(
 }
 
 async fn load_once(
-    config: &WriterConfig,
+    readers: &SharedStore,
     lifecycle: &Lifecycle,
     ids: &IdMap,
     imported: &[IdPair],
     drifted: &std::sync::Mutex<std::collections::HashSet<String>>,
     metrics: &Metrics,
 ) -> Result<(), crate::store::StoreError> {
-    let store = Store::open(&config.url, &config.options).await?;
+    let store = readers.get().await?;
     let now = crate::clock::now_ms();
     store.insert_id_pairs(imported, "import", now).await?;
     let mut conflicts = 0;
@@ -173,7 +173,6 @@ async fn load_once(
         "route_names": lifecycle.route_names,
     });
     store.add_event("start", &detail, now).await?;
-    store.close().await;
     info!(
         pairs = ids.counts().iter().map(|(_, n)| n).sum::<usize>(),
         "ID map and ledger loaded from the store"

@@ -20,7 +20,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::mirror::{Mirror, MirrorError, Recording};
 use crate::mode::ModeTable;
 use crate::proxy::{self, ProxyState};
-use crate::store::Writer;
+use crate::store::{SharedStore, Writer};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{admin, server};
 
@@ -181,11 +181,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     metrics.set_idmap_entries(&ids.counts());
     metrics.set_backends(primary.name(), shadow.name());
     let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
+    // Every reader of this instance shares one pool; the writer has its own.
+    let readers = SharedStore::new(&config.store.url, &config.store.options);
     let instance = lifecycle::instance_name(&config);
-    let (mirror, workers) = start_mirror(&config, mirrored, &metrics, &writer, &ids, &instance)?;
+    let (mirror, workers) = start_mirror(&config, mirrored, &metrics, &writer, &readers, &ids, &instance)?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(lifecycle::load_from_store(
-        config.store.clone(),
+        readers.clone(),
         lifecycle::Lifecycle::of(&config, &instance),
         Arc::clone(&ids),
         imported,
@@ -209,7 +211,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )
         .with_body_read_timeout(config.listen.body_read_timeout),
     );
-    followers::spawn(&config, &state, &mirror, &ids, &metrics, &shutdown_tx);
+    followers::spawn(&config, &state, &mirror, &ids, &metrics, &readers, &shutdown_tx);
     for unreachable in config.routes.unreachable() {
         warn!(
             route = %unreachable.route,
@@ -228,11 +230,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         grace,
         Some(metrics.clone()),
     ));
-    let mut admin_state = admin_state(&config, &metrics, &mirror, &ids, primary, shadow);
+    let mut admin_state = admin_state(&config, &metrics, &mirror, &ids, &readers, [primary, shadow]);
     admin_state.loaded = Some(ready);
     admin_state.writer = Some(Arc::clone(&writer));
     admin_state.modes = Some(Arc::clone(&modes));
-    let reloader = Arc::new(Reloader::new(config.clone(), reload_target, instance.clone()));
+    let reloader = Arc::new(Reloader::new(config.clone(), reload_target, readers, instance.clone()));
     admin_state.reloader = Some(Arc::clone(&reloader) as Arc<dyn crate::admin::Reload>);
     let admin_state = Arc::new(admin_state);
     reloader.tell_admin(&admin_state);
@@ -275,6 +277,7 @@ fn start_mirror(
     [primary, shadow]: [Upstream; 2],
     metrics: &Metrics,
     writer: &Arc<Writer>,
+    readers: &SharedStore,
     ids: &Arc<IdMap>,
     instance: &str,
 ) -> Result<(Arc<Mirror>, crate::mirror::Workers), MirrorError> {
@@ -291,7 +294,7 @@ fn start_mirror(
             samples_per_group: config.store.options.samples_per_group,
             ids: Arc::clone(ids),
             write_tries: config.shadow.write_tries,
-            store: config.store.clone(),
+            store: readers.clone(),
             instance: instance.to_string(),
         },
     )
@@ -325,8 +328,8 @@ fn admin_state(
     metrics: &Metrics,
     mirror: &Mirror,
     ids: &Arc<IdMap>,
-    primary: Upstream,
-    shadow: Upstream,
+    readers: &SharedStore,
+    [primary, shadow]: [Upstream; 2],
 ) -> AdminState {
     let primary_address = (
         config.primary.url.host_str().unwrap_or_default().to_string(),
@@ -336,8 +339,7 @@ fn admin_state(
         metrics.clone(),
         config.admin.token.clone(),
         config.admin.token_env.clone(),
-        config.store.url.clone(),
-        config.store.options.clone(),
+        readers.clone(),
         primary_address,
     );
     admin_state.drift = Some(DriftControl {

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use super::lifecycle::route_names;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::proxy::ProxyState;
-use crate::store::Store;
+use crate::store::SharedStore;
 
 /// Why a reload was refused (the configuration in force stays).
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +30,7 @@ pub enum ReloadError {
 pub struct Reloader {
     current: std::sync::Mutex<Config>,
     proxy: Arc<ProxyState>,
-    store: OnceCell<Store>,
+    store: SharedStore,
     admin: std::sync::OnceLock<std::sync::Weak<AdminState>>,
     instance: String,
 }
@@ -51,11 +50,11 @@ impl crate::admin::Reload for Reloader {
 }
 
 impl Reloader {
-    pub(super) fn new(config: Config, proxy: Arc<ProxyState>, instance: String) -> Reloader {
+    pub(super) fn new(config: Config, proxy: Arc<ProxyState>, store: SharedStore, instance: String) -> Reloader {
         Reloader {
             current: std::sync::Mutex::new(config),
             proxy,
-            store: OnceCell::new(),
+            store,
             admin: std::sync::OnceLock::new(),
             instance,
         }
@@ -124,7 +123,6 @@ impl Reloader {
             fingerprint: next.fingerprint.clone(),
             routes: next.routes.len(),
         };
-        let store_config = next.store.clone();
         *self.lock() = next;
         info!(config = %summary.fingerprint, routes = summary.routes, "configuration reloaded");
         let detail = serde_json::json!({
@@ -133,11 +131,7 @@ impl Reloader {
             "route_names": route_names(&self.lock()),
             "instance": self.instance,
         });
-        let store = self
-            .store
-            .get_or_try_init(|| Store::open(&store_config.url, &store_config.options))
-            .await;
-        match store {
+        match self.store.get().await {
             Ok(store) => {
                 if let Err(err) = store.add_event("config_reload", &detail, crate::clock::now_ms()).await {
                     warn!(error = %err, "the reload is in force but could not be recorded in the store");

@@ -70,8 +70,9 @@ pub struct Recording {
     pub ids: Arc<IdMap>,
     /// Tries per mirrored write (`[shadow] write_tries`).
     pub write_tries: u32,
-    /// The store the ID map is shared through (read-through on a miss).
-    pub store: crate::store::WriterConfig,
+    /// The store the ID map is shared through (read-through on a miss):
+    /// the instance's readers' pool.
+    pub store: crate::store::SharedStore,
     /// Who this instance is across restarts: its pending writes carry it.
     pub instance: String,
 }
@@ -219,8 +220,7 @@ impl Mirror {
             learning: Arc::new(AtomicUsize::new(0)),
             write_tries: recording.write_tries,
             pairs: Arc::new(SharedPairs {
-                config: recording.store,
-                store: tokio::sync::OnceCell::new(),
+                store: recording.store,
                 misses: Mutex::new(HashMap::new()),
             }),
             instance: recording.instance,

@@ -14,8 +14,7 @@ use crate::idmap::{IdMap, Side};
 /// once (another instance may need them for the next request), and a miss
 /// is looked up there before an ID is called unmapped.
 pub(super) struct SharedPairs {
-    pub(super) config: crate::store::WriterConfig,
-    pub(super) store: tokio::sync::OnceCell<crate::store::Store>,
+    pub(super) store: crate::store::SharedStore,
     /// Recent misses, not asked again for a while (an unmapped ID is usually asked for repeatedly).
     pub(super) misses: Mutex<HashMap<(String, String), Instant>>,
 }
@@ -25,10 +24,7 @@ const MISS_TTL: Duration = Duration::from_secs(5);
 
 impl SharedPairs {
     pub(super) async fn store(&self) -> Option<&crate::store::Store> {
-        self.store
-            .get_or_try_init(|| crate::store::Store::open(&self.config.url, &self.config.options))
-            .await
-            .ok()
+        self.store.get().await.ok()
     }
 
     /// Looks an ID up in the store; a pair found is added to `ids`.

@@ -46,10 +46,13 @@ impl KeepMatches {
 const MAX_ROUTES: usize = 10_000;
 
 /// Chooses, per route and kind, the plain matches that keep their row.
+/// Matches and `sampled_out` skips have separate buckets, in maps looked
+/// up by the route's `&str`: a sampled match costs no allocation.
 #[derive(Debug)]
 pub(super) struct MatchSampler {
     keep: KeepMatches,
-    buckets: HashMap<(String, bool), TokenBucket>,
+    matches: HashMap<String, TokenBucket>,
+    sampled_out: HashMap<String, TokenBucket>,
 }
 
 #[derive(Debug)]
@@ -62,7 +65,8 @@ impl MatchSampler {
     pub(super) fn new(keep: KeepMatches) -> MatchSampler {
         MatchSampler {
             keep,
-            buckets: HashMap::new(),
+            matches: HashMap::new(),
+            sampled_out: HashMap::new(),
         }
     }
 
@@ -76,17 +80,25 @@ impl MatchSampler {
             KeepMatches::PerSecond(rate) if rate <= 0.0 => return false,
             KeepMatches::PerSecond(rate) => rate,
         };
-        if self.buckets.len() >= MAX_ROUTES && !self.buckets.contains_key(&(exchange.route.clone(), sampled_out)) {
-            self.buckets.clear();
-        }
+        let buckets = if sampled_out {
+            &mut self.sampled_out
+        } else {
+            &mut self.matches
+        };
         let burst = rate.max(1.0);
-        let bucket = self
-            .buckets
-            .entry((exchange.route.clone(), sampled_out))
-            .or_insert(TokenBucket {
+        if !buckets.contains_key(exchange.route.as_str()) {
+            if buckets.len() >= MAX_ROUTES {
+                buckets.clear();
+            }
+            let fresh = TokenBucket {
                 tokens: burst,
                 last_ms: exchange.at_ms,
-            });
+            };
+            buckets.insert(exchange.route.clone(), fresh);
+        }
+        let Some(bucket) = buckets.get_mut(exchange.route.as_str()) else {
+            return true;
+        };
         // Exchanges arrive from several threads, slightly out of order:
         // time never runs back for the bucket.
         let elapsed_s = (exchange.at_ms - bucket.last_ms).max(0) as f64 / 1000.0;

@@ -19,6 +19,7 @@ mod ids;
 mod keep;
 mod records;
 mod rollups;
+mod shared;
 mod write_ledger;
 mod writer;
 
@@ -28,6 +29,7 @@ pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow, TRIAGE_STATES};
 pub use keep::KeepMatches;
 pub use records::{ExchangeRecord, GroupRef, IntentRecord, NoiseRecord, Record, SampleRecord};
 pub use rollups::{minute_of, MINUTE_MS};
+pub use shared::SharedStore;
 pub use write_ledger::LedgerRow;
 pub use writer::{Commit, Unwritten, Writer, WriterConfig};
 
