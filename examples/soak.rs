@@ -312,7 +312,6 @@ async fn one_request(client: reqwest::Client, proxy: SocketAddr, index: u64, tal
             .header("content-type", "application/json")
             .body(format!(r#"{{"task":"soak {index}"}}"#));
     }
-    tally.sent.fetch_add(1, Ordering::Relaxed);
     let result = async {
         let response = request.send().await?;
         let status = response.status();
@@ -415,6 +414,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             for index in 0u64.. {
                 ticks.tick().await;
+                // Counted here, not in the task: a task spawned just before
+                // the load stops still runs, and must be in the count it ends.
+                tally.sent.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(one_request(client.clone(), proxy, index, Arc::clone(&tally)));
             }
         })
