@@ -14,11 +14,13 @@
 # Besides cutover it measures the floor of cutover's stack (hyper and tokio
 # forwarding, with and without mirroring, and nothing else: see
 # examples/bench_floor.rs) and, when nginx is installed, nginx plain and
-# with its mirror module. Prints each one's ratio to the direct connection,
-# how many connections cutover held open to the shadow during the load
-# (pooled, never one per request), and cutover's outcome counts (at
-# saturation the comparison threads, which only use idle CPU, fall behind
-# and shed: counted as skipped with reason queue_full).
+# with its mirror module. Prints each one's ratio to the direct connection;
+# the share of cutover's comparisons shed during its saturation runs
+# (skipped with reason queue_full, from its own metrics, per body size);
+# the peak number of connections cutover's own process (told apart by pid
+# from the floor's and nginx's) held to the shadow during a load at
+# saturation, next to [mirror] max_in_flight which bounds it; and cutover's
+# outcome counts.
 #
 # Needs wrk (apt-get install wrk) and oha (cargo install oha).
 # Everything runs on loopback and stops by itself.
@@ -120,6 +122,9 @@ steady_percentiles() { # URL [PID]: latency at the fixed rate in steady state: q
     oha -z 2s -q "$RATE" -c "$CONNECTIONS" --no-tui "$1" >/dev/null
     percentiles "$@"
 }
+counter_sum() { # METRIC_PREFIX -> the sum of cutover's counters whose line starts so
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v prefix="$1" 'index($0, prefix) == 1 {sum += $2} END {print sum + 0}'
+}
 mean() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print(sum(v)/len(v))' "$@"; }
 
 # What is measured besides the direct connection and cutover: the floor of
@@ -138,6 +143,7 @@ port_of() {
     esac
 }
 
+declare -A shed_of=()
 printf '%-6s %-13s %10s %7s | %9s %9s %8s | %8s\n' body via rps ratio p50ms p99ms p99_add cpu_us
 for size in 1k 64k; do
     declare -A rps_of=() p50_of=() p99_of=() cpu_of=()
@@ -147,7 +153,18 @@ for size in 1k 64k; do
     for _ in $(seq "$ROUNDS"); do
         for target in direct "${targets[@]}"; do
             url="http://127.0.0.1:$(port_of "$target")/json/$size"
+            if [ "$target" = cutover ]; then
+                drained
+                requests_before=$(counter_sum cutover_requests_total)
+                shed_before=$(counter_sum 'cutover_mirror_dropped_total{reason="queue_full"}')
+            fi
             rps_of[$target]+=" $(rps "$url")"
+            if [ "$target" = cutover ]; then
+                drained
+                requests=$(( $(counter_sum cutover_requests_total) - requests_before ))
+                shed=$(( $(counter_sum 'cutover_mirror_dropped_total{reason="queue_full"}') - shed_before ))
+                shed_of[$size]+=" $(python3 -c "import sys; print(100 * $shed / max($requests, 1))")"
+            fi
             read -r a b c <<<"$(steady_percentiles "$url" "${pid_of[$target]:-}")"
             p50_of[$target]+=" $a"; p99_of[$target]+=" $b"; cpu_of[$target]+=" $c"
         done
@@ -162,15 +179,24 @@ cpu = "-" if cpu != cpu else f"{cpu:.0f}"
 print(f"{size:<6} {target:<13} {rps:10.0f} {rps/d_rps:6.2f}x | {p50:9.3f} {p99:9.3f} {p99-d_p99:+7.3f}ms | {cpu:>8}")
 EOF
     done
+    echo "$size: comparisons shed by cutover at saturation (queue_full): $(mean ${shed_of[$size]})% of requests"
     unset rps_of p50_of p99_of cpu_of
 done
 
-# Pooling: connections held to the shadow while a short load runs.
-wrk -t1 -c"$CONNECTIONS" -d3s "http://127.0.0.1:$PROXY_PORT/json/1k" >/dev/null &
-sleep 1.5
-shadow_conns=$(ss -Htn state established "( dport = :$SHADOW_PORT )" | wc -l)
-wait $!
-echo "connections from cutover to the shadow during load: $shadow_conns (client connections: $CONNECTIONS)"
+# Pooling: connections cutover's own process (not the floor's, nor nginx's)
+# holds to the shadow while a short load at saturation runs, at their peak
+# over ten samples; bounded by [mirror] max_in_flight.
+wrk -t1 -c"$CONNECTIONS" -d4s "http://127.0.0.1:$PROXY_PORT/json/1k" >/dev/null &
+load=$!
+peak_conns=0
+sleep 0.5
+for _ in $(seq 10); do
+    held=$(ss -Htnp state established "( dport = :$SHADOW_PORT )" | grep -c "pid=${pid_of[cutover]}," || true)
+    [ "$held" -gt "$peak_conns" ] && peak_conns=$held
+    sleep 0.3
+done
+wait $load
+echo "connections from cutover to the shadow during load: peak $peak_conns, max_in_flight $BENCH_MAX_IN_FLIGHT (client connections: $CONNECTIONS)"
 
 sleep 1
 metrics=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics")
