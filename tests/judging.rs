@@ -196,6 +196,67 @@ async fn a_divergence_that_goes_away_on_recheck_is_transient() {
     assert_eq!(metric(&text, REQUESTS_TOTAL, &[]), 1.0, "counted once, as transient");
 }
 
+/// Answers the same byte for byte are judged where they are joined, not by
+/// the comparison threads; the judgement is the same. A compared header
+/// apart is still a divergence, still asked again under `recheck`, and
+/// becomes transient once the header agrees.
+#[tokio::test]
+async fn identical_bodies_are_judged_by_the_same_rules_as_the_rest() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let body: &'static [u8] = br#"{"state":"ready"}"#;
+    let primary = fixed(200, &[("content-type", "application/json"), ("x-version", "1")], body).await;
+    let shadow = backend(move |seen: Seen| {
+        let version = if seen.path_and_query == "/state" && c.fetch_add(1, Ordering::SeqCst) == 0 {
+            "2"
+        } else {
+            "1"
+        };
+        async move {
+            let headers = vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-version".to_string(), version.to_string()),
+            ];
+            respond(200, &headers, Bytes::from_static(body))
+        }
+    })
+    .await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = r#"
+[[route]]
+name = "state"
+match = "GET /state"
+[route.compare]
+headers = ["x-version"]
+recheck = "50ms"
+
+[[route]]
+name = "same"
+match = "GET /same"
+[route.compare]
+headers = ["x-version"]
+"#;
+    let proxy = setup.start().await;
+    let client = client();
+    for path in ["/state", "/same", "/same"] {
+        let response = client
+            .get(format!("http://{}{path}", proxy.proxy_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.bytes().await.unwrap(), Bytes::from_static(body));
+    }
+    wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[], 3.0).await;
+    let transient = wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "transient")], 1.0).await;
+    assert_eq!(transient, 1.0, "the header apart diverged and was asked again");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let text = metrics_text(proxy.admin_addr).await;
+    let count = |route: &str, outcome: &str| metric(&text, REQUESTS_TOTAL, &[("route", route), ("outcome", outcome)]);
+    assert_eq!(count("same", "match"), 2.0);
+    assert_eq!(count("state", "transient"), 1.0);
+    assert_eq!(metric(&text, REQUESTS_TOTAL, &[]), 3.0);
+}
+
 #[tokio::test]
 async fn compressed_and_plain_answers_with_the_same_content_match() {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -8,7 +8,9 @@
 //! (`[mirror] max_buffered`). When either is full the newest request is not
 //! mirrored and is counted as skipped with reason `queue_full`; the client is
 //! served as always. Comparison runs on its own threads so CPU-heavy diffs
-//! never sit on the runtime that serves clients.
+//! never sit on the runtime that serves clients; only answers the same byte
+//! for byte, whose judgement is a comparison of bytes, are judged where they
+//! are joined ([`Mirror::settle`]).
 //!
 //! Must never: block or delay the proxy (everything here is `try_`, spawned,
 //! or runs after the client's answer), or let memory grow with load.
@@ -51,7 +53,7 @@ use tracing::warn;
 use crate::compare;
 use crate::compare::noise::{NoiseConfig, NoiseLearner};
 use crate::compare::rules::CompareRules;
-use crate::exchange::{method_label, CapturedRequest, Outcome, SkipReason};
+use crate::exchange::{method_label, CapturedRequest, Outcome, SideResult, SkipReason};
 use crate::idmap::{IdMap, Side};
 use crate::metrics::Metrics;
 use crate::record::{DirectRequest, Exchange, Recorder, RecorderParts};
@@ -151,6 +153,19 @@ impl Drop for LearningGuard {
 }
 
 /// Whether a request is a write on a dual-write route.
+/// Both sides answered completely with the same status and the same body
+/// bytes, and nothing about the exchange asks for more than a judgement
+/// (the noise learner parses bodies; that stays off the runtime).
+fn plainly_identical(exchange: &Exchange) -> bool {
+    let (SideResult::Complete(primary), SideResult::Complete(shadow)) = (&exchange.primary, &exchange.shadow) else {
+        return false;
+    };
+    !exchange.rules.learn_noise
+        && exchange.shadow_repeat.is_none()
+        && primary.status == shadow.status
+        && primary.body == shadow.body
+}
+
 fn is_dual_write(route: Option<&Route>, method: &Method) -> bool {
     !is_safe(method) && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite)
 }
@@ -287,11 +302,7 @@ impl Mirror {
                 return Plan::Skip(SkipReason::RateLimited);
             }
         }
-        self.metrics.queue_depth().inc();
-        Plan::Mirror(Ticket {
-            _permit: permit,
-            metrics: self.metrics.clone(),
-        })
+        Plan::Mirror(Ticket::new(permit, &self.metrics))
     }
 
     /// An observer for a request that is not mirrored.
@@ -369,6 +380,26 @@ impl Mirror {
     /// The ID map (the proxy translates what it sends to a serving candidate).
     pub fn ids(&self) -> &IdMap {
         &self.ids
+    }
+
+    /// Settles a mirrored exchange. Answers the same byte for byte (most
+    /// answers of a healthy migration) are judged and counted here, in the
+    /// task that joined them: the judgement is a comparison of the two
+    /// bodies and a few header checks, cheaper than handing the exchange to
+    /// another thread and waking it, and a match is then never shed for a
+    /// busy comparison thread. Everything else (a divergence, bodies that
+    /// differ, a route that learns noise, which parses) goes to the
+    /// comparison threads.
+    fn settle(&self, exchange: Exchange, ticket: Ticket) {
+        if plainly_identical(&exchange) {
+            let judgement = self.recorder.judge(&exchange);
+            if judgement.outcome != Outcome::Diverged {
+                self.recorder.record(&exchange, judgement);
+                drop(ticket);
+                return;
+            }
+        }
+        self.hand_to_workers(exchange, ticket);
     }
 
     fn hand_to_workers(&self, exchange: Exchange, ticket: Ticket) {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use prometheus::IntGauge;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 pub use crate::budget::Reservation;
@@ -19,13 +20,24 @@ use super::PendingWrite;
 /// A place in the mirror queue; the exchange holding it is in flight.
 #[derive(Debug)]
 pub struct Ticket {
-    pub(super) _permit: OwnedSemaphorePermit,
-    pub(super) metrics: Metrics,
+    _permit: OwnedSemaphorePermit,
+    /// The queue-depth gauge alone (one shared handle, not every metric's):
+    /// a ticket is made for every mirrored request.
+    depth: IntGauge,
+}
+
+impl Ticket {
+    /// Takes a place in the queue, counted in the queue-depth gauge until dropped.
+    pub(super) fn new(permit: OwnedSemaphorePermit, metrics: &Metrics) -> Ticket {
+        let depth = metrics.queue_depth().clone();
+        depth.inc();
+        Ticket { _permit: permit, depth }
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.metrics.queue_depth().dec();
+        self.depth.dec();
     }
 }
 

@@ -89,7 +89,7 @@ impl Mirror {
             racy,
             write: None,
         };
-        self.hand_to_workers(exchange, ticket);
+        self.settle(exchange, ticket);
     }
 
     /// The request as the shadow gets it: IDs translated through the map

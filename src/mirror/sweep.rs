@@ -80,11 +80,7 @@ impl Mirror {
                 run.deferred = total - index;
                 break;
             };
-            self.metrics.queue_depth().inc();
-            let ticket = Ticket {
-                _permit: permit,
-                metrics: self.metrics.clone(),
-            };
+            let ticket = Ticket::new(permit, &self.metrics);
             if let Some(limiter) = &self.rate_limit {
                 tokio::time::sleep(limiter.reserve()).await;
             }

@@ -67,11 +67,7 @@ impl Mirror {
             self.skip_verify(&verify, SkipReason::QueueFull);
             return;
         };
-        self.metrics.queue_depth().inc();
-        let ticket = super::Ticket {
-            _permit: permit,
-            metrics: self.metrics.clone(),
-        };
+        let ticket = super::Ticket::new(permit, &self.metrics);
         let mut headers = HeaderMap::new();
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             headers.insert(crate::headers::REQUEST_ID, id);
