@@ -67,6 +67,14 @@ impl Reservation {
         }
     }
 
+    /// Gives back what is held beyond `bytes`.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if self.bytes > bytes {
+            self.budget.used.fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.bytes = bytes;
+        }
+    }
+
     /// Takes over another reservation's bytes.
     pub fn absorb(&mut self, mut other: Reservation) {
         self.bytes += std::mem::take(&mut other.bytes);

@@ -25,6 +25,9 @@ pub struct CaptureBuf {
     buf: BytesMut,
     limit: usize,
     reservation: Reservation,
+    /// Bytes the reservation holds: the bytes captured, or the length the
+    /// body announced when room was made for it at once.
+    accounted: usize,
     overflow: Option<SkipReason>,
 }
 
@@ -34,7 +37,34 @@ impl CaptureBuf {
             buf: BytesMut::new(),
             limit,
             reservation: Reservation::empty(budget),
+            accounted: 0,
             overflow: None,
+        }
+    }
+
+    /// Makes room at once for a body its headers announce (Content-Length
+    /// without Transfer-Encoding), held against the budget like captured
+    /// bytes, so a large body is copied once instead of regrown chunk by
+    /// chunk. A length past `max_body` or past the budget's room reserves
+    /// nothing: the chunks decide as they arrive. What the body turns out
+    /// not to fill is given back when the capture finishes.
+    pub fn expect(&mut self, headers: &HeaderMap) {
+        if headers.contains_key(http::header::TRANSFER_ENCODING) || self.overflow.is_some() {
+            return;
+        }
+        let Some(length) = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<usize>().ok())
+        else {
+            return;
+        };
+        if length > self.limit || length <= self.accounted {
+            return;
+        }
+        if self.reservation.grow(length - self.accounted) {
+            self.accounted = length;
+            self.buf.reserve(length - self.buf.len());
         }
     }
 
@@ -43,11 +73,15 @@ impl CaptureBuf {
         if self.overflow.is_some() {
             return false;
         }
-        if self.buf.len() + chunk.len() > self.limit {
+        let length = self.buf.len() + chunk.len();
+        if length > self.limit {
             return self.give_up(SkipReason::BodyTooLarge);
         }
-        if !self.reservation.grow(chunk.len()) {
-            return self.give_up(SkipReason::QueueFull);
+        if length > self.accounted {
+            if !self.reservation.grow(length - self.accounted) {
+                return self.give_up(SkipReason::QueueFull);
+            }
+            self.accounted = length;
         }
         self.buf.extend_from_slice(chunk);
         true
@@ -57,6 +91,7 @@ impl CaptureBuf {
         self.overflow = Some(reason);
         self.buf = BytesMut::new();
         self.reservation.release();
+        self.accounted = 0;
         false
     }
 
@@ -66,10 +101,13 @@ impl CaptureBuf {
     }
 
     /// The captured bytes and what they hold of the budget, or the reason the capture was given up.
-    pub fn finish(self) -> Result<(Bytes, Reservation), SkipReason> {
+    pub fn finish(mut self) -> Result<(Bytes, Reservation), SkipReason> {
         match self.overflow {
             Some(reason) => Err(reason),
-            None => Ok((self.buf.freeze(), self.reservation)),
+            None => {
+                self.reservation.shrink_to(self.buf.len());
+                Ok((self.buf.freeze(), self.reservation))
+            }
         }
     }
 }
@@ -173,6 +211,57 @@ mod tests {
         assert_eq!(budget.used(), 0, "a given-up capture holds nothing");
         assert!(!capture.push(b"1"));
         assert_eq!(capture.finish().unwrap_err(), SkipReason::BodyTooLarge);
+    }
+
+    #[test]
+    fn an_announced_length_is_held_at_once_and_what_it_overstated_given_back() {
+        let budget = MemoryBudget::new(1000);
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("100"));
+        let mut capture = CaptureBuf::new(500, &budget);
+        capture.expect(&headers);
+        assert_eq!(budget.used(), 100, "held before the first byte");
+        assert!(capture.push(&[b'x'; 60]));
+        assert_eq!(budget.used(), 100);
+        let (bytes, reservation) = capture.finish().unwrap();
+        assert_eq!(
+            (bytes.len(), budget.used()),
+            (60, 60),
+            "the 40 bytes never sent are given back"
+        );
+        drop(reservation);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn an_announced_length_past_the_limit_or_the_budget_holds_nothing() {
+        let budget = MemoryBudget::new(50);
+        let announced = |length: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static(length));
+            headers
+        };
+        let mut capture = CaptureBuf::new(30, &budget);
+        capture.expect(&announced("31"));
+        assert_eq!(budget.used(), 0, "past max_body");
+        capture.expect(&announced("not a number"));
+        assert_eq!(budget.used(), 0);
+        let mut chunked = announced("20");
+        chunked.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+        capture.expect(&chunked);
+        assert_eq!(budget.used(), 0, "a length beside Transfer-Encoding is not the body's");
+        let mut big = CaptureBuf::new(1000, &budget);
+        big.expect(&announced("60"));
+        assert_eq!(budget.used(), 0, "past the budget's room");
+        // Longer than announced: the chunks are held as they come, up to max_body.
+        capture.expect(&announced("10"));
+        assert!(capture.push(&[b'x'; 25]));
+        assert_eq!(budget.used(), 25);
+        assert!(!capture.push(&[b'x'; 10]));
+        assert_eq!((capture.overflow(), budget.used()), (Some(SkipReason::BodyTooLarge), 0));
     }
 
     #[test]

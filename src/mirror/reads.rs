@@ -235,6 +235,7 @@ impl Mirror {
                 .await
                 .map_err(|failure| (failure.kind, failure.message))?;
             let (head, mut body) = response.into_parts();
+            capture.expect(&head.headers);
             loop {
                 match body.chunk().await {
                     Ok(Some(chunk)) => {

@@ -450,7 +450,7 @@ fn respond(
     flight: &InFlight<'_>,
     answer: Result<Response<UpstreamBody>, Failure>,
     observer: PrimaryObserver,
-    capture: Option<CaptureBuf>,
+    mut capture: Option<CaptureBuf>,
     started: Instant,
 ) -> Response<ResponseBody> {
     let response = match answer {
@@ -474,10 +474,12 @@ fn respond(
     strip_hop_by_hop(&mut head.headers);
     // hyper speaks the client's protocol; the upstream's version is not ours to copy.
     head.version = Version::HTTP_11;
-    let captured_headers = if capture.is_some() {
-        head.headers.clone()
-    } else {
-        HeaderMap::new()
+    let captured_headers = match capture.as_mut() {
+        Some(capture) => {
+            capture.expect(&head.headers);
+            head.headers.clone()
+        }
+        None => HeaderMap::new(),
     };
     let observed = ObservedBody {
         inner: body,
