@@ -67,6 +67,11 @@ impl Reservation {
         }
     }
 
+    /// The bytes held.
+    pub fn held(&self) -> usize {
+        self.bytes
+    }
+
     /// Gives back what is held beyond `bytes`.
     pub fn shrink_to(&mut self, bytes: usize) {
         if self.bytes > bytes {

@@ -24,10 +24,9 @@ use crate::units::RateLimit;
 pub struct CaptureBuf {
     buf: BytesMut,
     limit: usize,
+    /// Holds the bytes captured, or the length the body announced when
+    /// room was made for it at once.
     reservation: Reservation,
-    /// Bytes the reservation holds: the bytes captured, or the length the
-    /// body announced when room was made for it at once.
-    accounted: usize,
     overflow: Option<SkipReason>,
 }
 
@@ -37,7 +36,6 @@ impl CaptureBuf {
             buf: BytesMut::new(),
             limit,
             reservation: Reservation::empty(budget),
-            accounted: 0,
             overflow: None,
         }
     }
@@ -59,11 +57,11 @@ impl CaptureBuf {
         else {
             return;
         };
-        if length > self.limit || length <= self.accounted {
+        let held = self.reservation.held();
+        if length > self.limit || length <= held {
             return;
         }
-        if self.reservation.grow(length - self.accounted) {
-            self.accounted = length;
+        if self.reservation.grow(length - held) {
             self.buf.reserve(length - self.buf.len());
         }
     }
@@ -77,11 +75,9 @@ impl CaptureBuf {
         if length > self.limit {
             return self.give_up(SkipReason::BodyTooLarge);
         }
-        if length > self.accounted {
-            if !self.reservation.grow(length - self.accounted) {
-                return self.give_up(SkipReason::QueueFull);
-            }
-            self.accounted = length;
+        let held = self.reservation.held();
+        if length > held && !self.reservation.grow(length - held) {
+            return self.give_up(SkipReason::QueueFull);
         }
         self.buf.extend_from_slice(chunk);
         true
@@ -91,7 +87,6 @@ impl CaptureBuf {
         self.overflow = Some(reason);
         self.buf = BytesMut::new();
         self.reservation.release();
-        self.accounted = 0;
         false
     }
 

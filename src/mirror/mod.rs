@@ -152,7 +152,6 @@ impl Drop for LearningGuard {
     }
 }
 
-/// Whether a request is a write on a dual-write route.
 /// Both sides answered completely with the same status and the same body
 /// bytes, and nothing about the exchange asks for more than a judgement
 /// (the noise learner parses bodies; that stays off the runtime).
@@ -166,6 +165,7 @@ fn plainly_identical(exchange: &Exchange) -> bool {
         && primary.body == shadow.body
 }
 
+/// Whether a request is a write on a dual-write route.
 fn is_dual_write(route: Option<&Route>, method: &Method) -> bool {
     !is_safe(method) && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite)
 }
