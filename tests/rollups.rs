@@ -21,6 +21,11 @@ const MINUTE: i64 = 60_000;
 /// diverged share with a group, sampled-out skips, shadow errors, 429s and
 /// cache statuses, and latencies spread over two orders of magnitude.
 fn workload() -> Vec<ExchangeRecord> {
+    workload_from(T0)
+}
+
+/// The same workload, starting at `t0`.
+fn workload_from(t0: i64) -> Vec<ExchangeRecord> {
     let group = GroupRef {
         key: "00c0ffee00c0ffee".into(),
         route: "all-tasks".into(),
@@ -48,7 +53,7 @@ fn workload() -> Vec<ExchangeRecord> {
             };
             let mirrored = reason.is_none();
             ExchangeRecord {
-                at_ms: T0 + i * 50,
+                at_ms: t0 + i * 50,
                 request_id: format!("r{i}"),
                 route: route.into(),
                 method: "GET".into(),
@@ -102,11 +107,16 @@ async fn write_through_the_writer(url: &str, keep_matches: KeepMatches, records:
 }
 
 async fn report_of(store: &Store) -> Report {
+    report_from(store, T0).await
+}
+
+/// The report over the hour from `t0`.
+async fn report_from(store: &Store, t0: i64) -> Report {
     let span = Span {
-        from_ms: T0,
-        to_ms: T0 + 60 * MINUTE,
+        from_ms: t0,
+        to_ms: t0 + 60 * MINUTE,
     };
-    Report::build(store, span, &Readiness::default(), T0 + 60 * MINUTE)
+    Report::build(store, span, &Readiness::default(), t0 + 60 * MINUTE)
         .await
         .unwrap()
 }
@@ -377,22 +387,32 @@ async fn latency_rows(url: &str) -> (i64, i64) {
 
 /// Latency buckets older than the cutoff fold into hours: fewer rows, the
 /// same counts, the same percentiles over a window holding the hour.
+///
+/// The workload is the last whole hour but one, so the writer's own fold of
+/// buckets older than two hours, which runs as it starts, never reaches it
+/// first.
 async fn folding_latency_into_hours_keeps_every_count(url: &str) {
-    write_through_the_writer(url, KeepMatches::All, &workload()).await;
+    const HOUR: i64 = 60 * MINUTE;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t0 = now_ms / HOUR * HOUR - HOUR;
+    write_through_the_writer(url, KeepMatches::All, &workload_from(t0)).await;
     let store = Store::open(url, &StoreOptions::default()).await.unwrap();
-    let before = report_of(&store).await;
+    let before = report_from(&store, t0).await;
     let (rows_before, n_before) = latency_rows(url).await;
-    assert!(store.compact_latency(T0 + 60 * MINUTE).await.unwrap() > 0);
+    assert!(store.compact_latency(t0 + HOUR).await.unwrap() > 0);
     let (rows_after, n_after) = latency_rows(url).await;
     assert_eq!(n_after, n_before, "every count kept");
     assert!(
         rows_after * 5 < rows_before,
         "{rows_before} minute rows, {rows_after} hour rows"
     );
-    let after = report_of(&store).await;
+    let after = report_from(&store, t0).await;
     assert_eq!(after.render(Format::Json), before.render(Format::Json));
     assert_eq!(
-        store.compact_latency(T0 + 60 * MINUTE).await.unwrap(),
+        store.compact_latency(t0 + HOUR).await.unwrap(),
         0,
         "nothing left to fold"
     );
