@@ -226,7 +226,7 @@ impl Mirror {
         let deadline = upstream.timeout();
         let attempt = async {
             let response = upstream
-                .send(
+                .send_untimed(
                     request.method.clone(),
                     &request.path_and_query,
                     headers,

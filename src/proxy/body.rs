@@ -28,7 +28,8 @@ pub(super) async fn read_bounded(
     pause: std::time::Duration,
 ) -> Result<PrefixedBody, BodyReadError> {
     let mut prefix: Vec<Bytes> = Vec::new();
-    while capture.overflow().is_none() {
+    // A body known to be over (none, or all its announced length read) needs no timed wait.
+    while capture.overflow().is_none() && !body.is_end_stream() {
         // A client that stops sending (slowloris) is cut, not waited for.
         match tokio::time::timeout(pause, body.frame()).await {
             Err(_) => return Err(BodyReadError::TooSlow(pause)),

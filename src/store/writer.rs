@@ -376,7 +376,7 @@ async fn fill(
 ) {
     let deadline = tokio::time::Instant::now() + config.flush;
     loop {
-        while batch.records.len() < config.batch {
+        while !batch.is_full(config.batch) {
             match records.try_recv() {
                 Ok(queued) => batch.push(queued),
                 Err(_) => break,
@@ -384,7 +384,7 @@ async fn fill(
         }
         let now = tokio::time::Instant::now();
         let stopping_now = *stopping.borrow() >= Stop::Draining;
-        let full = batch.records.len() >= config.batch || !batch.waiting.is_empty();
+        let full = batch.is_full(config.batch) || !batch.waiting.is_empty();
         if full || now >= deadline || stopping_now || records.is_closed() {
             return;
         }
@@ -417,6 +417,17 @@ impl Batch {
         };
         self.records.push(record);
         self.waiting.extend(queued.committed);
+    }
+
+    /// Whether the batch holds `rows` rows, or so many exchanges counted in
+    /// the rollups only that it is written anyway. A matched exchange left
+    /// out of the sample writes no row, so it does not make the batch full:
+    /// at a few thousand requests a second, mostly matches, that is one
+    /// transaction per `store.flush` instead of one per `store.batch`
+    /// requests, and the counted ones stay bounded.
+    fn is_full(&self, rows: usize) -> bool {
+        let counted = usize::try_from(self.rows_left_out).unwrap_or(usize::MAX);
+        self.records.len().saturating_sub(counted) >= rows || counted >= rows.saturating_mul(COUNTED_PER_ROW)
     }
 
     fn committed(&mut self) {
@@ -548,5 +559,66 @@ const LATENCY_BY_MINUTE_FOR: Duration = Duration::from_secs(2 * 3600);
 /// Retry delays of the writer (doubling, with up to 50% jitter).
 const RETRY_MIN: Duration = Duration::from_millis(100);
 /// How often a filling batch takes what arrived in the inbox.
+/// How many exchanges counted in the rollups only a batch holds, per row
+/// of `store.batch`, before it is written without waiting for its rows.
+const COUNTED_PER_ROW: usize = 10;
+
 const FILL_CHECK: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(outcome: &str) -> Queued {
+        let exchange = ExchangeRecord {
+            route: "tasks".into(),
+            method: "GET".into(),
+            source: "traffic".into(),
+            outcome: outcome.into(),
+            ..ExchangeRecord::default()
+        };
+        Queued {
+            record: Record::Exchange(exchange),
+            committed: None,
+        }
+    }
+
+    fn batch() -> Batch {
+        Batch {
+            records: Vec::new(),
+            waiting: Vec::new(),
+            sampler: MatchSampler::new(KeepMatches::PerSecond(0.0)),
+            rows_left_out: 0,
+        }
+    }
+
+    #[test]
+    fn matches_left_out_of_the_sample_do_not_fill_a_batch_of_rows() {
+        let mut batch = batch();
+        for _ in 0..1_999 {
+            batch.push(queued("match"));
+        }
+        assert_eq!(batch.rows_left_out, 1_999);
+        assert!(!batch.is_full(200), "1,999 counted exchanges and no row");
+        batch.push(queued("match"));
+        assert!(
+            batch.is_full(200),
+            "ten times the batch of counted exchanges is written anyway"
+        );
+    }
+
+    #[test]
+    fn rows_fill_a_batch_whatever_is_counted_beside_them() {
+        let mut batch = batch();
+        for _ in 0..500 {
+            batch.push(queued("match"));
+        }
+        for _ in 0..199 {
+            batch.push(queued("diverged"));
+        }
+        assert!(!batch.is_full(200));
+        batch.push(queued("diverged"));
+        assert!(batch.is_full(200), "200 rows");
+    }
+}

@@ -200,6 +200,24 @@ impl Upstream {
         &self,
         method: Method,
         path_and_query: &str,
+        headers: HeaderMap,
+        body: OutgoingBody,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let asked = self.send_untimed(method, path_and_query, headers, body);
+        match tokio::time::timeout(self.timeout, asked).await {
+            Err(_) => Err(no_answer_within(self.timeout)),
+            Ok(Err(failure)) => Err(failure),
+            Ok(Ok(response)) => Ok(response.map(|body| body.idle_after(self.timeout))),
+        }
+    }
+
+    /// [`Upstream::send`] with no timer of its own, neither for the head nor
+    /// for a stalled body: for a caller that bounds the whole exchange
+    /// itself (the mirror's calls), so each request arms one timer, not three.
+    pub async fn send_untimed(
+        &self,
+        method: Method,
+        path_and_query: &str,
         mut headers: HeaderMap,
         body: OutgoingBody,
     ) -> Result<Response<UpstreamBody>, Failure> {
@@ -231,12 +249,11 @@ impl Upstream {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Err(no_answer_within(self.timeout)),
-            Ok(Err(err)) => Err(classify(&err, Phase::Request)),
-            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody {
+        match self.client.request(request).await {
+            Err(err) => Err(classify(&err, Phase::Request)),
+            Ok(response) => Ok(response.map(|body| UpstreamBody {
                 inner: body,
-                idle: self.timeout,
+                idle: None,
                 timer: None,
                 armed: false,
             })),
@@ -374,11 +391,14 @@ impl Body for OutgoingBody {
 }
 
 /// An upstream's answer body: fails with a timeout when the upstream sends
-/// nothing for its `timeout`, and with a classified failure (no URL in it)
+/// nothing for its `timeout` (unless the caller bounds the whole exchange,
+/// see [`Upstream::send_untimed`]), and with a classified failure (no URL in it)
 /// when the connection breaks.
 pub struct UpstreamBody {
     inner: Incoming,
-    idle: Duration,
+    /// How long the body may send nothing before it fails; `None` when the
+    /// caller bounds the whole exchange.
+    idle: Option<Duration>,
     /// Made the first time the body waits, then reset: most answers arrive
     /// without waiting and never need one.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -387,6 +407,13 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    fn idle_after(self, idle: Duration) -> UpstreamBody {
+        UpstreamBody {
+            idle: Some(idle),
+            ..self
+        }
+    }
+
     /// The next chunk of data, `None` at the end (trailers are skipped).
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         while let Some(frame) = self.frame().await {
@@ -408,9 +435,11 @@ impl Body for UpstreamBody {
             this.armed = false;
             return Poll::Ready(frame.map(|frame| frame.map_err(|err| classify(&err, Phase::Body))));
         }
+        let Some(idle) = this.idle else {
+            return Poll::Pending;
+        };
         // The wait counts from the first Pending after data, not from each poll.
         let fresh_wait = !std::mem::replace(&mut this.armed, true);
-        let idle = this.idle;
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
         if fresh_wait {
             timer.as_mut().reset(tokio::time::Instant::now() + idle);
