@@ -558,11 +558,10 @@ const LATENCY_BY_MINUTE_FOR: Duration = Duration::from_secs(2 * 3600);
 
 /// Retry delays of the writer (doubling, with up to 50% jitter).
 const RETRY_MIN: Duration = Duration::from_millis(100);
-/// How often a filling batch takes what arrived in the inbox.
 /// How many exchanges counted in the rollups only a batch holds, per row
 /// of `store.batch`, before it is written without waiting for its rows.
 const COUNTED_PER_ROW: usize = 10;
-
+/// How often a filling batch takes what arrived in the inbox.
 const FILL_CHECK: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
