@@ -1,15 +1,19 @@
 //! Redaction: what is kept (stored or logged) never carries a secret.
 //! Header values, query parameter values and JSON fields named by
 //! `[redact]` (plus the defaults) become `"[redacted]"`. The comparison
-//! itself sees the real values; only what is kept is redacted.
+//! itself sees the real values; only what is kept is redacted. The values
+//! cutover itself puts on requests (`[primary.headers]`/`[shadow.headers]`
+//! `set`, `replay_headers`) are scrubbed from kept text wherever a backend
+//! echoes them.
 //!
 //! Must never: pass a value through because its name has unusual case or
 //! encoding (names compare case-insensitively, query names percent-decoded).
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 use crate::compare::pointer::{Pattern, PatternSet};
+use crate::secret::Secret;
 
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
@@ -36,12 +40,18 @@ pub const DEFAULT_QUERY: [&str; 9] = [
     "sig",
 ];
 
+/// A secret value shorter than this is not scrubbed from kept text by
+/// value (it would blot out ordinary words); it is still redacted by name.
+pub const SHORTEST_SCRUBBED: usize = 8;
+
 /// The redaction rules of one instance.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     headers: Vec<String>,
     query: Vec<String>,
     json: PatternSet<()>,
+    /// Values cutover sends that must never be kept, however they come back.
+    values: Vec<Secret>,
     /// Seals what a replay needs where redacting it would change the request.
     seal: Option<crate::seal::SealKey>,
 }
@@ -63,8 +73,43 @@ impl Redactor {
             ),
             query: lower(&mut DEFAULT_QUERY.iter().copied().chain(query.iter().map(String::as_str))),
             json: set,
+            values: Vec::new(),
             seal: None,
         }
+    }
+
+    /// The same rules, where the headers cutover sets on requests are
+    /// secret too: by name in headers, by value in any text kept.
+    pub fn with_sent_secrets(mut self, names: &[HeaderName], values: &[Secret]) -> Redactor {
+        for name in names {
+            if !self.is_secret_header(name.as_str()) {
+                self.headers.push(name.as_str().to_string());
+            }
+        }
+        for value in values {
+            if value.expose().len() >= SHORTEST_SCRUBBED && !self.values.contains(value) {
+                self.values.push(value.clone());
+            }
+        }
+        self
+    }
+
+    /// Text about to be kept, with every sent secret value replaced, as
+    /// written and as it reads inside a JSON string.
+    pub fn scrub(&self, text: String) -> String {
+        let mut text = text;
+        for value in &self.values {
+            let raw = value.expose();
+            if text.contains(raw) {
+                text = text.replace(raw, REDACTED);
+            }
+            let quoted = serde_json::to_string(raw).unwrap_or_default();
+            let escaped = quoted.trim_matches('"');
+            if escaped != raw && text.contains(escaped) {
+                text = text.replace(escaped, REDACTED);
+            }
+        }
+        text
     }
 
     /// The same rules, with a key that seals replay data (`CUTOVER_REPLAY_KEY`).
@@ -251,6 +296,22 @@ mod tests {
             redactor().json(doc),
             json!({"user": {"password": "[redacted]", "name": "n"}, "password": "[redacted]", "card": {"number": "[redacted]", "exp": "12/29"}})
         );
+    }
+
+    #[test]
+    fn sent_secrets_are_redacted_by_name_and_scrubbed_by_value() {
+        let token = Secret::new("bypass-\"token\"-0123".to_string());
+        let short = Secret::new("abc".to_string());
+        let r = redactor().with_sent_secrets(&[HeaderName::from_static("x-bypass")], &[token.clone(), short]);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-bypass", "anything".parse().unwrap());
+        assert_eq!(r.headers(&headers), json!({"x-bypass": "[redacted]"}));
+        let echoed = format!("got {} in a header", token.expose());
+        assert_eq!(r.scrub(echoed), "got [redacted] in a header");
+        let in_json = serde_json::to_string(&json!({"echo": token.expose()})).unwrap();
+        assert_eq!(r.scrub(in_json), r#"{"echo":"[redacted]"}"#);
+        assert_eq!(r.scrub("abc stays: too short".to_string()), "abc stays: too short");
+        assert_eq!(redactor().scrub("untouched".to_string()), "untouched");
     }
 
     #[test]

@@ -207,7 +207,7 @@ fn broken_configs_point_at_the_key() {
         (
             "name = \"notion\"",
             "name = \"notion\"\ncolor = \"blue\"",
-            "config/tomos.toml: primary.color: unknown field `color`, expected one of `name`, `url`, `timeout`, `connect_timeout`, `host`, `rate_limit`, `ca_file`, `write_tries`, `replay_headers` (line 8, column 1)",
+            "config/tomos.toml: primary.color: unknown field `color`, expected one of `name`, `url`, `timeout`, `connect_timeout`, `host`, `rate_limit`, `ca_file`, `write_tries`, `replay_headers`, `headers` (line 8, column 1)",
         ),
         (
             "url = \"https://legacy.example.com\"",
@@ -315,6 +315,31 @@ fn broken_configs_point_at_the_key() {
             "config/tomos.toml: shadow.replay_headers.\"authorization\": environment variable $CUTOVER_TEST_UNSET_VARIABLE is not set (the value is read from it, never from the file)",
         ),
         (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\nheaders = { set = { \"x-api-key\" = \"CUTOVER_TEST_UNSET_A\" } }\n[shadow.headers]\nset = { authorization = \"CUTOVER_TEST_UNSET_B\" }",
+            "config/tomos.toml: primary.headers.set.\"x-api-key\": environment variable $CUTOVER_TEST_UNSET_A is not set (the value is read from it, never from the file); also not set: $CUTOVER_TEST_UNSET_B (shadow.headers.set.\"authorization\")",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nheaders = { remove = [\"Cookie\", \"Transfer-Encoding\"] }",
+            "config/tomos.toml: shadow.headers.remove[1]: \"transfer-encoding\" cannot be changed per side: cutover frames every message and connection itself",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nheaders = { set = { Host = \"HOST_VAR\" } }",
+            "config/tomos.toml: shadow.headers.set.\"Host\": \"host\" cannot be changed per side: set shadow.host instead",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nheaders = { set = { \"x-key\" = \"$KEY\" } }",
+            "config/tomos.toml: shadow.headers.set.\"x-key\": expected the name of an environment variable (letters, digits, '_'), got \"$KEY\"",
+        ),
+        (
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nheaders = { colour = [] }",
+            "config/tomos.toml: shadow.headers.colour: unknown field `colour`, expected `set` or `remove` (line 13, column 13)",
+        ),
+        (
             "url = \"https://candidate.example.com/v2\"",
             "url = \"https://candidate.example.com/v2\"\nwrite_tries = 0",
             "config/tomos.toml: shadow.write_tries: expected 1 to 10 tries, got 0",
@@ -382,6 +407,51 @@ fn check_config_fails_with_the_message_and_exit_code_1() {
 }
 
 #[test]
+fn check_config_names_each_sides_headers_by_variable_never_by_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sides.toml");
+    let text = BASE
+        .replacen(
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\nheaders = { set = { \"x-api-key\" = \"CUTOVER_TEST_SHORT_KEY\" } }",
+            1,
+        )
+        .replacen(
+            "url = \"https://candidate.example.com/v2\"",
+            "url = \"https://candidate.example.com/v2\"\nheaders = { set = { authorization = \"CUTOVER_TEST_LONG_KEY\" }, remove = [\"cookie\"] }",
+            1,
+        );
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check-config", path.to_str().unwrap()])
+        .env("CUTOVER_TEST_SHORT_KEY", "k3y")
+        .env("CUTOVER_TEST_LONG_KEY", "Bearer long-enough-token")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("every request to the primary: sets x-api-key (from $CUTOVER_TEST_SHORT_KEY)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "every request to the shadow: sets authorization (from $CUTOVER_TEST_LONG_KEY), removes cookie\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: $CUTOVER_TEST_SHORT_KEY is shorter than 8 bytes: primary.headers.set.\"x-api-key\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("LONG_KEY is shorter"), "{stdout}");
+    assert!(
+        !stdout.contains("k3y") && !stdout.contains("long-enough-token"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_tomos_config_never_mirrors_side_effect_routes() {
     let config = Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tomos.toml")).unwrap();
     let policy = |method: &str, path: &str| {
@@ -406,4 +476,58 @@ fn the_tomos_config_never_mirrors_side_effect_routes() {
         policy("PATCH", "/api/task/0f8fad5b-d9cb-469f-a165-70867728950e/complete").as_deref(),
         Some("dual-write")
     );
+}
+
+#[test]
+fn side_headers_are_read_from_the_environment_and_redacted_wherever_they_appear() {
+    let text = BASE.replacen(
+        "url = \"https://candidate.example.com/v2\"",
+        "url = \"https://candidate.example.com/v2\"\n[shadow.headers]\nset = { \"X-Api-Key\" = \"CANDIDATE_KEY\" }\nremove = [\"cookie\"]",
+        1,
+    );
+    let env = |name: &str| (name == "CANDIDATE_KEY").then(|| "sk-live-0123456789".to_string());
+    let config = Config::parse(&text, "config/tomos.toml", &env).unwrap();
+    let headers = &config.shadow.headers;
+    assert_eq!(headers.remove, vec![http::header::COOKIE]);
+    assert_eq!(headers.set.len(), 1);
+    assert_eq!(headers.set[0].name, "x-api-key");
+    assert_eq!(headers.set[0].variable, "CANDIDATE_KEY");
+    assert_eq!(headers.set[0].value.expose(), "sk-live-0123456789");
+    assert!(config.primary.headers.set.is_empty() && config.primary.headers.remove.is_empty());
+    // A backend that echoes the key back gets it scrubbed from kept text,
+    // and the header itself is redacted by name.
+    let echoed = r#"{"seen":"sk-live-0123456789","quoted":"a\"sk-live-0123456789"}"#.to_string();
+    assert_eq!(
+        config.redact.scrub(echoed),
+        r#"{"seen":"[redacted]","quoted":"a\"[redacted]"}"#
+    );
+    let mut request = http::HeaderMap::new();
+    request.insert("x-api-key", http::HeaderValue::from_static("client-supplied"));
+    assert_eq!(config.redact.headers(&request)["x-api-key"], "[redacted]");
+}
+
+#[test]
+fn a_header_cutover_sets_twice_on_the_shadow_is_refused() {
+    let env = |name: &str| name.starts_with("KEY_").then(|| "value-long-enough".to_string());
+    let cases = [
+        (
+            "replay_headers = { authorization = \"KEY_A\" }\nheaders = { set = { Authorization = \"KEY_B\" } }",
+            "config/tomos.toml: shadow.replay_headers.\"authorization\": \"authorization\" is also in shadow.headers.set, which applies to every request to the shadow, replays included; keep it in one place",
+        ),
+        (
+            "headers = { set = { \"x-key\" = \"KEY_A\" }, remove = [\"X-Key\"] }",
+            "config/tomos.toml: shadow.headers.set.\"x-key\": \"x-key\" is also in shadow.headers.remove; set already replaces the client's value",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let text = BASE.replacen(
+            "url = \"https://candidate.example.com/v2\"",
+            &format!("url = \"https://candidate.example.com/v2\"\n{extra}"),
+            1,
+        );
+        match Config::parse(&text, "config/tomos.toml", &env) {
+            Ok(_) => panic!("accepted {extra:?}"),
+            Err(err) => assert_eq!(err.to_string(), expected),
+        }
+    }
 }

@@ -75,7 +75,7 @@ async fn a_good_reload_applies_to_the_next_request_and_a_bad_one_keeps_the_old_c
     // A change that needs a restart is refused too, not half applied.
     let moved = with_route(&setup, "[[route]]\nname = \"other\"\nmatch = \"GET /new\"\n")
         .replace("url = \"\"", &format!("url = \"{store}\""))
-        .replace("timeout = \"5s\"\n\n[shadow]", "timeout = \"7s\"\n\n[shadow]");
+        .replacen("timeout = \"5s\"\n", "timeout = \"7s\"\n", 1);
     std::fs::write(&file, moved).unwrap();
     let (status, body) = reload(admin).await;
     assert_eq!(status, 400);

@@ -133,6 +133,32 @@ pub(super) fn health(admin: &str) -> anyhow::Result<()> {
     })
 }
 
+/// What `[side.headers]` does to every request to that side, naming each
+/// value's variable (never the value), and a warning for a value too short
+/// to be scrubbed from kept text by value.
+fn say_side_headers(side: &str, headers: &crate::upstream::SideHeaders) -> anyhow::Result<()> {
+    let set = headers
+        .set
+        .iter()
+        .map(|header| format!("sets {} (from ${})", header.name, header.variable));
+    let removes = headers.remove.iter().map(|name| format!("removes {name}"));
+    let changes: Vec<String> = set.chain(removes).collect();
+    if !changes.is_empty() {
+        say!("          every request to the {side}: {}", changes.join(", "));
+    }
+    for header in &headers.set {
+        if header.value.expose().len() < crate::redact::SHORTEST_SCRUBBED {
+            say!(
+                "  warning: ${} is shorter than {} bytes: {side}.headers.set.\"{}\" is redacted as a header, but not scrubbed where a backend echoes it in a body",
+                header.variable,
+                crate::redact::SHORTEST_SCRUBBED,
+                header.name
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     say!("{}: ok", config.source);
@@ -144,6 +170,7 @@ pub(super) fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
             upstream.url,
             humantime::format_duration(upstream.timeout)
         );
+        say_side_headers(side, &upstream.headers)?;
     }
     say!("  store: {}", crate::store::redact_url(&config.store.url));
     say!(

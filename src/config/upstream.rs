@@ -13,7 +13,7 @@ use super::context::{is_label_char, Ctx};
 use super::{ranges, ConfigError, PRIMARY_URL_ENV, SHADOW_URL_ENV};
 use crate::secret::Secret;
 use crate::units::parse_rate;
-use crate::upstream::UpstreamConfig;
+use crate::upstream::{SetHeader, SideHeaders, UpstreamConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +28,62 @@ pub(super) struct RawUpstream {
     write_tries: Option<u32>,
     #[serde(default)]
     replay_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    headers: RawSideHeaders,
+}
+
+/// `[primary.headers]` / `[shadow.headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSideHeaders {
+    /// Header name → the environment variable its value is read from.
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// Headers a side's `set` or `remove` may not touch: Host has its own key,
+/// and the rest frame the message or the connection, which cutover owns.
+const FRAMING_HEADERS: [&str; 10] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "expect",
+];
+
+/// The names of the headers cutover itself sets on requests to either side.
+pub(super) fn sent_header_names(primary: &UpstreamConfig, shadow: &UpstreamConfig) -> Vec<HeaderName> {
+    [primary, shadow]
+        .into_iter()
+        .flat_map(|side| {
+            let set = side.headers.set.iter().map(|header| header.name.clone());
+            set.chain(side.replay_headers.iter().map(|(name, _)| name.clone()))
+        })
+        .collect()
+}
+
+/// The values of those headers, which no kept text may carry.
+pub(super) fn sent_header_values(primary: &UpstreamConfig, shadow: &UpstreamConfig) -> Vec<Secret> {
+    [primary, shadow]
+        .into_iter()
+        .flat_map(|side| {
+            let set = side.headers.set.iter().map(|header| header.value.clone());
+            set.chain(side.replay_headers.iter().map(|(_, value)| value.clone()))
+        })
+        .collect()
+}
+
+/// An environment variable a key names that is not set (or is empty).
+struct Missing {
+    key: String,
+    variable: String,
 }
 
 impl Ctx<'_> {
@@ -39,8 +95,40 @@ impl Ctx<'_> {
         shadow: RawUpstream,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(UpstreamConfig, UpstreamConfig), ConfigError> {
-        let primary = self.upstream("primary", primary, PRIMARY_URL_ENV, "30s", env)?;
-        let shadow = self.upstream("shadow", shadow, SHADOW_URL_ENV, "10s", env)?;
+        let mut missing = Vec::new();
+        let primary = self.upstream("primary", primary, PRIMARY_URL_ENV, "30s", env, &mut missing)?;
+        let shadow = self.upstream("shadow", shadow, SHADOW_URL_ENV, "10s", env, &mut missing)?;
+        if let Some(first) = missing.first() {
+            let also: Vec<String> = missing[1..]
+                .iter()
+                .map(|other| format!("${} ({})", other.variable, other.key))
+                .collect();
+            let mut message = format!(
+                "environment variable ${} is not set (the value is read from it, never from the file)",
+                first.variable
+            );
+            if !also.is_empty() {
+                message.push_str(&format!("; also not set: {}", also.join(", ")));
+            }
+            return Err(self.invalid(&first.key, message));
+        }
+        for (name, _) in &shadow.replay_headers {
+            let conflict = if shadow.headers.set.iter().any(|set| set.name == name) {
+                Some("set")
+            } else if shadow.headers.remove.contains(name) {
+                Some("remove")
+            } else {
+                None
+            };
+            if let Some(list) = conflict {
+                return Err(self.invalid(
+                    format!("shadow.replay_headers.\"{name}\""),
+                    format!(
+                        "\"{name}\" is also in shadow.headers.{list}, which applies to every request to the shadow, replays included; keep it in one place"
+                    ),
+                ));
+            }
+        }
         if !primary.replay_headers.is_empty() {
             return Err(self.invalid(
                 "primary.replay_headers",
@@ -69,6 +157,7 @@ impl Ctx<'_> {
         url_env: &str,
         default_timeout: &str,
         env: &dyn Fn(&str) -> Option<String>,
+        missing: &mut Vec<Missing>,
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = |field: &str| format!("{section}.{field}");
         if raw.name.trim().is_empty() || !raw.name.chars().all(is_label_char) {
@@ -111,8 +200,10 @@ impl Ctx<'_> {
         if !(1..=10).contains(&write_tries) {
             return Err(self.invalid(key("write_tries"), format!("expected 1 to 10 tries, got {write_tries}")));
         }
-        let replay_headers = self.replay_headers(section, raw.replay_headers, env)?;
+        let replay_headers = self.replay_headers(section, raw.replay_headers, env, missing)?;
+        let headers = self.side_headers(section, raw.headers, env, missing)?;
         Ok(UpstreamConfig {
+            headers,
             name: raw.name,
             write_tries,
             replay_headers,
@@ -170,20 +261,105 @@ impl Ctx<'_> {
         section: &str,
         raw: BTreeMap<String, String>,
         env: &dyn Fn(&str) -> Option<String>,
+        missing: &mut Vec<Missing>,
     ) -> Result<Vec<(HeaderName, Secret)>, ConfigError> {
         let mut replay_headers = Vec::new();
-        for (name, var) in raw {
+        for (name, variable) in raw {
             let header_key = format!("{section}.replay_headers.\"{name}\"");
-            let header = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| self.invalid(&header_key, format!("not a valid header name: \"{name}\"")))?;
-            let value = env(&var).filter(|value| !value.is_empty()).ok_or_else(|| {
-                self.invalid(
-                    &header_key,
-                    format!("environment variable ${var} is not set (the value is read from it, never from the file)"),
-                )
-            })?;
-            replay_headers.push((header, Secret::new(value)));
+            let header = self.header_name(&header_key, &name)?;
+            if let Some(value) = self.header_value(&header_key, variable, env, missing)? {
+                replay_headers.push((header, value));
+            }
         }
         Ok(replay_headers)
+    }
+
+    /// `[section.headers]`: `remove` then `set`, neither touching the headers
+    /// that frame the message, and no name in both.
+    fn side_headers(
+        &self,
+        section: &str,
+        raw: RawSideHeaders,
+        env: &dyn Fn(&str) -> Option<String>,
+        missing: &mut Vec<Missing>,
+    ) -> Result<SideHeaders, ConfigError> {
+        let framing = |key: &str, header: &HeaderName| {
+            if FRAMING_HEADERS.contains(&header.as_str()) {
+                let hint = if header == http::header::HOST {
+                    format!("set {section}.host instead")
+                } else {
+                    "cutover frames every message and connection itself".to_string()
+                };
+                return Err(self.invalid(key, format!("\"{header}\" cannot be changed per side: {hint}")));
+            }
+            Ok(())
+        };
+        let mut headers = SideHeaders::default();
+        for (index, name) in raw.remove.iter().enumerate() {
+            let key = format!("{section}.headers.remove[{index}]");
+            let header = self.header_name(&key, name)?;
+            framing(&key, &header)?;
+            if !headers.remove.contains(&header) {
+                headers.remove.push(header);
+            }
+        }
+        for (name, variable) in raw.set {
+            let key = format!("{section}.headers.set.\"{name}\"");
+            let header = self.header_name(&key, &name)?;
+            framing(&key, &header)?;
+            if headers.remove.contains(&header) {
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "\"{header}\" is also in {section}.headers.remove; set already replaces the client's value"
+                    ),
+                ));
+            }
+            if let Some(value) = self.header_value(&key, variable.clone(), env, missing)? {
+                headers.set.push(SetHeader {
+                    name: header,
+                    variable,
+                    value,
+                });
+            }
+        }
+        Ok(headers)
+    }
+
+    fn header_name(&self, key: &str, name: &str) -> Result<HeaderName, ConfigError> {
+        HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| self.invalid(key, format!("not a valid header name: \"{name}\"")))
+    }
+
+    /// The value of the environment variable `variable`, checked as a header
+    /// value; `None` (noted in `missing`) when it is not set or empty, so
+    /// one error can name every variable that is missing.
+    fn header_value(
+        &self,
+        key: &str,
+        variable: String,
+        env: &dyn Fn(&str) -> Option<String>,
+        missing: &mut Vec<Missing>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        if variable.is_empty() || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(self.invalid(
+                key,
+                format!("expected the name of an environment variable (letters, digits, '_'), got \"{variable}\""),
+            ));
+        }
+        let Some(value) = env(&variable).filter(|value| !value.is_empty()) else {
+            missing.push(Missing {
+                key: key.to_string(),
+                variable,
+            });
+            return Ok(None);
+        };
+        if http::HeaderValue::from_str(&value).is_err() {
+            return Err(self.invalid(
+                key,
+                format!("the value of ${variable} is not a valid header value (control characters or non-ASCII)"),
+            ));
+        }
+        Ok(Some(Secret::new(value)))
     }
 }

@@ -2,7 +2,8 @@
 //! its differences count in, and, for groups that still want one, a
 //! redacted sample (differences, unified diff, body excerpts, request).
 //!
-//! Must never: keep a value at a secret place, or a body past its excerpt limit.
+//! Must never: keep a value at a secret place, a value cutover sent as a
+//! secret (wherever a backend echoes it), or a body past its excerpt limit.
 
 use http::HeaderMap;
 
@@ -104,9 +105,13 @@ impl Recorder {
             .iter()
             .map(|difference| self.redact_difference(difference))
             .collect();
-        let differences = serde_json::to_string(&differences).unwrap_or_default();
-        let primary_text = self.render(&primary.headers, &primary.body);
-        let shadow_text = self.render(&shadow.headers, &shadow.body);
+        // A backend may echo what cutover set on its request: scrubbed
+        // before the diff and the clipping, so no part of it survives.
+        let differences = self
+            .redactor
+            .scrub(serde_json::to_string(&differences).unwrap_or_default());
+        let primary_text = self.redactor.scrub(self.render(&primary.headers, &primary.body));
+        let shadow_text = self.redactor.scrub(self.render(&shadow.headers, &shadow.body));
         let unified = similar::TextDiff::configure()
             .timeout(compare::LINE_DIFF_DEADLINE)
             .diff_lines(&primary_text, &shadow_text)
@@ -114,13 +119,18 @@ impl Recorder {
             .context_radius(3)
             .header("primary", "shadow")
             .to_string();
-        let request = serde_json::json!({
-            "method": exchange.request.method.as_str(),
-            "path": self.redactor.path(&exchange.request.path_and_query),
-            "headers": self.redactor.headers(&exchange.request.headers),
-            "body": clip(&self.render(&exchange.request.headers, &exchange.request.body), EXCERPT_LIMIT),
-        })
-        .to_string();
+        let request_body = self
+            .redactor
+            .scrub(self.render(&exchange.request.headers, &exchange.request.body));
+        let request = self.redactor.scrub(
+            serde_json::json!({
+                "method": exchange.request.method.as_str(),
+                "path": self.redactor.path(&exchange.request.path_and_query),
+                "headers": self.redactor.headers(&exchange.request.headers),
+                "body": clip(&request_body, EXCERPT_LIMIT),
+            })
+            .to_string(),
+        );
         wanted
             .into_iter()
             .map(|group| SampleRecord {

@@ -162,6 +162,7 @@ mod tests {
             rate_limit: None,
             write_tries: 1,
             replay_headers: Vec::new(),
+            headers: Default::default(),
             ca_file: None,
         }
     }

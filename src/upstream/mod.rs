@@ -4,8 +4,9 @@
 //! answer and idle-body timeouts, the backend's own Host header and
 //! base-path prefix.
 //!
-//! Requests go out as given: method, path, query and headers byte for byte
-//! (no header is added but Host, when the request has none). Redirects are
+//! Requests go out as given: method, path, query and headers byte for byte,
+//! but for the side's own `[primary.headers]` / `[shadow.headers]` (removed,
+//! then set) and Host, when the request has none. Redirects are
 //! never followed and no proxy from the environment is used: the upstream
 //! answers, nothing else.
 //!
@@ -63,6 +64,8 @@ pub enum UpstreamError {
     },
     #[error("upstream \"{upstream}\": its URL has no host to connect to")]
     NoHost { upstream: String },
+    #[error("upstream \"{upstream}\": the value of ${variable} is not a valid header value")]
+    HeaderValue { upstream: String, variable: String },
 }
 
 /// One backend, as `[primary]` or `[shadow]` configures it (config builds it).
@@ -84,6 +87,26 @@ pub struct UpstreamConfig {
     pub replay_headers: Vec<(http::HeaderName, crate::secret::Secret)>,
     /// Extra PEM CA certificates to trust (on top of the system roots).
     pub ca_file: Option<std::path::PathBuf>,
+    /// `[primary.headers]` / `[shadow.headers]`: applied to every request this side gets.
+    pub headers: SideHeaders,
+}
+
+/// What every request to one side has removed, then set, whoever sends it
+/// (the proxy, the mirror, a replay, a sweep or a verify).
+#[derive(Debug, Clone, Default)]
+pub struct SideHeaders {
+    pub remove: Vec<http::HeaderName>,
+    pub set: Vec<SetHeader>,
+}
+
+/// One header `set` puts on every request, its value read from an
+/// environment variable (never from the file).
+#[derive(Debug, Clone)]
+pub struct SetHeader {
+    pub name: http::HeaderName,
+    /// The environment variable the value came from, to name it in messages.
+    pub variable: String,
+    pub value: crate::secret::Secret,
 }
 
 /// Why a request to an upstream got no answer.
@@ -111,6 +134,10 @@ pub struct Upstream {
     /// `Authorization: Basic …` from the URL's user and password (which come
     /// from the environment, never the file), for requests without their own.
     credentials: Option<HeaderValue>,
+    /// The side's `remove` list, applied before `set`.
+    remove: Arc<[http::HeaderName]>,
+    /// The side's `set` headers, marked sensitive so no debug output shows them.
+    set: Arc<[(http::HeaderName, HeaderValue)]>,
 }
 
 /// A reqwest client builder that can be built: reqwest is compiled without
@@ -166,6 +193,20 @@ impl Upstream {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
+        let set = config
+            .headers
+            .set
+            .iter()
+            .map(|header| {
+                let mut value =
+                    HeaderValue::from_str(header.value.expose()).map_err(|_| UpstreamError::HeaderValue {
+                        upstream: config.name.clone(),
+                        variable: header.variable.clone(),
+                    })?;
+                value.set_sensitive(true);
+                Ok((header.name.clone(), value))
+            })
+            .collect::<Result<Vec<_>, UpstreamError>>()?;
         let connector = Bounded::new(connector, max_connections);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -181,6 +222,8 @@ impl Upstream {
             timeout: config.timeout,
             host: config.host.clone(),
             credentials: basic_credentials(url),
+            remove: config.headers.remove.clone().into(),
+            set: set.into(),
         })
     }
 
@@ -237,6 +280,12 @@ impl Upstream {
             .path_and_query(target)
             .build()
             .map_err(|err| invalid_target(&err))?;
+        for name in self.remove.iter() {
+            headers.remove(name);
+        }
+        for (name, value) in self.set.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
         if let Some(host) = &self.host {
             headers.insert(HOST, host.clone());
         }

@@ -180,6 +180,8 @@ pub struct ProxySetup {
     pub shadow: String,
     pub primary_timeout: &'static str,
     pub shadow_timeout: &'static str,
+    /// More keys of `[primary]`.
+    pub primary_extra: &'static str,
     pub shadow_extra: &'static str,
     pub mirror: &'static str,
     pub routes: &'static str,
@@ -199,6 +201,7 @@ impl ProxySetup {
             shadow,
             primary_timeout: "5s",
             shadow_timeout: "5s",
+            primary_extra: "",
             shadow_extra: "",
             mirror: "",
             routes: "",
@@ -221,6 +224,7 @@ shutdown_grace = "{grace}"
 name = "legacy"
 url = "{primary}"
 timeout = "{primary_timeout}"
+{primary_extra}
 
 [shadow]
 name = "candidate"
@@ -245,6 +249,7 @@ url = "{store}"
             store_extra = self.store_extra,
             primary = self.primary,
             primary_timeout = self.primary_timeout,
+            primary_extra = self.primary_extra,
             shadow = self.shadow,
             shadow_timeout = self.shadow_timeout,
             shadow_extra = self.shadow_extra,
