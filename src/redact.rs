@@ -80,13 +80,11 @@ impl Redactor {
 
     /// The same rules, where the headers cutover sets on requests are
     /// secret too: by name in headers, by value in any text kept.
-    pub fn with_sent_secrets(mut self, names: &[HeaderName], values: &[Secret]) -> Redactor {
-        for name in names {
+    pub fn with_sent_secrets(mut self, sent: &[(HeaderName, Secret)]) -> Redactor {
+        for (name, value) in sent {
             if !self.is_secret_header(name.as_str()) {
                 self.headers.push(name.as_str().to_string());
             }
-        }
-        for value in values {
             if value.expose().len() >= SHORTEST_SCRUBBED && !self.values.contains(value) {
                 self.values.push(value.clone());
             }
@@ -302,7 +300,8 @@ mod tests {
     fn sent_secrets_are_redacted_by_name_and_scrubbed_by_value() {
         let token = Secret::new("bypass-\"token\"-0123".to_string());
         let short = Secret::new("abc".to_string());
-        let r = redactor().with_sent_secrets(&[HeaderName::from_static("x-bypass")], &[token.clone(), short]);
+        let name = HeaderName::from_static("x-bypass");
+        let r = redactor().with_sent_secrets(&[(name.clone(), token.clone()), (name, short)]);
         let mut headers = HeaderMap::new();
         headers.insert("x-bypass", "anything".parse().unwrap());
         assert_eq!(r.headers(&headers), json!({"x-bypass": "[redacted]"}));

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::*;
 use cutover::store::{Store, StoreOptions};
-use serde_json::{json, Value};
 
 const KEY: &str = "4f1c2a9e8d7b6c5a4f3e2d1c0b9a8f7e6d5c4b3a29180716f5e4d3c2b1a09f8e";
 const LOGIN_BODY: &str = r#"{"user": "ada", "password": "hunter2"}"#;
@@ -119,24 +118,11 @@ async fn drift_a_login(replay_key: Option<&str>) -> Run {
     }
 }
 
-async fn replay_all(run: &Run) -> Value {
-    let answer = client()
-        .post(format!("http://{}/api/drift/replay", run.proxy.admin_addr))
-        .bearer_auth("t0ken")
-        .header("content-type", "application/json")
-        .body(json!({"all": true}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn with_a_replay_key_a_write_with_secrets_is_sealed_and_replayed_exactly() {
     let run = drift_a_login(Some(KEY)).await;
     let before = run.shadow.backend.requests().len();
-    let replayed = replay_all(&run).await;
+    let replayed = replay_all_drift(run.proxy.admin_addr, "t0ken").await;
     assert_eq!(replayed["replayed"][0]["state"], "reconciled", "{replayed}");
     let seen = run.shadow.backend.requests();
     assert_eq!(seen.len(), before + 1, "one replay sent");
@@ -166,7 +152,7 @@ async fn without_a_replay_key_a_write_with_secrets_is_kept_unreplayable_and_neve
         "{why}"
     );
     let before = run.shadow.backend.requests().len();
-    let replayed = replay_all(&run).await;
+    let replayed = replay_all_drift(run.proxy.admin_addr, "t0ken").await;
     assert_eq!(replayed["replayed"][0]["state"], "drift", "{replayed}");
     assert!(
         replayed["replayed"][0]["message"]

@@ -119,15 +119,8 @@ async fn each_side_gets_its_own_headers_and_no_kept_text_holds_them() {
     .await;
     shadow_down.store(false, Ordering::SeqCst);
     let before = shadow.requests().len();
-    let replayed = client()
-        .post(format!("http://{}/api/drift/replay", proxy.admin_addr))
-        .bearer_auth("t0ken")
-        .header("content-type", "application/json")
-        .body(json!({"all": true}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replayed.status(), 200);
+    let replayed = replay_all_drift(proxy.admin_addr, "t0ken").await;
+    assert_eq!(replayed["replayed"][0]["state"], "reconciled", "{replayed}");
     let seen = shadow.requests();
     assert_eq!(seen.len(), before + 1, "one replay sent");
     let replay = seen.last().unwrap();

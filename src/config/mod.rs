@@ -139,10 +139,9 @@ impl Config {
         let mirror = ctx.mirror(raw.mirror)?;
         let noise = ctx.noise(raw.noise)?;
         let store = ctx.store(raw.store, env(STORE_URL_ENV))?;
-        let redact = ctx.redact(raw.redact, env)?.with_sent_secrets(
-            &upstream::sent_header_names(&primary, &shadow),
-            &upstream::sent_header_values(&primary, &shadow),
-        );
+        let redact = ctx
+            .redact(raw.redact, env)?
+            .with_sent_secrets(&upstream::sent_headers(&primary, &shadow));
         let admin = ctx.admin(raw.admin, env)?;
         let routes = ctx.routes(raw.routes)?.folding_case(listen.case_insensitive_paths);
         let idmap = ctx.idmap(raw.idmap)?;

@@ -58,24 +58,18 @@ const FRAMING_HEADERS: [&str; 10] = [
     "expect",
 ];
 
-/// The names of the headers cutover itself sets on requests to either side.
-pub(super) fn sent_header_names(primary: &UpstreamConfig, shadow: &UpstreamConfig) -> Vec<HeaderName> {
+/// The headers cutover itself sets on requests to either side, with their
+/// values, which no kept text may carry.
+pub(super) fn sent_headers(primary: &UpstreamConfig, shadow: &UpstreamConfig) -> Vec<(HeaderName, Secret)> {
     [primary, shadow]
         .into_iter()
         .flat_map(|side| {
-            let set = side.headers.set.iter().map(|header| header.name.clone());
-            set.chain(side.replay_headers.iter().map(|(name, _)| name.clone()))
-        })
-        .collect()
-}
-
-/// The values of those headers, which no kept text may carry.
-pub(super) fn sent_header_values(primary: &UpstreamConfig, shadow: &UpstreamConfig) -> Vec<Secret> {
-    [primary, shadow]
-        .into_iter()
-        .flat_map(|side| {
-            let set = side.headers.set.iter().map(|header| header.value.clone());
-            set.chain(side.replay_headers.iter().map(|(_, value)| value.clone()))
+            let set = side
+                .headers
+                .set
+                .iter()
+                .map(|header| (header.name.clone(), header.value.clone()));
+            set.chain(side.replay_headers.iter().cloned())
         })
         .collect()
 }

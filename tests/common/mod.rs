@@ -450,6 +450,20 @@ pub async fn run_cutover(args: &[&str]) -> std::process::Output {
     .unwrap()
 }
 
+/// Asks the admin API to replay every drifted write; its answer as JSON.
+pub async fn replay_all_drift(admin: SocketAddr, token: &str) -> serde_json::Value {
+    let answer = client()
+        .post(format!("http://{admin}/api/drift/replay"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"all": true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
+}
+
 /// Sends a request with an optional JSON body through `proxy`; returns the
 /// status and the body as JSON (Null when it is not JSON).
 pub async fn send_json(
