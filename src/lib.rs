@@ -13,6 +13,7 @@
 //! - [`histogram`]: log-linear latency buckets, the store's rollups keep them (within 1.6%).
 //! - [`secret`]: a value that is used but never printed.
 //! - [`headers`]: the header names cutover reads or sets, and the markers clients may not.
+//! - [`trace`]: W3C `traceparent`: the client's trace id, and a child span per request sent on.
 //! - [`budget`]: the byte budget captured bodies are held against, and its reservations.
 //! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only),
 //!   global or per route.
@@ -83,5 +84,6 @@ pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod trace;
 pub mod units;
 pub mod upstream;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that must not import any other module of the crate.
-const LEAVES: [&str; 9] = [
+const LEAVES: [&str; 10] = [
     "budget",
     "clock",
     "exchange",
@@ -16,15 +16,16 @@ const LEAVES: [&str; 9] = [
     "mode",
     "secret",
     "seal",
+    "trace",
     "units",
 ];
 
 /// Every top-level module, from the leaves up: a module may import only
 /// the modules before it. The same order as lib.rs `# Layout`.
 #[rustfmt::skip]
-const ORDER: [&str; 28] = [
+const ORDER: [&str; 29] = [
     // leaves
-    "clock", "units", "histogram", "secret", "headers", "budget", "mode", "exchange", "seal",
+    "clock", "units", "histogram", "secret", "headers", "trace", "budget", "mode", "exchange", "seal",
     // vocabulary built on the leaves, then the pure stages
     "ledger", "compare", "idmap", "redact", "route",
     // the outside parts

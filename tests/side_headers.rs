@@ -1,7 +1,8 @@
 //! `[primary.headers]` / `[shadow.headers]`: each side gets its own
 //! credentials on every request — proxied, mirrored and replayed — while
 //! the client's answer is the primary's, and no kept text holds a value
-//! cutover set, even where a backend echoes it back.
+//! cutover set, even where a backend echoes it back. Each side also gets
+//! its own child span of the client's W3C trace.
 
 mod common;
 
@@ -135,5 +136,48 @@ async fn each_side_gets_its_own_headers_and_no_kept_text_holds_them() {
         assert_eq!(request.headers["cookie"], "session=abc");
     }
     store.close().await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_side_gets_a_child_span_of_the_clients_trace_and_no_trace_is_invented() {
+    let primary = fixed(200, &[("content-type", "application/json")], br#"{"ok":true}"#).await;
+    let shadow = fixed(200, &[("content-type", "application/json")], br#"{"ok":true}"#).await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = ROUTES;
+    let proxy = setup.start().await;
+    let client_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let answer = client()
+        .get(format!("http://{}/echo", proxy.proxy_addr))
+        .header("traceparent", client_parent)
+        .header("tracestate", "vendor=opaque")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    client()
+        .get(format!("http://{}/echo", proxy.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    eventually("the shadow got both reads", || async { shadow.requests().len() == 2 }).await;
+    let (to_primary, to_shadow) = (&primary.requests()[0], &shadow.requests()[0]);
+    let parent = |seen: &Seen| seen.headers["traceparent"].to_str().unwrap().to_string();
+    let (primary_parent, shadow_parent) = (parent(to_primary), parent(to_shadow));
+    for sent in [&primary_parent, &shadow_parent] {
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"),
+            "same trace, same flags: {sent}"
+        );
+        assert_ne!(sent, client_parent, "a child span, not the client's");
+        assert_eq!(sent.len(), client_parent.len());
+    }
+    assert_ne!(primary_parent, shadow_parent, "each side its own span");
+    for seen in [to_primary, to_shadow] {
+        assert_eq!(seen.headers["tracestate"], "vendor=opaque");
+    }
+    for seen in [&primary.requests()[1], &shadow.requests()[1]] {
+        assert!(seen.headers.get("traceparent").is_none(), "no trace invented");
+    }
     proxy.shutdown().await;
 }

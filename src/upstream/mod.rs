@@ -6,7 +6,8 @@
 //!
 //! Requests go out as given: method, path, query and headers byte for byte,
 //! but for the side's own `[primary.headers]` / `[shadow.headers]` (removed,
-//! then set) and Host, when the request has none. Redirects are
+//! then set), a `traceparent` naming a child span of its own (see
+//! [`crate::trace`]) and Host, when the request has none. Redirects are
 //! never followed and no proxy from the environment is used: the upstream
 //! answers, nothing else.
 //!
@@ -280,6 +281,7 @@ impl Upstream {
             .path_and_query(target)
             .build()
             .map_err(|err| invalid_target(&err))?;
+        crate::trace::give_child_span(&mut headers);
         for name in self.remove.iter() {
             headers.remove(name);
         }
