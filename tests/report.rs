@@ -78,6 +78,9 @@ fn high_group() -> GroupRef {
     }
 }
 
+/// The W3C trace id of the diverged sample's request.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 fn diverged_with_group(at_ms: i64) -> ExchangeRecord {
     let mut record = exchange("all-tasks", at_ms, "diverged", 1500.0, 90.0);
     record.groups = vec![high_group()];
@@ -95,6 +98,7 @@ fn diverged_with_group(at_ms: i64) -> ExchangeRecord {
         request: "{}".into(),
         primary_excerpt: None,
         shadow_excerpt: None,
+        trace_id: Some(TRACE_ID.into()),
     }];
     record
 }
@@ -206,6 +210,12 @@ async fn an_open_high_severity_group_is_no_go_until_it_is_accepted() {
         .as_deref()
         .unwrap()
         .contains("+  \"status\": \"Done\""));
+    assert_eq!(before.groups[0].trace_ids, vec![TRACE_ID.to_string()]);
+    let html = before.render(Format::Html);
+    assert!(
+        html.contains(&format!("In the backends' traces: <code>{TRACE_ID}</code>")),
+        "the group shows its trace"
+    );
     store
         .triage("0123456789abcdef", "accepted", Some("case only"), T0)
         .await
@@ -420,6 +430,7 @@ async fn groups_show_their_differences_and_markdown_stays_under_the_comment_limi
             request: "{}".into(),
             primary_excerpt: None,
             shadow_excerpt: None,
+            trace_id: None,
         }];
         records.push(record);
     }
@@ -434,6 +445,7 @@ async fn groups_show_their_differences_and_markdown_stays_under_the_comment_limi
         request: "{}".into(),
         primary_excerpt: None,
         shadow_excerpt: None,
+        trace_id: None,
     }];
     records.push(refused);
     store.record(&records).await.unwrap();

@@ -75,6 +75,7 @@ fn workload_from(t0: i64) -> Vec<ExchangeRecord> {
                         request: "{}".into(),
                         primary_excerpt: None,
                         shadow_excerpt: None,
+                        trace_id: None,
                     }]
                 } else {
                     Vec::new()

@@ -2,7 +2,7 @@
 //! credentials on every request — proxied, mirrored and replayed — while
 //! the client's answer is the primary's, and no kept text holds a value
 //! cutover set, even where a backend echoes it back. Each side also gets
-//! its own child span of the client's W3C trace.
+//! its own child span of the client's W3C trace, and samples keep its id.
 
 mod common;
 
@@ -142,9 +142,12 @@ async fn each_side_gets_its_own_headers_and_no_kept_text_holds_them() {
 #[tokio::test]
 async fn each_side_gets_a_child_span_of_the_clients_trace_and_no_trace_is_invented() {
     let primary = fixed(200, &[("content-type", "application/json")], br#"{"ok":true}"#).await;
-    let shadow = fixed(200, &[("content-type", "application/json")], br#"{"ok":true}"#).await;
+    let shadow = fixed(200, &[("content-type", "application/json")], br#"{"ok":false}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("cutover.db").display());
     let mut setup = ProxySetup::new(primary.url(), shadow.url());
     setup.routes = ROUTES;
+    setup.store = store_url.clone();
     let proxy = setup.start().await;
     let client_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let answer = client()
@@ -179,5 +182,26 @@ async fn each_side_gets_a_child_span_of_the_clients_trace_and_no_trace_is_invent
     for seen in [&primary.requests()[1], &shadow.requests()[1]] {
         assert!(seen.headers.get("traceparent").is_none(), "no trace invented");
     }
+    // The divergence's samples name the trace each came from, to find it
+    // in the backends' traces.
+    let store = Store::open(&store_url, &StoreOptions::default()).await.unwrap();
+    eventually("both reads' samples are stored", || async {
+        match store.groups().await.unwrap().first() {
+            Some(group) => store.samples(&group.key).await.unwrap().len() == 2,
+            None => false,
+        }
+    })
+    .await;
+    let group = store.groups().await.unwrap().remove(0);
+    let mut traces: Vec<Option<String>> = store
+        .samples(&group.key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|sample| sample.trace_id)
+        .collect();
+    traces.sort();
+    assert_eq!(traces, vec![None, Some("4bf92f3577b34da6a3ce929d0e0e4736".to_string())]);
+    store.close().await;
     proxy.shutdown().await;
 }

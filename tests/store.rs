@@ -132,6 +132,7 @@ fn exchange(request_id: &str, at_ms: i64, outcome: &str, groups: Vec<GroupRef>) 
                 request: r#"{"method":"GET"}"#.into(),
                 primary_excerpt: Some("{}".into()),
                 shadow_excerpt: None,
+                trace_id: (request_id == "r1").then(|| "4bf92f3577b34da6a3ce929d0e0e4736".to_string()),
             })
             .collect(),
         groups,
@@ -193,6 +194,8 @@ async fn records_exchanges_and_counts_groups(store: &Store) {
         .await
         .unwrap();
     let samples = store.samples(&title.key).await.unwrap();
+    let traces: Vec<Option<&str>> = samples.iter().map(|s| s.trace_id.as_deref()).collect();
+    assert_eq!(traces, vec![Some("4bf92f3577b34da6a3ce929d0e0e4736"), None]);
     let requests: Vec<&str> = samples
         .iter()
         .map(|s| s.differences[0]["request"].as_str().unwrap())

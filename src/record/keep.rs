@@ -119,6 +119,7 @@ impl Recorder {
             .context_radius(3)
             .header("primary", "shadow")
             .to_string();
+        let trace_id = crate::trace::trace_id(&exchange.request.headers);
         let request_body = self
             .redactor
             .scrub(self.render(&exchange.request.headers, &exchange.request.body));
@@ -140,6 +141,7 @@ impl Recorder {
                 request: request.clone(),
                 primary_excerpt: Some(clip(&primary_text, EXCERPT_LIMIT)),
                 shadow_excerpt: Some(clip(&shadow_text, EXCERPT_LIMIT)),
+                trace_id: trace_id.clone(),
             })
             .collect()
     }

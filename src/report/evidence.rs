@@ -80,6 +80,8 @@ pub struct GroupEvidence {
     pub differences: Vec<ShownDifference>,
     /// One sample's unified diff, trimmed to the lines about this group.
     pub example: Option<String>,
+    /// The W3C trace ids of the group's samples, to find them in the backends' traces.
+    pub trace_ids: Vec<String>,
     /// For an accepted group: the compare rule that makes it a match.
     pub suggested_rule: Option<String>,
 }
@@ -380,6 +382,7 @@ async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvid
             last_seen_ms: row.try_get(11)?,
             differences: Vec::new(),
             example: None,
+            trace_ids: Vec::new(),
             suggested_rule: None,
         });
     }
@@ -401,6 +404,11 @@ async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvid
             let diff = sample.unified_diff.as_deref()?;
             Some(super::example::trim(diff, &group.differences))
         });
+        for trace_id in samples.iter().filter_map(|sample| sample.trace_id.clone()) {
+            if !group.trace_ids.contains(&trace_id) {
+                group.trace_ids.push(trace_id);
+            }
+        }
     }
     Ok(groups)
 }

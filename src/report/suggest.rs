@@ -136,6 +136,7 @@ mod tests {
                 })
                 .collect(),
             example: None,
+            trace_ids: Vec::new(),
             suggested_rule: None,
         }
     }

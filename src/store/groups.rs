@@ -17,6 +17,8 @@ pub struct SampleRow {
     pub request: serde_json::Value,
     pub primary_excerpt: Option<String>,
     pub shadow_excerpt: Option<String>,
+    /// The W3C trace id of the request, when it carried a valid `traceparent`.
+    pub trace_id: Option<String>,
 }
 
 /// One route's counts, for the admin summary.
@@ -71,7 +73,7 @@ impl Store {
     /// The samples of a group, oldest first.
     pub async fn samples(&self, key: &str) -> Result<Vec<SampleRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at_ms, differences, unified_diff, request, primary_excerpt, shadow_excerpt \
+            "SELECT at_ms, differences, unified_diff, request, primary_excerpt, shadow_excerpt, trace_id \
              FROM divergence_samples WHERE group_key = $1 ORDER BY id",
         )
         .bind(key)
@@ -90,6 +92,7 @@ impl Store {
                     request: json("request")?,
                     primary_excerpt: row.try_get("primary_excerpt")?,
                     shadow_excerpt: row.try_get("shadow_excerpt")?,
+                    trace_id: row.try_get("trace_id")?,
                 })
             })
             .collect()

@@ -285,6 +285,8 @@ pub struct SampleRecord {
     pub request: String,
     pub primary_excerpt: Option<String>,
     pub shadow_excerpt: Option<String>,
+    /// The W3C trace id of the request (32 lowercase hex digits).
+    pub trace_id: Option<String>,
 }
 
 impl Store {
@@ -407,8 +409,8 @@ impl Store {
             // The count guard holds across restarts and replicas.
             sqlx::query(
                 "INSERT INTO divergence_samples (group_key, exchange_id, at_ms, differences, unified_diff, request, \
-                 primary_excerpt, shadow_excerpt) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 primary_excerpt, shadow_excerpt, trace_id) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $10 \
                  WHERE (SELECT COUNT(*) FROM divergence_samples WHERE group_key = $1) < $9",
             )
             .bind(&sample.group_key)
@@ -420,6 +422,7 @@ impl Store {
             .bind(&sample.primary_excerpt)
             .bind(&sample.shadow_excerpt)
             .bind(i64::from(self.samples_per_group))
+            .bind(&sample.trace_id)
             .execute(&mut **tx)
             .await?;
         }

@@ -56,6 +56,10 @@ pub(super) fn markdown(out: &mut String, report: &Report) {
             let (place, primary, shadow) = difference_cells(group, difference);
             let _ = writeln!(out, "- {place}: `{}` → `{}`", code(&primary), code(&shadow));
         }
+        if !group.trace_ids.is_empty() {
+            let traces: Vec<String> = group.trace_ids.iter().map(|id| format!("`{}`", code(id))).collect();
+            let _ = writeln!(out, "\nIn the backends' traces: {}", traces.join(", "));
+        }
         if let Some(rule) = &group.suggested_rule {
             let _ = writeln!(
                 out,
@@ -144,6 +148,18 @@ fn html_group(out: &mut String, group: &GroupEvidence) {
             );
         }
         out.push_str("</tbody></table>");
+    }
+    if !group.trace_ids.is_empty() {
+        let traces: Vec<String> = group
+            .trace_ids
+            .iter()
+            .map(|id| format!("<code>{}</code>", esc(id)))
+            .collect();
+        let _ = write!(
+            out,
+            "<p class=\"dim\">In the backends' traces: {}</p>",
+            traces.join(", ")
+        );
     }
     if let Some(rule) = &group.suggested_rule {
         let _ = write!(
