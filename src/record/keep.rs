@@ -185,6 +185,11 @@ impl Recorder {
             };
             hide(&mut kept.primary);
             hide(&mut kept.shadow);
+        } else {
+            // Each value is JSON text; once inside the differences' own JSON
+            // a quote in a sent value would be escaped twice, past `scrub`.
+            kept.primary = kept.primary.map(|value| self.redactor.scrub(value));
+            kept.shadow = kept.shadow.map(|value| self.redactor.scrub(value));
         }
         kept
     }
