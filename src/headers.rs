@@ -1,4 +1,4 @@
-//! The header names cutover itself reads or sets. A leaf: it imports
+//! The header names cutover itself reads, sets or removes. A leaf: it imports
 //! nothing of cutover's, so the proxy, the mirror, drift replay and sweeps
 //! share the names without importing each other.
 //!
@@ -16,6 +16,20 @@ pub const SWEEP_MARKER: &str = "x-cutover-sweep";
 /// side sees the request: a primary that suppresses side effects on the
 /// shadow marker must never do so for real traffic.
 pub const MARKERS: [&str; 3] = [SHADOW_MARKER, REPLAY_MARKER, SWEEP_MARKER];
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
+/// and `keep-alive`): they belong to one connection, never passed on
+/// (fields named in `Connection` are removed too).
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
 
 /// The request id cutover passes on, or sets when the client sent none.
 pub const REQUEST_ID: &str = "x-request-id";

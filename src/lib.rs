@@ -12,7 +12,7 @@
 //! - [`units`]: durations, sizes and rates as written in configs, flags and queries.
 //! - [`histogram`]: log-linear latency buckets, the store's rollups keep them (within 1.6%).
 //! - [`secret`]: a value that is used but never printed.
-//! - [`headers`]: the header names cutover reads or sets, and the markers clients may not.
+//! - [`headers`]: the header names cutover reads, sets or removes (hop-by-hop), and the markers clients may not.
 //! - [`trace`]: W3C `traceparent`: the client's trace id, and a child span per request sent on.
 //! - [`budget`]: the byte budget captured bodies are held against, and its reservations.
 //! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only),

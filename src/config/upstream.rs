@@ -43,20 +43,9 @@ pub(super) struct RawSideHeaders {
     remove: Vec<String>,
 }
 
-/// Headers a side's `set` or `remove` may not touch: Host has its own key,
-/// and the rest frame the message or the connection, which cutover owns.
-const FRAMING_HEADERS: [&str; 10] = [
-    "host",
-    "connection",
-    "content-length",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-    "expect",
-];
+/// Headers a side's `set` or `remove` may not touch besides the hop-by-hop
+/// ones: Host has its own key, and the rest frame the message, which cutover owns.
+const MESSAGE_HEADERS: [&str; 3] = ["host", "content-length", "expect"];
 
 /// The headers cutover itself sets on requests to either side, with their
 /// values, which no kept text may carry.
@@ -278,7 +267,8 @@ impl Ctx<'_> {
         missing: &mut Vec<Missing>,
     ) -> Result<SideHeaders, ConfigError> {
         let framing = |key: &str, header: &HeaderName| {
-            if FRAMING_HEADERS.contains(&header.as_str()) {
+            let name = header.as_str();
+            if MESSAGE_HEADERS.contains(&name) || crate::headers::HOP_BY_HOP.contains(&name) {
                 let hint = if header == http::header::HOST {
                     format!("set {section}.host instead")
                 } else {

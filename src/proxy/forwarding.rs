@@ -13,22 +13,9 @@ use http::{HeaderMap, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
 use crate::exchange::FailureKind;
-use crate::headers::{MARKERS, REQUEST_ID};
+use crate::headers::{HOP_BY_HOP, MARKERS, REQUEST_ID};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, UpstreamBody};
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
-/// and `keep-alive`); fields named in `Connection` are removed too.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
 
 /// Requests a client could mean one way and an upstream read another,
 /// refused before either upstream sees them.
