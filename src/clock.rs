@@ -7,6 +7,13 @@
 use std::time::{Duration, SystemTime};
 
 /// Now, in milliseconds since the Unix epoch.
+/// Unix milliseconds as an RFC 3339 time to the second, in UTC.
+pub fn rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
 pub fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }

@@ -328,6 +328,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// How the store, the report and the metrics name the side.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Primary => "primary",
+            Side::Shadow => "shadow",
+        }
+    }
+
     pub fn other(self) -> Side {
         match self {
             Side::Primary => Side::Shadow,

@@ -16,7 +16,8 @@
 //! - [`trace`]: W3C `traceparent`: the client's trace id, and a child span per request sent on.
 //! - [`budget`]: the byte budget captured bodies are held against, and its reservations.
 //! - [`mode`]: which side serves (shadow, candidate, candidate-fallback, primary-only),
-//!   global or per route.
+//!   global or per route, `mode::share`: the sticky share of a ramp, and
+//!   `mode::rollout`: a ramp's steps and when it advances or steps back.
 //! - [`exchange`]: the vocabulary every stage shares: one observed request, outcomes, skip
 //!   reasons, severity, `Side`, ID pairs.
 //! - [`seal`]: replay data that holds a secret, sealed under `CUTOVER_REPLAY_KEY`.

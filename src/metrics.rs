@@ -35,9 +35,13 @@ pub const CONNECTIONS_OPEN: &str = "cutover_connections_open";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "cutover_connections_closed_total";
 pub const VERDICT: &str = "cutover_verdict";
 pub const BACKEND_INFO: &str = "cutover_backend_info";
+pub const SERVED_TOTAL: &str = "cutover_served_total";
+pub const SERVED_DURATION_SECONDS: &str = "cutover_served_duration_seconds";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 24] = [
+    SERVED_TOTAL,
+    SERVED_DURATION_SECONDS,
     VERDICT,
     BACKEND_INFO,
     CONNECTIONS_OPEN,
@@ -77,6 +81,8 @@ pub struct Metrics {
     registry: Registry,
     requests_total: IntCounterVec,
     upstream_duration: HistogramVec,
+    served_total: IntCounterVec,
+    served_duration: HistogramVec,
     divergences_total: IntCounterVec,
     mirror_queue_depth: IntGauge,
     mirror_dropped_total: IntCounterVec,
@@ -140,6 +146,22 @@ impl Metrics {
             &["backend", "route"],
         )?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        let served_total = counters(
+            r,
+            SERVED_TOTAL,
+            "Client requests by route, the side that served them (primary, shadow) and outcome: a share on \
+             the candidate and the rest, apart.",
+            &["route", "served", "outcome"],
+        )?;
+        let served_duration = HistogramVec::new(
+            HistogramOpts::new(
+                SERVED_DURATION_SECONDS,
+                "Each side's answer time, by route and the side that served the client (primary, shadow).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "served", "side"],
+        )?;
+        registry.register(Box::new(served_duration.clone()))?;
         let divergences_total = counters(
             r,
             DIVERGENCES_TOTAL,
@@ -247,6 +269,8 @@ impl Metrics {
             registry,
             requests_total,
             upstream_duration,
+            served_total,
+            served_duration,
             divergences_total,
             mirror_queue_depth,
             mirror_dropped_total,
@@ -284,6 +308,28 @@ impl Metrics {
             .inc();
         if let Outcome::Skipped(reason) = outcome {
             self.mirror_dropped_total.with_label_values(&[reason.label()]).inc();
+        }
+    }
+
+    /// Counts a client request by the side that served it, with both
+    /// sides' answer times (each present when that side answered).
+    pub fn record_served(
+        &self,
+        route: &str,
+        served: &str,
+        outcome: Outcome,
+        primary: Option<f64>,
+        shadow: Option<f64>,
+    ) {
+        self.served_total
+            .with_label_values(&[route, served, outcome.label()])
+            .inc();
+        for (side, seconds) in [("primary", primary), ("shadow", shadow)] {
+            if let Some(seconds) = seconds {
+                self.served_duration
+                    .with_label_values(&[route, served, side])
+                    .observe(seconds);
+            }
         }
     }
 
@@ -487,6 +533,7 @@ mod tests {
         metrics.record_drift("r");
         metrics.record_fallback("r");
         metrics.record_sweep("r", Outcome::Match);
+        metrics.record_served("r", "shadow", Outcome::Match, Some(0.01), None);
         metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
         metrics.set_backends("legacy", "candidate");
         metrics.set_verdict("NO-GO");
@@ -496,6 +543,14 @@ mod tests {
         }
         assert!(text.contains("cutover_mirror_dropped_total{reason=\"queue_full\"} 1"));
         assert!(text.contains("cutover_verdict{verdict=\"NO-GO\"} 1"));
+        assert!(text.contains("cutover_served_total{outcome=\"match\",route=\"r\",served=\"shadow\"} 1"));
+        assert!(
+            text.contains("cutover_served_duration_seconds_count{route=\"r\",served=\"shadow\",side=\"primary\"} 1")
+        );
+        assert!(
+            !text.contains("side=\"shadow\"} 1"),
+            "a side that did not answer is not observed"
+        );
         assert!(text.contains("cutover_verdict{verdict=\"GO\"} 0"));
     }
 }

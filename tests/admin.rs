@@ -166,8 +166,10 @@ async fn divergence_groups_can_be_listed_filtered_paged_and_triaged() {
     assert_eq!(
         summary["routes"],
         json!([
-            {"route": "a", "requests": 2, "compared": 2, "outcomes": [["diverged", 2]], "open_groups": 2},
-            {"route": "b", "requests": 1, "compared": 1, "outcomes": [["diverged", 1]], "open_groups": 1}
+            {"route": "a", "requests": 2, "compared": 2, "outcomes": [["diverged", 2]], "open_groups": 2,
+             "served": [{"served": "primary", "requests": 2, "compared": 2, "diverged": 2}]},
+            {"route": "b", "requests": 1, "compared": 1, "outcomes": [["diverged", 1]], "open_groups": 1,
+             "served": [{"served": "primary", "requests": 1, "compared": 1, "diverged": 1}]}
         ])
     );
     let (_, all, _) = get(format!("{api}/divergences"), Some(TOKEN)).await;

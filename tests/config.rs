@@ -197,12 +197,12 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `sweep`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `rollout`, `sweep`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
             "matches = \"PATCH /api/task/{id:tasks}\"",
-            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare`, `learn_ids`, `translate`, `verify`, `on_primary_error` (line 16, column 1)",
+            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare`, `learn_ids`, `translate`, `verify`, `on_primary_error`, `rollout` (line 16, column 1)",
         ),
         (
             "name = \"notion\"",
@@ -338,6 +338,31 @@ fn broken_configs_point_at_the_key() {
             "url = \"https://candidate.example.com/v2\"",
             "url = \"https://candidate.example.com/v2\"\nheaders = { colour = [] }",
             "config/tomos.toml: shadow.headers.colour: unknown field `colour`, expected `set` or `remove` (line 13, column 13)",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[route.rollout]\nsteps = [\"5%\", \"1%\"]\nhold = \"30m\"",
+            "config/tomos.toml: route \"update-task\": rollout.steps: each step must be above the one before; \"1%\" is not",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[route.rollout]\nsteps = [\"150%\"]\nhold = \"30m\"",
+            "config/tomos.toml: route \"update-task\": rollout.steps: expected a percent from 0.01% to 100%, got \"150%\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[route.rollout]\nsteps = [\"5%\"]\nhold = \"30m\"\nmode = \"shadow\"",
+            "config/tomos.toml: route \"update-task\": rollout.mode: expected \"candidate\" or \"candidate-fallback\", got \"shadow\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[route.rollout]\nsteps = [\"5%\"]\nhold = \"30m\"\nkey = \"query:user\"",
+            "config/tomos.toml: route \"update-task\": rollout.key: a share's key is header:NAME, cookie:NAME or client-ip; got \"query:user\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[route.rollout]\nsteps = []\nhold = \"30m\"",
+            "config/tomos.toml: route \"update-task\": rollout.steps: give the steps, e.g. [\"1%\", \"5%\", \"25%\", \"100%\"]",
         ),
         (
             "url = \"https://candidate.example.com/v2\"",

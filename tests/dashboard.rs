@@ -356,6 +356,7 @@ async fn every_sql_query_returns_rows_from_the_real_postgres_schema() {
             samples: Vec::new(),
             learned_ids: Vec::new(),
             ledger: None,
+            served: "primary".into(),
         }])
         .await
         .unwrap();

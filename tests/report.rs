@@ -44,6 +44,7 @@ fn exchange(route: &str, at_ms: i64, outcome: &str, primary_ms: f64, shadow_ms: 
         samples: Vec::new(),
         learned_ids: Vec::new(),
         ledger: None,
+        served: "primary".into(),
     }
 }
 
@@ -750,4 +751,55 @@ async fn the_command_writes_the_report_and_its_exit_code_is_the_verdict() {
         Some(3),
         "a report that cannot be made is not a verdict"
     );
+}
+
+/// A share on the candidate and the rest on the primary are figured apart
+/// (requests, match rate, errors, p95 on each side), and the whole route
+/// still counts both; while only the primary serves, nothing is split.
+#[tokio::test]
+async fn a_share_on_the_candidate_and_the_rest_are_figured_apart() {
+    let (store, _dir) = fresh_store().await;
+    let served = |side: &str, count: i64, outcome: &str, primary_ms: f64, shadow_ms: f64| {
+        (0..count)
+            .map(|i| {
+                let mut record = exchange("all-tasks", T0 + i * 1000, outcome, primary_ms, shadow_ms);
+                record.served = side.into();
+                record
+            })
+            .collect::<Vec<_>>()
+    };
+    store.record(&served("primary", 90, "match", 40.0, 20.0)).await.unwrap();
+    let only_primary = report(&store, &Readiness::default()).await;
+    assert!(only_primary.routes[0].served_by.is_empty());
+
+    store.record(&served("shadow", 8, "match", 41.0, 9.0)).await.unwrap();
+    store.record(&served("shadow", 2, "diverged", 41.0, 9.0)).await.unwrap();
+    store.record(&served("", 5, "match", 1.0, 1.0)).await.unwrap();
+    let report = report(&store, &Readiness::default()).await;
+    let route = &report.routes[0];
+    assert_eq!(
+        route.requests, 105,
+        "the whole route counts every part, sweeps included"
+    );
+    let parts: Vec<(&str, u64, u64, u64)> = route
+        .served_by
+        .iter()
+        .map(|part| (part.served.as_str(), part.requests, part.matched, part.diverged))
+        .collect();
+    assert_eq!(parts, [("primary", 90, 90, 0), ("shadow", 10, 8, 2)]);
+    let share = &route.served_by[1];
+    assert_eq!(share.match_rate, Some(0.8));
+    assert!(share.match_rate_low < 0.8);
+    let p95 = |latency: &cutover::report::Latency| latency.p95_ms.unwrap();
+    assert!((p95(&share.shadow) - 9.0).abs() < 0.2, "{:?}", share.shadow);
+    assert!((p95(&route.served_by[0].shadow) - 20.0).abs() < 0.4);
+
+    let markdown = report.render(Format::Markdown);
+    assert!(
+        markdown.contains("served by the candidate (shadow) 10 requests, 10 compared: match rate 80.0% (at least"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("served by the primary 90 requests"), "{markdown}");
+    let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap();
+    assert_eq!(json["routes"][0]["served_by"][1]["served"], "shadow");
 }

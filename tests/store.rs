@@ -140,6 +140,7 @@ fn exchange(request_id: &str, at_ms: i64, outcome: &str, groups: Vec<GroupRef>) 
         shadow_cache: None,
         learned_ids: Vec::new(),
         ledger: None,
+        served: "primary".into(),
     }
 }
 

@@ -108,7 +108,8 @@ fn mode(state: &AdminState) -> ApiAnswer {
     Ok(json_response(StatusCode::OK, &json!(modes.current())))
 }
 
-/// `POST /api/mode`: `{"mode": …, "route": …, "reason": …}`, recorded in the
+/// `POST /api/mode`: `{"mode": …, "route": …, "percent": …, "key": …,
+/// "reason": …}`, recorded in the
 /// store first (every replica, and a restart, learns of it there).
 async fn switch_mode(state: &AdminState, asked: Value) -> ApiAnswer {
     let modes = state.modes.as_ref().ok_or_else(|| unavailable("switching modes"))?;
@@ -134,6 +135,22 @@ async fn switch_mode(state: &AdminState, asked: Value) -> ApiAnswer {
             )));
         }
     }
+    let percent = match &asked["percent"] {
+        Value::Null => None,
+        Value::Number(percent) => percent.as_f64(),
+        other => return Err(bad_request(&format!("percent must be a number, got {other}"))),
+    };
+    let key = match &asked["key"] {
+        Value::Null => None,
+        Value::String(key) => Some(key.as_str()),
+        other => {
+            return Err(bad_request(&format!(
+                "key must be header:NAME, cookie:NAME or client-ip, got {other}"
+            )))
+        }
+    };
+    let share = crate::mode::Share::asked(percent, key).map_err(|err| bad_request(&err.to_string()))?;
+    let mut switch = crate::mode::Switch::new(mode, route, share).map_err(|err| bad_request(&err.to_string()))?;
     let force = match &asked["force"] {
         Value::Null => false,
         Value::Bool(force) => *force,
@@ -151,12 +168,8 @@ async fn switch_mode(state: &AdminState, asked: Value) -> ApiAnswer {
             format!("{against}; send \"force\": true to switch to {mode} anyway"),
         ));
     }
-    let switch = crate::mode::Switch {
-        mode,
-        route,
-        reason: asked["reason"].as_str().unwrap_or("manual").to_string(),
-        forced: against.is_some(),
-    };
+    switch.reason = asked["reason"].as_str().unwrap_or("manual").to_string();
+    switch.forced = against.is_some();
     let detail = serde_json::to_value(&switch).unwrap_or_default();
     // Recorded first: the store is how every replica (and a restart) learns of it.
     let id = store

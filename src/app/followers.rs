@@ -1,7 +1,7 @@
 //! What an instance follows in the background until shutdown: mode
 //! switches made elsewhere, the open drift (every instance's, and what
-//! `cutover drift` replayed or resolved), the `[rollback]` rule, `[[sweep]]` runs and ID
-//! pairs other instances learned.
+//! `cutover drift` replayed or resolved), the `[rollback]` rule, the
+//! `[rollout]` ramps, `[[sweep]]` runs and ID pairs other instances learned.
 //!
 //! Must never: run on a request's path, or outlive the shutdown signal.
 
@@ -46,6 +46,17 @@ pub(super) fn spawn(
         tokio::spawn(watch_rollback(
             rule,
             Arc::clone(&state.health),
+            Arc::clone(&state.modes),
+            readers.clone(),
+            metrics.clone(),
+            shutdown.subscribe(),
+        ));
+    }
+    let ramps = config.ramps();
+    if !ramps.is_empty() {
+        tokio::spawn(super::rollout::drive(
+            ramps,
+            config.readiness.clone(),
             Arc::clone(&state.modes),
             readers.clone(),
             metrics.clone(),

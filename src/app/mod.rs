@@ -27,6 +27,7 @@ use crate::{admin, server};
 mod followers;
 mod lifecycle;
 mod reload;
+pub mod rollout;
 
 pub use lifecycle::ShutdownReport;
 pub use reload::{ReloadError, Reloader};

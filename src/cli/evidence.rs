@@ -11,10 +11,19 @@ use crate::ledger::LedgerState;
 
 use super::{runtime, DriftCommand, ReportFormat, StoreArgs};
 
-pub(super) fn switch(mode: &str, route: Option<String>, force: bool, at: &StoreArgs) -> anyhow::Result<()> {
+pub(super) fn switch(
+    mode: &str,
+    route: Option<String>,
+    percent: Option<f64>,
+    key: Option<&str>,
+    force: bool,
+    at: &StoreArgs,
+) -> anyhow::Result<()> {
     let mode = crate::mode::Mode::parse(mode).with_context(|| {
         format!("unknown mode \"{mode}\": expected shadow, candidate, candidate-fallback or primary-only")
     })?;
+    let share = crate::mode::Share::asked(percent, key)?;
+    let switch = crate::mode::Switch::new(mode, route.clone(), share)?;
     let config = at.config()?;
     if let (Some(config), Some(route)) = (&config, &route) {
         anyhow::ensure!(
@@ -39,35 +48,48 @@ pub(super) fn switch(mode: &str, route: Option<String>, force: bool, at: &StoreA
                 Some(_) => {}
             }
         }
-        let against = if mode.candidate_serves() {
-            let readiness = config.as_ref().map(|c| c.readiness.clone()).unwrap_or_default();
-            let now = crate::clock::now_ms();
-            let span = crate::report::Span::since(crate::report::DEFAULT_WINDOW, now);
-            crate::report::Report::build(&store, span, &readiness, now)
-                .await?
-                .against_switching()
-        } else {
-            None
-        };
-        if let (Some(against), false) = (&against, force) {
-            store.close().await;
-            anyhow::bail!("{against}; pass --force to switch to {mode} anyway");
-        }
-        let switch = crate::mode::Switch {
-            mode,
-            route: route.clone(),
-            reason: "manual".into(),
-            forced: against.is_some(),
-        };
-        let detail = serde_json::to_value(&switch)?;
-        store.add_event("mode_switch", &detail, crate::clock::now_ms()).await?;
+        let recorded = record_switch(&store, config.as_ref(), switch, force).await;
         store.close().await;
+        let switch = recorded?;
+        let share = switch
+            .share
+            .as_ref()
+            .map(|share| format!(" for {share} (the rest as shadow)"))
+            .unwrap_or_default();
         say!(
-            "{} → {mode}; every instance on this store applies it within a second",
+            "{} → {mode}{share}; every instance on this store applies it within a second",
             route.as_deref().unwrap_or("all routes")
         );
         Ok(())
     })
+}
+
+/// Records a switch every instance on the store applies; one that puts the
+/// candidate in front of clients is refused while the report over the last
+/// 48 h says NO-GO, unless forced (and then it says so).
+pub(super) async fn record_switch(
+    store: &crate::store::Store,
+    config: Option<&crate::config::Config>,
+    mut switch: crate::mode::Switch,
+    force: bool,
+) -> anyhow::Result<crate::mode::Switch> {
+    let against = if switch.mode.candidate_serves() {
+        let readiness = config.map(|c| c.readiness.clone()).unwrap_or_default();
+        let now = crate::clock::now_ms();
+        let span = crate::report::Span::since(crate::report::DEFAULT_WINDOW, now);
+        crate::report::Report::build(store, span, &readiness, now)
+            .await?
+            .against_switching()
+    } else {
+        None
+    };
+    if let (Some(against), false) = (&against, force) {
+        anyhow::bail!("{against}; pass --force to switch to {} anyway", switch.mode);
+    }
+    switch.forced = against.is_some();
+    let detail = serde_json::to_value(&switch)?;
+    store.add_event("mode_switch", &detail, crate::clock::now_ms()).await?;
+    Ok(switch)
 }
 
 /// `triage GROUP STATUS [--note]`: what the triage endpoint does.

@@ -24,6 +24,7 @@ macro_rules! say {
 mod demo;
 mod diff;
 mod evidence;
+mod rollout;
 mod serve;
 
 use demo::demo;
@@ -94,6 +95,15 @@ enum Command {
         /// Only this route (a global switch clears every route's own mode).
         #[arg(long)]
         route: Option<String>,
+        /// Only this share of the traffic (a percent, 0.01 to 100): a
+        /// stable hash of --key chooses who is in it, the same on every
+        /// replica; the rest is served as in shadow.
+        #[arg(long)]
+        percent: Option<f64>,
+        /// What a share is chosen by: header:NAME, cookie:NAME or client-ip
+        /// (the default). A request without the key is served by the primary.
+        #[arg(long, requires = "percent")]
+        key: Option<String>,
         /// Switch to the candidate even though the report says NO-GO (the
         /// event records that it was forced).
         #[arg(long)]
@@ -111,6 +121,12 @@ enum Command {
     Idmap {
         #[command(subcommand)]
         command: IdmapCommand,
+    },
+    /// The ramp onto the candidate that `[rollout]` (all routes) or
+    /// `[route.rollout]` (one route) configures.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Triage a divergence group, as `POST /api/divergences/{group}/triage`
     /// does: `accepted` differences count as matches in the report, `bug`
@@ -203,6 +219,28 @@ enum IdmapCommand {
     /// line and skipped; exit 1 if any was.
     Import {
         file: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Put the first step in force: the candidate serves its share. The
+    /// instances advance it after each hold while the gates pass on the
+    /// share's own traffic, and step back on a breach.
+    Start {
+        /// The route whose `[route.rollout]` to start (else `[rollout]`).
+        #[arg(long)]
+        route: Option<String>,
+        /// Start even though the report says NO-GO (the switch records it).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+    /// Where each ramp stands: its step, since when, and why it moved.
+    Status {
         #[command(flatten)]
         at: StoreArgs,
     },
@@ -324,7 +362,14 @@ pub fn run() -> ExitCode {
         Command::CheckConfig { file } => done(check_config(&file)),
         Command::Migrate { store } => done(migrate(&store)),
         Command::Health { admin } => done(health(&admin)),
-        Command::Switch { mode, route, force, at } => done(switch(&mode, route, force, &at)),
+        Command::Switch {
+            mode,
+            route,
+            percent,
+            key,
+            force,
+            at,
+        } => done(switch(&mode, route, percent, key.as_deref(), force, &at)),
         Command::Demo {
             duration,
             rps,
@@ -334,6 +379,12 @@ pub fn run() -> ExitCode {
         Command::Idmap {
             command: IdmapCommand::Import { file, at },
         } => found_or_not(idmap_import(&file, &at)),
+        Command::Rollout {
+            command: RolloutCommand::Start { route, force, at },
+        } => done(rollout::start(route, force, &at)),
+        Command::Rollout {
+            command: RolloutCommand::Status { at },
+        } => done(rollout::status(&at)),
         Command::Report {
             since,
             from,

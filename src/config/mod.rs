@@ -30,6 +30,7 @@ mod listen;
 mod mirror;
 pub mod ranges;
 mod readiness;
+mod rollout;
 mod routes;
 mod store;
 mod upstream;
@@ -80,6 +81,10 @@ pub struct Config {
     pub readiness: crate::report::Readiness,
     /// `[rollback]`: when the serving candidate is switched back automatically.
     pub rollback: Option<crate::mode::RollbackRule>,
+    /// `[rollout]`: a ramp of every route at once onto the candidate.
+    pub rollout: Option<crate::mode::Rollout>,
+    /// `[route.rollout]`: a ramp of one route, by route name.
+    pub route_rollouts: std::collections::BTreeMap<String, crate::mode::Rollout>,
     /// `[[sweep]]`: synthetic comparisons on a schedule.
     pub sweeps: Vec<Sweep>,
     pub routes: RouteTable,
@@ -112,6 +117,7 @@ struct RawConfig {
     #[serde(default)]
     readiness: RawReadiness,
     rollback: Option<RawRollback>,
+    rollout: Option<rollout::RawRollout>,
     #[serde(default, rename = "sweep")]
     sweeps: Vec<RawSweep>,
     #[serde(default, rename = "route")]
@@ -119,6 +125,19 @@ struct RawConfig {
 }
 
 impl Config {
+    /// Every ramp: `[rollout]` (scope `None`, all routes) and each `[route.rollout]`.
+    pub fn ramps(&self) -> Vec<(Option<String>, crate::mode::Rollout)> {
+        self.rollout
+            .iter()
+            .map(|rollout| (None, rollout.clone()))
+            .chain(
+                self.route_rollouts
+                    .iter()
+                    .map(|(route, rollout)| (Some(route.clone()), rollout.clone())),
+            )
+            .collect()
+    }
+
     /// Reads and validates a config file, applying environment overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -143,7 +162,14 @@ impl Config {
             .redact(raw.redact, env)?
             .with_sent_secrets(&upstream::sent_headers(&primary, &shadow));
         let admin = ctx.admin(raw.admin, env)?;
-        let routes = ctx.routes(raw.routes)?.folding_case(listen.case_insensitive_paths);
+        let mut raw_routes = raw.routes;
+        let mut route_rollouts = std::collections::BTreeMap::new();
+        for (name, rollout) in raw_routes.iter_mut().filter_map(routes::RawRoute::take_rollout) {
+            let at = format!("route \"{name}\": rollout");
+            route_rollouts.insert(name, ctx.rollout(&at, rollout)?);
+        }
+        let routes = ctx.routes(raw_routes)?.folding_case(listen.case_insensitive_paths);
+        let rollout = raw.rollout.map(|raw| ctx.rollout("rollout", raw)).transpose()?;
         let idmap = ctx.idmap(raw.idmap)?;
         let readiness = ctx.readiness(raw.readiness)?;
         let rollback = raw.rollback.map(|raw| ctx.rollback(raw)).transpose()?;
@@ -152,6 +178,8 @@ impl Config {
             idmap,
             readiness,
             rollback,
+            rollout,
+            route_rollouts,
             sweeps,
             fingerprint: crate::compare::short_hash(text.as_bytes()),
             source: source.to_string(),

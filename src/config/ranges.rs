@@ -61,6 +61,8 @@ pub const SWEEP_EVERY: Bounds<Duration> = within(secs(1), secs(365 * DAY));
 pub const LATENCY_LIMIT: Bounds<Duration> = within(secs(0), secs(HOUR));
 /// `rollback.window`.
 pub const ROLLBACK_WINDOW: Bounds<Duration> = within(secs(1), secs(DAY));
+/// `rollout.hold`, `[route.rollout] hold`.
+pub const ROLLOUT_HOLD: Bounds<Duration> = within(secs(1), secs(30 * DAY));
 /// `readiness.min_duration`, `readiness.unmapped_window`.
 pub const READINESS_WINDOW: Bounds<Duration> = within(secs(0), secs(365 * DAY));
 

@@ -37,6 +37,14 @@ pub(super) struct RawRoute {
     translate: RawTranslate,
     verify: Option<String>,
     on_primary_error: Option<String>,
+    rollout: Option<super::rollout::RawRollout>,
+}
+
+impl RawRoute {
+    /// The route's `[route.rollout]`, taken out (it belongs to the switch, not the route).
+    pub(super) fn take_rollout(&mut self) -> Option<(String, super::rollout::RawRollout)> {
+        self.rollout.take().map(|rollout| (self.name.clone(), rollout))
+    }
 }
 
 /// One `learn_ids` entry.

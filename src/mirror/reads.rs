@@ -88,6 +88,7 @@ impl Mirror {
             unmapped,
             racy,
             write: None,
+            served: Some(serving),
         };
         self.settle(exchange, ticket);
     }

@@ -123,6 +123,7 @@ impl Mirror {
                     unmapped: Vec::new(),
                     racy: false,
                     write: None,
+                    served: None,
                 },
                 ticket,
             );

@@ -110,6 +110,7 @@ impl Mirror {
             unmapped: Vec::new(),
             racy: !clear || self.lanes.started() != writes_started,
             write: None,
+            served: None,
         };
         self.hand_to_workers(exchange, ticket);
     }

@@ -134,6 +134,7 @@ pub(super) async fn recheck_loop(
                 unmapped: exchange.unmapped.clone(),
                 racy: false,
                 write: None,
+                served: exchange.served,
             };
             if recorder.judge(&again).outcome == Outcome::Match {
                 judgement.outcome = Outcome::Transient;

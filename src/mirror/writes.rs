@@ -226,6 +226,7 @@ impl Mirror {
             unmapped,
             racy: false,
             write: Some(WriteFacts { ledger: row, learned }),
+            served: Some(serving),
         };
         self.hand_to_workers(exchange, ticket);
     }

@@ -205,7 +205,8 @@ fn admit<'a>(
         client,
         &request_id,
     );
-    let mode = state.modes.for_route(&route_name);
+    // A share is chosen by the client's own key, so every replica agrees.
+    let mode = state.modes.for_request(&route_name, &parts.headers, client.ip()).mode;
     let serving = if mode.candidate_serves() {
         Side::Shadow
     } else {

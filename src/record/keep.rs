@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use super::{cache_status, millis_of, skip_reason, status_of, Exchange, Recorder};
 use crate::compare;
-use crate::exchange::{method_label, Outcome, SideResult};
+use crate::exchange::{method_label, Outcome, Side, SideResult};
 use crate::store::{ExchangeRecord, GroupRef, SampleRecord};
 
 /// Longest body excerpt kept in a sample.
@@ -68,6 +68,7 @@ impl Recorder {
             samples,
             learned_ids: exchange.write.as_ref().map(|w| w.learned.clone()).unwrap_or_default(),
             ledger: exchange.write.as_ref().map(|w| w.ledger.clone()),
+            served: exchange.served.map(Side::label).unwrap_or_default().into(),
         });
     }
 

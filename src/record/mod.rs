@@ -91,6 +91,9 @@ pub struct Exchange {
     pub racy: bool,
     /// For a mirrored write: its ledger row and the ID pairs it taught.
     pub write: Option<WriteFacts>,
+    /// The side that served the client; none for a request cutover sent
+    /// itself (a sweep, a read-back, a verification).
+    pub served: Option<Side>,
 }
 
 /// A dual-write the shadow will not get.
@@ -235,6 +238,14 @@ impl Recorder {
         }
         self.metrics.record_outcome(&request.route, request.method, outcome);
         let (primary, shadow) = request.serving.arrange(Some(result), None);
+        let seconds = |result: Option<&SideResult>| result.and_then(SideResult::elapsed).map(|d| d.as_secs_f64());
+        self.metrics.record_served(
+            &request.route,
+            request.serving.label(),
+            outcome,
+            seconds(primary),
+            seconds(shadow),
+        );
         self.writer.submit(ExchangeRecord {
             at_ms: crate::clock::unix_ms(request.started_at),
             request_id: request.request_id.clone(),
@@ -254,6 +265,7 @@ impl Recorder {
             samples: Vec::new(),
             learned_ids: Vec::new(),
             ledger,
+            served: request.serving.label().into(),
         });
     }
 
@@ -273,6 +285,16 @@ impl Recorder {
         }
         if let Some(elapsed) = exchange.shadow.elapsed() {
             metrics.observe_upstream(&self.shadow_name, &exchange.route, elapsed.as_secs_f64());
+        }
+        if let Some(served) = exchange.served {
+            let seconds = |result: &SideResult| result.elapsed().map(|d| d.as_secs_f64());
+            metrics.record_served(
+                &exchange.route,
+                served.label(),
+                judgement.outcome,
+                seconds(&exchange.primary),
+                seconds(&exchange.shadow),
+            );
         }
         if exchange.shadow.is_error() {
             let kind = match &exchange.shadow {

@@ -101,6 +101,11 @@ pub struct Evidence {
     pub routes: BTreeMap<String, RouteCounts>,
     pub primary_latency: BTreeMap<String, Histogram>,
     pub shadow_latency: BTreeMap<String, Histogram>,
+    /// Client requests per route and the side that served them
+    /// (`primary`, `shadow`): a share on the candidate and the rest apart.
+    pub served: BTreeMap<String, BTreeMap<String, RouteCounts>>,
+    /// Both sides' latency per route and serving side.
+    pub served_latency: BTreeMap<String, BTreeMap<String, (Histogram, Histogram)>>,
     pub timeline: Vec<TimeBucket>,
     pub bucket_ms: i64,
     pub groups: Vec<GroupEvidence>,
@@ -128,6 +133,35 @@ impl Evidence {
         Ok(evidence)
     }
 
+    /// Only what a ramp judges its share by: counts and latencies per
+    /// route and serving side, with the accepted differences.
+    pub async fn gather_served(store: &Store, from_ms: i64, to_ms: i64) -> Result<Evidence, StoreError> {
+        let mut evidence = Evidence::default();
+        evidence.route_counts(store, from_ms, to_ms).await?;
+        evidence.accepted_differences(store, from_ms, to_ms).await?;
+        evidence.latency(store, from_ms, to_ms).await?;
+        Ok(evidence)
+    }
+
+    /// The evidence of the requests `served` served on `routes` (every
+    /// route when empty), as if they were all there was.
+    pub fn served_part(&self, served: &str, routes: &[String]) -> Evidence {
+        let mut part = Evidence::default();
+        for (route, parts) in &self.served {
+            if !routes.is_empty() && !routes.contains(route) {
+                continue;
+            }
+            if let Some(counts) = parts.get(served) {
+                part.routes.insert(route.clone(), counts.clone());
+            }
+            if let Some((primary, shadow)) = self.served_latency.get(route).and_then(|sides| sides.get(served)) {
+                part.primary_latency.insert(route.clone(), primary.clone());
+                part.shadow_latency.insert(route.clone(), shadow.clone());
+            }
+        }
+        part
+    }
+
     /// Requests per route by source, outcome and skip reason; 429s and
     /// cache hits per side (from the rollups).
     async fn route_counts(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
@@ -136,8 +170,8 @@ impl Evidence {
              CAST(SUM(primary_429) AS BIGINT), CAST(SUM(shadow_429) AS BIGINT), \
              CAST(SUM(primary_cache_hits) AS BIGINT), CAST(SUM(primary_cache_known) AS BIGINT), \
              CAST(SUM(shadow_cache_hits) AS BIGINT), CAST(SUM(shadow_cache_known) AS BIGINT), \
-             CAST(SUM(rows_left_out) AS BIGINT) \
-             FROM rollups WHERE {OVERLAPPING_MINUTES} GROUP BY route, source, outcome, reason"
+             CAST(SUM(rows_left_out) AS BIGINT), served \
+             FROM rollups WHERE {OVERLAPPING_MINUTES} GROUP BY route, source, outcome, reason, served"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(from_ms)
@@ -149,31 +183,38 @@ impl Evidence {
             let source: String = row.try_get(1)?;
             let outcome: String = row.try_get(2)?;
             let reason: String = row.try_get(3)?;
-            let count = count_at(row, 4)?;
-            let counts = self.routes.entry(route).or_default();
+            let served: String = row.try_get(14)?;
             // A minute that straddles an edge of the window counts whole;
             // its times are kept inside the window.
             let first = row.try_get::<i64, _>(5)?.clamp(from_ms, to_ms - 1);
             let last = row.try_get::<i64, _>(6)?.clamp(from_ms, to_ms - 1);
-            counts.first_ms = if counts.requests == 0 {
-                first
-            } else {
-                counts.first_ms.min(first)
+            let add = |counts: &mut RouteCounts| -> Result<(), StoreError> {
+                let count = count_at(row, 4)?;
+                counts.first_ms = if counts.requests == 0 {
+                    first
+                } else {
+                    counts.first_ms.min(first)
+                };
+                counts.last_ms = counts.last_ms.max(last);
+                counts.requests += count;
+                *counts.outcomes.entry(outcome.clone()).or_default() += count;
+                if outcome == "skipped" {
+                    *counts.skipped.entry(reason.clone()).or_default() += count;
+                }
+                *counts.sources.entry(source.clone()).or_default() += count;
+                counts.primary_429 += count_at(row, 7)?;
+                counts.shadow_429 += count_at(row, 8)?;
+                counts.primary_cache_hits += count_at(row, 9)?;
+                counts.primary_cache_known += count_at(row, 10)?;
+                counts.shadow_cache_hits += count_at(row, 11)?;
+                counts.shadow_cache_known += count_at(row, 12)?;
+                counts.rows_left_out += count_at(row, 13)?;
+                Ok(())
             };
-            counts.last_ms = counts.last_ms.max(last);
-            counts.requests += count;
-            *counts.outcomes.entry(outcome.clone()).or_default() += count;
-            if outcome == "skipped" {
-                *counts.skipped.entry(reason).or_default() += count;
+            add(self.routes.entry(route.clone()).or_default())?;
+            if !served.is_empty() {
+                add(self.served.entry(route).or_default().entry(served).or_default())?;
             }
-            *counts.sources.entry(source).or_default() += count;
-            counts.primary_429 += count_at(row, 7)?;
-            counts.shadow_429 += count_at(row, 8)?;
-            counts.primary_cache_hits += count_at(row, 9)?;
-            counts.primary_cache_known += count_at(row, 10)?;
-            counts.shadow_cache_hits += count_at(row, 11)?;
-            counts.shadow_cache_known += count_at(row, 12)?;
-            counts.rows_left_out += count_at(row, 13)?;
         }
         Ok(())
     }
@@ -184,14 +225,14 @@ impl Evidence {
         let rows = sqlx::query(
             // From the accepted groups' exchanges (usually none), not from
             // every divergence in the window.
-            "SELECT e.route, COUNT(*) FROM exchanges e \
+            "SELECT e.route, e.served, COUNT(*) FROM exchanges e \
              WHERE e.id IN (SELECT eg.exchange_id FROM exchange_groups eg \
                  JOIN divergence_groups g ON g.group_key = eg.group_key WHERE g.status = 'accepted') \
              AND e.at_ms >= $1 AND e.at_ms < $2 AND e.outcome = 'diverged' \
              AND NOT EXISTS (SELECT 1 FROM exchange_groups eg \
                  JOIN divergence_groups g ON g.group_key = eg.group_key \
                  WHERE eg.exchange_id = e.id AND g.status <> 'accepted') \
-             GROUP BY e.route",
+             GROUP BY e.route, e.served",
         )
         .bind(from_ms)
         .bind(to_ms)
@@ -199,8 +240,13 @@ impl Evidence {
         .await?;
         for row in &rows {
             let route: String = row.try_get(0)?;
+            let served: String = row.try_get(1)?;
+            let accepted = count_at(row, 2)?;
             if let Some(counts) = self.routes.get_mut(&route) {
-                counts.accepted = count_at(row, 1)?;
+                counts.accepted += accepted;
+            }
+            if let Some(counts) = self.served.get_mut(&route).and_then(|parts| parts.get_mut(&served)) {
+                counts.accepted += accepted;
             }
         }
         Ok(())
@@ -209,7 +255,7 @@ impl Evidence {
     /// Latency per side and route, and the window in about 48 buckets of
     /// whole minutes (from the rollups).
     async fn latencies_and_timeline(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
-        (self.primary_latency, self.shadow_latency) = latency(store, from_ms, to_ms).await?;
+        self.latency(store, from_ms, to_ms).await?;
         let minute = crate::store::MINUTE_MS;
         let wanted = ((to_ms - from_ms) / 48).max(1);
         self.bucket_ms = (wanted + minute - 1) / minute * minute;
@@ -323,31 +369,39 @@ fn count_at(row: &sqlx::any::AnyRow, index: usize) -> Result<u64, StoreError> {
     Ok(u64::try_from(value.unwrap_or(0)).unwrap_or(0))
 }
 
-/// The latency histograms of both sides, per route, over the exchanges
-/// both sides answered (from the rollups).
-async fn latency(
-    store: &Store,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<(BTreeMap<String, Histogram>, BTreeMap<String, Histogram>), StoreError> {
-    let sql = format!(
-        "SELECT route, side, bucket, CAST(SUM(n) AS BIGINT) FROM rollup_latency WHERE {OVERLAPPING_MINUTES} \
-         GROUP BY route, side, bucket"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(store.pool())
-        .await?;
-    let (mut primary, mut shadow): (BTreeMap<String, Histogram>, BTreeMap<String, Histogram>) = Default::default();
-    for row in &rows {
-        let route: String = row.try_get(0)?;
-        let side: String = row.try_get(1)?;
-        let bucket: i64 = row.try_get(2)?;
-        let into = if side == "primary" { &mut primary } else { &mut shadow };
-        *into.entry(route).or_default().entry(bucket).or_default() += count_at(row, 3)?;
+impl Evidence {
+    /// The latency histograms of both sides, per route and per route and
+    /// serving side, over the exchanges both sides answered (from the rollups).
+    async fn latency(&mut self, store: &Store, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT route, served, side, bucket, CAST(SUM(n) AS BIGINT) FROM rollup_latency \
+             WHERE {OVERLAPPING_MINUTES} GROUP BY route, served, side, bucket"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(store.pool())
+            .await?;
+        for row in &rows {
+            let route: String = row.try_get(0)?;
+            let served: String = row.try_get(1)?;
+            let primary_side = row.try_get::<String, _>(2)? == "primary";
+            let bucket: i64 = row.try_get(3)?;
+            let n = count_at(row, 4)?;
+            let all = if primary_side {
+                &mut self.primary_latency
+            } else {
+                &mut self.shadow_latency
+            };
+            *all.entry(route.clone()).or_default().entry(bucket).or_default() += n;
+            if !served.is_empty() {
+                let (primary, shadow) = self.served_latency.entry(route).or_default().entry(served).or_default();
+                let part = if primary_side { primary } else { shadow };
+                *part.entry(bucket).or_default() += n;
+            }
+        }
+        Ok(())
     }
-    Ok((primary, shadow))
 }
 
 async fn groups(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<GroupEvidence>, StoreError> {

@@ -224,6 +224,41 @@ pub fn judge(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness)
     out
 }
 
+/// The gates a ramp's step is held by, over the share's own traffic:
+/// each route's match rate (its Wilson bound) or coverage, the error rate,
+/// and each route's p95.
+pub fn share_gates(routes: &[RouteReport], readiness: &Readiness) -> Vec<Gate> {
+    let mut out: Vec<Gate> = routes
+        .iter()
+        .map(|route| {
+            if route.compared == 0 {
+                coverage(route)
+            } else {
+                match_rate_gate(
+                    &route.route,
+                    route.matched + route.accepted,
+                    route.compared,
+                    readiness.min_compared_per_route,
+                    readiness.min_match_rate,
+                )
+            }
+        })
+        .collect();
+    if routes.is_empty() {
+        out.push(gate(
+            "share_traffic",
+            None,
+            "no requests served by the candidate yet".into(),
+            "requests in the share".into(),
+            Status::NotEnoughData,
+            Some("wait for clients in the share to send requests".into()),
+        ));
+    }
+    out.push(shadow_error_rate(routes, readiness));
+    out.extend(routes.iter().filter_map(|route| shadow_p95(route, readiness)));
+    out
+}
+
 fn gate(
     name: &str,
     route: Option<&str>,

@@ -25,6 +25,7 @@ pub(crate) use render::esc as escape_html;
 pub use render::MARKDOWN_LIMIT;
 pub use steps::Commands;
 
+use crate::exchange::Side;
 use crate::store::{LedgerState, Store, StoreError};
 use evidence::{percentile, GroupEvidence, TimeBucket};
 
@@ -149,6 +150,30 @@ pub struct RouteReport {
     pub shadow_429: u64,
     pub primary_cache_hit_share: Option<f64>,
     pub shadow_cache_hit_share: Option<f64>,
+    /// The route's client requests by the side that served them, when the
+    /// candidate (`shadow`) served some in the window: a share on the
+    /// candidate and the rest on the primary, each compared the other way
+    /// round. Empty while only the primary served.
+    pub served_by: Vec<ServedPart>,
+}
+
+/// The client requests of a route one side served, and how they compared.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServedPart {
+    /// `primary` or `shadow` (the candidate).
+    pub served: String,
+    pub requests: u64,
+    pub compared: u64,
+    /// match + transient + accepted.
+    pub matched: u64,
+    pub diverged: u64,
+    pub match_rate: Option<f64>,
+    pub match_rate_low: f64,
+    pub primary_errors: u64,
+    pub shadow_errors: u64,
+    pub both_errors: u64,
+    pub primary: Latency,
+    pub shadow: Latency,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -355,15 +380,8 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
     let accepted = counts.accepted.min(counts.outcome("diverged"));
     let compared = matched + counts.outcome("diverged");
     let (low, high) = gates::wilson(matched + accepted, compared);
-    let latency = |histograms: &BTreeMap<String, evidence::Histogram>| {
-        let histogram = histograms.get(name).cloned().unwrap_or_default();
-        Latency {
-            samples: histogram.values().sum(),
-            p50_ms: percentile(&histogram, 0.50),
-            p95_ms: percentile(&histogram, 0.95),
-            p99_ms: percentile(&histogram, 0.99),
-        }
-    };
+    let latency =
+        |histograms: &BTreeMap<String, evidence::Histogram>| histograms.get(name).map(Latency::of).unwrap_or_default();
     let primary = latency(&evidence.primary_latency);
     let shadow = latency(&evidence.shadow_latency);
     let share = |hits: u64, known: u64| (known > 0).then(|| hits as f64 / known as f64);
@@ -394,7 +412,75 @@ fn route_report(name: &str, counts: &evidence::RouteCounts, evidence: &Evidence)
         shadow_429: counts.shadow_429,
         primary_cache_hit_share: share(counts.primary_cache_hits, counts.primary_cache_known),
         shadow_cache_hit_share: share(counts.shadow_cache_hits, counts.shadow_cache_known),
+        served_by: served_parts(name, evidence),
     }
+}
+
+impl Latency {
+    fn of(histogram: &evidence::Histogram) -> Latency {
+        Latency {
+            samples: histogram.values().sum(),
+            p50_ms: percentile(histogram, 0.50),
+            p95_ms: percentile(histogram, 0.95),
+            p99_ms: percentile(histogram, 0.99),
+        }
+    }
+}
+
+/// The readiness gates over the traffic the candidate (`shadow`) served on
+/// `routes` (every route when empty) in the span: what holds a ramp's step.
+pub async fn share_gates(
+    store: &Store,
+    routes: &[String],
+    span: Span,
+    readiness: &Readiness,
+) -> Result<Vec<Gate>, StoreError> {
+    let evidence = Evidence::gather_served(store, span.from_ms, span.to_ms).await?;
+    let share = evidence.served_part(Side::Shadow.label(), routes);
+    let reports: Vec<RouteReport> = share
+        .routes
+        .iter()
+        .map(|(name, counts)| route_report(name, counts, &share))
+        .collect();
+    Ok(gates::share_gates(&reports, readiness))
+}
+
+/// A route's requests by serving side, once the candidate served some.
+fn served_parts(name: &str, evidence: &Evidence) -> Vec<ServedPart> {
+    let Some(parts) = evidence.served.get(name) else {
+        return Vec::new();
+    };
+    if parts.get(Side::Shadow.label()).is_none_or(|part| part.requests == 0) {
+        return Vec::new();
+    }
+    let latency = evidence.served_latency.get(name);
+    [Side::Primary, Side::Shadow]
+        .iter()
+        .filter_map(|side| {
+            let counts = parts.get(side.label())?;
+            let matched = counts.outcome("match") + counts.outcome("transient");
+            let accepted = counts.accepted.min(counts.outcome("diverged"));
+            let compared = matched + counts.outcome("diverged");
+            let (primary, shadow) = latency
+                .and_then(|by_side| by_side.get(side.label()))
+                .map(|(primary, shadow)| (Latency::of(primary), Latency::of(shadow)))
+                .unwrap_or_default();
+            Some(ServedPart {
+                served: side.label().to_string(),
+                requests: counts.requests,
+                compared,
+                matched: matched + accepted,
+                diverged: counts.outcome("diverged") - accepted,
+                match_rate: (compared > 0).then(|| (matched + accepted) as f64 / compared as f64),
+                match_rate_low: gates::wilson(matched + accepted, compared).0,
+                primary_errors: counts.outcome("primary_error"),
+                shadow_errors: counts.outcome("shadow_error"),
+                both_errors: counts.outcome("both_error"),
+                primary,
+                shadow,
+            })
+        })
+        .collect()
 }
 
 /// The groups, each with the share of its route's compared requests and,
@@ -447,9 +533,7 @@ fn ms(value: f64) -> String {
 }
 
 fn time(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map(|at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    crate::clock::rfc3339(millis)
 }
 
 impl Writes {

@@ -1,7 +1,7 @@
 //! The `events` table: switches, lifecycle, reloads, triage and sweep
 //! claims, the record every instance on one store follows.
 //!
-//! Must never: give one sweep run to two claimants.
+//! Must never: give one sweep run (or one ramp decision) to two claimants.
 
 use sqlx::Row;
 
@@ -96,6 +96,43 @@ impl Store {
             .rows_affected();
             tx.commit().await?;
             Ok(claimed == 1)
+        }
+        .await;
+        discard_if_failed(connection, result).await
+    }
+
+    /// Adds an `events` row of `kind` only when none of that kind came after
+    /// `after_id`: of replicas deciding on the same state at once, one
+    /// records its decision and the others see it next time. Returns the
+    /// row's id, or `None` when another came first.
+    pub async fn add_event_after(
+        &self,
+        kind: &str,
+        detail: &serde_json::Value,
+        after_id: i64,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            if self.engine == Engine::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+                    .bind(kind)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
+            let row = sqlx::query(
+                "INSERT INTO events (at_ms, kind, detail) SELECT $1, $2, $3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE kind = $2 AND id > $4) RETURNING id",
+            )
+            .bind(now_ms)
+            .bind(kind)
+            .bind(detail.to_string())
+            .bind(after_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            row.map(|row| row.try_get(0)).transpose().map_err(StoreError::from)
         }
         .await;
         discard_if_failed(connection, result).await

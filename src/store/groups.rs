@@ -31,6 +31,17 @@ pub struct RouteSummary {
     pub outcomes: Vec<(String, i64)>,
     /// Groups still open (or marked bug).
     pub open_groups: i64,
+    /// Client requests by the side that served them (`primary`, `shadow`).
+    pub served: Vec<ServedSummary>,
+}
+
+/// The client requests of a route one side served.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ServedSummary {
+    pub served: String,
+    pub requests: i64,
+    pub compared: i64,
+    pub diverged: i64,
 }
 
 /// Triage states a group can be given: `accepted` differences count as
@@ -159,8 +170,8 @@ impl Store {
     /// Per route: requests by outcome, and open divergence groups.
     pub async fn summary(&self) -> Result<Vec<RouteSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT route, outcome, CAST(SUM(requests) AS BIGINT) AS n FROM rollups \
-             GROUP BY route, outcome ORDER BY route, outcome",
+            "SELECT route, outcome, served, CAST(SUM(requests) AS BIGINT) AS n FROM rollups \
+             GROUP BY route, outcome, served ORDER BY route, outcome, served",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -168,6 +179,7 @@ impl Store {
         for row in rows {
             let route: String = row.try_get("route")?;
             let outcome: String = row.try_get("outcome")?;
+            let served: String = row.try_get("served")?;
             let count: i64 = row.try_get("n")?;
             if routes.last().is_none_or(|last| last.route != route) {
                 routes.push(RouteSummary {
@@ -176,11 +188,34 @@ impl Store {
                 });
             }
             let entry = routes.last_mut().ok_or(sqlx::Error::RowNotFound)?;
+            let compared = i64::from(matches!(outcome.as_str(), "match" | "diverged" | "transient")) * count;
+            let diverged = i64::from(outcome == "diverged") * count;
             entry.requests += count;
-            if matches!(outcome.as_str(), "match" | "diverged" | "transient") {
-                entry.compared += count;
+            entry.compared += compared;
+            match entry.outcomes.last_mut() {
+                Some((last, n)) if *last == outcome => *n += count,
+                _ => entry.outcomes.push((outcome, count)),
             }
-            entry.outcomes.push((outcome, count));
+            if served.is_empty() {
+                continue;
+            }
+            let part = match entry.served.iter().position(|part| part.served == served) {
+                Some(at) => &mut entry.served[at],
+                None => {
+                    entry.served.push(ServedSummary {
+                        served,
+                        ..ServedSummary::default()
+                    });
+                    let last = entry.served.len() - 1;
+                    &mut entry.served[last]
+                }
+            };
+            part.requests += count;
+            part.compared += compared;
+            part.diverged += diverged;
+        }
+        for entry in &mut routes {
+            entry.served.sort_by(|a, b| a.served.cmp(&b.served));
         }
         let open = sqlx::query(
             "SELECT route, COUNT(*) AS n FROM divergence_groups WHERE status IN ('open', 'bug') GROUP BY route",

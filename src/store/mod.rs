@@ -25,7 +25,7 @@ mod writer;
 
 pub use crate::ledger::{LedgerRecord, LedgerState};
 
-pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow, TRIAGE_STATES};
+pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow, ServedSummary, TRIAGE_STATES};
 pub use keep::KeepMatches;
 pub use records::{ExchangeRecord, GroupRef, IntentRecord, NoiseRecord, Record, SampleRecord};
 pub use rollups::{minute_of, MINUTE_MS};

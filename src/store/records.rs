@@ -48,6 +48,9 @@ pub struct ExchangeRecord {
     pub learned_ids: Vec<crate::exchange::IdPair>,
     /// The write ledger row, for a mirrored write.
     pub ledger: Option<LedgerRecord>,
+    /// The side that served the client (`primary` or `shadow`), or empty
+    /// for a request cutover sent itself.
+    pub served: String,
 }
 
 impl ExchangeRecord {
@@ -69,7 +72,7 @@ impl Record {
 }
 
 /// The columns of an `exchanges` row, in the order [`bind_exchange`] binds them.
-pub(super) const EXCHANGE_COLUMNS: [&str; 14] = [
+pub(super) const EXCHANGE_COLUMNS: [&str; 15] = [
     "at_ms",
     "request_id",
     "route",
@@ -84,9 +87,10 @@ pub(super) const EXCHANGE_COLUMNS: [&str; 14] = [
     "reason",
     "primary_cache",
     "shadow_cache",
+    "served",
 ];
 
-/// Rows per multi-row insert: 14 parameters each stays far below SQLite's
+/// Rows per multi-row insert: 15 parameters each stays far below SQLite's
 /// (32,766) and PostgreSQL's (65,535) limits.
 const ROWS_PER_INSERT: usize = 100;
 
@@ -182,6 +186,7 @@ fn bind_exchange<'q>(query: Query<'q>, exchange: &'q ExchangeRecord) -> Query<'q
         .bind(&exchange.reason)
         .bind(&exchange.primary_cache)
         .bind(&exchange.shadow_cache)
+        .bind(&exchange.served)
 }
 
 /// What the writer writes.

@@ -1,6 +1,6 @@
 //! Rollups: every exchange adds to one `rollups` row (its minute, route,
-//! method, source, outcome and skip reason) and, when both sides answered,
-//! to one latency bucket per side (`rollup_latency`, in
+//! method, source, outcome, skip reason and the side that served) and,
+//! when both sides answered, to one latency bucket per side (`rollup_latency`, in
 //! [`crate::histogram`]'s layout). They are upserted in the transaction of
 //! the batch the exchanges are in, so a batch counts once however often it
 //! is retried, and replicas on one PostgreSQL add into the same rows.
@@ -33,6 +33,7 @@ struct RollupKey<'a> {
     source: &'a str,
     outcome: &'a str,
     reason: &'a str,
+    served: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,6 +54,7 @@ struct RollupCounts {
 struct LatencyKey<'a> {
     minute_ms: i64,
     route: &'a str,
+    served: &'a str,
     side: &'static str,
     bucket: i64,
 }
@@ -94,6 +96,7 @@ impl<'a> Rollups<'a> {
             source: &exchange.source,
             outcome: &exchange.outcome,
             reason: exchange.reason.as_deref().unwrap_or(""),
+            served: &exchange.served,
         };
         let counts = self.counts.entry(key).or_insert(RollupCounts {
             first_ms: exchange.at_ms,
@@ -117,6 +120,7 @@ impl<'a> Rollups<'a> {
                 let key = LatencyKey {
                     minute_ms,
                     route: &exchange.route,
+                    served: &exchange.served,
                     side,
                     bucket: crate::histogram::bucket_of(ms),
                 };
@@ -143,6 +147,7 @@ impl<'a> Rollups<'a> {
                     .bind(key.source)
                     .bind(key.outcome)
                     .bind(key.reason)
+                    .bind(key.served)
                     .bind(counts.requests)
                     .bind(counts.rows_left_out)
                     .bind(counts.primary_429)
@@ -159,15 +164,16 @@ impl<'a> Rollups<'a> {
         let latency: Vec<_> = self.latency.iter().collect();
         for rows in latency.chunks(ROWS_PER_UPSERT) {
             let sql = format!(
-                "INSERT INTO rollup_latency (minute_ms, route, side, bucket, n) VALUES {} \
-                 ON CONFLICT (minute_ms, route, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
-                values_list(5, rows.len(), engine)
+                "INSERT INTO rollup_latency (minute_ms, route, served, side, bucket, n) VALUES {} \
+                 ON CONFLICT (minute_ms, route, served, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
+                values_list(6, rows.len(), engine)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (key, n) in rows {
                 query = query
                     .bind(key.minute_ms)
                     .bind(key.route)
+                    .bind(key.served)
                     .bind(key.side)
                     .bind(key.bucket)
                     .bind(**n);
@@ -179,13 +185,14 @@ impl<'a> Rollups<'a> {
 }
 
 /// The columns of a `rollups` row, in the order [`Rollups::upsert`] binds them.
-const COUNT_COLUMNS: [&str; 16] = [
+const COUNT_COLUMNS: [&str; 17] = [
     "minute_ms",
     "route",
     "method",
     "source",
     "outcome",
     "reason",
+    "served",
     "requests",
     "rows_left_out",
     "primary_429",
@@ -198,7 +205,7 @@ const COUNT_COLUMNS: [&str; 16] = [
     "last_ms",
 ];
 
-const COUNTS_CONFLICT: &str = "ON CONFLICT (minute_ms, route, method, source, outcome, reason) DO UPDATE SET \
+const COUNTS_CONFLICT: &str = "ON CONFLICT (minute_ms, route, method, source, outcome, reason, served) DO UPDATE SET \
      requests = rollups.requests + excluded.requests, \
      rows_left_out = rollups.rows_left_out + excluded.rows_left_out, \
      primary_429 = rollups.primary_429 + excluded.primary_429, \
@@ -210,7 +217,7 @@ const COUNTS_CONFLICT: &str = "ON CONFLICT (minute_ms, route, method, source, ou
      first_ms = CASE WHEN excluded.first_ms < rollups.first_ms THEN excluded.first_ms ELSE rollups.first_ms END, \
      last_ms = CASE WHEN excluded.last_ms > rollups.last_ms THEN excluded.last_ms ELSE rollups.last_ms END";
 
-/// Rows per upsert statement: 16 parameters each stays far below both
+/// Rows per upsert statement: 17 parameters each stays far below both
 /// databases' limits.
 const ROWS_PER_UPSERT: usize = 100;
 
@@ -284,11 +291,11 @@ impl Store {
             // in it or left for the next compaction, never lost.
             Engine::Postgres => sqlx::query(
                 "WITH folded AS (DELETE FROM rollup_latency WHERE minute_ms < $1 AND minute_ms % 3600000 <> 0 \
-                 RETURNING minute_ms, route, side, bucket, n) \
-                 INSERT INTO rollup_latency (minute_ms, route, side, bucket, n) \
-                 SELECT minute_ms - minute_ms % 3600000, route, side, bucket, SUM(n) FROM folded \
-                 GROUP BY minute_ms - minute_ms % 3600000, route, side, bucket \
-                 ON CONFLICT (minute_ms, route, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
+                 RETURNING minute_ms, route, served, side, bucket, n) \
+                 INSERT INTO rollup_latency (minute_ms, route, served, side, bucket, n) \
+                 SELECT minute_ms - minute_ms % 3600000, route, served, side, bucket, SUM(n) FROM folded \
+                 GROUP BY minute_ms - minute_ms % 3600000, route, served, side, bucket \
+                 ON CONFLICT (minute_ms, route, served, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
             )
             .bind(cutoff)
             .execute(&self.pool)
@@ -300,11 +307,11 @@ impl Store {
                 let result = async {
                     let mut tx = sqlx::Connection::begin(&mut *connection).await?;
                     let folded = sqlx::query(
-                        "INSERT INTO rollup_latency (minute_ms, route, side, bucket, n) \
-                         SELECT minute_ms - minute_ms % 3600000, route, side, bucket, SUM(n) FROM rollup_latency \
+                        "INSERT INTO rollup_latency (minute_ms, route, served, side, bucket, n) \
+                         SELECT minute_ms - minute_ms % 3600000, route, served, side, bucket, SUM(n) FROM rollup_latency \
                          WHERE minute_ms < $1 AND minute_ms % 3600000 <> 0 \
-                         GROUP BY minute_ms - minute_ms % 3600000, route, side, bucket \
-                         ON CONFLICT (minute_ms, route, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
+                         GROUP BY minute_ms - minute_ms % 3600000, route, served, side, bucket \
+                         ON CONFLICT (minute_ms, route, served, side, bucket) DO UPDATE SET n = rollup_latency.n + excluded.n",
                     )
                     .bind(cutoff)
                     .execute(&mut *tx)
@@ -343,7 +350,7 @@ impl Store {
 async fn old_exchanges(tx: &mut Tx<'_>, after: i64, upto: i64) -> Result<Vec<ExchangeRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT at_ms, route, method, source, outcome, reason, primary_status, shadow_status, primary_ms, \
-         shadow_ms, primary_cache, shadow_cache FROM exchanges WHERE id > $1 AND id <= $2",
+         shadow_ms, primary_cache, shadow_cache, served FROM exchanges WHERE id > $1 AND id <= $2",
     )
     .bind(after)
     .bind(upto)
@@ -364,6 +371,7 @@ async fn old_exchanges(tx: &mut Tx<'_>, after: i64, upto: i64) -> Result<Vec<Exc
                 shadow_ms: row.try_get(9)?,
                 primary_cache: row.try_get(10)?,
                 shadow_cache: row.try_get(11)?,
+                served: row.try_get(12)?,
                 ..ExchangeRecord::default()
             })
         })

@@ -30,7 +30,7 @@ pub(super) const NOISE_INTRO: &str =
 /// A route's detail, term by term (both formats): what the routes table
 /// leaves out so it fits.
 pub(super) fn route_details(route: &RouteReport) -> Vec<(&'static str, String)> {
-    vec![
+    let mut details = vec![
         (
             "requests",
             format!("{} (of which sweeps {})", route.requests, sweeps(route)),
@@ -67,7 +67,34 @@ pub(super) fn route_details(route: &RouteReport) -> Vec<(&'static str, String)> 
             format!("{} / {}", route.primary_429, route.shadow_429),
         ),
         ("cache hits primary / shadow", cache(route)),
-    ]
+    ];
+    details.extend(route.served_by.iter().map(|part| {
+        let term = if part.served == "shadow" {
+            "served by the candidate (shadow)"
+        } else {
+            "served by the primary"
+        };
+        (term, served_part(part))
+    }));
+    details
+}
+
+/// The requests one side served, as one line: how they compared, errors, p95.
+fn served_part(part: &super::ServedPart) -> String {
+    let rate = part.match_rate.map_or("–".into(), |rate| {
+        format!("{} (at least {})", percent(rate), percent(part.match_rate_low))
+    });
+    format!(
+        "{} requests, {} compared: match rate {rate}, diverged {}; errors primary / shadow {} / {}; \
+         p95 primary / shadow {} / {}",
+        part.requests,
+        part.compared,
+        part.diverged,
+        part.primary_errors + part.both_errors,
+        part.shadow_errors + part.both_errors,
+        ms_opt(part.primary.p95_ms),
+        ms_opt(part.shadow.p95_ms),
+    )
 }
 
 /// The write ledger in one sentence (both formats).

@@ -7,6 +7,12 @@
 //!   5xx) the client gets the primary's answer instead, counted.
 //! - `primary-only`: the primary serves; nothing is mirrored.
 //!
+//! A switch to `candidate` or `candidate-fallback` may be for a sticky
+//! share of the traffic ([`share::Share`]): the requests in the share are
+//! served as the mode says, the rest as in `shadow`, and both parts keep
+//! being mirrored and compared, each the other way round. A ramp
+//! ([`rollout::Rollout`]) is a plan of such shares, one step after another.
+//!
 //! A switch is an `events` row (`mode_switch`); every instance applies the
 //! rows in order (its own at once, the others' within a second by polling
 //! the store), so a switch reaches every replica and survives restarts.
@@ -14,11 +20,19 @@
 //! Must never: change the mode of a request already in flight (each request
 //! reads the mode once, when it arrives).
 
+pub mod rollout;
+pub mod share;
+
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
+
+pub use rollout::{Decision, Judged, OnBreach, Rollout};
+pub use share::{Share, ShareError, ShareKey};
 
 /// Who serves a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -82,6 +96,36 @@ pub struct Switch {
     /// Asked for with `force` while the report said NO-GO.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// Only this share of the traffic is switched (candidate modes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<Share>,
+}
+
+/// Why a switch cannot be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SwitchError {
+    #[error(
+        "a share is a part of the traffic the candidate serves: it needs mode candidate or candidate-fallback, not {0}"
+    )]
+    ShareWithoutCandidate(Mode),
+    #[error(transparent)]
+    Share(#[from] ShareError),
+}
+
+impl Switch {
+    /// A switch, checked: a share goes only with a mode the candidate serves in.
+    pub fn new(mode: Mode, route: Option<String>, share: Option<Share>) -> Result<Switch, SwitchError> {
+        if share.is_some() && !mode.candidate_serves() {
+            return Err(SwitchError::ShareWithoutCandidate(mode));
+        }
+        Ok(Switch {
+            mode,
+            route,
+            reason: "manual".into(),
+            forced: false,
+            share,
+        })
+    }
 }
 
 /// The modes in force.
@@ -89,6 +133,21 @@ pub struct Switch {
 pub struct Modes {
     pub global: Mode,
     pub routes: BTreeMap<String, Mode>,
+    /// The share of the global switch, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_share: Option<Share>,
+    /// The shares of routes switched on their own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub shares: BTreeMap<String, Share>,
+}
+
+/// Who serves one request, and whether a share decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    pub mode: Mode,
+    /// `Some(true)` in a share, `Some(false)` outside it, `None` when the
+    /// route is switched whole.
+    pub in_share: Option<bool>,
 }
 
 impl Modes {
@@ -96,22 +155,53 @@ impl Modes {
         self.routes.get(route).copied().unwrap_or(self.global)
     }
 
+    /// The route's share, if it is switched in part.
+    pub fn share_of(&self, route: &str) -> Option<&Share> {
+        if self.routes.contains_key(route) {
+            self.shares.get(route)
+        } else {
+            self.global_share.as_ref()
+        }
+    }
+
+    /// Who serves a request to `route` with these headers from `client`.
+    pub fn for_request(&self, route: &str, headers: &HeaderMap, client: IpAddr) -> Serving {
+        let mode = self.for_route(route);
+        match self.share_of(route) {
+            Some(share) if mode.candidate_serves() => {
+                let in_share = share.includes(headers, client);
+                Serving {
+                    mode: if in_share { mode } else { Mode::Shadow },
+                    in_share: Some(in_share),
+                }
+            }
+            _ => Serving { mode, in_share: None },
+        }
+    }
+
     /// Applies a switch; returns the mode it replaced.
     pub fn apply(&mut self, switch: &Switch) -> Mode {
         match &switch.route {
             Some(route) => {
                 let before = self.for_route(route);
-                if switch.mode == self.global {
+                if switch.mode == self.global && switch.share == self.global_share {
                     self.routes.remove(route);
+                    self.shares.remove(route);
                 } else {
                     self.routes.insert(route.clone(), switch.mode);
+                    match &switch.share {
+                        Some(share) => self.shares.insert(route.clone(), share.clone()),
+                        None => self.shares.remove(route),
+                    };
                 }
                 before
             }
             None => {
                 let before = self.global;
                 self.global = switch.mode;
+                self.global_share = switch.share.clone();
                 self.routes.clear();
+                self.shares.clear();
                 before
             }
         }
@@ -143,6 +233,14 @@ impl ModeTable {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .for_route(route)
+    }
+
+    /// Who serves this request (read once, when it arrives).
+    pub fn for_request(&self, route: &str, headers: &HeaderMap, client: IpAddr) -> Serving {
+        self.modes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .for_request(route, headers, client)
     }
 
     /// Applies the switch recorded as event `id`, once, in order.
@@ -276,6 +374,7 @@ impl Modes {
             route: self.routes.contains_key(route).then(|| route.to_string()),
             reason,
             forced: false,
+            share: None,
         })
     }
 }
@@ -324,12 +423,79 @@ mod tests {
     }
 
     fn switch(mode: Mode, route: Option<&str>) -> Switch {
-        Switch {
-            mode,
-            route: route.map(str::to_string),
-            reason: "manual".into(),
-            forced: false,
+        Switch::new(mode, route.map(str::to_string), None).unwrap()
+    }
+
+    fn user(name: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", http::HeaderValue::from_str(name).unwrap());
+        headers
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_share_serves_its_part_from_the_candidate_and_the_rest_as_shadow() {
+        let half = Share::new(50.0, ShareKey::parse("header:x-user").unwrap()).unwrap();
+        let mut modes = Modes::default();
+        modes.apply(&Switch::new(Mode::Candidate, Some("tasks".into()), Some(half.clone())).unwrap());
+        let served: Vec<Serving> = (0..200)
+            .map(|n| modes.for_request("tasks", &user(&format!("u{n}")), CLIENT))
+            .collect();
+        let in_share = served.iter().filter(|s| s.in_share == Some(true)).count();
+        assert!((60..140).contains(&in_share), "{in_share} of 200 in a 50% share");
+        for serving in &served {
+            let expected = if serving.in_share == Some(true) {
+                Mode::Candidate
+            } else {
+                Mode::Shadow
+            };
+            assert_eq!(serving.mode, expected);
         }
+        let keyless = modes.for_request("tasks", &HeaderMap::new(), CLIENT);
+        assert_eq!(
+            keyless,
+            Serving {
+                mode: Mode::Shadow,
+                in_share: Some(false)
+            }
+        );
+        assert_eq!(modes.for_request("other", &user("u1"), CLIENT).in_share, None);
+        // The whole route switched: the share is gone.
+        modes.apply(&switch(Mode::Candidate, Some("tasks")));
+        assert_eq!(modes.share_of("tasks"), None);
+        assert_eq!(
+            modes.for_request("tasks", &HeaderMap::new(), CLIENT).mode,
+            Mode::Candidate
+        );
+        // A global share reaches every route without its own mode.
+        modes.apply(&Switch::new(Mode::CandidateFallback, None, Some(half)).unwrap());
+        assert!(modes.routes.is_empty() && modes.share_of("tasks").is_some());
+    }
+
+    #[test]
+    fn a_share_needs_a_mode_the_candidate_serves_in() {
+        let share = Share::new(5.0, ShareKey::ClientIp).unwrap();
+        assert_eq!(
+            Switch::new(Mode::PrimaryOnly, None, Some(share)),
+            Err(SwitchError::ShareWithoutCandidate(Mode::PrimaryOnly))
+        );
+    }
+
+    #[test]
+    fn switch_rows_written_before_shares_still_read() {
+        let old = serde_json::json!({"mode": "candidate", "route": "tasks", "reason": "manual"});
+        let switch: Switch = serde_json::from_value(old).unwrap();
+        assert_eq!(switch.share, None);
+        let shared = Switch::new(
+            Mode::Candidate,
+            None,
+            Some(Share::new(5.0, ShareKey::ClientIp).unwrap()),
+        )
+        .unwrap();
+        let json = serde_json::to_value(&shared).unwrap();
+        assert_eq!(json["share"], serde_json::json!({"percent": 5.0, "key": "client-ip"}));
+        assert_eq!(serde_json::from_value::<Switch>(json).unwrap(), shared);
     }
 
     #[test]
