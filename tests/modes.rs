@@ -44,21 +44,9 @@ async fn start(primary: &Backend, shadow: &Backend, store: &str, routes: &'stati
 /// request diverges and the report says NO-GO (see the test of that below).
 async fn switch(admin: std::net::SocketAddr, mut body: Value) -> Value {
     body["force"] = json!(true);
-    let (status, answer) = post_mode(admin, body).await;
+    let (status, answer) = post_mode(admin, TOKEN, body).await;
     assert_eq!(status, 200, "{answer}");
     answer
-}
-
-async fn post_mode(admin: std::net::SocketAddr, body: Value) -> (u16, Value) {
-    let answer = client()
-        .post(format!("http://{admin}/api/mode"))
-        .bearer_auth(TOKEN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status().as_u16();
-    (status, serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap())
 }
 
 async fn side_of(proxy: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -420,7 +408,7 @@ async fn a_switch_to_the_candidate_under_no_go_must_be_forced_and_the_event_says
     })
     .await;
 
-    let (status, refused) = post_mode(proxy.admin_addr, json!({"mode": "candidate"})).await;
+    let (status, refused) = post_mode(proxy.admin_addr, TOKEN, json!({"mode": "candidate"})).await;
     assert_eq!(status, 409, "{refused}");
     let said = refused["error"].as_str().unwrap();
     assert!(
@@ -442,9 +430,9 @@ async fn a_switch_to_the_candidate_under_no_go_must_be_forced_and_the_event_says
         "away from the candidate needs no force: {back:?}"
     );
 
-    let (status, _) = post_mode(proxy.admin_addr, json!({"mode": "candidate", "force": "yes"})).await;
+    let (status, _) = post_mode(proxy.admin_addr, TOKEN, json!({"mode": "candidate", "force": "yes"})).await;
     assert_eq!(status, 400, "force is a boolean");
-    let (status, _) = post_mode(proxy.admin_addr, json!({"mode": "candidate", "force": true})).await;
+    let (status, _) = post_mode(proxy.admin_addr, TOKEN, json!({"mode": "candidate", "force": true})).await;
     assert_eq!(status, 200);
     let forced = run_cutover(&["switch", "candidate", "--force", &store_row]).await;
     assert!(forced.status.success(), "{forced:?}");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const TOKEN: &str = "share-token";
 const ROUTES: &str = "[[route]]\nname = \"things\"\nmatch = \"GET /things\"\n";
@@ -38,18 +38,6 @@ async fn start(primary: &Backend, shadow: &Backend, store: &str) -> cutover::app
     setup.routes = ROUTES;
     setup.env = vec![("CUTOVER_ADMIN_TOKEN", TOKEN.to_string())];
     setup.start().await
-}
-
-async fn post_mode(admin: std::net::SocketAddr, body: Value) -> (u16, Value) {
-    let answer = client()
-        .post(format!("http://{admin}/api/mode"))
-        .bearer_auth(TOKEN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status().as_u16();
-    (status, serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap())
 }
 
 /// Which side served a request for `user` (none: no `x-user` header).
@@ -81,6 +69,7 @@ async fn a_share_of_users_is_served_by_the_candidate_on_every_replica_and_both_p
 
     let (status, modes) = post_mode(
         a.admin_addr,
+        TOKEN,
         json!({"mode": "candidate", "route": "things", "percent": 50, "key": "header:x-user", "force": true}),
     )
     .await;
@@ -166,7 +155,7 @@ async fn a_share_of_users_is_served_by_the_candidate_on_every_replica_and_both_p
     .await;
 
     // A whole-route switch ends the share.
-    post_mode(a.admin_addr, json!({"mode": "shadow", "route": "things"})).await;
+    post_mode(a.admin_addr, TOKEN, json!({"mode": "shadow", "route": "things"})).await;
     eventually("the share is over on replica B", || async {
         let mut all_legacy = true;
         for user in users().iter().take(20) {
@@ -208,7 +197,7 @@ async fn a_bad_percent_or_key_is_refused_with_the_reason_and_the_command_line_ta
         (json!({"mode": "candidate", "key": "cookie:sid"}), "give a percent"),
         (json!({"mode": "shadow", "percent": 5}), "candidate"),
     ] {
-        let (status, answer) = post_mode(proxy.admin_addr, body.clone()).await;
+        let (status, answer) = post_mode(proxy.admin_addr, TOKEN, body.clone()).await;
         assert_eq!(status, 400, "{body} → {answer}");
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(error.contains(reason), "{body}: {error}");

@@ -203,19 +203,7 @@ pub fn percent(fraction: f64) -> String {
 /// Every gate over one window's evidence, in the order the report shows them.
 pub fn judge(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness) -> Vec<Gate> {
     let mut out = vec![observation_window(evidence, readiness)];
-    for route in routes {
-        out.push(if route.compared == 0 {
-            coverage(route)
-        } else {
-            match_rate_gate(
-                &route.route,
-                route.matched + route.accepted,
-                route.compared,
-                readiness.min_compared_per_route,
-                readiness.min_match_rate,
-            )
-        });
-    }
+    out.extend(routes.iter().map(|route| compared_gate(route, readiness)));
     out.push(high_severity_groups(evidence));
     out.push(write_drift(evidence));
     out.push(shadow_error_rate(routes, readiness));
@@ -224,26 +212,26 @@ pub fn judge(evidence: &Evidence, routes: &[RouteReport], readiness: &Readiness)
     out
 }
 
+/// A route's match rate, or its coverage when nothing was compared.
+fn compared_gate(route: &RouteReport, readiness: &Readiness) -> Gate {
+    if route.compared == 0 {
+        coverage(route)
+    } else {
+        match_rate_gate(
+            &route.route,
+            route.matched + route.accepted,
+            route.compared,
+            readiness.min_compared_per_route,
+            readiness.min_match_rate,
+        )
+    }
+}
+
 /// The gates a ramp's step is held by, over the share's own traffic:
 /// each route's match rate (its Wilson bound) or coverage, the error rate,
 /// and each route's p95.
 pub fn share_gates(routes: &[RouteReport], readiness: &Readiness) -> Vec<Gate> {
-    let mut out: Vec<Gate> = routes
-        .iter()
-        .map(|route| {
-            if route.compared == 0 {
-                coverage(route)
-            } else {
-                match_rate_gate(
-                    &route.route,
-                    route.matched + route.accepted,
-                    route.compared,
-                    readiness.min_compared_per_route,
-                    readiness.min_match_rate,
-                )
-            }
-        })
-        .collect();
+    let mut out: Vec<Gate> = routes.iter().map(|route| compared_gate(route, readiness)).collect();
     if routes.is_empty() {
         out.push(gate(
             "share_traffic",

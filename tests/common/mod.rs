@@ -450,6 +450,19 @@ pub async fn run_cutover(args: &[&str]) -> std::process::Output {
     .unwrap()
 }
 
+/// `POST /api/mode` with a body; the status and the JSON answer.
+pub async fn post_mode(admin: SocketAddr, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let answer = client()
+        .post(format!("http://{admin}/api/mode"))
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap())
+}
+
 /// Asks the admin API to replay every drifted write; its answer as JSON.
 pub async fn replay_all_drift(admin: SocketAddr, token: &str) -> serde_json::Value {
     let answer = client()
