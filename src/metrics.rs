@@ -149,8 +149,8 @@ impl Metrics {
         let served_total = counters(
             r,
             SERVED_TOTAL,
-            "Client requests by route, the side that served them (primary, shadow) and outcome: a share on \
-             the candidate and the rest, apart.",
+            "Mirrored client requests by route, the side that served them (primary, shadow) and outcome: a \
+             share on the candidate and the rest, apart.",
             &["route", "served", "outcome"],
         )?;
         let served_duration = HistogramVec::new(

@@ -238,14 +238,6 @@ impl Recorder {
         }
         self.metrics.record_outcome(&request.route, request.method, outcome);
         let (primary, shadow) = request.serving.arrange(Some(result), None);
-        let seconds = |result: Option<&SideResult>| result.and_then(SideResult::elapsed).map(|d| d.as_secs_f64());
-        self.metrics.record_served(
-            &request.route,
-            request.serving.label(),
-            outcome,
-            seconds(primary),
-            seconds(shadow),
-        );
         self.writer.submit(ExchangeRecord {
             at_ms: crate::clock::unix_ms(request.started_at),
             request_id: request.request_id.clone(),
@@ -286,6 +278,8 @@ impl Recorder {
         if let Some(elapsed) = exchange.shadow.elapsed() {
             metrics.observe_upstream(&self.shadow_name, &exchange.route, elapsed.as_secs_f64());
         }
+        // Counted here, off the client's path: only mirrored requests say
+        // how a part compares (the store's rollups count every request).
         if let Some(served) = exchange.served {
             let seconds = |result: &SideResult| result.elapsed().map(|d| d.as_secs_f64());
             metrics.record_served(

@@ -167,11 +167,11 @@ impl Store {
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
-    /// Per route: requests by outcome, and open divergence groups.
+    /// Per route: requests by outcome and by the side that served them, and open divergence groups.
     pub async fn summary(&self) -> Result<Vec<RouteSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT route, outcome, served, CAST(SUM(requests) AS BIGINT) AS n FROM rollups \
-             GROUP BY route, outcome, served ORDER BY route, outcome, served",
+            "SELECT route, outcome, CAST(SUM(requests) AS BIGINT) AS n FROM rollups \
+             GROUP BY route, outcome ORDER BY route, outcome",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -179,7 +179,6 @@ impl Store {
         for row in rows {
             let route: String = row.try_get("route")?;
             let outcome: String = row.try_get("outcome")?;
-            let served: String = row.try_get("served")?;
             let count: i64 = row.try_get("n")?;
             if routes.last().is_none_or(|last| last.route != route) {
                 routes.push(RouteSummary {
@@ -188,34 +187,30 @@ impl Store {
                 });
             }
             let entry = routes.last_mut().ok_or(sqlx::Error::RowNotFound)?;
-            let compared = i64::from(matches!(outcome.as_str(), "match" | "diverged" | "transient")) * count;
-            let diverged = i64::from(outcome == "diverged") * count;
             entry.requests += count;
-            entry.compared += compared;
-            match entry.outcomes.last_mut() {
-                Some((last, n)) if *last == outcome => *n += count,
-                _ => entry.outcomes.push((outcome, count)),
+            if matches!(outcome.as_str(), "match" | "diverged" | "transient") {
+                entry.compared += count;
             }
-            if served.is_empty() {
-                continue;
-            }
-            let part = match entry.served.iter().position(|part| part.served == served) {
-                Some(at) => &mut entry.served[at],
-                None => {
-                    entry.served.push(ServedSummary {
-                        served,
-                        ..ServedSummary::default()
-                    });
-                    let last = entry.served.len() - 1;
-                    &mut entry.served[last]
-                }
-            };
-            part.requests += count;
-            part.compared += compared;
-            part.diverged += diverged;
+            entry.outcomes.push((outcome, count));
         }
-        for entry in &mut routes {
-            entry.served.sort_by(|a, b| a.served.cmp(&b.served));
+        let parts = sqlx::query(
+            "SELECT route, served, CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(CASE WHEN outcome IN ('match', 'diverged', 'transient') THEN requests ELSE 0 END) AS BIGINT) AS compared, \
+             CAST(SUM(CASE WHEN outcome = 'diverged' THEN requests ELSE 0 END) AS BIGINT) AS diverged \
+             FROM rollups WHERE served <> '' GROUP BY route, served ORDER BY route, served",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in parts {
+            let route: String = row.try_get("route")?;
+            if let Some(entry) = routes.iter_mut().find(|entry| entry.route == route) {
+                entry.served.push(ServedSummary {
+                    served: row.try_get("served")?,
+                    requests: row.try_get("requests")?,
+                    compared: row.try_get("compared")?,
+                    diverged: row.try_get("diverged")?,
+                });
+            }
         }
         let open = sqlx::query(
             "SELECT route, COUNT(*) AS n FROM divergence_groups WHERE status IN ('open', 'bug') GROUP BY route",
