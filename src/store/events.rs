@@ -140,11 +140,27 @@ impl Store {
 
     /// `events` rows of a kind after an id, oldest first: (id, at_ms, detail).
     pub async fn events_after(&self, kind: &str, after_id: i64) -> Result<Vec<(i64, i64, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, at_ms, detail FROM events WHERE kind = $1 AND id > $2 ORDER BY id")
-            .bind(kind)
-            .bind(after_id)
-            .fetch_all(&self.pool)
-            .await?;
+        self.events_page(kind, i64::MIN, after_id, i64::MAX).await
+    }
+
+    /// At most `limit` `events` rows of a kind after an id and at or after
+    /// `since_ms`, oldest first: (id, at_ms, detail).
+    pub async fn events_page(
+        &self,
+        kind: &str,
+        since_ms: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, detail FROM events WHERE kind = $1 AND id > $2 AND at_ms >= $3 ORDER BY id LIMIT $4",
+        )
+        .bind(kind)
+        .bind(after_id)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()

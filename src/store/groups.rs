@@ -155,6 +155,29 @@ impl Store {
         rows.iter().map(group_row).collect()
     }
 
+    /// At most `limit` groups of a severity first seen after `after`
+    /// (first seen, group key), oldest first: what a `[[notify]]` sink
+    /// hears of as a new high-severity group, a page at a time.
+    pub async fn groups_seen_after(
+        &self,
+        severity: &str,
+        after: (i64, &str),
+        limit: i64,
+    ) -> Result<Vec<GroupRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_key, route, pattern, kind, severity, count, first_seen_ms, last_seen_ms, status \
+             FROM divergence_groups WHERE severity = $1 AND (first_seen_ms > $2 OR (first_seen_ms = $2 AND group_key > $3)) \
+             ORDER BY first_seen_ms, group_key LIMIT $4",
+        )
+        .bind(severity)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(group_row).collect()
+    }
+
     /// The group keys an exchange (by request id) counted in.
     pub async fn groups_of(&self, request_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(

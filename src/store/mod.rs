@@ -17,6 +17,7 @@ mod events;
 mod groups;
 mod ids;
 mod keep;
+mod notices;
 mod records;
 mod rollups;
 mod shared;
@@ -27,6 +28,7 @@ pub use crate::ledger::{LedgerRecord, LedgerState};
 
 pub use groups::{GroupFilter, GroupRow, RouteSummary, SampleRow, ServedSummary, TRIAGE_STATES};
 pub use keep::KeepMatches;
+pub use notices::{Attempt, NewNotice, NoticeRow};
 pub use records::{ExchangeRecord, GroupRef, IntentRecord, NoiseRecord, Record, SampleRecord};
 pub use rollups::{minute_of, MINUTE_MS};
 pub use shared::SharedStore;

@@ -48,26 +48,25 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
             };
-        rows.iter()
-            .map(|row| {
-                let id = row.try_get(0)?;
-                let state: String = row.try_get(8)?;
-                Ok(LedgerRow {
-                    id,
-                    at_ms: row.try_get(1)?,
-                    route: row.try_get(2)?,
-                    method: row.try_get(3)?,
-                    path: row.try_get(4)?,
-                    entity: row.try_get(5)?,
-                    primary_status: row.try_get(6)?,
-                    shadow_status: row.try_get(7)?,
-                    state: LedgerState::parse(&state).ok_or(StoreError::UnknownLedgerState { id, state })?,
-                    attempts: row.try_get(9)?,
-                    replay: row.try_get(10)?,
-                    updated_ms: row.try_get(11)?,
-                })
-            })
-            .collect()
+        rows.iter().map(ledger_row).collect()
+    }
+
+    /// At most `limit` rows in drift last updated after `after` (updated,
+    /// id), oldest first: what a `[[notify]]` sink hears of as drift
+    /// opened, a page at a time.
+    pub async fn drift_after(&self, after: (i64, i64), limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, route, method, path, entity, primary_status, shadow_status, state, attempts, \
+             replay, updated_ms FROM write_ledger WHERE state = $1 AND (updated_ms > $2 OR (updated_ms = $2 AND id > $3)) \
+             ORDER BY updated_ms, id LIMIT $4",
+        )
+        .bind(LedgerState::Drift.label())
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ledger_row).collect()
     }
 
     /// Takes a drifted row for replay, so no other instance replays it too;
@@ -148,4 +147,24 @@ impl Store {
         .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
+}
+
+/// A `write_ledger` row in the column order the queries above select.
+fn ledger_row(row: &sqlx::any::AnyRow) -> Result<LedgerRow, StoreError> {
+    let id = row.try_get(0)?;
+    let state: String = row.try_get(8)?;
+    Ok(LedgerRow {
+        id,
+        at_ms: row.try_get(1)?,
+        route: row.try_get(2)?,
+        method: row.try_get(3)?,
+        path: row.try_get(4)?,
+        entity: row.try_get(5)?,
+        primary_status: row.try_get(6)?,
+        shadow_status: row.try_get(7)?,
+        state: LedgerState::parse(&state).ok_or(StoreError::UnknownLedgerState { id, state })?,
+        attempts: row.try_get(9)?,
+        replay: row.try_get(10)?,
+        updated_ms: row.try_get(11)?,
+    })
 }
