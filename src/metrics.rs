@@ -37,9 +37,11 @@ pub const VERDICT: &str = "cutover_verdict";
 pub const BACKEND_INFO: &str = "cutover_backend_info";
 pub const SERVED_TOTAL: &str = "cutover_served_total";
 pub const SERVED_DURATION_SECONDS: &str = "cutover_served_duration_seconds";
+pub const NOTIFY_TOTAL: &str = "cutover_notify_total";
 
 /// Every metric this build exports (a dashboard may name only these).
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
+    NOTIFY_TOTAL,
     SERVED_TOTAL,
     SERVED_DURATION_SECONDS,
     VERDICT,
@@ -99,6 +101,27 @@ pub struct Metrics {
     backend_info: IntGaugeVec,
     connections_open: IntGaugeVec,
     connections_closed: IntCounterVec,
+    notify_total: IntCounterVec,
+}
+
+/// How one `[[notify]]` delivery attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    Delivered,
+    /// Not delivered; tried again after a backoff.
+    Retried,
+    /// Given up: refused by the receiver, or the attempts were spent.
+    Failed,
+}
+
+impl NotifyOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            NotifyOutcome::Delivered => "delivered",
+            NotifyOutcome::Retried => "retried",
+            NotifyOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// Why cutover closed a client connection itself (besides shutdown).
@@ -259,6 +282,12 @@ impl Metrics {
             "Client connections cutover closed itself, by listener and reason (refused, silent, idle).",
             &["listener", "reason"],
         )?;
+        let notify_total = counters(
+            r,
+            NOTIFY_TOTAL,
+            "[[notify]] delivery attempts, by sink and outcome (delivered, retried, failed).",
+            &["sink", "outcome"],
+        )?;
         for listener in ["proxy", "admin"] {
             connections_open.with_label_values(&[listener]);
             for reason in ConnectionClose::ALL {
@@ -287,6 +316,7 @@ impl Metrics {
             backend_info,
             connections_open,
             connections_closed,
+            notify_total,
         })
     }
 
@@ -355,6 +385,10 @@ impl Metrics {
 
     pub fn record_sweep(&self, route: &str, outcome: Outcome) {
         self.sweeps_total.with_label_values(&[route, outcome.label()]).inc();
+    }
+
+    pub fn record_notify(&self, sink: &str, outcome: NotifyOutcome) {
+        self.notify_total.with_label_values(&[sink, outcome.label()]).inc();
     }
 
     pub fn record_fallback(&self, route: &str) {

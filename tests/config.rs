@@ -197,7 +197,7 @@ fn broken_configs_point_at_the_key() {
         (
             "[shadow]",
             "[shadoww]",
-            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `rollout`, `sweep`, `route` (line 10, column 2)",
+            "config/tomos.toml: shadoww: unknown field `shadoww`, expected one of `listen`, `primary`, `shadow`, `mirror`, `noise`, `store`, `redact`, `admin`, `idmap`, `readiness`, `rollback`, `rollout`, `sweep`, `notify`, `route` (line 10, column 2)",
         ),
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
@@ -368,6 +368,36 @@ fn broken_configs_point_at_the_key() {
             "url = \"https://candidate.example.com/v2\"",
             "url = \"https://candidate.example.com/v2\"\nwrite_tries = 0",
             "config/tomos.toml: shadow.write_tries: expected 1 to 10 tries, got 0",
+        ),
+        (
+            "url = \"https://legacy.example.com\"",
+            "url = \"https://legacy.example.com\"\nheaders = { set = { \"x-api-key\" = \"CUTOVER_TEST_UNSET_A\" } }\n[[notify]]\nname = \"ops\"\nurl_env = \"CUTOVER_TEST_UNSET_HOOK\"",
+            "config/tomos.toml: primary.headers.set.\"x-api-key\": environment variable $CUTOVER_TEST_UNSET_A is not set (the value is read from it, never from the file); also not set: $CUTOVER_TEST_UNSET_HOOK (notify[0].url_env)",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[[notify]]\nname = \"ops\"\nurl_env = \"https://hooks.slack.com/services/T0/B0/x\"",
+            "config/tomos.toml: notify[0].url_env: expected the name of an environment variable (letters, digits, '_'), got \"https://hooks.slack.com/services/T0/B0/x\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[[notify]]\nname = \"ops\"\nurl_env = \"HOOK\"\non = [\"groups\"]",
+            "config/tomos.toml: notify[0].on: unknown trigger \"groups\": expected group, verdict, rollback, drift or ramp",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[[notify]]\nname = \"ops\"\nurl_env = \"HOOK\"\nmax_attempts = 0",
+            "config/tomos.toml: notify[0].max_attempts: expected 1 to 100, got 0",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[[notify]]\nname = \"ops\"\nurl_env = \"HOOK\"\n[[notify]]\nname = \"ops\"\nurl_env = \"HOOK\"",
+            "config/tomos.toml: notify[1].name: \"ops\" names two sinks",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\n[[notify]]\nname = \"ops\"\nurl_env = \"HOOK\"\nurl = \"https://hooks.slack.com/services/T0/B0/x\"",
+            "config/tomos.toml: notify[0].url: a webhook URL is a credential and never goes in the file: put it in an environment variable and name that in url_env",
         ),
     ];
     for (from, to, expected) in cases {
@@ -555,4 +585,39 @@ fn a_header_cutover_sets_twice_on_the_shadow_is_refused() {
             Err(err) => assert_eq!(err.to_string(), expected),
         }
     }
+}
+
+#[test]
+fn a_webhook_url_comes_from_its_variable_and_errors_never_show_it() {
+    let with_sink = BASE.replace(
+        "mirror = \"dual-write\"",
+        "mirror = \"dual-write\"\n[[notify]]\nname = \"ops\"\nurl_env = \"OPS_HOOK\"\non = [\"group\", \"verdict\"]\ntimeout = \"50ms\"",
+    );
+    let parse_with = |text: &str, url: &'static str| {
+        Config::parse(text, "config/tomos.toml", &move |name| {
+            (name == "OPS_HOOK").then(|| url.to_string())
+        })
+        .map_err(|err| err.to_string())
+    };
+    let err = parse_with(&with_sink, "ftp://hooks.example.com/T0/secret-path").unwrap_err();
+    assert_eq!(
+        err,
+        "config/tomos.toml: notify[0].url_env: $OPS_HOOK does not hold an http:// or https:// URL"
+    );
+    let err = parse_with(&with_sink, "https://hooks.example.com/T0/secret-path").unwrap_err();
+    assert!(err.starts_with("config/tomos.toml: notify[0].timeout: "), "{err}");
+    assert!(!err.contains("secret-path"), "{err}");
+    let config = parse_with(
+        &with_sink.replace("timeout = \"50ms\"", "timeout = \"3s\""),
+        "https://hooks.example.com/T0/secret-path",
+    )
+    .unwrap();
+    let sink = &config.notify[0];
+    assert_eq!(sink.url.expose(), "https://hooks.example.com/T0/secret-path");
+    assert!(!format!("{sink:?}").contains("secret-path"), "the URL is a secret");
+    assert_eq!(sink.on.len(), 2);
+    assert_eq!(
+        (sink.timeout, sink.backoff, sink.max_attempts),
+        (std::time::Duration::from_secs(3), std::time::Duration::from_secs(2), 10)
+    );
 }

@@ -43,6 +43,12 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// An environment variable a key names that is not set (or is empty).
+pub(super) struct Missing {
+    pub(super) key: String,
+    pub(super) variable: String,
+}
+
 /// Validation context: knows the file name so every error can point at it.
 pub(super) struct Ctx<'a> {
     pub(super) file: &'a str,
@@ -55,6 +61,25 @@ impl Ctx<'_> {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// One error naming every variable in `missing` (at the first one's key).
+    pub(super) fn all_set(&self, missing: &[Missing]) -> Result<(), ConfigError> {
+        let Some((first, rest)) = missing.split_first() else {
+            return Ok(());
+        };
+        let mut message = format!(
+            "environment variable ${} is not set (the value is read from it, never from the file)",
+            first.variable
+        );
+        if !rest.is_empty() {
+            let also: Vec<String> = rest
+                .iter()
+                .map(|other| format!("${} ({})", other.variable, other.key))
+                .collect();
+            message.push_str(&format!("; also not set: {}", also.join(", ")));
+        }
+        Err(self.invalid(&first.key, message))
     }
 
     pub(super) fn socket_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {

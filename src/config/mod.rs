@@ -28,6 +28,7 @@ mod compare;
 mod context;
 mod listen;
 mod mirror;
+mod notify;
 pub mod ranges;
 mod readiness;
 mod rollout;
@@ -87,6 +88,8 @@ pub struct Config {
     pub route_rollouts: std::collections::BTreeMap<String, crate::mode::Rollout>,
     /// `[[sweep]]`: synthetic comparisons on a schedule.
     pub sweeps: Vec<Sweep>,
+    /// `[[notify]]`: webhooks that hear of what the test finds.
+    pub notify: Vec<crate::notify::Sink>,
     pub routes: RouteTable,
     /// The first 16 hex digits of the config text's SHA-256, so a report can
     /// say which configuration produced its evidence.
@@ -120,6 +123,8 @@ struct RawConfig {
     rollout: Option<rollout::RawRollout>,
     #[serde(default, rename = "sweep")]
     sweeps: Vec<RawSweep>,
+    #[serde(default)]
+    notify: Vec<notify::RawNotify>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -154,7 +159,10 @@ impl Config {
         let raw = parse_raw(text, source)?;
         let ctx = Ctx { file: source };
         let listen = ctx.listen(raw.listen)?;
-        let (primary, shadow) = ctx.upstreams(raw.primary, raw.shadow, env)?;
+        let mut missing = Vec::new();
+        let (primary, shadow) = ctx.upstreams(raw.primary, raw.shadow, env, &mut missing)?;
+        let notify = ctx.notify(raw.notify, env, &mut missing)?;
+        ctx.all_set(&missing)?;
         let mirror = ctx.mirror(raw.mirror)?;
         let noise = ctx.noise(raw.noise)?;
         let store = ctx.store(raw.store, env(STORE_URL_ENV))?;
@@ -175,6 +183,7 @@ impl Config {
         let rollback = raw.rollback.map(|raw| ctx.rollback(raw)).transpose()?;
         let sweeps = ctx.sweeps(raw.sweeps, &routes)?;
         Ok(Config {
+            notify,
             idmap,
             readiness,
             rollback,

@@ -55,6 +55,10 @@ pub const NOISE_WINDOW: Bounds<Duration> = within(secs(1), secs(365 * DAY));
 pub const TIME_TOLERANCE: Bounds<Duration> = within(secs(0), secs(3650 * DAY));
 /// `[route.compare] recheck`.
 pub const RECHECK: Bounds<Duration> = within(ms(1), secs(10 * MINUTE));
+/// `[[notify]] timeout`: one delivery attempt.
+pub const NOTIFY_TIMEOUT: Bounds<Duration> = within(ms(100), secs(5 * MINUTE));
+/// `[[notify]] backoff`: the wait before the first retry.
+pub const NOTIFY_BACKOFF: Bounds<Duration> = within(ms(10), secs(HOUR));
 /// `[[sweep]] every`.
 pub const SWEEP_EVERY: Bounds<Duration> = within(secs(1), secs(365 * DAY));
 /// `rollback.p95`, `readiness.shadow_p95_max`, `readiness.shadow_p95_slack`.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use http::HeaderName;
 use serde::Deserialize;
 
-use super::context::{is_label_char, Ctx};
+use super::context::{is_label_char, Ctx, Missing};
 use super::{ranges, ConfigError, PRIMARY_URL_ENV, SHADOW_URL_ENV};
 use crate::secret::Secret;
 use crate::units::parse_rate;
@@ -63,12 +63,6 @@ pub(super) fn sent_headers(primary: &UpstreamConfig, shadow: &UpstreamConfig) ->
         .collect()
 }
 
-/// An environment variable a key names that is not set (or is empty).
-struct Missing {
-    key: String,
-    variable: String,
-}
-
 impl Ctx<'_> {
     /// Both sides, with the rules that hold between them: only the shadow
     /// is rate-limited or has writes replayed, and the names differ.
@@ -77,24 +71,10 @@ impl Ctx<'_> {
         primary: RawUpstream,
         shadow: RawUpstream,
         env: &dyn Fn(&str) -> Option<String>,
+        missing: &mut Vec<Missing>,
     ) -> Result<(UpstreamConfig, UpstreamConfig), ConfigError> {
-        let mut missing = Vec::new();
-        let primary = self.upstream("primary", primary, PRIMARY_URL_ENV, "30s", env, &mut missing)?;
-        let shadow = self.upstream("shadow", shadow, SHADOW_URL_ENV, "10s", env, &mut missing)?;
-        if let Some(first) = missing.first() {
-            let also: Vec<String> = missing[1..]
-                .iter()
-                .map(|other| format!("${} ({})", other.variable, other.key))
-                .collect();
-            let mut message = format!(
-                "environment variable ${} is not set (the value is read from it, never from the file)",
-                first.variable
-            );
-            if !also.is_empty() {
-                message.push_str(&format!("; also not set: {}", also.join(", ")));
-            }
-            return Err(self.invalid(&first.key, message));
-        }
+        let primary = self.upstream("primary", primary, PRIMARY_URL_ENV, "30s", env, missing)?;
+        let shadow = self.upstream("shadow", shadow, SHADOW_URL_ENV, "10s", env, missing)?;
         for (name, _) in &shadow.replay_headers {
             let conflict = if shadow.headers.set.iter().any(|set| set.name == name) {
                 Some("set")
