@@ -47,6 +47,8 @@
 //! - [`proxy`]: the hot path: forward to the serving side, stream its answer back, capture.
 //! - [`report`]: the readiness report: evidence from the store, gates, verdict,
 //!   HTML/Markdown/JSON.
+//! - [`notify`]: `[[notify]]` webhooks: notices of groups, verdicts, rollbacks, drift and
+//!   ramp steps, added once per sink in the store and delivered with retries.
 //!
 //! The admin listener, assembly and the top:
 //! - [`admin`]: the admin listener: health, readiness, metrics, the API over the store;
@@ -76,6 +78,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod mirror;
 pub mod mode;
+pub mod notify;
 pub mod proxy;
 pub mod record;
 pub mod redact;

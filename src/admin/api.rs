@@ -32,6 +32,7 @@ pub(super) async fn api_route(
         (Method::POST, ["mode"]) => switch_mode(state, json_body(request).await?).await,
         (Method::POST, ["reload"]) => reload(state).await,
         (Method::GET, ["drift"]) => open_drift(state).await,
+        (Method::GET, ["notifications"]) => notifications(state).await,
         (Method::POST, ["drift", "replay"]) => drift_replay(state, json_body(request).await?).await,
         (_, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -204,6 +205,13 @@ async fn open_drift(state: &AdminState) -> ApiAnswer {
         .map_err(store_failed)?;
     let open = rows.iter().map(drift_json).collect::<Vec<_>>();
     Ok(json_response(StatusCode::OK, &json!({ "open": open })))
+}
+
+/// `GET /api/notifications`: the newest 200 `[[notify]]` notices with how
+/// their delivery went (the bodies stay in the store).
+async fn notifications(state: &AdminState) -> ApiAnswer {
+    let rows = state.store().await?.notices(200).await.map_err(store_failed)?;
+    Ok(json_response(StatusCode::OK, &json!({ "notifications": rows })))
 }
 
 /// `POST /api/drift/replay`: `{"all": true}` or `{"id": N}`.

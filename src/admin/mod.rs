@@ -9,7 +9,8 @@
 //!   `GET /api/summary`, `GET /api/divergences?route=&status=&severity=&q=&since=&cursor=&limit=`,
 //!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`,
 //!   `GET /api/drift` (open drifted writes), `POST /api/drift/replay`
-//!   (`{"all": true}` or `{"id": N}`);
+//!   (`{"all": true}` or `{"id": N}`), `GET /api/notifications` (the
+//!   newest `[[notify]]` notices and how each delivery went);
 //! - `GET /api/mode`, `POST /api/mode` (`{"mode": "candidate", "route"?: "name"}`) switch who serves;
 //! - `POST /api/reload` re-reads the config file (validated first; on error the old one stays);
 //! - `GET /report` (HTML) and `GET /report.json` (`?since=48h`) need the token too;

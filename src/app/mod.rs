@@ -213,6 +213,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .with_body_read_timeout(config.listen.body_read_timeout),
     );
     followers::spawn(&config, &state, &mirror, &ids, &metrics, &readers, &shutdown_tx);
+    if !config.notify.is_empty() {
+        let notifier = crate::notify::Notifier {
+            sinks: config.notify.clone(),
+            readiness: config.readiness.clone(),
+            instance: instance.clone(),
+            readers: readers.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(crate::notify::follow(
+            notifier,
+            crate::clock::now_ms(),
+            shutdown_tx.subscribe(),
+        ));
+    }
     for unreachable in config.routes.unreachable() {
         warn!(
             route = %unreachable.route,
