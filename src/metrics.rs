@@ -115,6 +115,8 @@ pub enum NotifyOutcome {
 }
 
 impl NotifyOutcome {
+    pub const ALL: [NotifyOutcome; 3] = [NotifyOutcome::Delivered, NotifyOutcome::Retried, NotifyOutcome::Failed];
+
     pub fn label(self) -> &'static str {
         match self {
             NotifyOutcome::Delivered => "delivered",
@@ -391,6 +393,16 @@ impl Metrics {
         self.notify_total.with_label_values(&[sink, outcome.label()]).inc();
     }
 
+    /// Shows every configured sink's series at 0 before its first attempt,
+    /// so an alert on `failed` has a series to compare from the start.
+    pub fn init_notify_sinks<'a>(&self, sinks: impl IntoIterator<Item = &'a str>) {
+        for sink in sinks {
+            for outcome in NotifyOutcome::ALL {
+                self.notify_total.with_label_values(&[sink, outcome.label()]);
+            }
+        }
+    }
+
     pub fn record_fallback(&self, route: &str) {
         self.fallback_total.with_label_values(&[route]).inc();
     }
@@ -571,6 +583,7 @@ mod tests {
         metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
         metrics.set_backends("legacy", "candidate");
         metrics.set_verdict("NO-GO");
+        metrics.init_notify_sinks(["team"]);
         let text = metrics.encode();
         for name in ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
@@ -586,5 +599,6 @@ mod tests {
             "a side that did not answer is not observed"
         );
         assert!(text.contains("cutover_verdict{verdict=\"GO\"} 0"));
+        assert!(text.contains("cutover_notify_total{outcome=\"failed\",sink=\"team\"} 0"));
     }
 }

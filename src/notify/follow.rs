@@ -52,6 +52,9 @@ pub async fn follow(notifier: Notifier, started_ms: i64, mut stopping: watch::Re
             return;
         }
     };
+    notifier
+        .metrics
+        .init_notify_sinks(notifier.sinks.iter().map(|sink| sink.name.as_str()));
     let judges_verdict = notifier.sinks.iter().any(|sink| sink.on.contains(&Trigger::Verdict));
     let mut baselines: BTreeMap<String, i64> = BTreeMap::new();
     for look in 0u64.. {
