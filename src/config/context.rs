@@ -63,6 +63,32 @@ impl Ctx<'_> {
         }
     }
 
+    /// The value of the environment variable a key names. An unset or empty
+    /// variable is pushed onto `missing` (so one error can name them all) and
+    /// gives `None`; a name that cannot be a variable is an error now.
+    pub(super) fn env_value(
+        &self,
+        key: &str,
+        variable: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        missing: &mut Vec<Missing>,
+    ) -> Result<Option<String>, ConfigError> {
+        if variable.is_empty() || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(self.invalid(
+                key,
+                format!("expected the name of an environment variable (letters, digits, '_'), got \"{variable}\""),
+            ));
+        }
+        let value = env(variable).filter(|value| !value.is_empty());
+        if value.is_none() {
+            missing.push(Missing {
+                key: key.to_string(),
+                variable: variable.to_string(),
+            });
+        }
+        Ok(value)
+    }
+
     /// One error naming every variable in `missing` (at the first one's key).
     pub(super) fn all_set(&self, missing: &[Missing]) -> Result<(), ConfigError> {
         let Some((first, rest)) = missing.split_first() else {

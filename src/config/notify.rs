@@ -90,17 +90,7 @@ impl Ctx<'_> {
         env: &dyn Fn(&str) -> Option<String>,
         missing: &mut Vec<Missing>,
     ) -> Result<Secret, ConfigError> {
-        if variable.is_empty() || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(self.invalid(
-                key,
-                format!("expected the name of an environment variable (letters, digits, '_'), got \"{variable}\""),
-            ));
-        }
-        let Some(text) = env(&variable).filter(|text| !text.is_empty()) else {
-            missing.push(Missing {
-                key: key.to_string(),
-                variable,
-            });
+        let Some(text) = self.env_value(key, &variable, env, missing)? else {
             return Ok(Secret::new(String::new()));
         };
         // The URL is a credential: errors name the variable, never the value.

@@ -305,17 +305,7 @@ impl Ctx<'_> {
         env: &dyn Fn(&str) -> Option<String>,
         missing: &mut Vec<Missing>,
     ) -> Result<Option<Secret>, ConfigError> {
-        if variable.is_empty() || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(self.invalid(
-                key,
-                format!("expected the name of an environment variable (letters, digits, '_'), got \"{variable}\""),
-            ));
-        }
-        let Some(value) = env(&variable).filter(|value| !value.is_empty()) else {
-            missing.push(Missing {
-                key: key.to_string(),
-                variable,
-            });
+        let Some(value) = self.env_value(key, &variable, env, missing)? else {
             return Ok(None);
         };
         if http::HeaderValue::from_str(&value).is_err() {
