@@ -182,8 +182,10 @@ mirror = "off"
     let toml = setup.toml().replace(
         "[store]",
         &format!("[idmap]\nimport = [\"{}\"]\n\n[store]", mapping.display()),
-    );
-    let config = cutover::config::Config::parse(&toml, "test.toml", &|_| None).unwrap();
+    ) + "\n[[notify]]\nname = \"team\"\nurl_env = \"TEAM_WEBHOOK\"\n";
+    // The receiver is never up: the sink's series show from the start anyway.
+    let env = |name: &str| (name == "TEAM_WEBHOOK").then(|| "http://127.0.0.1:9/hook".to_string());
+    let config = cutover::config::Config::parse(&toml, "test.toml", &env).unwrap();
     (cutover::app::start(config).await.unwrap(), primary, shadow)
 }
 

@@ -3,7 +3,7 @@
 //! loopback hears of it once, as JSON with a Slack `text`, with no secret
 //! in it; a receiver that is down at first gets the notice once it comes
 //! up (the attempts before are recorded), and one that refuses it (404) is
-//! not asked again.
+//! not asked again. Drift opened and a changed verdict are posted too.
 
 mod common;
 
@@ -238,4 +238,74 @@ async fn two_instances_on_one_store_deliver_each_notice_once() {
     first.shutdown().await;
     second.shutdown().await;
     drop_shared_store(&store).await;
+}
+
+const DRIFT_ROUTES: &str = r#"
+[[route]]
+name = "things"
+match = "PATCH /things"
+mirror = "dual-write"
+
+[[notify]]
+name = "ops"
+url_env = "OPS_WEBHOOK"
+on = ["drift", "verdict"]
+backoff = "200ms"
+"#;
+
+/// A dual-write the shadow fails opens drift, and the verdict judged at
+/// start differs from the one the store last recorded: the receiver hears
+/// of both, in cutover's words, and of nothing it was not asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_opened_and_a_verdict_change_are_posted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
+    let seeded = cutover::store::Store::open(&store, &Default::default()).await.unwrap();
+    let earlier = serde_json::json!({"verdict": "GO", "previous": "NOT YET", "why": ""});
+    seeded.add_event("verdict", &earlier, 1_000).await.unwrap();
+    seeded.close().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = receive(listener, 200);
+    let primary = fixed(200, &[("content-type", "application/json")], br#"{"ok":true}"#).await;
+    let shadow = fixed(503, &[("content-type", "application/json")], br#"{"down":true}"#).await;
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = DRIFT_ROUTES;
+    setup.shadow_extra = "write_tries = 1";
+    setup.store = store.clone();
+    setup.store_extra = r#"flush = "50ms""#;
+    setup.env = vec![("OPS_WEBHOOK", hook)];
+    let running = setup.start().await;
+    let answer = client()
+        .patch(format!("http://{}/things", running.proxy_addr))
+        .body(r#"{"title":"private words"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the client gets the primary's answer");
+    eventually("the receiver heard of the drift and the verdict", || async {
+        bodies.lock().unwrap().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let bodies = bodies.lock().unwrap().clone();
+    let text_of = |event: &str| -> String {
+        let matching: Vec<&Value> = bodies.iter().filter(|body| body["cutover"]["event"] == event).collect();
+        assert_eq!(matching.len(), 1, "one {event} notice: {bodies:?}");
+        matching[0]["text"].as_str().unwrap().to_string()
+    };
+    let drift = text_of("drift");
+    assert!(drift.contains("a PATCH on route things drifted"), "{drift}");
+    assert!(drift.contains("200 vs 503"), "{drift}");
+    let verdict = text_of("verdict");
+    // NOT YET on so little traffic, or NO-GO once the drift is counted.
+    assert!(
+        verdict.starts_with("cutover: the verdict went from GO to NOT YET.")
+            || verdict.starts_with("cutover: the verdict went from GO to NO-GO."),
+        "{verdict}"
+    );
+    assert_eq!(bodies.len(), 2, "only what the sink is on: {bodies:?}");
+    assert!(!serde_json::to_string(&bodies).unwrap().contains("private words"));
+    running.shutdown().await;
+    drop((primary, shadow));
 }

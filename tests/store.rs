@@ -544,3 +544,82 @@ async fn postgres_batches_matches_without_misplacing_a_column() {
     batched_rows_keep_every_column(&store, &database.url).await;
     store.close().await;
 }
+
+/// New high groups and drift are read a page at a time by their order,
+/// ties on the time included: every row is reached once, none twice, and
+/// rows of another severity or state are not read.
+async fn pages_new_groups_and_drift_by_their_order(store: &Store) {
+    let mut batch = Vec::new();
+    for n in 0..7 {
+        // Seven groups first seen in the same millisecond, then one later.
+        let at_ms = if n == 6 { 2_000 } else { 1_000 };
+        let key = format!("g{n}");
+        batch.push(exchange(
+            &format!("d{n}"),
+            at_ms,
+            "diverged",
+            vec![group(&key, "$.x", "changed", "high")],
+        ));
+        batch.push(write(
+            &format!("w{n}"),
+            at_ms,
+            &format!("tasks:p{n}"),
+            LedgerState::Drift,
+        ));
+    }
+    batch.push(exchange(
+        "low",
+        1_000,
+        "diverged",
+        vec![group("g-low", "$.y", "changed", "low")],
+    ));
+    batch.push(write("ok", 1_000, "tasks:ok", LedgerState::Ok));
+    store.record(&batch).await.unwrap();
+
+    let mut groups = Vec::new();
+    let mut after = (0, String::new());
+    loop {
+        let page = store.groups_seen_after("high", (after.0, &after.1), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = (last.first_seen_ms, last.key.clone());
+        groups.extend(page.into_iter().map(|group| (group.first_seen_ms, group.key)));
+    }
+    let expected: Vec<(i64, String)> = (0..7)
+        .map(|n| (if n == 6 { 2_000 } else { 1_000 }, format!("g{n}")))
+        .collect();
+    assert_eq!(groups, expected, "each high group once, in order");
+    assert!(store
+        .groups_seen_after("high", (2_000, "g6"), 3)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut drifted = Vec::new();
+    let mut after = (0, i64::MIN);
+    loop {
+        let page = store.drift_after(after, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = (last.updated_ms, last.id);
+        drifted.extend(page.into_iter().map(|row| row.entity.unwrap_or_default()));
+    }
+    let expected: Vec<String> = (0..7).map(|n| format!("tasks:p{n}")).collect();
+    assert_eq!(drifted, expected, "each drifted write once, in order");
+}
+
+#[tokio::test]
+async fn sqlite_pages_new_groups_and_drift_by_their_order() {
+    let (store, _dir) = sqlite_store().await;
+    pages_new_groups_and_drift_by_their_order(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_pages_new_groups_and_drift_by_their_order() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &options()).await.unwrap();
+    pages_new_groups_and_drift_by_their_order(&store).await;
+    store.close().await;
+}
