@@ -1,5 +1,5 @@
 //! The commands over the evidence in a store: `switch`, `idmap import`,
-//! `report` and `drift`.
+//! `report`, `drift` and `backup`.
 //!
 //! Must never: change the store but through the library's own calls.
 
@@ -104,6 +104,36 @@ pub(super) fn triage(group: &str, status: &str, note: Option<&str>, at: &StoreAr
             "no divergence group {group} in this store (the report and `GET /api/divergences` list them)"
         );
         say!("{group}: {status}");
+        Ok(())
+    })
+}
+
+/// `backup --out FILE`: a consistent copy of a SQLite store, then the
+/// copy opened as a store to show what it holds.
+pub(super) fn backup(out: &std::path::Path, at: &StoreArgs) -> anyhow::Result<()> {
+    let config = at.config()?;
+    let url = at.url(config.as_ref());
+    anyhow::ensure!(
+        crate::store::Engine::of(&url) != Some(crate::store::Engine::Postgres),
+        crate::store::StoreError::BackupNeedsSqlite
+    );
+    runtime()?.block_on(async {
+        let store = at.open(config.as_ref()).await?;
+        let copied = store.backup_into(out).await;
+        store.close().await;
+        let bytes = copied?;
+        let copy_url = format!("sqlite://{}", out.display());
+        let copy = crate::store::Store::open_existing(&copy_url, &Default::default())
+            .await
+            .with_context(|| format!("the copy at {} does not open as a store", out.display()))?;
+        let exchanges = copy.exchange_count().await;
+        copy.close().await;
+        say!(
+            "backed up {} to {} ({bytes} bytes, {} exchange rows); restore it by stopping cutover and putting the file in the store's place",
+            crate::store::redact_url(&url),
+            out.display(),
+            exchanges?
+        );
         Ok(())
     })
 }

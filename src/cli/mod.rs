@@ -171,6 +171,15 @@ enum Command {
         #[command(flatten)]
         at: StoreArgs,
     },
+    /// A consistent copy of a SQLite store, taken while cutover runs (a
+    /// PostgreSQL store is backed up with pg_dump: see the README).
+    Backup {
+        /// The file to write; refused if it exists.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
     /// Compare two saved responses (raw HTTP or a bare body) with the same
     /// engine and rules as the proxy. Exit 0 when they match, 1 when they
     /// diverge, 2 on error.
@@ -362,6 +371,7 @@ pub fn run() -> ExitCode {
         Command::CheckConfig { file } => done(check_config(&file)),
         Command::Migrate { store } => done(migrate(&store)),
         Command::Health { admin } => done(health(&admin)),
+        Command::Backup { out, at } => done(evidence::backup(&out, &at)),
         Command::Switch {
             mode,
             route,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+mod backup;
 mod events;
 mod groups;
 mod ids;
@@ -59,6 +60,19 @@ pub enum StoreError {
     Missing { url: String },
     #[error("store: write_ledger row {id} has state \"{state}\", which this version does not know")]
     UnknownLedgerState { id: i64, state: String },
+    #[error(
+        "cutover backup copies a SQLite store; back a PostgreSQL store up with pg_dump \
+         (README, \"Keeping the evidence\")"
+    )]
+    BackupNeedsSqlite,
+    #[error("backup: {path} already exists; name a new file (nothing was overwritten)")]
+    BackupExists { path: String },
+    #[error("backup: {path}: {source}")]
+    BackupFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Which database a store URL names.
