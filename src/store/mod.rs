@@ -75,6 +75,19 @@ pub enum StoreError {
     },
 }
 
+/// Whether an error says the database, file or table is not there:
+/// SQLite's "unable to open" (14) or "no such table", PostgreSQL's
+/// undefined table (42P01) or database (3D000).
+fn is_absent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => {
+            matches!(database.code().as_deref(), Some("14" | "42P01" | "3D000"))
+                || database.message().starts_with("no such table")
+        }
+        _ => false,
+    }
+}
+
 /// Which database a store URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -134,16 +147,24 @@ impl Store {
     pub async fn open_existing(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let missing = || StoreError::Missing { url: redact_url(url) };
         let store = match Store::connect_with(url, options, false).await {
-            Err(StoreError::Connect { .. }) if Engine::of(url) == Some(Engine::Sqlite) => return Err(missing()),
+            Err(StoreError::Connect { source, .. }) if is_absent(&source) => return Err(missing()),
             other => other?,
         };
-        let has_schema = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations")
+        // Only an absent table means "no schema"; a busy or failing database
+        // is reported as what it is, not as a store that does not exist.
+        match sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations")
             .fetch_one(&store.pool)
             .await
-            .is_ok();
-        if !has_schema {
-            store.close().await;
-            return Err(missing());
+        {
+            Ok(_) => {}
+            Err(error) if is_absent(&error) => {
+                store.close().await;
+                return Err(missing());
+            }
+            Err(error) => {
+                store.close().await;
+                return Err(StoreError::Query(error));
+            }
         }
         store.migrate().await?;
         Ok(store)
