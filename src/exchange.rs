@@ -36,10 +36,16 @@ pub enum SkipReason {
     /// The mirror already had `[mirror] max_in_flight` requests outstanding
     /// to the side this read would have gone to (a slow or stalled shadow).
     InFlightFull,
+    /// A protocol upgrade (WebSocket and the like): the connection is
+    /// handed to the serving side as a tunnel, never mirrored.
+    Upgrade,
+    /// A stream with no end to compare (server-sent events): passed
+    /// through as it comes, never mirrored.
+    Streaming,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 10] = [
+    pub const ALL: [SkipReason; 12] = [
         SkipReason::BodyTooLarge,
         SkipReason::SampledOut,
         SkipReason::QueueFull,
@@ -50,6 +56,8 @@ impl SkipReason {
         SkipReason::UnmappedId,
         SkipReason::HeldByDrift,
         SkipReason::InFlightFull,
+        SkipReason::Upgrade,
+        SkipReason::Streaming,
     ];
 
     pub fn label(self) -> &'static str {
@@ -64,6 +72,8 @@ impl SkipReason {
             SkipReason::UnmappedId => "unmapped_id",
             SkipReason::HeldByDrift => "held_by_drift",
             SkipReason::InFlightFull => "in_flight_full",
+            SkipReason::Upgrade => "upgrade",
+            SkipReason::Streaming => "streaming",
         }
     }
 }
@@ -388,7 +398,9 @@ mod tests {
                 "incomparable",
                 "unmapped_id",
                 "held_by_drift",
-                "in_flight_full"
+                "in_flight_full",
+                "upgrade",
+                "streaming"
             ]
         );
         assert_eq!(Outcome::Skipped(SkipReason::QueueFull).label(), "skipped");

@@ -19,13 +19,13 @@ pub const MARKERS: [&str; 3] = [SHADOW_MARKER, REPLAY_MARKER, SWEEP_MARKER];
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
 /// and `keep-alive`): they belong to one connection, never passed on
-/// (fields named in `Connection` are removed too).
-pub const HOP_BY_HOP: [&str; 8] = [
+/// (fields named in `Connection` are removed too). `Trailer` is not one:
+/// it announces the trailers that follow, and HTTP/1.1 sends only those.
+pub const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "proxy-connection",
     "keep-alive",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
     "proxy-authenticate",

@@ -197,7 +197,8 @@ async fn serve_connection<H, F>(
         let response = handler(peer, request);
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let connection = builder.serve_connection(io, service);
+    // With upgrades, a `101` hands the connection to the proxy's tunnel.
+    let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut closing = false;
     loop {

@@ -45,7 +45,7 @@ pub(super) struct RawSideHeaders {
 
 /// Headers a side's `set` or `remove` may not touch besides the hop-by-hop
 /// ones: Host has its own key, and the rest frame the message, which cutover owns.
-const MESSAGE_HEADERS: [&str; 3] = ["host", "content-length", "expect"];
+const MESSAGE_HEADERS: [&str; 4] = ["host", "content-length", "expect", "trailer"];
 
 /// The headers cutover itself sets on requests to either side, with their
 /// values, which no kept text may carry.

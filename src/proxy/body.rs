@@ -27,7 +27,7 @@ pub(super) async fn read_bounded(
     capture: &mut CaptureBuf,
     pause: std::time::Duration,
 ) -> Result<PrefixedBody, BodyReadError> {
-    let mut prefix: Vec<Bytes> = Vec::new();
+    let mut prefix: Vec<Frame<Bytes>> = Vec::new();
     // A body known to be over (none, or all its announced length read) needs no timed wait.
     while capture.overflow().is_none() && !body.is_end_stream() {
         // A client that stops sending (slowloris) is cut, not waited for.
@@ -35,10 +35,12 @@ pub(super) async fn read_bounded(
             Err(_) => return Err(BodyReadError::TooSlow(pause)),
             Ok(None) => break,
             Ok(Some(frame)) => {
-                if let Ok(data) = frame.map_err(BodyReadError::Broken)?.into_data() {
-                    capture.push(&data);
-                    prefix.push(data);
+                // Trailers go on with the body; only data is compared.
+                let frame = frame.map_err(BodyReadError::Broken)?;
+                if let Some(data) = frame.data_ref() {
+                    capture.push(data);
                 }
+                prefix.push(frame);
             }
         }
     }
@@ -54,9 +56,9 @@ pub(super) enum BodyReadError {
     Broken(hyper::Error),
 }
 
-/// A request body whose first chunks were already read.
+/// A request body whose first frames were already read.
 pub(super) struct PrefixedBody {
-    prefix: Vec<Bytes>,
+    prefix: Vec<Frame<Bytes>>,
     rest: Incoming,
 }
 
@@ -66,8 +68,8 @@ impl Body for PrefixedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if !self.prefix.is_empty() {
-            let chunk = self.prefix.remove(0);
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            let frame = self.prefix.remove(0);
+            return Poll::Ready(Some(Ok(frame)));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
     }
@@ -77,7 +79,12 @@ impl Body for PrefixedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self.prefix.iter().map(|chunk| chunk.len() as u64).sum();
+        let buffered: u64 = self
+            .prefix
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|chunk| chunk.len() as u64)
+            .sum();
         let rest = self.rest.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + buffered);

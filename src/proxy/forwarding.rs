@@ -108,6 +108,7 @@ pub(super) fn forwarded_headers(
 ) -> HeaderMap {
     let mut headers = incoming.clone();
     strip_hop_by_hop(&mut headers);
+    super::protocols::keep_trailers_te(incoming, &mut headers);
     for marker in MARKERS {
         headers.remove(marker);
     }

@@ -30,11 +30,12 @@ use crate::mirror::{CaptureBuf, Mirror, Plan, PrimaryObserver};
 use crate::mode::{Mode, ModeTable, ServingHealth};
 use crate::record::{DirectRequest, LostWrite};
 use crate::route::{is_safe, MirrorPolicy, Route, RouteTable, UNMATCHED_ROUTE};
-use crate::server::ResponseBody;
+use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, OutgoingBody, Upstream, UpstreamBody};
 
 mod body;
 mod forwarding;
+mod protocols;
 
 use body::{read_bounded, BodyReadError, ObservedBody, Pending};
 use forwarding::{forwarded_headers, pass_through, reframe, refuse_ambiguous, request_id_of, upstream_error};
@@ -159,6 +160,11 @@ async fn forward(
         Ok(flight) => flight,
         Err((refusal, request_id)) => return json_error(StatusCode::BAD_REQUEST, refusal, None, &request_id),
     };
+    if let Some(protocol) = protocols::upgrade_requested(flight.parts.version, &flight.parts.headers) {
+        if let Some(client_side) = flight.parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+            return tunnel(&mut flight, protocol, client_side, body).await;
+        }
+    }
     let plan = plan_mirror(&flight, client);
     let prepared = match read_body(&flight, plan, body).await {
         Ok(prepared) => prepared,
@@ -226,8 +232,50 @@ fn admit<'a>(
     })
 }
 
+/// An `Upgrade` goes to the side that serves as it came (body and all) and
+/// is never mirrored: its `101` joins the two connections into a tunnel.
+/// Any other answer (a refusal, a 426) is passed back as usual.
+async fn tunnel(
+    flight: &mut InFlight<'_>,
+    protocol: HeaderValue,
+    client_side: hyper::upgrade::OnUpgrade,
+    body: Incoming,
+) -> Response<ResponseBody> {
+    let observer = flight
+        .state
+        .mirror
+        .direct_observer(flight.direct(), SkipReason::Upgrade);
+    let started = Instant::now();
+    let mut headers = std::mem::take(&mut flight.headers);
+    protocols::ask_to_upgrade(&mut headers, protocol);
+    let upstream = flight.state.serving(flight.serving);
+    let method = flight.parts.method.clone();
+    let answer = upstream
+        .send(method, &flight.path_and_query, headers, OutgoingBody::streaming(body))
+        .await;
+    match answer {
+        Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let elapsed = started.elapsed();
+            let status = response.status();
+            observer.finish(
+                SideResult::Uncaptured {
+                    status,
+                    elapsed,
+                    reason: SkipReason::Upgrade,
+                },
+                None,
+            );
+            protocols::switch_protocols(client_side, response, upstream.name().to_string())
+        }
+        other => respond(flight, other, observer, None, started),
+    }
+}
+
 /// Whether, and how, the request is mirrored.
 fn plan_mirror(flight: &InFlight<'_>, client: SocketAddr) -> Plan {
+    if protocols::wants_event_stream(&flight.parts.headers) && is_safe(&flight.parts.method) {
+        return Plan::Skip(SkipReason::Streaming);
+    }
     if flight.mode.mirrors() {
         let parts = &flight.parts;
         flight
@@ -475,6 +523,20 @@ fn respond(
     strip_hop_by_hop(&mut head.headers);
     // hyper speaks the client's protocol; the upstream's version is not ours to copy.
     head.version = Version::HTTP_11;
+    if protocols::is_event_stream(&head.headers) {
+        // An event stream has no end to wait for: what is known is known
+        // now, and the events flow on unobserved.
+        observer.finish(
+            SideResult::Uncaptured {
+                status: head.status,
+                elapsed: started.elapsed(),
+                reason: SkipReason::Streaming,
+            },
+            None,
+        );
+        let events = body.without_idle_timeout().map_err(BoxError::from);
+        return Response::from_parts(head, events.boxed_unsync());
+    }
     let captured_headers = match capture.as_mut() {
         Some(capture) => {
             capture.expect(&head.headers);

@@ -465,6 +465,18 @@ impl UpstreamBody {
         }
     }
 
+    /// The same body with no idle timeout: for a stream whose pauses are
+    /// its nature (server-sent events between two events), which only the
+    /// client or the upstream ends.
+    pub fn without_idle_timeout(self) -> UpstreamBody {
+        UpstreamBody {
+            idle: None,
+            timer: None,
+            armed: false,
+            ..self
+        }
+    }
+
     /// The next chunk of data, `None` at the end (trailers are skipped).
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         while let Some(frame) = self.frame().await {
