@@ -8,7 +8,7 @@
 //! the ones an upgrade or trailers need to work.
 
 use http::header::{HeaderValue, ACCEPT, CONNECTION, CONTENT_TYPE, TE, UPGRADE};
-use http::{HeaderMap, Response, StatusCode, Version};
+use http::{HeaderMap, Response, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -39,21 +39,25 @@ pub(super) fn ask_to_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(UPGRADE, protocol);
 }
 
-/// Whether a client asks for server-sent events.
+const EVENT_STREAM: &[u8] = b"text/event-stream";
+
+/// Whether a client asks for server-sent events. Every request is asked,
+/// so nothing is allocated to answer.
 pub(super) fn wants_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.to_ascii_lowercase().contains("text/event-stream"))
+    headers.get_all(ACCEPT).iter().any(|value| {
+        value
+            .as_bytes()
+            .windows(EVENT_STREAM.len())
+            .any(|window| window.eq_ignore_ascii_case(EVENT_STREAM))
+    })
 }
 
 /// Whether an answer is a stream of server-sent events.
 pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim().to_ascii_lowercase().starts_with("text/event-stream"))
+    headers.get(CONTENT_TYPE).is_some_and(|value| {
+        let value = value.as_bytes().trim_ascii_start();
+        value.len() >= EVENT_STREAM.len() && value[..EVENT_STREAM.len()].eq_ignore_ascii_case(EVENT_STREAM)
+    })
 }
 
 /// `TE: trailers` when the client sent it (RFC 9110 §10.1.4): the only TE
@@ -91,7 +95,6 @@ pub(super) fn switch_protocols(
         ask_to_upgrade(&mut head.headers, protocol);
     }
     head.version = Version::HTTP_11;
-    head.status = StatusCode::SWITCHING_PROTOCOLS;
     tokio::spawn(async move {
         let (client, server) = match tokio::join!(client, upstream_side) {
             (Ok(client), Ok(server)) => (client, server),
