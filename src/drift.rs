@@ -293,16 +293,13 @@ impl Replayer {
     }
 }
 
-/// The status of a replay's answer and its body (up to `ANSWER_LIMIT`).
+/// The status of a replay's answer and its body (up to `ANSWER_LIMIT`;
+/// a body that fails or runs past it teaches nothing).
 async fn read_answer(response: http::Response<crate::upstream::UpstreamBody>) -> (u16, Vec<u8>) {
     let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut collected = Vec::new();
-    while let Ok(Some(chunk)) = body.chunk().await {
-        if collected.len() + chunk.len() > ANSWER_LIMIT {
-            break;
-        }
-        collected.extend_from_slice(&chunk);
-    }
-    (status, collected)
+    let body = match response.into_body().collect_up_to(ANSWER_LIMIT).await {
+        Ok((body, false)) => body.to_vec(),
+        _ => Vec::new(),
+    };
+    (status, body)
 }

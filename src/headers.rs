@@ -11,11 +11,13 @@ pub const SHADOW_MARKER: &str = "x-cutover-shadow";
 pub const REPLAY_MARKER: &str = "x-cutover-replay";
 /// Marks a request as a sweep's, on both sides.
 pub const SWEEP_MARKER: &str = "x-cutover-sweep";
+/// Marks a request as a recheck of a divergence group's sample, on both sides.
+pub const RECHECK_MARKER: &str = "x-cutover-recheck";
 
 /// Headers only cutover may set. A client's own are removed before either
 /// side sees the request: a primary that suppresses side effects on the
 /// shadow marker must never do so for real traffic.
-pub const MARKERS: [&str; 3] = [SHADOW_MARKER, REPLAY_MARKER, SWEEP_MARKER];
+pub const MARKERS: [&str; 4] = [SHADOW_MARKER, REPLAY_MARKER, SWEEP_MARKER, RECHECK_MARKER];
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy `proxy-connection`
 /// and `keep-alive`): they belong to one connection, never passed on

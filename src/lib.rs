@@ -44,6 +44,8 @@
 //! - [`mirror`]: the bounded mirror queue, sampling, shadow calls, dual-writes in per-entity
 //!   order, comparison workers.
 //! - [`drift`]: drifted writes in the write ledger and their replay, in order.
+//! - [`recheck`]: a divergence group's sampled reads sent to both sides again now, compared
+//!   under the current rules; the group marked `fixed` when its difference is gone.
 //! - [`proxy`]: the hot path: forward to the serving side, stream its answer back, capture.
 //! - [`report`]: the readiness report: evidence from the store, gates, verdict,
 //!   HTML/Markdown/JSON.
@@ -80,6 +82,7 @@ pub mod mirror;
 pub mod mode;
 pub mod notify;
 pub mod proxy;
+pub mod recheck;
 pub mod record;
 pub mod redact;
 pub mod report;

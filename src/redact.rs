@@ -184,6 +184,31 @@ impl Redactor {
         Value::Object(out)
     }
 
+    /// A difference with its values hidden when they sit at a secret place.
+    pub fn difference(&self, difference: &crate::compare::Difference) -> crate::compare::Difference {
+        let secret = match difference.location {
+            crate::compare::Location::Header => self.is_secret_header(&difference.path),
+            crate::compare::Location::Body => self.is_secret_pointer(&difference.path),
+            crate::compare::Location::Status => false,
+        };
+        let mut kept = difference.clone();
+        if secret {
+            let hide = |value: &mut Option<String>| {
+                if value.is_some() {
+                    *value = Some(REDACTED.to_string());
+                }
+            };
+            hide(&mut kept.primary);
+            hide(&mut kept.shadow);
+        } else {
+            // Each value is JSON text; once inside the differences' own JSON
+            // a quote in a sent value would be escaped twice, past `scrub`.
+            kept.primary = kept.primary.map(|value| self.scrub(value));
+            kept.shadow = kept.shadow.map(|value| self.scrub(value));
+        }
+        kept
+    }
+
     /// Whether a header's value is a secret.
     pub fn is_secret_header(&self, name: &str) -> bool {
         self.headers.iter().any(|secret| secret.eq_ignore_ascii_case(name))

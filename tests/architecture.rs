@@ -23,7 +23,7 @@ const LEAVES: [&str; 10] = [
 /// Every top-level module, from the leaves up: a module may import only
 /// the modules before it. The same order as lib.rs `# Layout`.
 #[rustfmt::skip]
-const ORDER: [&str; 30] = [
+const ORDER: [&str; 31] = [
     // leaves
     "clock", "units", "histogram", "secret", "headers", "trace", "budget", "mode", "exchange", "seal",
     // vocabulary built on the leaves, then the pure stages
@@ -31,7 +31,7 @@ const ORDER: [&str; 30] = [
     // the outside parts
     "metrics", "server", "upstream", "store",
     // the stages of a request
-    "record", "mirror", "drift", "proxy", "report", "notify",
+    "record", "mirror", "drift", "recheck", "proxy", "report", "notify",
     // the admin listener, then assembly and the top
     "admin", "config", "app", "demo", "cli",
 ];

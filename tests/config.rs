@@ -567,7 +567,7 @@ fn a_header_cutover_sets_twice_on_the_shadow_is_refused() {
     let cases = [
         (
             "replay_headers = { authorization = \"KEY_A\" }\nheaders = { set = { Authorization = \"KEY_B\" } }",
-            "config/tomos.toml: shadow.replay_headers.\"authorization\": \"authorization\" is also in shadow.headers.set, which applies to every request to the shadow, replays included; keep it in one place",
+            "config/tomos.toml: shadow.replay_headers.\"authorization\": \"authorization\" is also in shadow.headers.set, which applies to every request to the shadow, replays and rechecks included; keep it in one place",
         ),
         (
             "headers = { set = { \"x-key\" = \"KEY_A\" }, remove = [\"X-Key\"] }",

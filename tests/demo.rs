@@ -245,6 +245,22 @@ async fn run_printed_next_steps(lines: &[String], config: &std::path::Path) {
             .all(|l| l.contains("candidate answered")),
         "every replay reached the candidate: {said}"
     );
+    // A recheck as printed asks both demo backends again: the seeded bugs
+    // are still there, so the group still diverges (exit 1) and stays open.
+    let recheck = commands
+        .iter()
+        .find(|c| c.starts_with("cutover recheck --group "))
+        .expect("a recheck step");
+    let rechecked = shell(recheck.clone()).await.unwrap();
+    let said = String::from_utf8_lossy(&rechecked.stdout);
+    assert_eq!(
+        rechecked.status.code(),
+        Some(1),
+        "{said}{}",
+        String::from_utf8_lossy(&rechecked.stderr)
+    );
+    assert!(said.contains(" diverges "), "{said}");
+    assert!(said.contains("not marked fixed"), "{said}");
     let route_gate = |json: &serde_json::Value| {
         json["gates"]
             .as_array()

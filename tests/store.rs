@@ -623,3 +623,64 @@ async fn postgres_pages_new_groups_and_drift_by_their_order() {
     pages_new_groups_and_drift_by_their_order(&store).await;
     store.close().await;
 }
+
+/// A group marked fixed reopens on a divergence observed after the fix,
+/// once, with a `regression` event; one observed before it (late in a
+/// writer's batch) leaves it fixed.
+async fn a_fixed_group_that_diverges_again_is_reopened(store: &Store) {
+    let title = group("g-regress", "/title", "value_changed", "high");
+    store
+        .record(&[exchange("before", 1_000, "diverged", vec![title.clone()])])
+        .await
+        .unwrap();
+    assert!(store
+        .triage("g-regress", "fixed", Some("deployed"), 2_000)
+        .await
+        .unwrap());
+    store
+        .record(&[exchange("late", 1_500, "diverged", vec![title.clone()])])
+        .await
+        .unwrap();
+    let status = |store: &Store| {
+        let store = store.clone();
+        async move { store.group("g-regress").await.unwrap().unwrap().0.status }
+    };
+    assert_eq!(
+        status(store).await,
+        "fixed",
+        "an exchange from before the fix reopened it"
+    );
+    assert!(store.events("regression").await.unwrap().is_empty());
+    store
+        .record(&[
+            exchange("again", 2_500, "diverged", vec![title.clone()]),
+            exchange("again-2", 2_600, "diverged", vec![title.clone()]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(status(store).await, "open");
+    let regressions = store.events("regression").await.unwrap();
+    assert_eq!(regressions.len(), 1, "{regressions:?}");
+    let (at_ms, detail) = &regressions[0];
+    assert_eq!(*at_ms, 2_500);
+    let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
+    assert_eq!(detail["group"], "g-regress");
+    assert_eq!(detail["request_id"], "again");
+    assert_eq!(detail["summary"], "value_changed /title");
+}
+
+#[tokio::test]
+async fn sqlite_reopens_a_fixed_group_that_diverges_again() {
+    let (store, _dir) = sqlite_store().await;
+    a_fixed_group_that_diverges_again_is_reopened(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_reopens_a_fixed_group_that_diverges_again() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let store = Store::open(&database.url, &options()).await.unwrap();
+    a_fixed_group_that_diverges_again_is_reopened(&store).await;
+    store.close().await;
+}

@@ -28,6 +28,7 @@ pub(super) async fn api_route(
         (Method::GET, ["divergences"]) => divergences(state, request.uri().query().unwrap_or("")).await,
         (Method::GET, ["divergences", key]) => divergence(state, key).await,
         (Method::POST, ["divergences", key, "triage"]) => triage(state, key, json_body(request).await?).await,
+        (Method::POST, ["divergences", key, "recheck"]) => recheck(state, key, json_body_or_none(request).await?).await,
         (Method::GET, ["mode"]) => mode(state),
         (Method::POST, ["mode"]) => switch_mode(state, json_body(request).await?).await,
         (Method::POST, ["reload"]) => reload(state).await,
@@ -101,6 +102,35 @@ async fn triage(state: &AdminState, key: &str, triage: Value) -> ApiAnswer {
         StatusCode::OK,
         &json!({ "group": group, "summary": summary, "note": note }),
     ))
+}
+
+/// `POST /api/divergences/{group}/recheck`: the group's sampled reads sent
+/// to both sides again; `{"mark_fixed": true}` records `fixed` when the
+/// group's difference is gone from them. 409 while another recheck runs.
+async fn recheck(state: &AdminState, key: &str, asked: Value) -> ApiAnswer {
+    let mark_fixed = match &asked["mark_fixed"] {
+        Value::Null => false,
+        Value::Bool(mark) => *mark,
+        other => return Err(bad_request(&format!("mark_fixed must be true or false, got {other}"))),
+    };
+    let control = state.recheck.as_ref().ok_or_else(|| unavailable("recheck"))?;
+    let Ok(_one_at_a_time) = control.running.try_lock() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "a recheck is already running on this instance; try again when it is done",
+        ));
+    };
+    let store = state.store().await?;
+    let report = control
+        .rechecker
+        .recheck(store, key, mark_fixed, crate::clock::now_ms())
+        .await
+        .map_err(|err| match err {
+            crate::recheck::RecheckError::Store(err) => store_failed(err),
+            crate::recheck::RecheckError::NoGroup(_) => no_group(key),
+            other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
+        })?;
+    Ok(json_response(StatusCode::OK, &json!(report)))
 }
 
 /// `GET /api/mode`: who serves, global and per route.

@@ -8,6 +8,8 @@
 //!   answer 403 saying how to set one:
 //!   `GET /api/summary`, `GET /api/divergences?route=&status=&severity=&q=&since=&cursor=&limit=`,
 //!   `GET /api/divergences/{group}`, `POST /api/divergences/{group}/triage`,
+//!   `POST /api/divergences/{group}/recheck` (`{"mark_fixed": true}` to
+//!   record `fixed` when the group's difference is gone from its samples),
 //!   `GET /api/drift` (open drifted writes), `POST /api/drift/replay`
 //!   (`{"all": true}` or `{"id": N}`), `GET /api/notifications` (the
 //!   newest `[[notify]]` notices and how each delivery went);
@@ -95,6 +97,8 @@ pub struct AdminState {
     pub reloader: Option<Arc<dyn Reload>>,
     /// What replaying drifted writes needs (absent: the endpoints answer 503).
     pub drift: Option<DriftControl>,
+    /// What rechecking a group needs (absent: the endpoint answers 503).
+    pub recheck: Option<RecheckControl>,
     /// The modes in force (`GET|POST /api/mode`).
     pub modes: Option<Arc<crate::mode::ModeTable>>,
     /// Set once the ID map and ledger are loaded from the store; readiness waits for it.
@@ -161,6 +165,13 @@ pub struct DriftControl {
     pub replaying: tokio::sync::Mutex<()>,
 }
 
+/// The running instance's side of a recheck.
+pub struct RecheckControl {
+    pub rechecker: crate::recheck::Rechecker,
+    /// One recheck at a time: each sends every sample of a group to both sides.
+    pub running: tokio::sync::Mutex<()>,
+}
+
 impl AdminState {
     pub fn new(
         metrics: Metrics,
@@ -177,6 +188,7 @@ impl AdminState {
             readiness: std::sync::RwLock::new(crate::report::Readiness::default()),
             reloader: None,
             drift: None,
+            recheck: None,
             modes: None,
             loaded: None,
             writer: None,
@@ -339,12 +351,25 @@ async fn ready(state: &AdminState) -> Response<ResponseBody> {
 
 /// A request's JSON body (at most 64 KiB).
 async fn json_body(request: Request<Incoming>) -> Result<Value, ApiError> {
-    let body = Limited::new(request.into_body(), 64 * 1024)
+    let body = body_of(request).await?;
+    serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))
+}
+
+/// A JSON body that may be left out: `null` then.
+async fn json_body_or_none(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let body = body_of(request).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))
+}
+
+async fn body_of(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(request.into_body(), 64 * 1024)
         .collect()
         .await
         .map_err(|err| bad_request(&format!("cannot read the body: {err}")))?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|err| bad_request(&format!("expected JSON: {err}")))
+        .to_bytes())
 }
 
 /// A part of the running instance this admin listener was not given.

@@ -245,7 +245,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         grace,
         Some(metrics.clone()),
     ));
+    let routes_now = Arc::clone(&reload_target);
+    let rechecker = crate::recheck::Rechecker {
+        primary: primary.clone(),
+        shadow: shadow.clone(),
+        ids: Arc::clone(&ids),
+        routes: Arc::new(move || routes_now.routes()),
+        primary_headers: config.primary.replay_headers.clone(),
+        shadow_headers: config.shadow.replay_headers.clone(),
+        redactor: config.redact.clone(),
+        max_body: config.mirror.max_body,
+        decode_limit: config.mirror.max_decoded,
+    };
     let mut admin_state = admin_state(&config, &metrics, &mirror, &ids, &readers, [primary, shadow]);
+    admin_state.recheck = Some(crate::admin::RecheckControl {
+        rechecker,
+        running: tokio::sync::Mutex::new(()),
+    });
     admin_state.loaded = Some(ready);
     admin_state.writer = Some(Arc::clone(&writer));
     admin_state.modes = Some(Arc::clone(&modes));

@@ -85,7 +85,7 @@ pub(super) fn diff(
 /// The ID map the proxy would start with: the config's import files, then
 /// the pairs in the store (`--store`, else the config's). Says on stderr
 /// how many pairs it used and where from.
-fn id_map(config: &Config, store: Option<&str>) -> anyhow::Result<IdMap> {
+pub(super) fn id_map(config: &Config, store: Option<&str>) -> anyhow::Result<IdMap> {
     let ids = IdMap::new(config.idmap.canonical);
     let mut imported = 0;
     for path in &config.idmap.import {

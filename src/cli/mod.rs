@@ -24,6 +24,7 @@ macro_rules! say {
 mod demo;
 mod diff;
 mod evidence;
+mod recheck;
 mod rollout;
 mod serve;
 
@@ -139,6 +140,22 @@ enum Command {
         /// Why (kept with the group and in the events table).
         #[arg(long)]
         note: Option<String>,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+    /// Send a divergence group's sampled reads to both sides again now and
+    /// compare them under the route's current rules, as `POST
+    /// /api/divergences/{group}/recheck` does. Exit 0 when the group's
+    /// difference is gone from every sample sent, 1 when it is not, 2 when
+    /// nothing could be sent or the group is unknown.
+    Recheck {
+        /// The group's key (in the report, `cutover diff` and the API).
+        #[arg(long)]
+        group: String,
+        /// Record the group as `fixed` when its difference is gone (a group
+        /// marked fixed that diverges again is reopened as a regression).
+        #[arg(long)]
+        mark_fixed: bool,
         #[command(flatten)]
         at: StoreArgs,
     },
@@ -419,6 +436,7 @@ pub fn run() -> ExitCode {
             note,
             at,
         } => done(triage(&group, &status, note.as_deref(), &at)),
+        Command::Recheck { group, mark_fixed, at } => found_or_not(recheck::recheck(&group, mark_fixed, &at)),
         Command::Drift { command } => found_or_not(drift(command)),
         Command::Diff {
             a,

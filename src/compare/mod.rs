@@ -134,6 +134,32 @@ pub struct Difference {
     pub group_key: String,
 }
 
+impl Difference {
+    /// One line for people: severity, kind, the place, and both values
+    /// (primary first).
+    pub fn line(&self) -> String {
+        let place = match self.location {
+            Location::Status => "(status)".to_string(),
+            Location::Header => format!("(header {})", self.path),
+            Location::Body if self.path.is_empty() => "(body)".to_string(),
+            Location::Body => self.path.clone(),
+        };
+        let item = self
+            .item
+            .as_deref()
+            .map(|item| format!(" [{item}]"))
+            .unwrap_or_default();
+        let value = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".to_string());
+        format!(
+            "{:<6} {:<17} {place}{item}: {} -> {}",
+            self.severity.label(),
+            self.kind.label(),
+            value(&self.primary),
+            value(&self.shadow),
+        )
+    }
+}
+
 /// A stable group key: the first 16 hex digits of SHA-256 over the route,
 /// method, place and kind. Stable across builds and replicas.
 pub fn group_key(route: &str, method: &str, location: &Location, pattern: &str, kind: Kind) -> String {
@@ -207,21 +233,7 @@ impl Comparison {
         let mut sorted: Vec<&Difference> = self.differences.iter().collect();
         sorted.sort_by_key(|d| std::cmp::Reverse(d.severity));
         for d in sorted {
-            let place = match d.location {
-                Location::Status => "(status)".to_string(),
-                Location::Header => format!("(header {})", d.path),
-                Location::Body if d.path.is_empty() => "(body)".to_string(),
-                Location::Body => d.path.clone(),
-            };
-            let item = d.item.as_deref().map(|item| format!(" [{item}]")).unwrap_or_default();
-            let value = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".to_string());
-            out.push_str(&format!(
-                "  {:<6} {:<17} {place}{item}: {} -> {}\n",
-                d.severity.label(),
-                d.kind.label(),
-                value(&d.primary),
-                value(&d.shadow),
-            ));
+            out.push_str(&format!("  {}\n", d.line()));
         }
         if self.truncated > 0 {
             out.push_str(&format!("  ... and {} more\n", self.truncated));

@@ -65,7 +65,7 @@ pub(super) fn sent_headers(primary: &UpstreamConfig, shadow: &UpstreamConfig) ->
 
 impl Ctx<'_> {
     /// Both sides, with the rules that hold between them: only the shadow
-    /// is rate-limited or has writes replayed, and the names differ.
+    /// is rate-limited, and the names differ.
     pub(super) fn upstreams(
         &self,
         primary: RawUpstream,
@@ -75,28 +75,24 @@ impl Ctx<'_> {
     ) -> Result<(UpstreamConfig, UpstreamConfig), ConfigError> {
         let primary = self.upstream("primary", primary, PRIMARY_URL_ENV, "30s", env, missing)?;
         let shadow = self.upstream("shadow", shadow, SHADOW_URL_ENV, "10s", env, missing)?;
-        for (name, _) in &shadow.replay_headers {
-            let conflict = if shadow.headers.set.iter().any(|set| set.name == name) {
-                Some("set")
-            } else if shadow.headers.remove.contains(name) {
-                Some("remove")
-            } else {
-                None
-            };
-            if let Some(list) = conflict {
-                return Err(self.invalid(
-                    format!("shadow.replay_headers.\"{name}\""),
-                    format!(
-                        "\"{name}\" is also in shadow.headers.{list}, which applies to every request to the shadow, replays included; keep it in one place"
-                    ),
-                ));
+        for (section, side) in [("primary", &primary), ("shadow", &shadow)] {
+            for (name, _) in &side.replay_headers {
+                let conflict = if side.headers.set.iter().any(|set| set.name == name) {
+                    Some("set")
+                } else if side.headers.remove.contains(name) {
+                    Some("remove")
+                } else {
+                    None
+                };
+                if let Some(list) = conflict {
+                    return Err(self.invalid(
+                        format!("{section}.replay_headers.\"{name}\""),
+                        format!(
+                            "\"{name}\" is also in {section}.headers.{list}, which applies to every request to the {section}, replays and rechecks included; keep it in one place"
+                        ),
+                    ));
+                }
             }
-        }
-        if !primary.replay_headers.is_empty() {
-            return Err(self.invalid(
-                "primary.replay_headers",
-                "only writes to the shadow are replayed; set replay_headers on [shadow]",
-            ));
         }
         if primary.rate_limit.is_some() {
             return Err(self.invalid(

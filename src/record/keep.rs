@@ -104,7 +104,7 @@ impl Recorder {
         let differences: Vec<compare::Difference> = comparison
             .differences
             .iter()
-            .map(|difference| self.redact_difference(difference))
+            .map(|difference| self.redactor.difference(difference))
             .collect();
         // A backend may echo what cutover set on its request: scrubbed
         // before the diff and the clipping, so no part of it survives.
@@ -168,31 +168,6 @@ impl Recorder {
             Ok(Body::Empty) => String::new(),
             Err(err) => format!("(not decodable: {err})"),
         }
-    }
-
-    /// A difference with its values hidden when they sit at a secret place.
-    fn redact_difference(&self, difference: &compare::Difference) -> compare::Difference {
-        let secret = match difference.location {
-            compare::Location::Header => self.redactor.is_secret_header(&difference.path),
-            compare::Location::Body => self.redactor.is_secret_pointer(&difference.path),
-            compare::Location::Status => false,
-        };
-        let mut kept = difference.clone();
-        if secret {
-            let hide = |value: &mut Option<String>| {
-                if value.is_some() {
-                    *value = Some(crate::redact::REDACTED.to_string());
-                }
-            };
-            hide(&mut kept.primary);
-            hide(&mut kept.shadow);
-        } else {
-            // Each value is JSON text; once inside the differences' own JSON
-            // a quote in a sent value would be escaped twice, past `scrub`.
-            kept.primary = kept.primary.map(|value| self.redactor.scrub(value));
-            kept.shadow = kept.shadow.map(|value| self.redactor.scrub(value));
-        }
-        kept
     }
 }
 

@@ -46,7 +46,7 @@ impl Commands {
 
     /// `cutover ARGS` with what finds the store; `None` when the command
     /// needs the config (`drift replay` needs the shadow) and none is known.
-    fn cli(&self, args: &str, needs_config: bool) -> Option<String> {
+    pub fn cli(&self, args: &str, needs_config: bool) -> Option<String> {
         match (&self.config, &self.store) {
             (Some(config), _) => Some(format!("cutover {args} -c {config}")),
             (None, _) if needs_config => None,
@@ -125,8 +125,14 @@ fn triage_step(group: &GroupEvidence, commands: &Commands) -> String {
     let bug = commands
         .cli(&format!("triage {} bug", group.key), false)
         .unwrap_or_default();
+    let prove = commands
+        .cli(&format!("recheck --group {} --mark-fixed", group.key), true)
+        .map_or_else(
+            || "then mark it fixed".to_string(),
+            |recheck| format!("then prove it on the group's samples: `{recheck}`"),
+        );
     format!(
-        "group {} ({} {what}, {}×): intended? `{accept}`; a bug? `{bug}`, fix the candidate, then mark it fixed",
+        "group {} ({} {what}, {}×): intended? `{accept}`; a bug? `{bug}`, fix the candidate, {prove}",
         group.key, group.route, group.count,
     )
 }

@@ -19,6 +19,10 @@ pub struct SampleRow {
     pub shadow_excerpt: Option<String>,
     /// The W3C trace id of the request, when it carried a valid `traceparent`.
     pub trace_id: Option<String>,
+    /// The side that served the sampled request (`primary`, `shadow`),
+    /// while its exchange is kept: its path is in that side's IDs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
 }
 
 /// One route's counts, for the admin summary.
@@ -84,8 +88,9 @@ impl Store {
     /// The samples of a group, oldest first.
     pub async fn samples(&self, key: &str) -> Result<Vec<SampleRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at_ms, differences, unified_diff, request, primary_excerpt, shadow_excerpt, trace_id \
-             FROM divergence_samples WHERE group_key = $1 ORDER BY id",
+            "SELECT s.at_ms, s.differences, s.unified_diff, s.request, s.primary_excerpt, s.shadow_excerpt, \
+             s.trace_id, e.served FROM divergence_samples s LEFT JOIN exchanges e ON e.id = s.exchange_id \
+             WHERE s.group_key = $1 ORDER BY s.id",
         )
         .bind(key)
         .fetch_all(&self.pool)
@@ -104,6 +109,9 @@ impl Store {
                     primary_excerpt: row.try_get("primary_excerpt")?,
                     shadow_excerpt: row.try_get("shadow_excerpt")?,
                     trace_id: row.try_get("trace_id")?,
+                    served: row
+                        .try_get::<Option<String>, _>("served")?
+                        .filter(|served| !served.is_empty()),
                 })
             })
             .collect()
@@ -339,13 +347,16 @@ impl Store {
         let mut connection = self.pool.acquire().await?;
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut *connection).await?;
-            let updated = sqlx::query("UPDATE divergence_groups SET status = $1, note = $2 WHERE group_key = $3")
-                .bind(status)
-                .bind(note)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let fixed_ms = (status == "fixed").then_some(at_ms);
+            let updated =
+                sqlx::query("UPDATE divergence_groups SET status = $1, note = $2, fixed_ms = $3 WHERE group_key = $4")
+                    .bind(status)
+                    .bind(note)
+                    .bind(fixed_ms)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             if updated == 0 {
                 return Ok(false);
             }

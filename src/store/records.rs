@@ -371,6 +371,7 @@ impl Store {
         let row = bind_exchange(insert, exchange).fetch_one(&mut **tx).await?;
         let exchange_id: i64 = row.try_get(0)?;
         for group in &exchange.groups {
+            reopen_if_fixed(tx, group, exchange).await?;
             sqlx::query(
                 "INSERT INTO divergence_groups (group_key, route, method, location, pattern, kind, severity, \
                  summary, first_seen_ms, last_seen_ms, count) \
@@ -433,6 +434,40 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A group marked `fixed` before this exchange was observed diverges
+/// again: it goes back to `open`, and a `regression` event says when and
+/// by which request. An exchange observed before the fix (still in a
+/// writer's batch) leaves it fixed. Of replicas writing the same
+/// divergence, only the one whose update changed the row adds the event.
+async fn reopen_if_fixed(tx: &mut Tx<'_>, group: &GroupRef, exchange: &ExchangeRecord) -> Result<(), StoreError> {
+    let reopened = sqlx::query(
+        "UPDATE divergence_groups SET status = 'open', fixed_ms = NULL \
+         WHERE group_key = $1 AND status = 'fixed' AND (fixed_ms IS NULL OR fixed_ms <= $2)",
+    )
+    .bind(&group.key)
+    .bind(exchange.at_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if reopened > 0 {
+        let detail = serde_json::json!({
+            "group": group.key,
+            "route": group.route,
+            "summary": group.summary,
+            "request_id": exchange.request_id,
+            "path": exchange.path,
+            "source": exchange.source,
+        });
+        sqlx::query("INSERT INTO events (at_ms, kind, detail) VALUES ($1, 'regression', $2)")
+            .bind(exchange.at_ms)
+            .bind(detail.to_string())
+            .execute(&mut **tx)
+            .await?;
+        tracing::warn!(group = %group.key, route = %group.route, "a group marked fixed diverges again: reopened");
+    }
+    Ok(())
 }
 
 /// Learned noise: one row per route, pattern and side, updated in place.

@@ -486,6 +486,19 @@ impl UpstreamBody {
         }
         Ok(None)
     }
+
+    /// The body read whole, or its first bytes and `true` once it would
+    /// pass `limit` (the rest is left unread).
+    pub async fn collect_up_to(mut self, limit: usize) -> Result<(Bytes, bool), Failure> {
+        let mut collected = bytes::BytesMut::new();
+        while let Some(chunk) = self.chunk().await? {
+            if collected.len() + chunk.len() > limit {
+                return Ok((collected.freeze(), true));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok((collected.freeze(), false))
+    }
 }
 
 impl Body for UpstreamBody {
