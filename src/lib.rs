@@ -27,8 +27,10 @@
 //! - [`compare`]: judges an exchange into an outcome.
 //! - [`idmap`]: primary ↔ shadow ID pairs: import, learn, canonical form, translation.
 //! - [`redact`]: secrets out of everything kept (headers, query values, JSON fields).
+//! - [`capture`]: requests as kept, written as HAR 1.2 or JSON Lines (`cutover export`).
 //! - [`route`]: `METHOD /path/{param}` templates and per-route mirroring policy, matched on
-//!   the canonical path (`route::normalize`).
+//!   the canonical path (`route::normalize`); `route::access`: which requests are reads
+//!   (safe methods, a route's `reads`, a GraphQL route's queries).
 //!
 //! The outside parts:
 //! - [`metrics`]: the Prometheus registry and metric names.
@@ -66,6 +68,7 @@
 pub mod admin;
 pub mod app;
 pub mod budget;
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod compare;

@@ -23,11 +23,11 @@ const LEAVES: [&str; 10] = [
 /// Every top-level module, from the leaves up: a module may import only
 /// the modules before it. The same order as lib.rs `# Layout`.
 #[rustfmt::skip]
-const ORDER: [&str; 31] = [
+const ORDER: [&str; 32] = [
     // leaves
     "clock", "units", "histogram", "secret", "headers", "trace", "budget", "mode", "exchange", "seal",
     // vocabulary built on the leaves, then the pure stages
-    "ledger", "compare", "idmap", "redact", "route",
+    "ledger", "compare", "idmap", "redact", "capture", "route",
     // the outside parts
     "metrics", "server", "upstream", "store",
     // the stages of a request

@@ -70,6 +70,26 @@ fn broken_configs_point_at_the_key() {
             "config/tomos.toml: route \"update-task\": sample_key: expected \"client-ip\" or \"header:NAME\", got \"cookie\"",
         ),
         (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\nreads = [\"GET\"]",
+            "config/tomos.toml: route \"update-task\": reads[0]: GET is always a read; list only methods that are otherwise writes",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\nreads = [\"PATCH\", \"post\"]",
+            "config/tomos.toml: route \"update-task\": reads[1]: expected POST, PUT, PATCH or DELETE, got \"post\"",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\nreads = [\"POST\"]",
+            "config/tomos.toml: route \"update-task\": reads[0]: the route's match \"PATCH /api/task/{id:tasks}\" never takes a POST",
+        ),
+        (
+            "mirror = \"dual-write\"",
+            "mirror = \"dual-write\"\ngraphql = true",
+            "config/tomos.toml: route \"update-task\": graphql: GraphQL operations come as POST, which \"PATCH /api/task/{id:tasks}\" never takes; list the method in reads",
+        ),
+        (
             "url = \"https://legacy.example.com\"",
             "url = \"https://legacy.example.com\"\ntimeout = \"thirty seconds\"",
             "config/tomos.toml: primary.timeout: expected a duration like \"30s\", \"250ms\" or \"24h\", got \"thirty seconds\"",
@@ -202,7 +222,7 @@ fn broken_configs_point_at_the_key() {
         (
             "match = \"PATCH /api/task/{id:tasks}\"",
             "matches = \"PATCH /api/task/{id:tasks}\"",
-            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare`, `learn_ids`, `translate`, `verify`, `on_primary_error`, `rollout` (line 16, column 1)",
+            "config/tomos.toml: route[0].matches: unknown field `matches`, expected one of `name`, `match`, `mirror`, `sample`, `sample_key`, `compare`, `learn_ids`, `translate`, `verify`, `on_primary_error`, `rollout`, `reads`, `graphql` (line 16, column 1)",
         ),
         (
             "name = \"notion\"",

@@ -24,6 +24,7 @@ macro_rules! say {
 mod demo;
 mod diff;
 mod evidence;
+mod export;
 mod recheck;
 mod rollout;
 mod serve;
@@ -185,6 +186,24 @@ enum Command {
         /// Exit 0 on GO, 1 on NO-GO, 2 on NOT YET (3 if the report could not be made).
         #[arg(long)]
         check: bool,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+    /// The divergence samples, and with --exchanges every request recorded
+    /// in the window, as HAR 1.2 or JSON Lines (redacted as stored).
+    Export {
+        #[arg(long, value_enum, default_value_t = export::CaptureFormat::Har)]
+        format: export::CaptureFormat,
+        /// Write here instead of standard output; refused if it exists.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Every recorded request of the window too (method, path,
+        /// statuses and timings: the store keeps no headers or bodies of those).
+        #[arg(long)]
+        exchanges: bool,
+        /// The window of --exchanges: the last DURATION.
+        #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = crate::units::parse_duration)]
+        since: std::time::Duration,
         #[command(flatten)]
         at: StoreArgs,
     },
@@ -389,6 +408,21 @@ pub fn run() -> ExitCode {
         Command::Migrate { store } => done(migrate(&store)),
         Command::Health { admin } => done(health(&admin)),
         Command::Backup { out, at } => done(evidence::backup(&out, &at)),
+        Command::Export {
+            format,
+            out,
+            exchanges,
+            since,
+            at,
+        } => {
+            let request = export::ExportRequest {
+                format,
+                out: out.as_deref(),
+                exchanges,
+                since,
+            };
+            done(export::export(&request, &at))
+        }
         Command::Switch {
             mode,
             route,

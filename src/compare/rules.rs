@@ -97,6 +97,9 @@ pub struct CompareRules {
     pub recheck: Option<Duration>,
     /// Learn volatile fields of this route as noise.
     pub learn_noise: bool,
+    /// A GraphQL route: a top-level `errors` only one side has is always a
+    /// difference (never an extra field tolerated).
+    pub graphql: bool,
 }
 
 /// An error building rules: which rule key and what is wrong.

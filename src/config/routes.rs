@@ -38,6 +38,11 @@ pub(super) struct RawRoute {
     verify: Option<String>,
     on_primary_error: Option<String>,
     rollout: Option<super::rollout::RawRollout>,
+    /// Methods besides the safe ones whose requests are reads.
+    #[serde(default)]
+    reads: Vec<String>,
+    #[serde(default)]
+    graphql: bool,
 }
 
 impl RawRoute {
@@ -137,8 +142,14 @@ impl Ctx<'_> {
             };
             let mut route = Route::new(&raw.name, &raw.match_, mirror, raw.sample, sample_key)
                 .map_err(|err: RouteError| self.invalid(key("match"), err.to_string()))?;
+            let graphql_key = key("graphql");
+            self.reads(&mut route, &raw)?;
             self.write_rules(&mut route, &mut raw)?;
-            route.compare = Arc::new(self.compare(&raw.name, raw.compare)?);
+            let mut compare = self.compare(&raw.name, raw.compare)?;
+            if route.graphql {
+                graphql_rules(&mut compare).map_err(|message| self.invalid(graphql_key, message))?;
+            }
+            route.compare = Arc::new(compare);
             routes.push(route);
         }
         // A read-back is compared under the route its request falls in.
@@ -158,6 +169,52 @@ impl Ctx<'_> {
             }
         }
         Ok(RouteTable::new(routes))
+    }
+
+    /// `reads` and `graphql`: which methods besides the safe ones are reads
+    /// (on a GraphQL route, by the operation in the body).
+    fn reads(&self, route: &mut Route, raw: &RawRoute) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("route \"{}\": {field}", raw.name);
+        for (index, text) in raw.reads.iter().enumerate() {
+            let method = http::Method::from_bytes(text.as_bytes()).unwrap_or_default();
+            let takes = [
+                http::Method::POST,
+                http::Method::PUT,
+                http::Method::PATCH,
+                http::Method::DELETE,
+            ];
+            if !takes.contains(&method) || method.as_str() != text {
+                let why = if crate::route::is_safe(&method) && method.as_str() == text {
+                    format!("{text} is always a read; list only methods that are otherwise writes")
+                } else {
+                    format!("expected POST, PUT, PATCH or DELETE, got \"{text}\"")
+                };
+                return Err(self.invalid(key(&format!("reads[{index}]")), why));
+            }
+            if !route.methods.accepts(&method) {
+                return Err(self.invalid(
+                    key(&format!("reads[{index}]")),
+                    format!("the route's match \"{}\" never takes a {method}", route.match_text),
+                ));
+            }
+            if !route.reads.contains(&method) {
+                route.reads.push(method);
+            }
+        }
+        route.graphql = raw.graphql;
+        if raw.graphql && route.reads.is_empty() {
+            if !route.methods.accepts(&http::Method::POST) {
+                return Err(self.invalid(
+                    key("graphql"),
+                    format!(
+                        "GraphQL operations come as POST, which \"{}\" never takes; list the method in reads",
+                        route.match_text
+                    ),
+                ));
+            }
+            route.reads.push(http::Method::POST);
+        }
+        Ok(())
     }
 
     /// A route's ID and write rules: `learn_ids`, `translate`, `verify`, `on_primary_error`.
@@ -248,4 +305,21 @@ impl Ctx<'_> {
         }
         Ok(IdMapConfig { import, canonical })
     }
+}
+
+/// What a GraphQL route compares besides its own rules: a difference in
+/// the top-level `errors` is high severity (after any severity the route
+/// sets), never learned as noise, and never an extra field tolerated.
+fn graphql_rules(rules: &mut CompareRules) -> Result<(), String> {
+    let errors = "/errors/**";
+    let added = rules
+        .add(
+            "graphql",
+            errors,
+            crate::compare::rules::Rule::Severity(crate::exchange::Severity::High),
+        )
+        .and_then(|()| rules.add_not_noise("graphql", errors));
+    added.map_err(|err| err.to_string())?;
+    rules.graphql = true;
+    Ok(())
 }

@@ -58,7 +58,7 @@ use crate::idmap::{IdMap, Side};
 use crate::metrics::Metrics;
 use crate::record::{DirectRequest, Exchange, Recorder, RecorderParts};
 use crate::redact::Redactor;
-use crate::route::{is_safe, MirrorPolicy, Route, WriteRules};
+use crate::route::{access, is_read, is_safe, Access, MirrorPolicy, Route, WriteRules};
 use crate::store::Writer;
 use crate::units::RateLimit;
 
@@ -165,9 +165,9 @@ fn plainly_identical(exchange: &Exchange) -> bool {
         && primary.body == shadow.body
 }
 
-/// Whether a request is a write on a dual-write route.
-fn is_dual_write(route: Option<&Route>, method: &Method) -> bool {
-    !is_safe(method) && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite)
+/// Whether a request, with its body, is a write on a dual-write route.
+fn is_dual_write(route: Option<&Route>, method: &Method, body: &[u8]) -> bool {
+    route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite) && !is_read(route, method, body)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,16 +273,20 @@ impl Mirror {
 
     /// Decides whether a request is mirrored; takes its place in the queue if so.
     pub fn plan(&self, route: Option<&Route>, method: &Method, headers: &HeaderMap, client_ip: IpAddr) -> Plan {
-        if !is_safe(method) {
+        let access = access(route, method);
+        if access != Access::Read {
             self.writes.fetch_add(1, Ordering::AcqRel);
         }
-        let dual_write = is_dual_write(route, method);
+        // A GraphQL request may be a mutation: on a dual-write route it is
+        // planned as a write (never sampled out or rate-limited away), and
+        // its body decides at dispatch.
+        let dual_write = access != Access::Read && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite);
         let policy_mirrors = match route {
             None => match self.config.unmatched {
                 Unmatched::Reads => is_safe(method),
                 Unmatched::Off => false,
             },
-            Some(route) => route.mirror != MirrorPolicy::Off && (is_safe(method) || dual_write),
+            Some(route) => route.mirror != MirrorPolicy::Off && (access != Access::Write || dual_write),
         };
         if !policy_mirrors {
             return Plan::Skip(SkipReason::MirrorOff);
@@ -355,7 +359,7 @@ impl Mirror {
             started_at: SystemTime::now(),
             serving,
         };
-        if is_dual_write(route, &job.request.method) {
+        if is_dual_write(route, &job.request.method, &job.request.body) {
             let pending = self.lanes.begin(job.entity.clone());
             let learning = (!job.writes.learn.is_empty()).then(|| LearningGuard::new(&self.learning));
             tokio::spawn(Arc::clone(self).run_write(job, primary_rx, learning));
@@ -363,7 +367,18 @@ impl Mirror {
                 target: Some(ObserverTarget::Mirrored(tx, Some(pending))),
             };
         }
-        tokio::spawn(Arc::clone(self).run_read(job, primary_rx));
+        // A GraphQL query planned as a possible write took no rate-limit
+        // token: it waits for one, as writes do.
+        let untokened = access(route, &job.request.method) == Access::ByBody
+            && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite);
+        let wait = self.rate_limit.as_ref().filter(|_| untokened).map(RateLimiter::reserve);
+        let mirror = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            mirror.run_read(job, primary_rx).await;
+        });
         PrimaryObserver {
             target: Some(ObserverTarget::Mirrored(tx, None)),
         }

@@ -29,7 +29,7 @@ use crate::idmap::Side;
 use crate::mirror::{CaptureBuf, Mirror, Plan, PrimaryObserver};
 use crate::mode::{Mode, ModeTable, ServingHealth};
 use crate::record::{DirectRequest, LostWrite};
-use crate::route::{is_safe, MirrorPolicy, Route, RouteTable, UNMATCHED_ROUTE};
+use crate::route::{access, is_read, is_safe, Access, MirrorPolicy, Route, RouteTable, UNMATCHED_ROUTE};
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::{Failure, OutgoingBody, Upstream, UpstreamBody};
 
@@ -288,11 +288,21 @@ fn plan_mirror(flight: &InFlight<'_>, client: SocketAddr) -> Plan {
 }
 
 impl InFlight<'_> {
-    /// The request as recorded when it is not mirrored.
+    /// Whether a request planned before its body was read (a GraphQL
+    /// operation) turns out to be a write its route does not mirror.
+    fn is_unmirrored_write(&self, body: &[u8]) -> bool {
+        let method = &self.parts.method;
+        access(self.route, method) == Access::ByBody
+            && self.route.is_some_and(|route| route.mirror != MirrorPolicy::DualWrite)
+            && !is_read(self.route, method, body)
+    }
+
+    /// The request as recorded when it is not mirrored. A GraphQL request
+    /// whose body was not read counts as the write it may be.
     fn direct(&self) -> DirectRequest {
-        let dual_write = self
-            .route
-            .filter(|route| route.mirror == MirrorPolicy::DualWrite && !is_safe(&self.parts.method));
+        let dual_write = self.route.filter(|route| {
+            route.mirror == MirrorPolicy::DualWrite && access(Some(route), &self.parts.method) != Access::Read
+        });
         DirectRequest {
             request_id: self.request_id.clone(),
             route: self.route_name.clone(),
@@ -337,6 +347,16 @@ async fn read_body(flight: &InFlight<'_>, plan: Plan, body: Incoming) -> Result<
             Ok(Prepared {
                 body: OutgoingBody::streaming(rest),
                 observer: mirror.direct_observer(flight.direct(), reason),
+                capture: None,
+                body_copy: None,
+            })
+        }
+        (Ok(rest), Ok((bytes, _))) if flight.is_unmirrored_write(&bytes) => {
+            // A GraphQL mutation on a route that mirrors reads only.
+            drop(ticket);
+            Ok(Prepared {
+                body: OutgoingBody::streaming(rest),
+                observer: mirror.direct_observer(flight.direct(), SkipReason::MirrorOff),
                 capture: None,
                 body_copy: None,
             })

@@ -5,7 +5,8 @@
 //! requests no route matches are labelled [`UNMATCHED_ROUTE`].
 //!
 //! Must never: hand a raw request path to anything as a label, or allocate
-//! per request beyond what matching needs.
+//! per request beyond what matching needs (and, on a GraphQL route, reading
+//! the operation from a body already captured, once).
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,7 +16,10 @@ use http::{HeaderName, Method};
 use crate::compare::rules::CompareRules;
 use crate::idmap::{LearnRule, Translation};
 
+pub mod access;
 pub mod normalize;
+
+pub use access::{access, is_read, Access};
 
 /// The route label of requests that no `[[route]]` matches.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -238,7 +242,7 @@ impl MethodMatch {
         Ok(MethodMatch::OneOf(methods))
     }
 
-    fn accepts(&self, method: &Method) -> bool {
+    pub fn accepts(&self, method: &Method) -> bool {
         match self {
             MethodMatch::Any => true,
             MethodMatch::OneOf(methods) => methods.contains(method),
@@ -271,6 +275,11 @@ pub struct Route {
     pub compare: Arc<CompareRules>,
     /// IDs and writes: translation for the shadow, learning, read-back.
     pub writes: Arc<WriteRules>,
+    /// Methods besides the safe ones whose requests are reads (`reads`).
+    pub reads: Vec<Method>,
+    /// `graphql = true`: a request of a `reads` method is a read when its
+    /// operation is a query (see [`access`]).
+    pub graphql: bool,
 }
 
 /// What a route does about IDs and mirrored writes.
@@ -404,6 +413,8 @@ impl Route {
                 params,
                 ..WriteRules::default()
             }),
+            reads: Vec::new(),
+            graphql: false,
         })
     }
 

@@ -144,6 +144,48 @@ impl Store {
         discard_if_failed(connection, result).await
     }
 
+    /// At most `limit` exchanges observed in `[from_ms, to_ms)` with ids
+    /// after `after_id`, oldest first: (id, the exchange as kept).
+    pub async fn exchanges_between(
+        &self,
+        (from_ms, to_ms): (i64, i64),
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, super::ExchangeRecord)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, request_id, route, method, path, source, outcome, reason, primary_status, \
+             shadow_status, primary_ms, shadow_ms, served FROM exchanges \
+             WHERE at_ms >= $1 AND at_ms < $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let exchange = super::ExchangeRecord {
+                    at_ms: row.try_get("at_ms")?,
+                    request_id: row.try_get("request_id")?,
+                    route: row.try_get("route")?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                    source: row.try_get("source")?,
+                    outcome: row.try_get("outcome")?,
+                    reason: row.try_get("reason")?,
+                    primary_status: row.try_get("primary_status")?,
+                    shadow_status: row.try_get("shadow_status")?,
+                    primary_ms: row.try_get("primary_ms")?,
+                    shadow_ms: row.try_get("shadow_ms")?,
+                    served: row.try_get::<Option<String>, _>("served")?.unwrap_or_default(),
+                    ..super::ExchangeRecord::default()
+                };
+                Ok((row.try_get("id")?, exchange))
+            })
+            .collect()
+    }
+
     /// How many exchanges are stored.
     pub async fn exchange_count(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM exchanges")

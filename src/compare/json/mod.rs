@@ -344,7 +344,9 @@ impl<'a> Differ<'a> {
             }
             path.push(Segment::Key(Cow::Borrowed(key)));
             let child = self.rules.step(cursor, key);
-            let tolerated = self.rules.allow_extra_fields || (s_value.is_null() && self.null_may_be_missing(&child));
+            let graphql_errors = self.rules.graphql && path.len() == 1 && key == "errors";
+            let tolerated = (self.rules.allow_extra_fields && !graphql_errors)
+                || (s_value.is_null() && self.null_may_be_missing(&child));
             if !tolerated {
                 self.record(path, Kind::ExtraInShadow, None, Some(s_value));
                 self.patch_op("remove", path, None);
