@@ -239,6 +239,8 @@ pub enum Source {
     Verify,
     /// A synthetic read of a `[[sweep]]`: counted apart from the clients' traffic.
     Sweep,
+    /// A request of a capture sent by `cutover replay`.
+    Replay,
 }
 
 impl Source {
@@ -247,6 +249,7 @@ impl Source {
             Source::Traffic => "traffic",
             Source::Verify => "verify",
             Source::Sweep => "sweep",
+            Source::Replay => "replay",
         }
     }
 }
@@ -376,11 +379,11 @@ mod tests {
 
     #[test]
     fn sources_keep_the_labels_the_store_and_report_filter_on() {
-        let labels: Vec<&str> = [Source::Traffic, Source::Verify, Source::Sweep]
+        let labels: Vec<&str> = [Source::Traffic, Source::Verify, Source::Sweep, Source::Replay]
             .iter()
             .map(|source| source.label())
             .collect();
-        assert_eq!(labels, ["traffic", "verify", "sweep"]);
+        assert_eq!(labels, ["traffic", "verify", "sweep", "replay"]);
     }
 
     #[test]

@@ -167,6 +167,26 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, Socke
 /// (Longer than most functions here: it is the one place the order of the
 /// wiring is written down, each step a call or two, read top to bottom.)
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_as(config, crate::exchange::Source::Traffic).await
+}
+
+/// Starts an instance for `cutover replay`: its listeners on loopback
+/// ports of their own (only the replay knows them), every request it
+/// proxies recorded as source `replay`, and nothing that acts on the
+/// deployment beside recording (sweeps, rollback, ramps, notifications).
+pub async fn start_replaying(mut config: Config) -> Result<Running, StartError> {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen.proxy = loopback;
+    config.listen.admin = loopback;
+    config.sweeps.clear();
+    config.rollback = None;
+    config.rollout = None;
+    config.route_rollouts.clear();
+    config.notify.clear();
+    start_as(config, crate::exchange::Source::Replay).await
+}
+
+async fn start_as(config: Config, source: crate::exchange::Source) -> Result<Running, StartError> {
     let metrics = Metrics::new()?;
     // A pooled client per backend for the side that serves, and one for
     // the mirror that holds at most `mirror.max_in_flight` connections
@@ -184,8 +204,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (writer, writer_task) = Writer::start(config.store.clone(), metrics.clone());
     // Every reader of this instance shares one pool; the writer has its own.
     let readers = SharedStore::new(&config.store.url, &config.store.options);
-    let instance = lifecycle::instance_name(&config);
-    let (mirror, workers) = start_mirror(&config, mirrored, &metrics, &writer, &readers, &ids, &instance)?;
+    // A replay is an instance of its own, never taken for a serve of the same config.
+    let instance = match source {
+        crate::exchange::Source::Replay => format!("replay {}", lifecycle::instance_name(&config)),
+        _ => lifecycle::instance_name(&config),
+    };
+    let (mirror, workers) = start_mirror(
+        &config,
+        mirrored,
+        &metrics,
+        (&writer, source),
+        &readers,
+        &ids,
+        &instance,
+    )?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(lifecycle::load_from_store(
         readers.clone(),
@@ -307,7 +339,7 @@ fn start_mirror(
     config: &Config,
     [primary, shadow]: [Upstream; 2],
     metrics: &Metrics,
-    writer: &Arc<Writer>,
+    (writer, source): (&Arc<Writer>, crate::exchange::Source),
     readers: &SharedStore,
     ids: &Arc<IdMap>,
     instance: &str,
@@ -327,6 +359,7 @@ fn start_mirror(
             write_tries: config.shadow.write_tries,
             store: readers.clone(),
             instance: instance.to_string(),
+            source,
         },
     )
 }

@@ -26,6 +26,7 @@ mod diff;
 mod evidence;
 mod export;
 mod recheck;
+mod replay;
 mod rollout;
 mod serve;
 
@@ -157,6 +158,24 @@ enum Command {
         /// marked fixed that diverges again is reopened as a regression).
         #[arg(long)]
         mark_fixed: bool,
+        #[command(flatten)]
+        at: StoreArgs,
+    },
+    /// Send the requests of a capture (HAR from a browser or a proxy, or
+    /// cutover's own export as HAR or JSON Lines) to both sides through an
+    /// instance of cutover of its own, compared and recorded as source
+    /// `replay`: a comparison before cutover is in line. Exit 0 when every
+    /// entry was read and answered, 1 otherwise.
+    Replay {
+        /// The capture.
+        file: PathBuf,
+        /// At most this many requests, e.g. `10/s` or `600/m`.
+        #[arg(long, default_value = "10/s", value_parser = crate::units::parse_rate)]
+        rate: crate::units::RateLimit,
+        /// Send the capture's writes too, on routes with mirror = "dual-write"
+        /// (else every write is left out, and counted).
+        #[arg(long)]
+        writes: bool,
         #[command(flatten)]
         at: StoreArgs,
     },
@@ -471,6 +490,10 @@ pub fn run() -> ExitCode {
             at,
         } => done(triage(&group, &status, note.as_deref(), &at)),
         Command::Recheck { group, mark_fixed, at } => found_or_not(recheck::recheck(&group, mark_fixed, &at)),
+        Command::Replay { file, rate, writes, at } => {
+            let result = replay::replay(&file, rate, writes, &at);
+            exit(result.map(|all| ExitCode::from(u8::from(!all))), 2)
+        }
         Command::Drift { command } => found_or_not(drift(command)),
         Command::Diff {
             a,

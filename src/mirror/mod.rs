@@ -77,6 +77,8 @@ pub struct Recording {
     pub store: crate::store::SharedStore,
     /// Who this instance is across restarts: its pending writes carry it.
     pub instance: String,
+    /// What the proxied requests are recorded as: `traffic`, or `replay`.
+    pub source: crate::exchange::Source,
 }
 
 pub use crate::budget::{MemoryBudget, Reservation};
@@ -118,6 +120,8 @@ pub struct Mirror {
     instance: String,
     /// This run's key prefix for write intents (random: unique across restarts).
     run: String,
+    /// What the proxied requests are recorded as.
+    source: crate::exchange::Source,
 }
 
 /// A mirrored request on its way to the shadow.
@@ -204,6 +208,7 @@ impl Mirror {
             samples_per_group: recording.samples_per_group,
             ids: Arc::clone(&recording.ids),
             drifted: Arc::clone(&drifted),
+            source: recording.source,
         }));
         let workers = Workers::spawn(
             config.workers,
@@ -239,6 +244,7 @@ impl Mirror {
                 misses: Mutex::new(HashMap::new()),
             }),
             instance: recording.instance,
+            source: recording.source,
             run: format!("{:016x}", rand::random::<u64>()),
         };
         let mirror = Arc::new(mirror);

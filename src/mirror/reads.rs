@@ -15,7 +15,7 @@ use http::HeaderMap;
 use tokio::sync::oneshot;
 
 pub use crate::budget::Reservation;
-use crate::exchange::{CapturedRequest, CapturedResponse, SideResult, SkipReason, Source};
+use crate::exchange::{CapturedRequest, CapturedResponse, SideResult, SkipReason};
 use crate::idmap::{Side, Translated, Translation};
 use crate::record::Exchange;
 use crate::route::{is_safe, WriteRules};
@@ -84,7 +84,7 @@ impl Mirror {
             rules,
             write_epoch,
             reservation,
-            source: Source::Traffic,
+            source: self.source,
             unmapped,
             racy,
             write: None,

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::{Job, LearningGuard, Mirror, PrimaryDone};
-use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason, Source};
+use crate::exchange::{method_label, CapturedRequest, FailureKind, Outcome, SideResult, SkipReason};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::idmap::{IdPair, Side};
 use crate::ledger::{applied, DriftDetail, ReplayRequest, WriteFacts};
@@ -222,7 +222,7 @@ impl Mirror {
             rules,
             write_epoch: 0,
             reservation,
-            source: Source::Traffic,
+            source: self.source,
             unmapped,
             racy: false,
             write: Some(WriteFacts { ledger: row, learned }),

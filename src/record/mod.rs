@@ -42,6 +42,7 @@ pub struct Recorder {
     sampled: Mutex<HashMap<String, u32>>,
     ids: Arc<IdMap>,
     drifted: Arc<Mutex<HashSet<String>>>,
+    source: Source,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -118,6 +119,8 @@ pub struct RecorderParts {
     pub ids: Arc<IdMap>,
     /// Entities with a drifted write (shared with the mirror).
     pub drifted: Arc<Mutex<HashSet<String>>>,
+    /// What the requests this instance proxies are: client traffic, or a replayed capture.
+    pub source: Source,
 }
 
 impl Recorder {
@@ -136,6 +139,7 @@ impl Recorder {
             sampled: Mutex::new(HashMap::new()),
             ids: parts.ids,
             drifted: parts.drifted,
+            source: parts.source,
         }
     }
 
@@ -244,7 +248,7 @@ impl Recorder {
             route: request.route.clone(),
             method: request.method.to_string(),
             path: self.redactor.path(&request.path_and_query),
-            source: Source::Traffic.label().into(),
+            source: self.source.label().into(),
             primary_status: primary.and_then(status_of),
             shadow_status: shadow.and_then(status_of),
             primary_ms: primary.and_then(millis_of),

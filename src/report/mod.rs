@@ -23,7 +23,7 @@ pub use evidence::Evidence;
 pub use gates::{Gate, Status, Verdict};
 pub(crate) use render::esc as escape_html;
 pub use render::MARKDOWN_LIMIT;
-pub use steps::Commands;
+pub use steps::{shell_word, Commands};
 
 use crate::exchange::Side;
 use crate::store::{LedgerState, Store, StoreError};

@@ -152,7 +152,7 @@ fn drift_step(step: &str, commands: &Commands) -> String {
 
 /// A word as a POSIX shell reads it back: quoted when it holds anything
 /// beyond the characters paths and URLs usually have.
-fn shell_word(word: &str) -> String {
+pub fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
