@@ -111,6 +111,17 @@ async fn record_har(playwright: &Path, chromium: &Path, page: String, har: &Path
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// A config file in `dir` for the two backends, with a SQLite store beside it: (store URL, config path).
+fn write_config(primary: &Backend, shadow: &Backend, dir: &Path) -> (String, PathBuf) {
+    let store = format!("sqlite://{}", dir.join("cutover.db").display());
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.store = store.clone();
+    setup.routes = ROUTES;
+    let config = dir.join("cutover.toml");
+    std::fs::write(&config, setup.toml()).unwrap();
+    (store, config)
+}
+
 async fn replay(args: &[&str]) -> (Option<i32>, String, String) {
     let output = run_cutover(args).await;
     (
@@ -146,12 +157,7 @@ async fn a_har_chromium_wrote_is_replayed_to_both_sides_and_recorded_as_replay()
     assert_eq!(browser_posts, 1, "the page ran");
     assert!(shadow.requests().is_empty());
 
-    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
-    let mut setup = ProxySetup::new(primary.url(), shadow.url());
-    setup.store = store.clone();
-    setup.routes = ROUTES;
-    let config = dir.path().join("cutover.toml");
-    std::fs::write(&config, setup.toml()).unwrap();
+    let (store, config) = write_config(&primary, &shadow, dir.path());
     let (har_arg, config_arg) = (har.display().to_string(), config.display().to_string());
 
     let (code, stdout, stderr) = replay(&["replay", &har_arg, "-c", &config_arg, "--rate", "100/s"]).await;
@@ -204,12 +210,7 @@ async fn a_jsonl_capture_with_a_broken_line_or_a_missing_config_is_refused_with_
     let primary = backend(api("primary")).await;
     let shadow = backend(api("shadow")).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite://{}", dir.path().join("cutover.db").display());
-    let mut setup = ProxySetup::new(primary.url(), shadow.url());
-    setup.store = store.clone();
-    setup.routes = ROUTES;
-    let config = dir.path().join("cutover.toml");
-    std::fs::write(&config, setup.toml()).unwrap();
+    let (store, config) = write_config(&primary, &shadow, dir.path());
     let capture = dir.path().join("capture.jsonl");
     std::fs::write(
         &capture,

@@ -391,7 +391,7 @@ impl Store {
             let mut tx = sqlx::Connection::begin(&mut *connection).await?;
             let fixed_ms = (status == "fixed").then_some(at_ms);
             let updated =
-                sqlx::query("UPDATE divergence_groups SET status = $1, note = $2, fixed_ms = $3, reopened_by = NULL WHERE group_key = $4")
+                sqlx::query("UPDATE divergence_groups SET status = $1, note = $2, fixed_ms = $3 WHERE group_key = $4")
                     .bind(status)
                     .bind(note)
                     .bind(fixed_ms)

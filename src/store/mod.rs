@@ -260,6 +260,21 @@ impl Store {
         Ok(())
     }
 
+    /// On SQLite, moves what the write-ahead log holds into the database
+    /// and truncates the log to nothing. The log only grows until a
+    /// checkpoint (SQLite's automatic one waits for about 4 MB of it), so
+    /// after a full disk it holds the space the next writes need. A
+    /// checkpoint that cannot run now (a reader in the way, still no
+    /// space) is left for the next recovery. Nothing on PostgreSQL.
+    pub(crate) async fn reclaim_wal(&self) {
+        if self.engine != Engine::Sqlite {
+            return;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await {
+            tracing::debug!(error = %err, "the store's write-ahead log could not be truncated now");
+        }
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -371,10 +371,10 @@ impl Store {
         let row = bind_exchange(insert, exchange).fetch_one(&mut **tx).await?;
         let exchange_id: i64 = row.try_get(0)?;
         for group in &exchange.groups {
-            let identity = format!("{} {}", exchange.at_ms, exchange.request_id);
-            // A group marked fixed before this exchange reopens in the same
-            // statement; the returned mark says whether it was this one.
-            let reopened_by: Option<String> = sqlx::query(
+            // The upsert leaves the status alone (an indexed column: setting
+            // it on every divergence costs the writer pages); it returns it,
+            // and only a group marked fixed before this exchange is reopened.
+            let row = sqlx::query(
                 "INSERT INTO divergence_groups (group_key, route, method, location, pattern, kind, severity, \
                  summary, first_seen_ms, last_seen_ms, count) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) \
@@ -382,17 +382,8 @@ impl Store {
                  first_seen_ms = CASE WHEN excluded.first_seen_ms < divergence_groups.first_seen_ms \
                  THEN excluded.first_seen_ms ELSE divergence_groups.first_seen_ms END, \
                  last_seen_ms = CASE WHEN excluded.last_seen_ms > divergence_groups.last_seen_ms \
-                 THEN excluded.last_seen_ms ELSE divergence_groups.last_seen_ms END, \
-                 status = CASE WHEN divergence_groups.status = 'fixed' \
-                 AND COALESCE(divergence_groups.fixed_ms, 0) <= excluded.last_seen_ms \
-                 THEN 'open' ELSE divergence_groups.status END, \
-                 reopened_by = CASE WHEN divergence_groups.status = 'fixed' \
-                 AND COALESCE(divergence_groups.fixed_ms, 0) <= excluded.last_seen_ms \
-                 THEN $10 ELSE divergence_groups.reopened_by END, \
-                 fixed_ms = CASE WHEN divergence_groups.status = 'fixed' \
-                 AND COALESCE(divergence_groups.fixed_ms, 0) <= excluded.last_seen_ms \
-                 THEN NULL ELSE divergence_groups.fixed_ms END \
-                 RETURNING reopened_by",
+                 THEN excluded.last_seen_ms ELSE divergence_groups.last_seen_ms END \
+                 RETURNING status, fixed_ms",
             )
             .bind(&group.key)
             .bind(&group.route)
@@ -403,12 +394,12 @@ impl Store {
             .bind(&group.severity)
             .bind(&group.summary)
             .bind(exchange.at_ms)
-            .bind(&identity)
             .fetch_one(&mut **tx)
-            .await?
-            .try_get(0)?;
-            if reopened_by.as_deref() == Some(identity.as_str()) {
-                record_regression(tx, group, exchange).await?;
+            .await?;
+            let status: String = row.try_get(0)?;
+            let fixed_ms: Option<i64> = row.try_get(1)?;
+            if status == "fixed" && fixed_ms.is_none_or(|fixed| fixed <= exchange.at_ms) {
+                reopen(tx, group, exchange).await?;
             }
             sqlx::query("INSERT INTO exchange_groups (exchange_id, group_key) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(exchange_id)
@@ -454,9 +445,20 @@ impl Store {
 }
 
 /// A group marked `fixed` before this exchange was observed diverged
-/// again (the group upsert reopened it): a `regression` event says when
-/// and by which request.
-async fn record_regression(tx: &mut Tx<'_>, group: &GroupRef, exchange: &ExchangeRecord) -> Result<(), StoreError> {
+/// again: it goes back to `open`, and a `regression` event says when and
+/// by which request. Of replicas writing such divergences at once, only
+/// the one whose update changed the row adds the event.
+async fn reopen(tx: &mut Tx<'_>, group: &GroupRef, exchange: &ExchangeRecord) -> Result<(), StoreError> {
+    let reopened = sqlx::query(
+        "UPDATE divergence_groups SET status = 'open', fixed_ms = NULL WHERE group_key = $1 AND status = 'fixed'",
+    )
+    .bind(&group.key)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if reopened == 0 {
+        return Ok(());
+    }
     let detail = serde_json::json!({
         "group": group.key,
         "route": group.route,

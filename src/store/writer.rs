@@ -462,6 +462,11 @@ impl Connection<'_> {
         };
         match store.write(batch).await {
             Ok(()) => {
+                if self.backoff != RETRY_MIN {
+                    // Back from a failure (a full disk, above all): give the
+                    // space the WAL grew into back before the next one.
+                    store.reclaim_wal().await;
+                }
                 self.store = Some(store);
                 self.backoff = RETRY_MIN;
                 Ok(())
