@@ -136,8 +136,9 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The client's request as sent to both sides.
-#[derive(Debug)]
+/// The client's request as sent to both sides. A clone shares the body's
+/// bytes.
+#[derive(Debug, Clone)]
 pub struct CapturedRequest {
     pub method: Method,
     pub path_and_query: String,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
+use cutover::metrics::REQUESTS_TOTAL;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "recheck-admin-token";
@@ -258,4 +259,52 @@ async fn a_recheck_of_an_unknown_group_or_a_bad_body_is_refused_with_a_reason() 
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("mark_fixed"), "{body}");
     proxy.shutdown().await;
+}
+
+/// `[route.compare] recheck` asks both sides again by itself: each with
+/// the IDs it was asked with the first time, so a difference that has gone
+/// is `transient`, not a divergence made by sending the shadow the
+/// primary's ID.
+#[tokio::test]
+async fn an_automatic_recheck_asks_the_shadow_with_its_own_ids() {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let primary = backend(task_api("primary", Arc::clone(&fixed))).await;
+    let shadow_api = task_api("shadow", Arc::clone(&fixed));
+    let fixing = Arc::clone(&fixed);
+    let shadow = backend(move |seen: Seen| {
+        let answer = shadow_api(seen);
+        // The first answer diverges (a lowercase title); every later one agrees.
+        fixing.store(true, Ordering::SeqCst);
+        answer
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("map.csv");
+    std::fs::write(&mapping, "tasks,p1,s1\n").unwrap();
+    let routes = format!(
+        "[idmap]\nimport = [\"{}\"]\n{ROUTES}recheck = \"50ms\"\n",
+        mapping.display()
+    );
+    let mut setup = ProxySetup::new(primary.url(), shadow.url());
+    setup.routes = Box::leak(routes.into_boxed_str());
+    let proxy = setup.start().await;
+
+    get_expecting(proxy.proxy_addr, "/tasks/p1", 1, br#"{"id":"p1","title":"Buy milk"}"#).await;
+    let transient = wait_for_metric(proxy.admin_addr, REQUESTS_TOTAL, &[("outcome", "transient")], 1.0).await;
+    assert_eq!(transient, 1.0, "the recheck found the sides agreeing");
+    let paths = |backend: &Backend| {
+        backend
+            .requests()
+            .into_iter()
+            .map(|seen| seen.path_and_query)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(paths(&primary), ["/tasks/p1", "/tasks/p1"]);
+    assert_eq!(
+        paths(&shadow),
+        ["/tasks/s1", "/tasks/s1"],
+        "asked again with its own ID"
+    );
+    let text = metrics_text(proxy.admin_addr).await;
+    assert_eq!(metric(&text, REQUESTS_TOTAL, &[]), 1.0, "counted once, as transient");
 }

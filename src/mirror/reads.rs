@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 pub use crate::budget::Reservation;
 use crate::exchange::{CapturedRequest, CapturedResponse, SideResult, SkipReason};
 use crate::idmap::{Side, Translated, Translation};
-use crate::record::Exchange;
+use crate::record::{Exchange, Resend};
 use crate::route::{is_safe, WriteRules};
 use crate::upstream::{OutgoingBody, Upstream};
 
@@ -54,6 +54,14 @@ impl Mirror {
             && rand::random::<f64>() < self.noise.config().active_sample;
         // Copied only for the few requests asked twice.
         let repeat_headers = ask_twice.then(|| mirrored_headers.clone());
+        // Kept only where a divergence is asked again (`recheck`).
+        let resend = match rules.recheck.is_some() && is_safe(&request.method) {
+            true => Some(
+                self.resend_for(&writes, &request, serving, &mirrored_request, &mirrored_headers)
+                    .await,
+            ),
+            false => None,
+        };
         let (mirrored, mirrored_reservation) = self
             .call_if_free(mirrored_to, &mirrored_request, mirrored_headers)
             .await;
@@ -89,8 +97,37 @@ impl Mirror {
             racy,
             write: None,
             served: Some(serving),
+            resend,
         };
         self.settle(exchange, ticket);
+    }
+
+    /// What each side of a read was sent, to send again: the mirrored
+    /// side's translated request, and the serving side's own (the client's
+    /// request as it came, or its IDs in the candidate's space while the
+    /// candidate serves).
+    async fn resend_for(
+        &self,
+        writes: &WriteRules,
+        request: &CapturedRequest,
+        serving: Side,
+        mirrored_request: &CapturedRequest,
+        mirrored_headers: &HeaderMap,
+    ) -> Box<Resend> {
+        let served = match serving {
+            Side::Primary => (request.clone(), request.headers.clone()),
+            Side::Shadow => {
+                self.translate(writes, request, request.headers.clone(), serving)
+                    .await
+                    .0
+            }
+        };
+        let mirrored = (mirrored_request.clone(), mirrored_headers.clone());
+        let (primary, shadow) = match serving {
+            Side::Primary => (served, mirrored),
+            Side::Shadow => (mirrored, served),
+        };
+        Box::new(Resend { primary, shadow })
     }
 
     /// The request as the shadow gets it: IDs translated through the map

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue};
 use super::{Mirror, Reservation, Ticket};
 use crate::exchange::{CapturedRequest, Source};
 use crate::idmap::Side;
-use crate::record::Exchange;
+use crate::record::{Exchange, Resend};
 
 use crate::headers::SWEEP_MARKER;
 
@@ -100,6 +100,11 @@ impl Mirror {
             };
             let (primary_request, shadow_request) = (request(primary_path), request(shadow_path));
             let started_at = SystemTime::now();
+            let resend = Resend::if_rechecked(
+                &sweep.request.rules,
+                (&primary_request, &headers),
+                (&shadow_request, &shadow_headers),
+            );
             let ((primary, held_p), (shadow, held_s)) = tokio::join!(
                 self.call(Side::Primary, &primary_request, headers.clone()),
                 self.call(Side::Shadow, &shadow_request, shadow_headers),
@@ -124,6 +129,7 @@ impl Mirror {
                     racy: false,
                     write: None,
                     served: None,
+                    resend,
                 },
                 ticket,
             );

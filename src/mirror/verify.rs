@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue};
 use super::Mirror;
 use crate::exchange::{method_label, CapturedRequest, Outcome, SkipReason, Source};
 use crate::idmap::Side;
-use crate::record::Exchange;
+use crate::record::{Exchange, Resend};
 use crate::route::{RequestTemplate, WriteRules};
 
 impl Mirror {
@@ -89,6 +89,11 @@ impl Mirror {
         let started_at = SystemTime::now();
         let primary_request = request(primary_path);
         let shadow_request = request(shadow_path);
+        let resend = Resend::if_rechecked(
+            &verify.rules,
+            (&primary_request, &headers),
+            (&shadow_request, &shadow_headers),
+        );
         let ((primary, held_p), (shadow, held_s)) = tokio::join!(
             self.call(Side::Primary, &primary_request, headers.clone()),
             self.call(Side::Shadow, &shadow_request, shadow_headers),
@@ -111,6 +116,7 @@ impl Mirror {
             racy: !clear || self.lanes.started() != writes_started,
             write: None,
             served: None,
+            resend,
         };
         self.hand_to_workers(exchange, ticket);
     }

@@ -17,7 +17,7 @@ use tracing::warn;
 use super::{ComparePriority, Mirror, Ticket};
 use crate::budget::Reservation;
 use crate::compare;
-use crate::exchange::{CapturedRequest, Outcome};
+use crate::exchange::Outcome;
 use crate::idmap::Side;
 use crate::record::{Exchange, Recorder};
 use crate::route::is_safe;
@@ -104,12 +104,15 @@ pub(super) async fn recheck_loop(
         let recorder = Arc::clone(&recorder);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let request = &exchange.request;
-            let mut shadow_headers = request.headers.clone();
-            shadow_headers.insert(crate::headers::SHADOW_MARKER, http::HeaderValue::from_static("1"));
+            let Some(resend) = &exchange.resend else {
+                recorder.record(&exchange, judgement);
+                return;
+            };
+            let ((primary_request, primary_headers), (shadow_request, shadow_headers)) =
+                (&resend.primary, &resend.shadow);
             let ((primary, held_p), (shadow, held_s)) = tokio::join!(
-                mirror.call(Side::Primary, request, request.headers.clone()),
-                mirror.call(Side::Shadow, request, shadow_headers),
+                mirror.call(Side::Primary, primary_request, primary_headers.clone()),
+                mirror.call(Side::Shadow, shadow_request, shadow_headers.clone()),
             );
             let mut reservation = Reservation::empty(&mirror.budget);
             reservation.absorb(held_p);
@@ -118,12 +121,7 @@ pub(super) async fn recheck_loop(
                 request_id: exchange.request_id.clone(),
                 route: exchange.route.clone(),
                 started_at: SystemTime::now(),
-                request: CapturedRequest {
-                    method: request.method.clone(),
-                    path_and_query: request.path_and_query.clone(),
-                    headers: request.headers.clone(),
-                    body: request.body.clone(),
-                },
+                request: exchange.request.clone(),
                 primary,
                 shadow,
                 shadow_repeat: None,
@@ -135,6 +133,7 @@ pub(super) async fn recheck_loop(
                 racy: false,
                 write: None,
                 served: exchange.served,
+                resend: None,
             };
             if recorder.judge(&again).outcome == Outcome::Match {
                 judgement.outcome = Outcome::Transient;
@@ -173,7 +172,7 @@ fn run_on_spare_cpu_only() {
 fn judge(recorder: &Recorder, rechecks: &mpsc::UnboundedSender<Recheck>, exchange: Exchange, ticket: Ticket) {
     let judgement = recorder.judge(&exchange);
     if let (Outcome::Diverged, Some(delay)) = (judgement.outcome, exchange.rules.recheck) {
-        if is_safe(&exchange.request.method) {
+        if is_safe(&exchange.request.method) && exchange.resend.is_some() {
             let recheck = Recheck {
                 exchange,
                 judgement,

@@ -227,6 +227,7 @@ impl Mirror {
             racy: false,
             write: Some(WriteFacts { ledger: row, learned }),
             served: Some(serving),
+            resend: None,
         };
         self.hand_to_workers(exchange, ticket);
     }

@@ -95,6 +95,33 @@ pub struct Exchange {
     /// The side that served the client; none for a request cutover sent
     /// itself (a sweep, a read-back, a verification).
     pub served: Option<Side>,
+    /// What each side was sent, kept only for a read on a route whose
+    /// compare rules `recheck` a divergence: asking again must send each
+    /// side its own IDs, as the first time.
+    pub resend: Option<Box<Resend>>,
+}
+
+/// The requests (with their headers) a read sent to each side.
+#[derive(Debug)]
+pub struct Resend {
+    pub primary: (CapturedRequest, http::HeaderMap),
+    pub shadow: (CapturedRequest, http::HeaderMap),
+}
+
+impl Resend {
+    /// What a read sent each side, kept only where `rules` recheck a divergence.
+    pub fn if_rechecked(
+        rules: &CompareRules,
+        primary: (&CapturedRequest, &http::HeaderMap),
+        shadow: (&CapturedRequest, &http::HeaderMap),
+    ) -> Option<Box<Resend>> {
+        rules.recheck.map(|_| {
+            Box::new(Resend {
+                primary: (primary.0.clone(), primary.1.clone()),
+                shadow: (shadow.0.clone(), shadow.1.clone()),
+            })
+        })
+    }
 }
 
 /// A dual-write the shadow will not get.
