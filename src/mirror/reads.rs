@@ -15,6 +15,7 @@ use http::HeaderMap;
 use tokio::sync::oneshot;
 
 pub use crate::budget::Reservation;
+use crate::compare::rules::CompareRules;
 use crate::exchange::{CapturedRequest, CapturedResponse, SideResult, SkipReason};
 use crate::idmap::{Side, Translated, Translation};
 use crate::record::{Exchange, Resend};
@@ -55,12 +56,11 @@ impl Mirror {
         // Copied only for the few requests asked twice.
         let repeat_headers = ask_twice.then(|| mirrored_headers.clone());
         // Kept only where a divergence is asked again (`recheck`).
-        let resend = match rules.recheck.is_some() && is_safe(&request.method) {
-            true => Some(
-                self.resend_for(&writes, &request, serving, &mirrored_request, &mirrored_headers)
-                    .await,
-            ),
-            false => None,
+        let resend = if is_safe(&request.method) {
+            let mirrored = (&mirrored_request, &mirrored_headers);
+            self.resend_for(&rules, &writes, &request, serving, mirrored).await
+        } else {
+            None
         };
         let (mirrored, mirrored_reservation) = self
             .call_if_free(mirrored_to, &mirrored_request, mirrored_headers)
@@ -102,32 +102,34 @@ impl Mirror {
         self.settle(exchange, ticket);
     }
 
-    /// What each side of a read was sent, to send again: the mirrored
-    /// side's translated request, and the serving side's own (the client's
-    /// request as it came, or its IDs in the candidate's space while the
-    /// candidate serves).
+    /// What each side of a read was sent, kept only where `rules` recheck
+    /// a divergence: the mirrored side's translated request, and the
+    /// serving side's own (the client's request as it came, or its IDs in
+    /// the candidate's space while the candidate serves).
     async fn resend_for(
         &self,
+        rules: &CompareRules,
         writes: &WriteRules,
         request: &CapturedRequest,
         serving: Side,
-        mirrored_request: &CapturedRequest,
-        mirrored_headers: &HeaderMap,
-    ) -> Box<Resend> {
+        mirrored: (&CapturedRequest, &HeaderMap),
+    ) -> Option<Box<Resend>> {
+        rules.recheck?;
+        let translated;
         let served = match serving {
-            Side::Primary => (request.clone(), request.headers.clone()),
+            Side::Primary => (request, &request.headers),
             Side::Shadow => {
-                self.translate(writes, request, request.headers.clone(), serving)
+                translated = self
+                    .translate(writes, request, request.headers.clone(), serving)
                     .await
-                    .0
+                    .0;
+                (&translated.0, &translated.1)
             }
         };
-        let mirrored = (mirrored_request.clone(), mirrored_headers.clone());
-        let (primary, shadow) = match serving {
-            Side::Primary => (served, mirrored),
-            Side::Shadow => (mirrored, served),
-        };
-        Box::new(Resend { primary, shadow })
+        match serving {
+            Side::Primary => Resend::if_rechecked(rules, served, mirrored),
+            Side::Shadow => Resend::if_rechecked(rules, mirrored, served),
+        }
     }
 
     /// The request as the shadow gets it: IDs translated through the map

@@ -19,12 +19,14 @@ use crate::budget::Reservation;
 use crate::compare;
 use crate::exchange::Outcome;
 use crate::idmap::Side;
-use crate::record::{Exchange, Recorder};
+use crate::record::{Exchange, Recorder, Resend};
 use crate::route::is_safe;
 
 /// A divergence waiting to be asked again; it keeps its place in the queue.
 pub(super) struct Recheck {
     pub(super) exchange: Exchange,
+    /// What each side was sent the first time, sent again.
+    pub(super) resend: Box<Resend>,
     pub(super) judgement: compare::Judgement,
     pub(super) ticket: Ticket,
     pub(super) delay: Duration,
@@ -95,6 +97,7 @@ pub(super) async fn recheck_loop(
 ) {
     while let Some(Recheck {
         exchange,
+        resend,
         mut judgement,
         ticket,
         delay,
@@ -104,10 +107,6 @@ pub(super) async fn recheck_loop(
         let recorder = Arc::clone(&recorder);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let Some(resend) = &exchange.resend else {
-                recorder.record(&exchange, judgement);
-                return;
-            };
             let ((primary_request, primary_headers), (shadow_request, shadow_headers)) =
                 (&resend.primary, &resend.shadow);
             let ((primary, held_p), (shadow, held_s)) = tokio::join!(
@@ -169,12 +168,13 @@ fn run_on_spare_cpu_only() {
 /// Judges an exchange; a divergence on a read of a route with `recheck` is
 /// asked again before it counts, anything else is counted now. The ticket
 /// is released only once the exchange is counted.
-fn judge(recorder: &Recorder, rechecks: &mpsc::UnboundedSender<Recheck>, exchange: Exchange, ticket: Ticket) {
+fn judge(recorder: &Recorder, rechecks: &mpsc::UnboundedSender<Recheck>, mut exchange: Exchange, ticket: Ticket) {
     let judgement = recorder.judge(&exchange);
     if let (Outcome::Diverged, Some(delay)) = (judgement.outcome, exchange.rules.recheck) {
-        if is_safe(&exchange.request.method) && exchange.resend.is_some() {
+        if let Some(resend) = exchange.resend.take().filter(|_| is_safe(&exchange.request.method)) {
             let recheck = Recheck {
                 exchange,
+                resend,
                 judgement,
                 ticket,
                 delay,
