@@ -261,22 +261,22 @@ fn identical_as_decoded(ctx: &Context<'_>, primary: &CapturedResponse, shadow: &
     if ctx.want_patch || primary.body != shadow.body || std::str::from_utf8(&primary.body).is_err() {
         return false;
     }
-    let plain = |headers: &http::HeaderMap| {
-        let coded = headers.get_all(http::header::CONTENT_ENCODING).iter().any(|value| {
+    let content_type = primary.headers.get(http::header::CONTENT_TYPE);
+    if content_type != shadow.headers.get(http::header::CONTENT_TYPE) {
+        return false;
+    }
+    // One type on both sides, so one charset: read once.
+    let charset = content_type
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| media_type(value).1);
+    let coded = |headers: &http::HeaderMap| {
+        headers.get_all(http::header::CONTENT_ENCODING).iter().any(|value| {
             value
                 .to_str()
                 .map_or(true, |value| !value.trim().eq_ignore_ascii_case("identity"))
-        });
-        let charset = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| media_type(value).1);
-        !coded && charset.is_none_or(|charset| charset == "utf-8")
+        })
     };
-    let content_type = http::header::CONTENT_TYPE;
-    primary.headers.get(&content_type) == shadow.headers.get(&content_type)
-        && plain(&primary.headers)
-        && plain(&shadow.headers)
+    charset.is_none_or(|charset| charset == "utf-8") && !coded(&primary.headers) && !coded(&shadow.headers)
 }
 
 fn default_severity(kind: Kind) -> Severity {

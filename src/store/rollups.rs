@@ -50,13 +50,15 @@ struct RollupCounts {
     last_ms: i64,
 }
 
+/// One side's latency histogram of a minute: the buckets hang below it, so
+/// an exchange finds its series once per side and then only compares
+/// bucket numbers (a key per bucket compared four strings per step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct LatencyKey<'a> {
+struct LatencySeries<'a> {
     minute_ms: i64,
     route: &'a str,
     served: &'a str,
     side: &'static str,
-    bucket: i64,
 }
 
 /// The rollups of one batch, in key order: the order every writer locks
@@ -65,7 +67,7 @@ struct LatencyKey<'a> {
 #[derive(Debug, Default)]
 pub(super) struct Rollups<'a> {
     counts: BTreeMap<RollupKey<'a>, RollupCounts>,
-    latency: BTreeMap<LatencyKey<'a>, i64>,
+    latency: BTreeMap<LatencySeries<'a>, BTreeMap<i64, i64>>,
 }
 
 /// A cache status that says the answer came from a cache (`HIT`, `hit-stale`, …).
@@ -117,14 +119,14 @@ impl<'a> Rollups<'a> {
         // Latency compares the sides on the same exchanges: both answered.
         if let (Some(primary_ms), Some(shadow_ms)) = (exchange.primary_ms, exchange.shadow_ms) {
             for (side, ms) in [("primary", primary_ms), ("shadow", shadow_ms)] {
-                let key = LatencyKey {
+                let series = LatencySeries {
                     minute_ms,
                     route: &exchange.route,
                     served: &exchange.served,
                     side,
-                    bucket: crate::histogram::bucket_of(ms),
                 };
-                *self.latency.entry(key).or_default() += 1;
+                let buckets = self.latency.entry(series).or_default();
+                *buckets.entry(crate::histogram::bucket_of(ms)).or_default() += 1;
             }
         }
     }
@@ -161,7 +163,12 @@ impl<'a> Rollups<'a> {
             }
             query.execute(&mut **tx).await?;
         }
-        let latency: Vec<_> = self.latency.iter().collect();
+        // Series by series, bucket by bucket: the key order of the table.
+        let latency: Vec<_> = self
+            .latency
+            .iter()
+            .flat_map(|(series, buckets)| buckets.iter().map(move |(bucket, n)| (series, *bucket, *n)))
+            .collect();
         for rows in latency.chunks(ROWS_PER_UPSERT) {
             let sql = format!(
                 "INSERT INTO rollup_latency (minute_ms, route, served, side, bucket, n) VALUES {} \
@@ -169,14 +176,14 @@ impl<'a> Rollups<'a> {
                 values_list(6, rows.len(), engine)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (key, n) in rows {
+            for (series, bucket, n) in rows {
                 query = query
-                    .bind(key.minute_ms)
-                    .bind(key.route)
-                    .bind(key.served)
-                    .bind(key.side)
-                    .bind(key.bucket)
-                    .bind(**n);
+                    .bind(series.minute_ms)
+                    .bind(series.route)
+                    .bind(series.served)
+                    .bind(series.side)
+                    .bind(*bucket)
+                    .bind(*n);
             }
             query.execute(&mut **tx).await?;
         }
@@ -420,9 +427,9 @@ mod tests {
         assert_eq!((matches.shadow_cache_hits, matches.shadow_cache_known), (2, 2));
         assert_eq!(minute(180_000, "match").map(|c| c.requests), Some(1));
         assert_eq!(minute(120_000, "diverged").map(|c| c.shadow_429), Some(1));
-        let latency_total: i64 = rollups.latency.values().sum();
+        let latency_total: i64 = rollups.latency.values().flat_map(BTreeMap::values).sum();
         assert_eq!(latency_total, 6, "three exchanges where both answered, two sides each");
-        assert!(rollups.latency.keys().all(|key| key.minute_ms == 120_000));
+        assert!(rollups.latency.keys().all(|series| series.minute_ms == 120_000));
     }
 
     #[test]
