@@ -5,6 +5,8 @@
 //! Must never: name a header a client may set to steer cutover; the markers
 //! here are removed from every client request (see [`MARKERS`]).
 
+use http::HeaderName;
+
 /// The header every shadow request carries so the backend can suppress side effects.
 pub const SHADOW_MARKER: &str = "x-cutover-shadow";
 /// Marks a request as a replay of a drifted write.
@@ -35,5 +37,19 @@ pub const HOP_BY_HOP: [&str; 7] = [
 
 /// The request id cutover passes on, or sets when the client sent none.
 pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] parsed once: a lookup by `&str` parses the name every
+/// time, which on the path of every request cost more than the lookup.
+pub static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+
+/// Whether a field is hop-by-hop ([`HOP_BY_HOP`]); a header name's text is
+/// already lowercase, so this compares, without parsing anything.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// Whether a field is one of cutover's own [`MARKERS`].
+pub fn is_marker(name: &HeaderName) -> bool {
+    MARKERS.contains(&name.as_str())
+}
 /// Sent with every mirrored and replayed write, so that a shadow applies it once.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

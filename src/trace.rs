@@ -7,10 +7,12 @@
 //! invent a trace for a request that had none, or keep the client's flags
 //! from reaching either side.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The W3C Trace Context header that carries the trace and parent span.
 pub const TRACEPARENT: &str = "traceparent";
+/// [`TRACEPARENT`] parsed once, for the lookup every request makes.
+static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 /// A parsed `traceparent`: `version-traceid-parentid-flags`, lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +94,12 @@ pub fn give_child_span(headers: &mut HeaderMap) {
         span_id = rand::random();
     }
     if let Some(child) = parent.child(span_id) {
-        headers.insert(TRACEPARENT, child);
+        headers.insert(TRACEPARENT_NAME.clone(), child);
     }
 }
 
 fn single(headers: &HeaderMap) -> Option<TraceParent> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
+    let mut values = headers.get_all(&TRACEPARENT_NAME).iter();
     let value = values.next()?;
     if values.next().is_some() {
         return None;

@@ -241,6 +241,17 @@ async fn secrets_stay_out_of_the_logs() {
             assert_eq!(entry["span"]["request_id"].as_str().map(str::len), Some(36), "{entry}");
             assert_eq!(entry["span"]["route"], "unmatched", "{entry}");
         }
+        // The span is debug-level; a warning names its request itself, at any level.
+        let warnings: Vec<serde_json::Value> = logs
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["message"] == "serving upstream failed")
+            .collect();
+        assert_eq!(warnings.is_empty(), name == "working", "{name}: {warnings:?}");
+        for entry in &warnings {
+            assert_eq!(entry["request_id"].as_str().map(str::len), Some(36), "{entry}");
+            assert_eq!(entry["route"], "unmatched", "{entry}");
+        }
     }
 }
 

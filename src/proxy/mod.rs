@@ -20,7 +20,7 @@ use http::header::{HeaderValue, CONNECTION};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::{info_span, warn, Instrument};
+use tracing::{debug_span, warn, Instrument};
 
 use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, SideResult, SkipReason};
@@ -107,12 +107,13 @@ impl ProxyState {
 pub async fn handle(state: Arc<ProxyState>, client: SocketAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     let request_id = request_id_of(request.headers());
     let routes = state.routes();
-    let route_name = routes
-        .find(request.method(), request.uri().path())
-        .map_or(UNMATCHED_ROUTE, |route| route.name.as_str())
-        .to_string();
-    let span = info_span!("request", request_id = %request_id, route = %route_name, method = %request.method());
-    forward(state, &routes, client, request, request_id, route_name)
+    let route = routes.find(request.method(), request.uri().path());
+    let route_name = route.map_or(UNMATCHED_ROUTE, |route| route.name.as_str()).to_string();
+    // A debug span: at the default level it is never built, which saves
+    // more per request than all of the header handling. cutover's own
+    // warnings about a request name its id and route themselves.
+    let span = debug_span!("request", request_id = %request_id, route = %route_name, method = %request.method());
+    forward(state, route, client, request, request_id, route_name)
         .instrument(span)
         .await
 }
@@ -149,14 +150,14 @@ struct Prepared {
 /// function below; a refusal ends the request with its own answer.
 async fn forward(
     state: Arc<ProxyState>,
-    routes: &RouteTable,
+    route: Option<&Route>,
     client: SocketAddr,
     request: Request<Incoming>,
     request_id: String,
     route_name: String,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
-    let mut flight = match admit(&state, routes, client, parts, request_id, route_name) {
+    let mut flight = match admit(&state, route, client, parts, request_id, route_name) {
         Ok(flight) => flight,
         Err((refusal, request_id)) => return json_error(StatusCode::BAD_REQUEST, refusal, None, &request_id),
     };
@@ -188,7 +189,7 @@ async fn forward(
 /// decides who serves.
 fn admit<'a>(
     state: &'a ProxyState,
-    routes: &'a RouteTable,
+    route: Option<&'a Route>,
     client: SocketAddr,
     parts: http::request::Parts,
     request_id: String,
@@ -220,7 +221,7 @@ fn admit<'a>(
     };
     Ok(InFlight {
         state,
-        route: routes.find(&parts.method, parts.uri.path()),
+        route,
         route_name,
         request_id,
         parts,
@@ -336,7 +337,7 @@ async fn read_body(flight: &InFlight<'_>, plan: Plan, body: Incoming) -> Result<
     let read = read_bounded(body, &mut request_capture, flight.state.body_read_timeout).await;
     match (read, request_capture.finish()) {
         (Err(err), _) => {
-            warn!(error = %err, "could not read the request body");
+            warn!(request_id = %flight.request_id, route = %flight.route_name, error = %err, "could not read the request body");
             drop(ticket);
             // Dropped unfinished, the observer records the request as abandoned.
             drop(mirror.direct_observer(flight.direct(), SkipReason::ClientDisconnected));
@@ -500,6 +501,8 @@ async fn fall_back(
         },
     };
     warn!(
+        request_id = %flight.request_id,
+        route = %flight.route_name,
         upstream = state.serving(flight.serving).name(),
         "the candidate failed; the primary answers instead"
     );
@@ -526,7 +529,14 @@ fn respond(
         Ok(response) => response,
         Err(failure) => {
             let upstream = flight.state.serving(flight.serving).name();
-            warn!(upstream, kind = failure.kind.label(), error = %failure.message, "serving upstream failed");
+            warn!(
+                request_id = %flight.request_id,
+                route = %flight.route_name,
+                upstream,
+                kind = failure.kind.label(),
+                error = %failure.message,
+                "serving upstream failed"
+            );
             observer.finish(
                 SideResult::Failed {
                     kind: failure.kind,

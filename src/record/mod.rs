@@ -396,19 +396,24 @@ pub fn status_of(side: &SideResult) -> Option<i64> {
     }
 }
 
+/// Parsed once: a lookup by `&str` parses the name on every call.
+static CACHE_STATUS_FIELDS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-vercel-cache"),
+    http::HeaderName::from_static("cf-cache-status"),
+    http::HeaderName::from_static("x-cache"),
+];
+
 /// What a side's cache said about its answer, from the headers CDNs and
 /// Vercel use; a latency comparison must not mix cache hits with origin work.
 fn cache_status(side: &SideResult) -> Option<String> {
     let SideResult::Complete(response) = side else {
         return None;
     };
-    ["x-vercel-cache", "cf-cache-status", "x-cache"]
-        .iter()
-        .find_map(|name| {
-            let value = response.headers.get(*name)?.to_str().ok()?;
-            let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
-            (!value.is_empty()).then_some(value)
-        })
+    CACHE_STATUS_FIELDS.iter().find_map(|name| {
+        let value = response.headers.get(name)?.to_str().ok()?;
+        let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
+        (!value.is_empty()).then_some(value)
+    })
 }
 
 /// How long a side took to answer, in milliseconds.
