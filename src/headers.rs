@@ -9,6 +9,8 @@ use http::HeaderName;
 
 /// The header every shadow request carries so the backend can suppress side effects.
 pub const SHADOW_MARKER: &str = "x-cutover-shadow";
+/// [`SHADOW_MARKER`] parsed once, for the mirrored copy of every request.
+pub static SHADOW_MARKER_NAME: HeaderName = HeaderName::from_static(SHADOW_MARKER);
 /// Marks a request as a replay of a drifted write.
 pub const REPLAY_MARKER: &str = "x-cutover-replay";
 /// Marks a request as a sweep's, on both sides.

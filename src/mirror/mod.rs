@@ -368,7 +368,9 @@ impl Mirror {
         if is_dual_write(route, &job.request.method, &job.request.body) {
             let pending = self.lanes.begin(job.entity.clone());
             let learning = (!job.writes.learn.is_empty()).then(|| LearningGuard::new(&self.learning));
-            tokio::spawn(Arc::clone(self).run_write(job, primary_rx, learning));
+            // Boxed: a task's future is moved several times on its way into
+            // the runtime, and this one is kilobytes; a box moves as a pointer.
+            tokio::spawn(Box::pin(Arc::clone(self).run_write(job, primary_rx, learning)));
             return PrimaryObserver {
                 target: Some(ObserverTarget::Mirrored(tx, Some(pending))),
             };
@@ -379,12 +381,13 @@ impl Mirror {
             && route.is_some_and(|route| route.mirror == MirrorPolicy::DualWrite);
         let wait = self.rate_limit.as_ref().filter(|_| untokened).map(RateLimiter::reserve);
         let mirror = Arc::clone(self);
-        tokio::spawn(async move {
+        // Boxed, as a write's is: moved as a pointer, not as kilobytes.
+        tokio::spawn(Box::pin(async move {
             if let Some(wait) = wait {
                 tokio::time::sleep(wait).await;
             }
             mirror.run_read(job, primary_rx).await;
-        });
+        }));
         PrimaryObserver {
             target: Some(ObserverTarget::Mirrored(tx, None)),
         }

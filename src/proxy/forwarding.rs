@@ -84,24 +84,28 @@ pub(super) fn reframe(headers: &mut HeaderMap) {
 
 /// Removes hop-by-hop fields, including every field `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || named.contains(name))
+        .cloned()
+        .collect();
+    // Only the fields present are removed: removing an absent name costs
+    // a hash and a probe, and most messages carry none of these.
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// The fields `Connection` names as belonging to this hop (RFC 9110 §7.6.1).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    remove_where(headers, |name| is_hop_by_hop(name) || named.contains(name));
-}
-
-/// Removes the fields `unwanted` picks. Each name is looked at once and
-/// only those present are removed: removing a name that is absent costs a
-/// hash and a probe, and most requests carry none of these.
-fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
-    let doomed: Vec<HeaderName> = headers.keys().filter(|name| unwanted(name)).cloned().collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+        .collect()
 }
 
 /// Appends an address as text. An IPv4 address, nearly every client's, is
@@ -141,15 +145,23 @@ pub(super) fn forwarded_headers(
     client: SocketAddr,
     request_id: &str,
 ) -> HeaderMap {
-    let mut headers = incoming.clone();
-    strip_hop_by_hop(&mut headers);
+    let named = connection_named(incoming);
+    let passed_on = |name: &HeaderName| !(is_hop_by_hop(name) || named.contains(name));
+    // Built afresh with room for the forwarding fields: a clone of the
+    // client's map grew (and rehashed) as they went in.
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 5);
+    for (name, value) in incoming {
+        if passed_on(name) && !is_marker(name) && name != HOST {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     super::protocols::keep_trailers_te(incoming, &mut headers);
-    let host = headers
+    let host = incoming
         .get(HOST)
+        .filter(|_| passed_on(&HOST))
         .and_then(|value| value.to_str().ok())
         .or(authority)
         .and_then(|host| HeaderValue::from_str(host).ok());
-    remove_where(&mut headers, |name| is_marker(name) || name == HOST);
     let mut forwarded_for = String::new();
     for hop in incoming
         .get_all(&X_FORWARDED_FOR)
@@ -249,6 +261,36 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn a_forwarded_request_keeps_the_end_to_end_fields_in_order_and_nothing_else() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(HOST, HeaderValue::from_static("api.example.com"));
+        incoming.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        incoming.insert("x-secret-hop", HeaderValue::from_static("1"));
+        incoming.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        incoming.insert("x-cutover-shadow", HeaderValue::from_static("1"));
+        incoming.insert("te", HeaderValue::from_static("trailers"));
+        incoming.append("accept", HeaderValue::from_static("application/json"));
+        incoming.append("accept", HeaderValue::from_static("text/plain"));
+        let client: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
+        let out = forwarded_headers(&incoming, None, client, "id-1");
+        let accepts: Vec<_> = out.get_all("accept").iter().collect();
+        assert_eq!(accepts, ["application/json", "text/plain"]);
+        for gone in [
+            HOST.as_str(),
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "x-cutover-shadow",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} was passed on: {out:?}");
+        }
+        assert_eq!(out["te"], "trailers", "a client that takes trailers still says so");
+        assert_eq!(out["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(out["x-forwarded-host"], "api.example.com");
+        assert_eq!(out.len(), 7, "{out:?}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tracing::{debug_span, warn, Instrument};
 
 use crate::exchange::method_label;
 use crate::exchange::{CapturedRequest, SideResult, SkipReason};
-use crate::headers::SHADOW_MARKER;
+use crate::headers::SHADOW_MARKER_NAME;
 use crate::idmap::Side;
 use crate::mirror::{CaptureBuf, Mirror, Plan, PrimaryObserver};
 use crate::mode::{Mode, ModeTable, ServingHealth};
@@ -364,7 +364,7 @@ async fn read_body(flight: &InFlight<'_>, plan: Plan, body: Incoming) -> Result<
         }
         (Ok(rest), Ok((bytes, reservation))) => {
             let mut shadow_headers = flight.headers.clone();
-            shadow_headers.insert(SHADOW_MARKER, HeaderValue::from_static("1"));
+            shadow_headers.insert(SHADOW_MARKER_NAME.clone(), HeaderValue::from_static("1"));
             let captured = CapturedRequest {
                 method: flight.parts.method.clone(),
                 path_and_query: flight.path_and_query.clone(),

@@ -86,6 +86,10 @@ impl Recorder {
         else {
             return Vec::new();
         };
+        // A match counts in no group: no lock is taken for it.
+        if groups.is_empty() {
+            return Vec::new();
+        }
         let wanted: Vec<&GroupRef> = {
             let mut sampled = self.sampled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             groups
