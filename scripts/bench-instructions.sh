@@ -54,10 +54,10 @@ count() {
     done
     oha -n 500 -c 4 --no-tui "http://127.0.0.1:$PROXY_PORT$path" >/dev/null
     sleep 2
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     oha -n "$REQUESTS" -c 4 -q 200 --no-tui "http://127.0.0.1:$PROXY_PORT$path" >/dev/null
     sleep 2
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     kill "$pid"
     wait "$pid" 2>/dev/null || true
