@@ -13,6 +13,10 @@ use prometheus::{
 
 use crate::exchange::{FailureKind, Outcome, Severity, SkipReason};
 
+mod route;
+
+pub use route::{RouteHandles, RouteMetrics};
+
 pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "cutover_upstream_duration_seconds";
 pub const DIVERGENCES_TOTAL: &str = "cutover_divergences_total";
@@ -343,34 +347,6 @@ impl Metrics {
         }
     }
 
-    /// Counts a client request by the side that served it, with both
-    /// sides' answer times (each present when that side answered).
-    pub fn record_served(
-        &self,
-        route: &str,
-        served: &str,
-        outcome: Outcome,
-        primary: Option<f64>,
-        shadow: Option<f64>,
-    ) {
-        self.served_total
-            .with_label_values(&[route, served, outcome.label()])
-            .inc();
-        for (side, seconds) in [("primary", primary), ("shadow", shadow)] {
-            if let Some(seconds) = seconds {
-                self.served_duration
-                    .with_label_values(&[route, served, side])
-                    .observe(seconds);
-            }
-        }
-    }
-
-    pub fn observe_upstream(&self, backend: &str, route: &str, seconds: f64) {
-        self.upstream_duration
-            .with_label_values(&[backend, route])
-            .observe(seconds);
-    }
-
     pub fn record_divergence(&self, route: &str, severity: Severity) {
         self.divergences_total
             .with_label_values(&[route, severity.label()])
@@ -572,14 +548,15 @@ mod tests {
     fn every_exported_name_is_listed() {
         let metrics = Metrics::new().unwrap();
         metrics.record_outcome("r", "GET", Outcome::Skipped(SkipReason::QueueFull));
-        metrics.observe_upstream("p", "r", 0.01);
+        let route = RouteHandles::new(metrics.clone(), "p", "s").route("r");
+        route.observe_upstream(crate::exchange::Side::Primary, 0.01);
         metrics.record_shadow_error("r", "timeout");
         metrics.record_divergence("r", Severity::High);
         metrics.record_unmapped_id("tasks");
         metrics.record_drift("r");
         metrics.record_fallback("r");
         metrics.record_sweep("r", Outcome::Match);
-        metrics.record_served("r", "shadow", Outcome::Match, Some(0.01), None);
+        route.record_served(crate::exchange::Side::Shadow, Outcome::Match, Some(0.01), None);
         metrics.set_idmap_entries(&[("tasks".to_string(), 3)]);
         metrics.set_backends("legacy", "candidate");
         metrics.set_verdict("NO-GO");

@@ -23,7 +23,7 @@ use crate::compare::{self, Context};
 use crate::exchange::{method_label, CapturedRequest, Outcome, SideResult, SkipReason, Source};
 use crate::idmap::{IdMap, Side};
 use crate::ledger::{LedgerRecord, LedgerState, WriteFacts};
-use crate::metrics::{shadow_error_kind, Metrics};
+use crate::metrics::{shadow_error_kind, Metrics, RouteHandles};
 use crate::redact::Redactor;
 use crate::route::is_safe;
 use crate::store::{ExchangeRecord, Writer};
@@ -31,8 +31,8 @@ use crate::store::{ExchangeRecord, Writer};
 /// What a comparison thread needs to judge, count and keep an exchange.
 pub struct Recorder {
     metrics: Metrics,
-    primary_name: String,
-    shadow_name: String,
+    /// Each route's outcome, latency and served series, found once.
+    routes: RouteHandles,
     noise: Arc<NoiseLearner>,
     decode_limit: usize,
     writer: Arc<Writer>,
@@ -155,9 +155,8 @@ impl Recorder {
     /// which holds the later writes of each entity in it.
     pub fn new(parts: RecorderParts) -> Recorder {
         Recorder {
+            routes: RouteHandles::new(parts.metrics.clone(), &parts.primary_name, &parts.shadow_name),
             metrics: parts.metrics,
-            primary_name: parts.primary_name,
-            shadow_name: parts.shadow_name,
             noise: parts.noise,
             decode_limit: parts.decode_limit,
             writer: parts.writer,
@@ -184,6 +183,16 @@ impl Recorder {
     /// and the ID map; a divergence on a read that overlapped a pending
     /// write is `racy`, and one about an ID with no pair is skipped.
     pub fn judge(&self, exchange: &Exchange) -> compare::Judgement {
+        self.judge_as(exchange, false)
+    }
+
+    /// As [`Recorder::judge`], for an exchange whose bodies the caller has
+    /// already found equal byte for byte (they are not compared again).
+    pub fn judge_equal_bodies(&self, exchange: &Exchange) -> compare::Judgement {
+        self.judge_as(exchange, true)
+    }
+
+    fn judge_as(&self, exchange: &Exchange, bodies_equal: bool) -> compare::Judgement {
         let ctx = Context {
             route: &exchange.route,
             method: &exchange.request.method,
@@ -191,6 +200,7 @@ impl Recorder {
             ids: &*self.ids,
             decode_limit: self.decode_limit,
             want_patch: false,
+            bodies_equal,
         };
         let mut judgement = compare::judge(&exchange.primary, &exchange.shadow, &ctx, self.noise.as_ref());
         match judgement.outcome {
@@ -259,15 +269,11 @@ impl Recorder {
         outcome: Outcome,
         ledger: Option<LedgerRecord>,
     ) {
+        let route = self.routes.route(&request.route);
         if let Some(elapsed) = result.elapsed() {
-            let backend = match request.serving {
-                Side::Primary => &self.primary_name,
-                Side::Shadow => &self.shadow_name,
-            };
-            self.metrics
-                .observe_upstream(backend, &request.route, elapsed.as_secs_f64());
+            route.observe_upstream(request.serving, elapsed.as_secs_f64());
         }
-        self.metrics.record_outcome(&request.route, request.method, outcome);
+        route.record_outcome(request.method, outcome);
         let (primary, shadow) = request.serving.arrange(Some(result), None);
         self.writer.submit(ExchangeRecord {
             at_ms: crate::clock::unix_ms(request.started_at),
@@ -296,30 +302,25 @@ impl Recorder {
     pub fn record(&self, exchange: &Exchange, judgement: compare::Judgement) {
         self.keep(exchange, &judgement);
         let metrics = &self.metrics;
+        let route = self.routes.route(&exchange.route);
         let method = method_label(&exchange.request.method);
         if exchange.source == Source::Sweep {
             // Synthetic: counted apart, so traffic figures stay the clients'.
             metrics.record_sweep(&exchange.route, judgement.outcome);
         } else {
-            metrics.record_outcome(&exchange.route, method, judgement.outcome);
+            route.record_outcome(method, judgement.outcome);
         }
-        if let Some(elapsed) = exchange.primary.elapsed() {
-            metrics.observe_upstream(&self.primary_name, &exchange.route, elapsed.as_secs_f64());
-        }
-        if let Some(elapsed) = exchange.shadow.elapsed() {
-            metrics.observe_upstream(&self.shadow_name, &exchange.route, elapsed.as_secs_f64());
+        let seconds = |result: &SideResult| result.elapsed().map(|d| d.as_secs_f64());
+        let (primary_seconds, shadow_seconds) = (seconds(&exchange.primary), seconds(&exchange.shadow));
+        for (side, seconds) in [(Side::Primary, primary_seconds), (Side::Shadow, shadow_seconds)] {
+            if let Some(seconds) = seconds {
+                route.observe_upstream(side, seconds);
+            }
         }
         // Counted here, off the client's path: only mirrored requests say
         // how a part compares (the store's rollups count every request).
         if let Some(served) = exchange.served {
-            let seconds = |result: &SideResult| result.elapsed().map(|d| d.as_secs_f64());
-            metrics.record_served(
-                &exchange.route,
-                served.label(),
-                judgement.outcome,
-                seconds(&exchange.primary),
-                seconds(&exchange.shadow),
-            );
+            route.record_served(served, judgement.outcome, primary_seconds, shadow_seconds);
         }
         if exchange.shadow.is_error() {
             let kind = match &exchange.shadow {
@@ -409,9 +410,23 @@ fn cache_status(side: &SideResult) -> Option<String> {
     let SideResult::Complete(response) = side else {
         return None;
     };
-    CACHE_STATUS_FIELDS.iter().find_map(|name| {
-        let value = response.headers.get(name)?.to_str().ok()?;
-        let value: String = value.trim().to_ascii_lowercase().chars().take(24).collect();
+    // One look at each name: three hashed lookups per side cost more than
+    // comparing the few names an answer has. Each field's first value counts.
+    let mut firsts: [Option<&http::HeaderValue>; 3] = [None; 3];
+    for (name, value) in &response.headers {
+        if let Some(rank) = CACHE_STATUS_FIELDS.iter().position(|field| field == name) {
+            firsts[rank].get_or_insert(value);
+        }
+    }
+    firsts.into_iter().flatten().find_map(|value| {
+        let value: String = value
+            .to_str()
+            .ok()?
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .take(24)
+            .collect();
         (!value.is_empty()).then_some(value)
     })
 }
@@ -425,5 +440,55 @@ fn skip_reason(outcome: Outcome) -> Option<String> {
     match outcome {
         Outcome::Skipped(reason) => Some(reason.label().to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::exchange::CapturedResponse;
+
+    fn answered(headers: &[(&str, &str)]) -> SideResult {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        SideResult::Complete(CapturedResponse {
+            status: http::StatusCode::OK,
+            headers: map,
+            body: bytes::Bytes::new(),
+            elapsed: Duration::from_millis(3),
+        })
+    }
+
+    #[test]
+    fn the_cache_status_is_read_in_the_order_cdns_are_trusted() {
+        let all = answered(&[
+            ("x-cache", "MISS"),
+            ("cf-cache-status", "EXPIRED"),
+            ("x-vercel-cache", " HIT "),
+        ]);
+        assert_eq!(cache_status(&all).as_deref(), Some("hit"));
+        let cloudflare = answered(&[("x-cache", "MISS"), ("cf-cache-status", "Dynamic")]);
+        assert_eq!(cache_status(&cloudflare).as_deref(), Some("dynamic"));
+        let plain = answered(&[("content-type", "application/json"), ("x-cache", "Hit from cloudfront")]);
+        assert_eq!(cache_status(&plain).as_deref(), Some("hit from cloudfront"));
+    }
+
+    #[test]
+    fn a_blank_cache_status_gives_way_and_only_a_fields_first_value_counts() {
+        let blank = answered(&[("x-vercel-cache", "  "), ("x-cache", "MISS")]);
+        assert_eq!(cache_status(&blank).as_deref(), Some("miss"));
+        let repeated = answered(&[("x-cache", "MISS"), ("x-cache", "HIT")]);
+        assert_eq!(cache_status(&repeated).as_deref(), Some("miss"));
+        let long = answered(&[("x-cache", &"a".repeat(100))]);
+        assert_eq!(cache_status(&long).map(|status| status.len()), Some(24));
+        assert_eq!(cache_status(&answered(&[("content-type", "text/plain")])), None);
+        assert_eq!(cache_status(&SideResult::Abandoned), None);
     }
 }
