@@ -143,6 +143,7 @@ fn bench(c: &mut Criterion) {
                     ids: &NoIds,
                     decode_limit: 16 << 20,
                     want_patch: false,
+                    bodies_equal: false,
                 };
                 compare_responses(&ctx, black_box(&p), black_box(&s))
             })

@@ -307,6 +307,7 @@ impl Rechecker {
             ids: &*self.ids,
             decode_limit: self.decode_limit,
             want_patch: false,
+            bodies_equal: false,
         };
         let comparison = compare_responses(&ctx, &primary, &shadow);
         check.differences = comparison

@@ -30,6 +30,7 @@ fn compare(rules: &CompareRules, primary: &Value, shadow: &Value) -> Comparison 
         ids: &NoIds,
         decode_limit: 1 << 22,
         want_patch: true,
+        bodies_equal: false,
     };
     compare_responses(&ctx, &respond(primary), &respond(shadow))
 }

@@ -90,6 +90,7 @@ fuzz_target!(|input: Input| {
         ids: &NoIds,
         decode_limit: 1 << 20,
         want_patch: true,
+        bodies_equal: false,
     };
     let _ = compare_responses(&ctx, &primary, &shadow);
     let same = compare_responses(&ctx, &primary, &primary);

@@ -66,6 +66,7 @@ pub(super) fn diff(
         ids: ids.as_ref().map_or(&NoIds as &dyn IdLookup, |ids| ids as &dyn IdLookup),
         decode_limit,
         want_patch: !matches!(format, DiffFormat::Text),
+        bodies_equal: false,
     };
     let comparison = compare_responses(&ctx, &primary, &shadow);
     match format {

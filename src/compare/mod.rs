@@ -258,6 +258,10 @@ pub struct Context<'a> {
     pub decode_limit: usize,
     /// Build the RFC 6902 patch (it copies values; the proxy's hot comparisons skip it).
     pub want_patch: bool,
+    /// The caller has compared both bodies byte for byte and found them
+    /// equal, so they are not compared again (a second look at two 64 KB
+    /// bodies is 9K instructions). False unless the caller checked.
+    pub bodies_equal: bool,
 }
 
 /// A complete answer's body as normalized JSON, if it is JSON.

@@ -416,7 +416,7 @@ impl Mirror {
     /// comparison threads.
     fn settle(&self, exchange: Exchange, ticket: Ticket) {
         if plainly_identical(&exchange) {
-            let judgement = self.recorder.judge(&exchange);
+            let judgement = self.recorder.judge_equal_bodies(&exchange);
             if judgement.outcome != Outcome::Diverged {
                 self.recorder.record(&exchange, judgement);
                 drop(ticket);
