@@ -156,12 +156,14 @@ pub(super) fn forwarded_headers(
         }
     }
     super::protocols::keep_trailers_te(incoming, &mut headers);
-    let host = incoming
+    // The client's Host is passed on as it came (text only), not parsed again.
+    let host = match incoming
         .get(HOST)
-        .filter(|_| passed_on(&HOST))
-        .and_then(|value| value.to_str().ok())
-        .or(authority)
-        .and_then(|host| HeaderValue::from_str(host).ok());
+        .filter(|value| passed_on(&HOST) && value.to_str().is_ok())
+    {
+        Some(value) => Some(value.clone()),
+        None => authority.and_then(|host| HeaderValue::from_str(host).ok()),
+    };
     let mut forwarded_for = String::new();
     for hop in incoming
         .get_all(&X_FORWARDED_FOR)

@@ -167,7 +167,7 @@ async fn forward(
         }
     }
     let plan = plan_mirror(&flight, client);
-    let prepared = match read_body(&flight, plan, body).await {
+    let prepared = match read_body(&mut flight, plan, body).await {
         Ok(prepared) => prepared,
         Err(refusal) => return refusal,
     };
@@ -320,7 +320,7 @@ impl InFlight<'_> {
 
 /// A mirrored request's body is read (bounded in size and time) so the
 /// shadow gets the same bytes; any other body streams through untouched.
-async fn read_body(flight: &InFlight<'_>, plan: Plan, body: Incoming) -> Result<Prepared, Response<ResponseBody>> {
+async fn read_body(flight: &mut InFlight<'_>, plan: Plan, body: Incoming) -> Result<Prepared, Response<ResponseBody>> {
     let mirror = &flight.state.mirror;
     let ticket = match plan {
         Plan::Skip(reason) => {
@@ -363,8 +363,15 @@ async fn read_body(flight: &InFlight<'_>, plan: Plan, body: Incoming) -> Result<
             })
         }
         (Ok(rest), Ok((bytes, reservation))) => {
-            let mut shadow_headers = flight.headers.clone();
-            shadow_headers.insert(SHADOW_MARKER_NAME.clone(), HeaderValue::from_static("1"));
+            // Marked in the primary's map, which was built with room, just
+            // for the copy: a clone has no room, and the marker grew it (a
+            // copy of every entry). The marker is the last entry, so taking
+            // it out again moves nothing.
+            flight
+                .headers
+                .insert(SHADOW_MARKER_NAME.clone(), HeaderValue::from_static("1"));
+            let shadow_headers = flight.headers.clone();
+            flight.headers.remove(&SHADOW_MARKER_NAME);
             let captured = CapturedRequest {
                 method: flight.parts.method.clone(),
                 path_and_query: flight.path_and_query.clone(),
