@@ -18,12 +18,7 @@ A=$1; B=$2; ROUNDS=${3:-3}; RATE=${4:-4000}
 for tool in wrk oha; do
     command -v "$tool" >/dev/null || { echo "bench-ab: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
 done
-cargo build --release --quiet --example backend
-work=$(mktemp -d); pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-target/release/examples/backend --listen 127.0.0.1:18181 --name bench 2>/dev/null & pids+=($!)
-target/release/examples/backend --listen 127.0.0.1:18182 --name bench 2>/dev/null & pids+=($!)
+bench_start 18181 18182
 start() { # BIN PORT ADMIN_PORT -> starts cutover, records its pid in $work/PORT.pid
     bench_config "$2" "$3" 18181 18182 "$work/$2.db" >"$work/$2.toml"
     RUST_LOG=warn "$1" serve -c "$work/$2.toml" 2>"$work/$2.log" & pids+=($!)

@@ -32,14 +32,7 @@ for tool in valgrind callgrind_control oha; do
     command -v "$tool" >/dev/null || { echo "bench-instructions: needs $tool (apt-get install valgrind; cargo install oha)" >&2; exit 2; }
 done
 mkdir -p "$OUT"
-cargo build --release --quiet --bin cutover --example backend --example bench_floor
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-target/release/examples/backend --listen 127.0.0.1:$PRIMARY_PORT --name bench 2>/dev/null & pids+=($!)
-target/release/examples/backend --listen 127.0.0.1:$SHADOW_PORT --name bench 2>/dev/null & pids+=($!)
+bench_start $PRIMARY_PORT $SHADOW_PORT
 
 # count NAME PATH COMMAND...: prints the instructions per request of COMMAND serving PATH.
 count() {

@@ -47,14 +47,7 @@ for tool in wrk oha; do
     command -v "$tool" >/dev/null || { echo "bench-proxy: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
 done
 
-cargo build --release --quiet --bin cutover --example backend --example bench_floor
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-target/release/examples/backend --listen 127.0.0.1:$PRIMARY_PORT --name bench 2>/dev/null & pids+=($!)
-target/release/examples/backend --listen 127.0.0.1:$SHADOW_PORT --name bench 2>/dev/null & pids+=($!)
+bench_start $PRIMARY_PORT $SHADOW_PORT
 declare -A pid_of=()
 target/release/examples/bench_floor --listen 127.0.0.1:$FLOOR_MIRROR_PORT --primary "http://127.0.0.1:$PRIMARY_PORT" \
     --shadow "http://127.0.0.1:$SHADOW_PORT" 2>/dev/null & pids+=($!); pid_of[floor-mirror]=$!
