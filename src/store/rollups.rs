@@ -50,16 +50,18 @@ struct RollupCounts {
     last_ms: i64,
 }
 
-/// One side's latency histogram of a minute: the buckets hang below it, so
-/// an exchange finds its series once per side and then only compares
+/// The latency histograms of a minute, one per side: the buckets hang
+/// below it, so an exchange finds its series once and then only compares
 /// bucket numbers (a key per bucket compared four strings per step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct LatencySeries<'a> {
     minute_ms: i64,
     route: &'a str,
     served: &'a str,
-    side: &'static str,
 }
+
+/// The `side` values of a series' two histograms, in the table's key order.
+const SIDES: [&str; 2] = ["primary", "shadow"];
 
 /// The rollups of one batch, in key order: the order every writer locks
 /// rows in, so two replicas' batches wait for each other instead of
@@ -67,7 +69,8 @@ struct LatencySeries<'a> {
 #[derive(Debug, Default)]
 pub(super) struct Rollups<'a> {
     counts: BTreeMap<RollupKey<'a>, RollupCounts>,
-    latency: BTreeMap<LatencySeries<'a>, BTreeMap<i64, i64>>,
+    /// Per series, the primary's buckets and the shadow's (as [`SIDES`]).
+    latency: BTreeMap<LatencySeries<'a>, [BTreeMap<i64, i64>; 2]>,
 }
 
 /// A cache status that says the answer came from a cache (`HIT`, `hit-stale`, …).
@@ -118,14 +121,13 @@ impl<'a> Rollups<'a> {
         counts.last_ms = counts.last_ms.max(exchange.at_ms);
         // Latency compares the sides on the same exchanges: both answered.
         if let (Some(primary_ms), Some(shadow_ms)) = (exchange.primary_ms, exchange.shadow_ms) {
-            for (side, ms) in [("primary", primary_ms), ("shadow", shadow_ms)] {
-                let series = LatencySeries {
-                    minute_ms,
-                    route: &exchange.route,
-                    served: &exchange.served,
-                    side,
-                };
-                let buckets = self.latency.entry(series).or_default();
+            let series = LatencySeries {
+                minute_ms,
+                route: &exchange.route,
+                served: &exchange.served,
+            };
+            let sides = self.latency.entry(series).or_default();
+            for (buckets, ms) in sides.iter_mut().zip([primary_ms, shadow_ms]) {
                 *buckets.entry(crate::histogram::bucket_of(ms)).or_default() += 1;
             }
         }
@@ -163,12 +165,16 @@ impl<'a> Rollups<'a> {
             }
             query.execute(&mut **tx).await?;
         }
-        // Series by series, bucket by bucket: the key order of the table.
-        let latency: Vec<_> = self
-            .latency
-            .iter()
-            .flat_map(|(series, buckets)| buckets.iter().map(move |(bucket, n)| (series, *bucket, *n)))
-            .collect();
+        // Series by series, side by side, bucket by bucket: the key order of the table.
+        let latency: Vec<_> =
+            self.latency
+                .iter()
+                .flat_map(|(series, sides)| {
+                    SIDES.into_iter().zip(sides).flat_map(move |(side, buckets)| {
+                        buckets.iter().map(move |(bucket, n)| (series, side, *bucket, *n))
+                    })
+                })
+                .collect();
         for rows in latency.chunks(ROWS_PER_UPSERT) {
             let sql = format!(
                 "INSERT INTO rollup_latency (minute_ms, route, served, side, bucket, n) VALUES {} \
@@ -176,12 +182,12 @@ impl<'a> Rollups<'a> {
                 values_list(6, rows.len(), engine)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (series, bucket, n) in rows {
+            for (series, side, bucket, n) in rows {
                 query = query
                     .bind(series.minute_ms)
                     .bind(series.route)
                     .bind(series.served)
-                    .bind(series.side)
+                    .bind(*side)
                     .bind(*bucket)
                     .bind(*n);
             }
@@ -427,7 +433,18 @@ mod tests {
         assert_eq!((matches.shadow_cache_hits, matches.shadow_cache_known), (2, 2));
         assert_eq!(minute(180_000, "match").map(|c| c.requests), Some(1));
         assert_eq!(minute(120_000, "diverged").map(|c| c.shadow_429), Some(1));
-        let latency_total: i64 = rollups.latency.values().flat_map(BTreeMap::values).sum();
+        let latency_total: i64 = rollups.latency.values().flatten().flat_map(BTreeMap::values).sum();
+        let (primary, shadow) = rollups.latency.values().fold((0, 0), |(p, s), [primary, shadow]| {
+            (p + primary.values().sum::<i64>(), s + shadow.values().sum::<i64>())
+        });
+        assert_eq!((primary, shadow), (3, 3));
+        // Each side's time lands in its own histogram: only the shadow took 30 ms.
+        let thirty = crate::histogram::bucket_of(30.0);
+        assert!(rollups
+            .latency
+            .values()
+            .all(|[primary, _]| !primary.contains_key(&thirty)));
+        assert!(rollups.latency.values().any(|[_, shadow]| shadow.contains_key(&thirty)));
         assert_eq!(latency_total, 6, "three exchanges where both answered, two sides each");
         assert!(rollups.latency.keys().all(|series| series.minute_ms == 120_000));
     }
