@@ -342,6 +342,11 @@ impl Metrics {
         self.requests_total
             .with_label_values(&[route, method, outcome.label()])
             .inc();
+        self.record_dropped(outcome);
+    }
+
+    /// Counts a skipped outcome's reason (`cutover_mirror_dropped_total`).
+    fn record_dropped(&self, outcome: Outcome) {
         if let Outcome::Skipped(reason) = outcome {
             self.mirror_dropped_total.with_label_values(&[reason.label()]).inc();
         }

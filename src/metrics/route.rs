@@ -106,9 +106,7 @@ impl RouteMetrics {
                     .with_label_values(&[&self.route, method, outcome.label()])
             })
             .inc();
-        if let Outcome::Skipped(reason) = outcome {
-            metrics.mirror_dropped_total.with_label_values(&[reason.label()]).inc();
-        }
+        metrics.record_dropped(outcome);
     }
 
     /// As [`Metrics::observe_upstream`], for the upstream of `side`.
