@@ -103,6 +103,8 @@ async fn a_ramp_advances_while_the_share_matches_resumes_after_a_restart_and_ste
     let config_arg = config.to_str().unwrap();
 
     let proxy = setup.start().await;
+    // The store is opened by the instance's writer after start returns.
+    until_ready(proxy.admin_addr).await;
     assert!(status(&config)
         .await
         .contains("route things: not started (steps 10% → 50% → 100%)"));

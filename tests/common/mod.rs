@@ -298,6 +298,16 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Waits until the instance's `/readyz` says 200: its store is open (so a
+/// CLI command pointed at it finds the schema) and its primary accepts.
+pub async fn until_ready(admin: SocketAddr) {
+    let url = format!("http://{admin}/readyz");
+    eventually("the instance is ready", || async {
+        matches!(client().get(&url).send().await, Ok(response) if response.status() == 200)
+    })
+    .await;
+}
+
 /// The admin listener's `/metrics` page, as text.
 pub async fn metrics_text(admin: SocketAddr) -> String {
     client()
@@ -574,11 +584,7 @@ impl Supervised {
     }
 
     pub async fn until_ready(&self) {
-        let url = format!("http://{}/readyz", self.admin);
-        eventually("the instance is ready", || async {
-            matches!(client().get(&url).send().await, Ok(response) if response.status() == 200)
-        })
-        .await;
+        until_ready(self.admin.parse().unwrap()).await;
     }
 
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
