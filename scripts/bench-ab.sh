@@ -15,19 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-config.sh
 A=$1; B=$2; ROUNDS=${3:-3}; RATE=${4:-4000}
-for tool in wrk oha; do
-    command -v "$tool" >/dev/null || { echo "bench-ab: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
-done
+bench_require bench-ab "wrk: apt-get install wrk; oha: cargo install oha" wrk oha
 bench_start 18181 18182
-start() { # BIN PORT ADMIN_PORT -> starts cutover, records its pid in $work/PORT.pid
-    bench_config "$2" "$3" 18181 18182 "$work/$2.db" >"$work/$2.toml"
-    RUST_LOG=warn "$1" serve -c "$work/$2.toml" 2>"$work/$2.log" & pids+=($!)
-    echo $! >"$work/$2.pid"
-    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$3/healthz" >/dev/null && return; sleep 0.1; done
-    echo "bench-ab: $1 did not start; its log:" >&2; cat "$work/$2.log" >&2; exit 1
-}
-start "$A" 18180 18990
-start "$B" 18185 18995
+bench_serve "$A" 18180 18990 18181 18182
+a_pid=$served_pid
+bench_serve "$B" 18185 18995 18181 18182
+b_pid=$served_pid
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu() { # PID PORT -> "µs/request p99"
     oha -z 2s -q "$RATE" -c 32 --no-tui "http://127.0.0.1:$2/json/1k" >/dev/null
@@ -41,6 +34,6 @@ cpu() { # PID PORT -> "µs/request p99"
 rps() { wrk -t1 -c32 -d6s "http://127.0.0.1:$1/json/1k" | awk '/Requests\/sec/ {print $2}'; }
 echo "A = $A"; echo "B = $B"
 for round in $(seq "$ROUNDS"); do
-    echo "round $round: A $(cpu "$(cat "$work/18180.pid")" 18180), $(rps 18180) req/s | B $(cpu "$(cat "$work/18185.pid")" 18185), $(rps 18185) req/s"
+    echo "round $round: A $(cpu "$a_pid" 18180), $(rps 18180) req/s | B $(cpu "$b_pid" 18185), $(rps 18185) req/s"
     sleep 2
 done

@@ -45,6 +45,27 @@ bench_start() {
     target/release/examples/backend --listen "127.0.0.1:$2" --name bench 2>/dev/null & pids+=($!)
 }
 
+# bench_require SCRIPT HINT TOOL...: exits (status 2) naming the first TOOL
+# not installed, with HINT saying how to install what SCRIPT needs.
+bench_require() {
+    local script=$1 hint=$2 tool
+    shift 2
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$script: needs $tool ($hint)" >&2; exit 2; }
+    done
+}
+
+# bench_serve BIN PROXY_PORT ADMIN_PORT PRIMARY_PORT SHADOW_PORT: starts BIN
+# (a cutover build) on the bench config, its store and log in $work named
+# after PROXY_PORT; sets served_pid and waits until it answers /healthz.
+bench_serve() {
+    bench_config "$2" "$3" "$4" "$5" "$work/$2.db" >"$work/$2.toml"
+    RUST_LOG=warn "$1" serve -c "$work/$2.toml" 2>"$work/$2.log" & pids+=($!)
+    served_pid=$!
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$3/healthz" >/dev/null && return; sleep 0.1; done
+    echo "bench: $1 did not start; its log:" >&2; cat "$work/$2.log" >&2; exit 1
+}
+
 bench_cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     rm -rf "$work"

@@ -28,9 +28,7 @@ SHADOW_PORT=28082
 PROXY_PORT=28080
 ADMIN_PORT=28990
 
-for tool in valgrind callgrind_control oha; do
-    command -v "$tool" >/dev/null || { echo "bench-instructions: needs $tool (apt-get install valgrind; cargo install oha)" >&2; exit 2; }
-done
+bench_require bench-instructions "apt-get install valgrind; cargo install oha" valgrind callgrind_control oha
 mkdir -p "$OUT"
 bench_start $PRIMARY_PORT $SHADOW_PORT
 

@@ -29,18 +29,14 @@ PROXY_PORT=38080
 ADMIN_PORT=38990
 FLOOR_PORT=38061
 
-for tool in perf oha python3; do
-    command -v "$tool" >/dev/null || { echo "bench-profile: needs $tool (apt-get install linux-perf; cargo install oha)" >&2; exit 2; }
-done
+bench_require bench-profile "apt-get install linux-perf; cargo install oha" perf oha python3
 mkdir -p "$OUT"
 bench_start $PRIMARY_PORT $SHADOW_PORT
-bench_config $PROXY_PORT $ADMIN_PORT $PRIMARY_PORT $SHADOW_PORT "$work/cutover.db" >"$work/bench.toml"
-RUST_LOG=warn target/release/cutover serve -c "$work/bench.toml" 2>"$work/cutover.log" & pids+=($!)
-cutover_pid=$!
 target/release/examples/bench_floor --listen 127.0.0.1:$FLOOR_PORT --primary "http://127.0.0.1:$PRIMARY_PORT" \
     --shadow "http://127.0.0.1:$SHADOW_PORT" 2>/dev/null & pids+=($!)
 floor_pid=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null && break; sleep 0.1; done
+bench_serve target/release/cutover $PROXY_PORT $ADMIN_PORT $PRIMARY_PORT $SHADOW_PORT
+cutover_pid=$served_pid
 
 # sample NAME PORT PID: warms up, then records PID while oha sends the load; prints the requests answered.
 sample() {

@@ -43,9 +43,7 @@ FLOOR_PLAIN_PORT=18062
 NGINX_MIRROR_PORT=18071
 NGINX_PLAIN_PORT=18072
 
-for tool in wrk oha; do
-    command -v "$tool" >/dev/null || { echo "bench-proxy: needs $tool (wrk: apt-get install wrk; oha: cargo install oha)" >&2; exit 2; }
-done
+bench_require bench-proxy "wrk: apt-get install wrk; oha: cargo install oha" wrk oha
 
 bench_start $PRIMARY_PORT $SHADOW_PORT
 declare -A pid_of=()
@@ -79,9 +77,8 @@ http {
 EOF
     nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null & pids+=($!)
 fi
-bench_config $PROXY_PORT $ADMIN_PORT $PRIMARY_PORT $SHADOW_PORT "$work/cutover.db" >"$work/bench.toml"
-RUST_LOG=warn target/release/cutover serve -c "$work/bench.toml" 2>"$work/cutover.log" & pids+=($!); pid_of[cutover]=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null && break; sleep 0.1; done
+bench_serve target/release/cutover $PROXY_PORT $ADMIN_PORT $PRIMARY_PORT $SHADOW_PORT
+pid_of[cutover]=$served_pid
 
 rps() { # URL -> requests/s at saturation
     wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$1" | awk '/Requests\/sec/ {print $2}'
