@@ -11,7 +11,9 @@
 #
 # Each process is warmed up with 500 requests, its counters are zeroed,
 # then REQUESTS requests are sent at 200 req/s (4 connections) and the
-# counters dumped. The profiles are kept in OUT (default: a new temporary
+# counters dumped. Allocations per request are the calls into Rust's
+# allocator (scripts/callgrind-calls.py); sqlite's own are not among them.
+# The profiles are kept in OUT (default: a new temporary
 # directory) for callgrind_annotate.
 #
 # Needs valgrind (callgrind_control) and oha (cargo install oha).
@@ -54,17 +56,20 @@ count() {
     wait "$pid" 2>/dev/null || true
     local dump
     dump=$(ls "$OUT/$name.cg".* | tail -1)
-    awk -v n="$REQUESTS" '/^totals:/ { printf "%.0f\n", $2 / n }' "$dump"
+    echo "$(awk -v n="$REQUESTS" '/^totals:/ { printf "%.0f\n", $2 / n }' "$dump") $(scripts/callgrind-calls.py "$dump" "$REQUESTS" '' 0)"
 }
 
-printf '%-6s %-14s %12s %7s\n' body via instr/req ratio
+printf '%-6s %-14s %12s %7s %11s\n' body via instr/req ratio allocs/req
 for size in 1k 64k; do
     rm -f "$work/store.db"*
     bench_config $PROXY_PORT $ADMIN_PORT $PRIMARY_PORT $SHADOW_PORT "$work/store.db" >"$work/cutover.toml"
     floor=$(count "floor-$size" "/json/$size" target/release/examples/bench_floor --listen "127.0.0.1:$PROXY_PORT" \
         --primary "http://127.0.0.1:$PRIMARY_PORT" --shadow "http://127.0.0.1:$SHADOW_PORT")
     cutover=$(count "cutover-$size" "/json/$size" target/release/cutover serve -c "$work/cutover.toml")
-    printf '%-6s %-14s %12s %7s\n' "$size" floor-mirror "$floor" 1.00x
-    printf '%-6s %-14s %12s %6.2fx\n' "$size" cutover "$cutover" "$(echo "$cutover / $floor" | bc -l)"
+    read -r floor floor_allocs <<<"$floor"
+    read -r cutover cutover_allocs <<<"$cutover"
+    printf '%-6s %-14s %12s %7s %11s\n' "$size" floor-mirror "$floor" 1.00x "$floor_allocs"
+    printf '%-6s %-14s %12s %6.2fx %11s\n' "$size" cutover "$cutover" "$(echo "$cutover / $floor" | bc -l)" "$cutover_allocs"
 done
-echo "profiles: $OUT (callgrind_annotate --inclusive=yes FILE)"
+echo "profiles: $OUT (callgrind_annotate --inclusive=yes FILE;"
+echo "  where the allocations are made: scripts/callgrind-calls.py FILE $REQUESTS)"
